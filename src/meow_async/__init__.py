@@ -1,0 +1,59 @@
+"""meow_async: event-triggered workflows on one asyncio event loop."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .conductors import Conductor, LocalConductor
+from .config import RunnerConfig
+from .events import Event
+from .exceptions import ConfigError, JobError, MeowError, MonitorError, WorkflowFileError
+from .handlers import Handler
+from .jobs import Job, JobState, iter_jobs, read_meta
+from .monitors import FileMonitor, Monitor
+from .patterns import Change, FilePattern, Pattern, Sweep
+from .recipes import BashRecipe, PythonRecipe, Recipe
+from .rules import Rule
+from .runner import Runner, RunnerStats
+from .templates import KEYWORDS
+from .workflow import Workflow
+from .workflow_file import WorkflowSpec, load_workflow
+
+try:
+    __version__ = version("meow-async")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+__all__ = [
+    "KEYWORDS",
+    "BashRecipe",
+    "Change",
+    "Conductor",
+    "ConfigError",
+    "Event",
+    "FileMonitor",
+    "FilePattern",
+    "Handler",
+    "Job",
+    "JobError",
+    "JobState",
+    "LocalConductor",
+    "MeowError",
+    "Monitor",
+    "MonitorError",
+    "Pattern",
+    "PythonRecipe",
+    "Recipe",
+    "Rule",
+    "Runner",
+    "RunnerConfig",
+    "RunnerStats",
+    "Sweep",
+    "Workflow",
+    "WorkflowFileError",
+    "WorkflowSpec",
+    "__version__",
+    "iter_jobs",
+    "load_workflow",
+    "read_meta",
+]

@@ -1,0 +1,94 @@
+"""Small validators shared by the model classes, so every check names the field and the value."""
+
+from __future__ import annotations
+
+import keyword
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .exceptions import ConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: Values a parameter may take: what JSON, Python literals and Bash strings can all carry.
+JSONValue = str | int | float | bool | None | list[Any] | dict[str, Any]
+
+
+def check_name(where: str, field: str, value: object) -> str:
+    """Names end up in file names, log lines and YAML keys: keep them plain."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ConfigError(
+            f"invalid name {value!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+            where=where,
+            field=field,
+            value=value,
+        )
+    return value
+
+
+def check_variable(where: str, field: str, value: object) -> str:
+    """A variable must be assignable in both Python and Bash."""
+    if (
+        not isinstance(value, str)
+        or not _VARIABLE.fullmatch(value)
+        or keyword.iskeyword(value)
+        or value.startswith("MEOW_")
+    ):
+        raise ConfigError(
+            f"invalid variable name {value!r}: use letters, digits and '_', not starting "
+            "with a digit, not a Python keyword, not starting with 'MEOW_'",
+            where=where,
+            field=field,
+            value=value,
+        )
+    return value
+
+
+def check_value(where: str, field: str, value: object) -> None:
+    """Parameters travel as JSON and as Python/Bash literals; anything else has no safe form."""
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"{value!r} is not a finite number", where=where, field=field, value=value
+            )
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_value(where, f"{field}[{i}]", item)
+        return
+    if isinstance(value, Mapping):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"key {k!r} is not a string", where=where, field=field, value=k)
+            check_value(where, f"{field}.{k}", item)
+        return
+    raise ConfigError(
+        f"value of type {type(value).__name__} is not allowed: use strings, numbers, booleans, "
+        "null, lists or mappings",
+        where=where,
+        field=field,
+        value=value,
+    )
+
+
+def check_params(where: str, field: str, value: object) -> dict[str, Any]:
+    """A parameter mapping: variable names to JSON-like values; returns a plain copy."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"expected a mapping of names to values, got {type(value).__name__}",
+            where=where,
+            field=field,
+            value=value,
+        )
+    for k, v in value.items():
+        check_variable(where, f"{field}.{k}" if isinstance(k, str) else field, k)
+        check_value(where, f"{field}.{k}", v)
+    return dict(value)

@@ -1,0 +1,372 @@
+"""The command line: run, validate, jobs, show. The only module that exits or sets up logging."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .exceptions import MeowError
+from .jobs import META_FILE, STDERR_FILE, STDOUT_FILE, JobState, iter_jobs, read_meta
+from .loops import loop_factory
+from .runner import Runner
+from .workflow_file import WorkflowSpec, load_workflow
+
+__all__ = ["main"]
+
+logger = logging.getLogger("meow_async.cli")
+
+_EPILOG = """\
+examples:
+  meow-async run examples/linked/workflow.yaml   run a workflow until Ctrl+C
+  meow-async validate workflow.yaml              list every problem in a workflow file
+  meow-async jobs --state failed                 list failed jobs under ./.meow/jobs
+  meow-async show 20261121-130501.042-1a2b3c4d   print one job: metadata, output, errors
+
+docs: docs/cli.md and docs/workflow-file.md in the project
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="meow-async",
+        description="Event-triggered workflows: files that land in a watched folder become "
+        "jobs that run at once.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"meow_async {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run a workflow file until stopped (Ctrl+C)",
+        description="Run a workflow until Ctrl+C or SIGTERM. The first signal "
+        "stops gracefully (running jobs get runner.shutdown_timeout seconds); a "
+        "second stops running jobs at once.",
+    )
+    run.add_argument("workflow", type=Path, help="workflow file (YAML)")
+    run.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop (default: auto = uvloop when installed)",
+    )
+    run.add_argument(
+        "--max-jobs", type=int, metavar="N", help="jobs running at once (overrides runner.max_jobs)"
+    )
+    _verbosity(run)
+
+    val = sub.add_parser(
+        "validate",
+        help="check a workflow file and list every problem",
+        description="Check a workflow file without running it. Exits 1 and "
+        "lists every problem with its line if there are any.",
+    )
+    val.add_argument("workflow", type=Path, help="workflow file (YAML)")
+
+    jobs = sub.add_parser(
+        "jobs",
+        help="list jobs and their states",
+        description="List the jobs under a jobs folder, oldest first.",
+    )
+    jobs.add_argument(
+        "where",
+        nargs="?",
+        type=Path,
+        default=Path(".meow/jobs"),
+        help="a jobs folder, or a workflow file to take it from (default: ./.meow/jobs)",
+    )
+    jobs.add_argument(
+        "--state", choices=[s.value for s in JobState], help="only jobs in this state"
+    )
+    jobs.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    show = sub.add_parser(
+        "show",
+        help="print one job: metadata, parameters, output",
+        description="Print one job's metadata and the end of its output.",
+    )
+    show.add_argument("job", help="job id (or a unique start of one), or a job folder")
+    show.add_argument(
+        "--jobs",
+        type=Path,
+        default=Path(".meow/jobs"),
+        metavar="WHERE",
+        help="jobs folder or workflow file (default: ./.meow/jobs)",
+    )
+    show.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    show.add_argument(
+        "--lines",
+        type=int,
+        default=20,
+        metavar="N",
+        help="lines of stdout/stderr to show (default: 20)",
+    )
+    return p
+
+
+def _verbosity(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    g.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "validate":
+            return _validate(args.workflow)
+        if args.command == "jobs":
+            return _jobs(args)
+        return _show(args)
+    except MeowError as e:
+        print(f"meow-async: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `meow-async jobs | head`
+        sys.stderr.close()
+        return 0
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    _setup_logging(
+        logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    )
+    spec = load_workflow(args.workflow)
+    runner = Runner.from_spec(spec, max_jobs=args.max_jobs)
+    _banner(spec, runner, args.loop)
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as loop_runner:
+            loop_runner.run(_serve(runner))
+    except ExceptionGroup as group:
+        # A monitor that fails (e.g. its folder vanished) ends the runner's TaskGroup.
+        ours, other = group.split(MeowError)
+        if other is not None or ours is None:
+            raise
+        for e in _leaves(ours):
+            print(f"meow-async: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup[MeowError]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
+
+
+async def _serve(runner: Runner) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if runner.stopping:
+            logger.warning("%s again: stopping running jobs now", sig.name)
+        else:
+            logger.warning("%s: stopping gracefully (again to stop running jobs at once)", sig.name)
+        runner.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await runner.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
+    cfg = runner.config
+    out = [
+        f"meow_async {__version__}: running {spec.path} (loop: {loop})",
+        f"  watching  {cfg.base_dir.absolute()}",
+        f"  jobs in   {runner.jobs_dir}",
+    ]
+    rules = runner.rules
+    width = max((len(n) for n in rules), default=0)
+    for i, (name, rule) in enumerate(rules.items()):
+        trigger = rule.pattern.glob
+        out.append(
+            f"  {'rules' if i == 0 else '':<9} {name:<{width}}  {trigger} -> "
+            f"{rule.recipe.kind} recipe {rule.recipe.name}"
+        )
+    hint = _hint(spec, runner)
+    if hint:
+        out.append(f"Try it: {hint}")
+    out.append(f"Then: meow-async jobs {_rel(runner.jobs_dir)}   (Ctrl+C stops)")
+    print("\n".join(out), flush=True)
+
+
+def _hint(spec: WorkflowSpec, runner: Runner) -> str | None:
+    """A command that makes the first file rule fire, when its glob allows a simple name."""
+    for rule in runner.rules.values():
+        p = rule.pattern
+        if any(c in p.glob for c in "?["):
+            continue
+        rel = p.glob.replace("**/", "").replace("*", "hello")
+        target = runner.config.base_dir / rel
+        if p.matches(os.path.relpath(target, runner.config.base_dir)):
+            return f"echo 'hello world' > {_rel(target)}"
+    return None
+
+
+def _rel(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+class _Formatter(logging.Formatter):
+    default_msec_format = "%s.%03d"
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("meow_async")
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+# -- validate -----------------------------------------------------------------------------------
+
+
+def _validate(path: Path) -> int:
+    spec = load_workflow(path)
+    runner = Runner.from_spec(spec)
+    waiting = [p.name for p in spec.patterns if p.name not in runner.rules]
+    print(
+        f"{path}: OK: {len(spec.patterns)} pattern(s), {len(spec.recipes)} recipe(s), "
+        f"{len(runner.rules)} rule(s)" + (f"; no recipe yet for {waiting}" if waiting else "")
+    )
+    base = spec.config.base_dir
+    if not base.is_dir():
+        print(
+            f"note: the watched folder {base} does not exist yet; `run` needs it", file=sys.stderr
+        )
+    return 0
+
+
+# -- jobs and show ------------------------------------------------------------------------------
+
+
+def _jobs_root(where: Path) -> Path:
+    if where.is_file():
+        return load_workflow(where).config.jobs_dir
+    if not where.exists():
+        raise MeowError(f"no jobs folder at {where} (give the jobs folder or the workflow file)")
+    return where
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    root = _jobs_root(args.where)
+    rows = [m for m in iter_jobs(root) if args.state is None or m.get("state") == args.state]
+    if args.json:
+        for m in rows:
+            print(json.dumps(m, sort_keys=True))
+        return 0
+    if not rows:
+        print(f"no {args.state + ' ' if args.state else ''}jobs in {root}")
+        return 0
+    header = ("ID", "STATE", "RULE", "CREATED", "TOOK", "EXIT")
+    table = [header] + [
+        (
+            str(m.get("id")),
+            str(m.get("state")),
+            str(m.get("rule")),
+            _when(m.get("created")),
+            _took(m),
+            _str(m.get("exit_code")),
+        )
+        for m in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    counts: dict[str, int] = {}
+    for m in rows:
+        counts[str(m.get("state"))] = counts.get(str(m.get("state")), 0) + 1
+    print(f"{len(rows)} job(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    job_dir = Path(args.job)
+    if not (job_dir / META_FILE).is_file():
+        root = _jobs_root(args.jobs)
+        matches = sorted(p for p in root.glob(f"{args.job}*") if (p / META_FILE).is_file())
+        if not matches:
+            raise MeowError(f"no job {args.job!r} in {root}")
+        if len(matches) > 1:
+            raise MeowError(f"{args.job!r} matches {len(matches)} jobs; give more of the id")
+        job_dir = matches[0]
+    meta = read_meta(job_dir)
+    if args.json:
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    event = meta.get("event") or {}
+    lines = [
+        f"job       {meta.get('id')}",
+        f"state     {meta.get('state')}"
+        + (f"  (exit code {meta['exit_code']})" if meta.get("exit_code") is not None else ""),
+        f"rule      {meta.get('rule')}  (pattern {meta.get('pattern')}, "
+        f"{meta.get('recipe_kind')} recipe {meta.get('recipe')})",
+        f"event     {event.get('change') or event.get('kind')} {event.get('path')}",
+        f"created   {_when(meta.get('created'))}",
+        f"started   {_when(meta.get('started'))}",
+        f"finished  {_when(meta.get('finished'))}  (took {_took(meta)})",
+        f"folder    {job_dir}",
+    ]
+    if meta.get("error"):
+        lines.append(f"error     {meta['error']}")
+    lines.append("parameters")
+    lines += [f"  {k} = {json.dumps(v)}" for k, v in (meta.get("parameters") or {}).items()]
+    for name in (STDOUT_FILE, STDERR_FILE):
+        tail = _tail(job_dir / name, args.lines)
+        if tail:
+            lines.append(f"--- {name} (last {args.lines} lines) ---")
+            lines += tail
+    print("\n".join(lines))
+    return 0
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return f.read().decode("utf-8", "replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def _when(t: Any) -> str:
+    if not isinstance(t, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _took(m: dict[str, Any]) -> str:
+    a, b = m.get("started"), m.get("finished")
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return f"{b - a:.2f}s"
+    return "-"
+
+
+def _str(v: Any) -> str:
+    return "-" if v is None else str(v)

@@ -1,0 +1,73 @@
+"""Runner settings: one frozen object, checked when made."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .exceptions import ConfigError
+from .monitors.files import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS
+
+__all__ = ["LoopName", "RunnerConfig"]
+
+LoopName = Literal["auto", "asyncio", "uvloop"]
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerConfig:
+    """Where the runner watches and writes, and how much it does at once.
+
+    Attributes:
+        base_dir: the watched folder; file patterns' globs are relative to it.
+        jobs_dir: where job directories go (ignored by the file monitor if inside base_dir).
+        max_jobs: jobs running at once (default: the CPUs this process may use).
+        queue_size: events waiting for a handler before monitors are made to wait.
+        shutdown_timeout: seconds running jobs get to finish on a graceful stop.
+        kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
+        watch_step_ms / watch_debounce_ms: watchfiles' batching (see docs/performance.md).
+    """
+
+    base_dir: Path = Path()
+    jobs_dir: Path = Path(".meow/jobs")
+    max_jobs: int = field(default_factory=_cpus)
+    queue_size: int = 1000
+    handlers: int = 2
+    shutdown_timeout: float = 10.0
+    kill_timeout: float = 5.0
+    watch_step_ms: int = DEFAULT_STEP_MS
+    watch_debounce_ms: int = DEFAULT_DEBOUNCE_MS
+
+    def __post_init__(self) -> None:
+        for name in ("base_dir", "jobs_dir"):
+            value = getattr(self, name)
+            if not isinstance(value, str | os.PathLike) or not str(value):
+                raise ConfigError("expected a folder path", where="runner", field=name, value=value)
+            object.__setattr__(self, name, Path(value))
+        for name in ("max_jobs", "queue_size", "handlers", "watch_step_ms", "watch_debounce_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    "expected a whole number of at least 1", where="runner", field=name, value=value
+                )
+        for name in ("shutdown_timeout", "kill_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(
+                    "expected a number of seconds, 0 or more",
+                    where="runner",
+                    field=name,
+                    value=value,
+                )
+        if self.watch_debounce_ms < self.watch_step_ms:
+            raise ConfigError(
+                "must be at least watch_step_ms",
+                where="runner",
+                field="watch_debounce_ms",
+                value=self.watch_debounce_ms,
+            )

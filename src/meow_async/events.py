@@ -1,0 +1,50 @@
+"""Events: what monitors put on the queue. They carry the rule they matched."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .patterns import Change
+from .rules import Rule
+
+__all__ = ["Event"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One trigger of one rule.
+
+    ``path`` is absolute; ``base`` is the folder ``path`` is relative to in templates
+    ({REL_PATH}, {BASE}): the watched folder for file events.
+    """
+
+    kind: str
+    path: str
+    base: str
+    rule: Rule
+    change: Change | None = None
+    time: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def rel_path(self) -> str:
+        return os.path.relpath(self.path, self.base)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form kept in each job's metadata."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "path": self.path,
+            "base": self.base,
+            "change": None if self.change is None else self.change.value,
+            "time": self.time,
+            "rule": self.rule.name,
+            **self.extras,
+        }

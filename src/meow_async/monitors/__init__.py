@@ -1,0 +1,22 @@
+"""Monitors watch for triggers and put events on the runner's queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from ..events import Event
+from .files import FileMonitor
+
+__all__ = ["FileMonitor", "Monitor"]
+
+
+class Monitor(Protocol):
+    """**Protocol:** runs until ``stop`` is set, putting events on ``events``.
+
+    A full queue makes ``put`` wait: that is the back-pressure, never a reason to drop.
+    """
+
+    name: str
+
+    async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None: ...

@@ -1,0 +1,200 @@
+"""Patterns: what triggers a rule. Frozen, slotted, and checked when made."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ._checks import check_name, check_params, check_variable
+from .exceptions import ConfigError
+from .globs import compile_glob
+
+__all__ = ["Change", "FilePattern", "Pattern", "Sweep"]
+
+MAX_SWEEP_POINTS = 100_000
+
+
+class Change(StrEnum):
+    """Which file changes trigger a file pattern."""
+
+    created = "created"
+    modified = "modified"
+    moved = "moved"  # the file was renamed into place from elsewhere in the watched folder
+    deleted = "deleted"
+
+
+DEFAULT_CHANGES = frozenset({Change.created, Change.modified, Change.moved})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sweep:
+    """Values from ``start`` to ``stop`` (inclusive when reached) in steps of ``jump``."""
+
+    start: float
+    stop: float
+    jump: float
+
+    def __post_init__(self) -> None:
+        for name in ("start", "stop", "jump"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ConfigError(f"expected a finite number, got {v!r}", field=name, value=v)
+        if self.jump == 0:
+            raise ConfigError("jump must not be 0", field="jump", value=self.jump)
+        if (self.stop - self.start) * self.jump < 0:
+            raise ConfigError(
+                f"jump {self.jump} moves away from stop {self.stop} (start {self.start})",
+                field="jump",
+                value=self.jump,
+            )
+        if self.count() > MAX_SWEEP_POINTS:
+            raise ConfigError(
+                f"{self.count()} points is more than the {MAX_SWEEP_POINTS} allowed",
+                field="jump",
+                value=self.jump,
+            )
+
+    def count(self) -> int:
+        return math.floor((self.stop - self.start) / self.jump + 1e-9) + 1
+
+    def values(self) -> list[int | float]:
+        # Index times jump, not repeated addition: 0.1 steps must not drift past stop.
+        ints = all(isinstance(v, int) for v in (self.start, self.stop, self.jump))
+        vals = [self.start + i * self.jump for i in range(self.count())]
+        return [int(v) for v in vals] if ints else [round(v, 12) for v in vals]
+
+
+def _sweeps(where: str, value: object) -> dict[str, Sweep]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            "expected a mapping of variable to {start, stop, jump}",
+            where=where,
+            field="sweep",
+            value=value,
+        )
+    out: dict[str, Sweep] = {}
+    for var, spec in value.items():
+        check_variable(where, f"sweep.{var}", var)
+        if isinstance(spec, Sweep):
+            out[var] = spec
+            continue
+        if not isinstance(spec, Mapping) or set(spec) != {"start", "stop", "jump"}:
+            raise ConfigError(
+                "expected exactly the keys start, stop and jump",
+                where=where,
+                field=f"sweep.{var}",
+                value=spec,
+            )
+        try:
+            out[var] = Sweep(**spec)
+        except ConfigError as e:
+            raise ConfigError(
+                e.message, where=where, field=f"sweep.{var}.{e.field}", value=e.value
+            ) from None
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _PatternBase:
+    """What every pattern has: a name, the recipe it triggers, and the job's parameters."""
+
+    name: str
+    recipe: str
+    variable: str = "input_file"
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    sweep: Mapping[str, Sweep] = field(default_factory=dict)
+
+    def _check_common(self) -> None:
+        where = f"pattern {self.name!r}"
+        check_name("pattern", "name", self.name)
+        check_name(where, "recipe", self.recipe)
+        check_variable(where, "variable", self.variable)
+        object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
+        object.__setattr__(self, "outputs", check_params(where, "outputs", self.outputs))
+        object.__setattr__(self, "sweep", _sweeps(where, self.sweep))
+        for var in (*self.outputs, *self.sweep):
+            if var == self.variable:
+                raise ConfigError(
+                    f"{var!r} is already the triggering variable",
+                    where=where,
+                    field="outputs" if var in self.outputs else "sweep",
+                    value=var,
+                )
+        total = math.prod(s.count() for s in self.sweep.values())
+        if total > MAX_SWEEP_POINTS:
+            raise ConfigError(
+                f"the sweeps make {total} jobs per event, more than {MAX_SWEEP_POINTS}",
+                where=where,
+                field="sweep",
+                value=total,
+            )
+
+    def sweep_points(self) -> Iterator[dict[str, int | float]]:
+        """Every combination of sweep values (one empty point when there is no sweep)."""
+        names = list(self.sweep)
+        for combo in itertools.product(*(self.sweep[n].values() for n in names)):
+            yield dict(zip(names, combo, strict=True))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FilePattern(_PatternBase):
+    """Triggers on files under the watched folder whose relative path matches ``glob``.
+
+    ``retroactive`` also triggers, once, for matching files already present when the rule
+    starts (at runner start or when the rule is added at run time).
+    """
+
+    glob: str
+    changes: frozenset[Change] = DEFAULT_CHANGES
+    retroactive: bool = False
+    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        where = f"pattern {self.name!r}"
+        if not isinstance(self.glob, str):
+            raise ConfigError("expected a string", where=where, field="glob", value=self.glob)
+        try:
+            object.__setattr__(self, "regex", compile_glob(self.glob))
+        except ValueError as e:
+            raise ConfigError(
+                f"invalid glob {self.glob!r}: {e}", where=where, field="glob", value=self.glob
+            ) from None
+        changes: object = self.changes
+        if isinstance(changes, str) or not isinstance(changes, Iterable):
+            raise ConfigError(
+                "expected a list of changes", where=where, field="changes", value=changes
+            )
+        try:
+            parsed = frozenset(Change(c) for c in changes)
+        except ValueError:
+            raise ConfigError(
+                f"unknown change in {sorted(map(str, changes))}: choose from "
+                f"{', '.join(c.value for c in Change)}",
+                where=where,
+                field="changes",
+                value=changes,
+            ) from None
+        if not parsed:
+            raise ConfigError(
+                "at least one change is needed", where=where, field="changes", value=changes
+            )
+        object.__setattr__(self, "changes", parsed)
+        if not isinstance(self.retroactive, bool):
+            raise ConfigError(
+                "expected true or false", where=where, field="retroactive", value=self.retroactive
+            )
+
+    def matches(self, rel_path: str) -> bool:
+        return self.regex.fullmatch(rel_path) is not None
+
+
+Pattern = FilePattern

@@ -1,0 +1,160 @@
+"""Recipes: what a rule runs. Parameters reach the script as data, never as pasted code."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ._checks import check_name, check_params
+from .exceptions import ConfigError
+
+__all__ = ["BashRecipe", "PythonRecipe", "Recipe"]
+
+_BEGIN = "# --- parameters set by meow_async for this job (also in $MEOW_PARAMS) ---"
+_END = "# --- end of parameters ---"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _RecipeBase:
+    """A script given inline (``script``) or as a file read once when the recipe is made."""
+
+    kind: ClassVar[str]
+    suffix: ClassVar[str]
+    name: str
+    script: str | None = None
+    file: str | Path | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    source: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_name("recipe", "name", self.name)
+        where = f"recipe {self.name!r}"
+        object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
+        if (self.script is None) == (self.file is None):
+            raise ConfigError(
+                "give exactly one of 'script' (inline text) or 'file'",
+                where=where,
+                field="script",
+                value=None,
+            )
+        script: object = self.script
+        if script is not None:
+            if not isinstance(script, str) or not script.strip():
+                raise ConfigError("the script is empty", where=where, field="script", value=script)
+            source = script
+        else:
+            path = Path(self.file)  # type: ignore[arg-type]
+            try:
+                source = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"recipe file {str(path)!r} does not exist",
+                    where=where,
+                    field="file",
+                    value=str(path),
+                ) from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(
+                    f"cannot read recipe file {str(path)!r}: {e}",
+                    where=where,
+                    field="file",
+                    value=str(path),
+                ) from None
+        object.__setattr__(self, "source", source)
+        self._check_source(where)
+
+    def _check_source(self, where: str) -> None:
+        """Catch what can be caught before any job runs."""
+
+    def render(self, params: Mapping[str, Any]) -> str:
+        """The job's script: the recipe with ``params`` assigned as literals near its top."""
+        raise NotImplementedError
+
+    def command(self, script: Path) -> list[str]:
+        """The argv that runs a rendered script."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PythonRecipe(_RecipeBase):
+    """A Python script, run with ``interpreter`` (default: the runner's own Python)."""
+
+    kind: ClassVar[str] = "python"
+    suffix: ClassVar[str] = ".py"
+    interpreter: str = sys.executable
+
+    def _check_source(self, where: str) -> None:
+        try:
+            tree = ast.parse(self.source)
+        except SyntaxError as e:
+            raise ConfigError(
+                f"Python syntax error at line {e.lineno}: {e.msg}",
+                where=where,
+                field="script" if self.script is not None else "file",
+                value=e.text,
+            ) from None
+        # Parameters go after any `from __future__` imports, which must stay first.
+        insert = 0
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+                insert = node.end_lineno or node.lineno
+            elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+                break
+        object.__setattr__(self, "_insert_at", insert)
+
+    def render(self, params: Mapping[str, Any]) -> str:
+        lines = self.source.splitlines(keepends=True)
+        at = self._insert_at
+        if at == 0 and lines and lines[0].startswith("#!"):
+            at = 1
+        # repr() of JSON-like values is a Python literal: data, never code.
+        header = [_BEGIN + "\n", *(f"{k} = {v!r}\n" for k, v in params.items()), _END + "\n"]
+        return "".join([*lines[:at], *header, *lines[at:]])
+
+    def command(self, script: Path) -> list[str]:
+        return [self.interpreter, str(script)]
+
+    _insert_at: int = field(init=False, default=0, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BashRecipe(_RecipeBase):
+    """A Bash script; parameters become shell variables (lists and mappings as JSON text)."""
+
+    kind: ClassVar[str] = "bash"
+    suffix: ClassVar[str] = ".sh"
+    shell: str = "bash"
+
+    def render(self, params: Mapping[str, Any]) -> str:
+        lines = self.source.splitlines(keepends=True)
+        at = 1 if lines and lines[0].startswith("#!") else 0
+        header = [
+            _BEGIN + "\n",
+            *(f"{k}={shlex.quote(_bash_text(v))}\n" for k, v in params.items()),
+            _END + "\n",
+        ]
+        return "".join([*lines[:at], *header, *lines[at:]])
+
+    def command(self, script: Path) -> list[str]:
+        return [self.shell, str(script)]
+
+
+def _bash_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value)
+
+
+Recipe = PythonRecipe | BashRecipe

@@ -1,0 +1,55 @@
+"""Rules pair a pattern with the recipe it names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .exceptions import ConfigError
+from .patterns import FilePattern, Pattern
+from .recipes import BashRecipe, PythonRecipe, Recipe
+
+__all__ = ["Rule", "make_rules"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """A pattern and its recipe; named after the pattern, since a pattern names one recipe."""
+
+    pattern: Pattern
+    recipe: Recipe
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, FilePattern):
+            raise ConfigError(
+                f"expected a pattern, got {type(self.pattern).__name__}",
+                where="rule",
+                field="pattern",
+                value=self.pattern,
+            )
+        if not isinstance(self.recipe, PythonRecipe | BashRecipe):
+            raise ConfigError(
+                f"expected a recipe, got {type(self.recipe).__name__}",
+                where=f"rule {self.pattern.name!r}",
+                field="recipe",
+                value=self.recipe,
+            )
+        if self.pattern.recipe != self.recipe.name:
+            raise ConfigError(
+                f"pattern {self.pattern.name!r} names recipe {self.pattern.recipe!r}, "
+                f"not {self.recipe.name!r}",
+                where=f"rule {self.pattern.name!r}",
+                field="recipe",
+                value=self.recipe.name,
+            )
+
+    @property
+    def name(self) -> str:
+        return self.pattern.name
+
+
+def make_rules(patterns: Iterable[Pattern], recipes: Mapping[str, Recipe]) -> dict[str, Rule]:
+    """One rule per pattern whose recipe exists; the others wait for their recipe."""
+    return {
+        p.name: Rule(pattern=p, recipe=recipes[p.recipe]) for p in patterns if p.recipe in recipes
+    }

@@ -1,0 +1,313 @@
+"""The Runner: monitors, handlers and conductors as tasks of one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from .conductors import Conductor, LocalConductor
+from .config import RunnerConfig
+from .events import Event
+from .exceptions import MeowError, MonitorError
+from .handlers import Handler
+from .jobs import Job, JobState
+from .monitors import FileMonitor, Monitor
+from .patterns import Pattern
+from .recipes import Recipe
+from .rules import Rule
+from .workflow import Workflow
+from .workflow_file import WorkflowSpec, load_workflow
+
+__all__ = ["Runner", "RunnerStats"]
+
+logger = logging.getLogger("meow_async.runner")
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    """Counters since the runner started; ``Runner.wait_for`` waits on them."""
+
+    events: int = 0
+    jobs: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    left_queued: int = 0
+    handler_errors: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+
+class Runner:
+    """Runs a workflow until stopped.
+
+    ``await runner.run()`` runs until :meth:`stop` or cancellation; ``async with Runner(...)``
+    starts it in the background for embedding. Patterns and recipes can be added, updated and
+    removed while it runs; monitors follow.
+
+    Example:
+        ```py
+        async with Runner(patterns=[...], recipes=[...]) as runner:
+            async with asyncio.timeout(30):
+                await runner.wait_for(lambda s: s.finished >= 1)
+        ```
+    """
+
+    def __init__(
+        self,
+        patterns: Iterable[Pattern] = (),
+        recipes: Iterable[Recipe] = (),
+        *,
+        config: RunnerConfig | None = None,
+        conductor: Conductor | None = None,
+    ) -> None:
+        self.config = config or RunnerConfig()
+        self.workflow = Workflow(patterns, recipes)
+        self.jobs_dir = self.config.jobs_dir.absolute()
+        self.conductor = conductor or LocalConductor(kill_timeout=self.config.kill_timeout)
+        self.handler = Handler(self.jobs_dir)
+        self.monitors: list[Monitor] = [
+            FileMonitor(
+                self.config.base_dir,
+                self.workflow,
+                ignore=[self.jobs_dir],
+                step_ms=self.config.watch_step_ms,
+                debounce_ms=self.config.watch_debounce_ms,
+            )
+        ]
+        self.stats = RunnerStats()
+        self.started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._tick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ran = False
+
+    @classmethod
+    def from_spec(cls, spec: WorkflowSpec, **overrides: Any) -> Self:
+        """A runner for a loaded workflow file; ``overrides`` replace runner settings."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        config = dataclasses.replace(spec.config, **changes) if changes else spec.config
+        return cls(spec.patterns, spec.recipes, config=config)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
+        """A runner for a workflow file (see docs/workflow-file.md)."""
+        return cls.from_spec(load_workflow(path), **overrides)
+
+    # -- the workflow, changeable while running ------------------------------------------------
+
+    @property
+    def rules(self) -> dict[str, Rule]:
+        return self.workflow.rules
+
+    def add_pattern(self, pattern: Pattern) -> None:
+        self.workflow.add_pattern(pattern)
+
+    def update_pattern(self, pattern: Pattern) -> None:
+        self.workflow.update_pattern(pattern)
+
+    def remove_pattern(self, name: str) -> None:
+        self.workflow.remove_pattern(name)
+
+    def add_recipe(self, recipe: Recipe) -> None:
+        self.workflow.add_recipe(recipe)
+
+    def update_recipe(self, recipe: Recipe) -> None:
+        self.workflow.update_recipe(recipe)
+
+    def remove_recipe(self, name: str) -> None:
+        self.workflow.remove_recipe(name)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop gracefully; a second call (or ``force``) stops running jobs at once.
+
+        Graceful: monitors stop, accepted events still become job directories, running jobs
+        get ``shutdown_timeout`` seconds, queued jobs stay queued on disk.
+        """
+        if force or self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    async def wait_for(self, predicate: Callable[[RunnerStats], bool]) -> RunnerStats:
+        """Wait until ``predicate(stats)`` holds; bound it with ``asyncio.timeout``."""
+        while not predicate(self.stats):
+            await self._tick.wait()
+        return self.stats
+
+    async def run(self) -> None:
+        if self._ran:
+            raise RuntimeError("a Runner runs once; make a new one")
+        self._ran = True
+        await asyncio.to_thread(self._preflight)
+        cfg = self.config
+        events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
+        jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
+        async with asyncio.TaskGroup() as tg:
+            monitors = [
+                tg.create_task(m.run(events, self._stop), name=f"monitor:{m.name}")
+                for m in self.monitors
+            ]
+            workers = [
+                tg.create_task(self._handle(events, jobs), name=f"handler:{i}")
+                for i in range(cfg.handlers)
+            ]
+            workers += [
+                tg.create_task(self._conduct(jobs), name=f"conductor:{i}")
+                for i in range(cfg.max_jobs)
+            ]
+            self.started.set()
+            logger.info(
+                "runner started: watching %s, jobs in %s, up to %d at once",
+                cfg.base_dir.absolute(),
+                self.jobs_dir,
+                cfg.max_jobs,
+            )
+            await self._stop.wait()
+            logger.info("stopping: no new events; running jobs get %.0fs", cfg.shutdown_timeout)
+            await asyncio.wait(monitors)
+            await events.join()  # accepted events all become job directories
+            force = asyncio.create_task(self._force.wait())
+            drained = asyncio.create_task(jobs.join())
+            await asyncio.wait(
+                [force, drained], timeout=cfg.shutdown_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not drained.done():
+                logger.warning("stopping %d running job(s)", self.stats.running)
+            for t in (force, drained, *workers):
+                t.cancel()
+        s = self.stats
+        logger.info(
+            "runner stopped: %d events, %d jobs: %d done, %d failed, %d left queued",
+            s.events,
+            s.jobs,
+            s.done,
+            s.failed,
+            s.left_queued,
+        )
+
+    def _preflight(self) -> None:
+        """Fail before starting anything, with a message that says what to fix."""
+        base = self.config.base_dir.absolute()
+        if not base.is_dir():
+            raise MonitorError("files", f"the watched folder {base} does not exist")
+        try:
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.jobs_dir / ".meow-write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as e:
+            raise MeowError(
+                f"cannot write job directories in {self.jobs_dir}: {e.strerror or e}"
+            ) from None
+
+    async def _handle(self, events: asyncio.Queue[Event], jobs: asyncio.Queue[Job]) -> None:
+        while True:
+            event = await events.get()
+            try:
+                self.stats.events += 1
+                try:
+                    made = await self.handler.handle(event)
+                except Exception as e:  # a disk error must not stop other rules
+                    self.stats.handler_errors += 1
+                    logger.error(
+                        "event %s %s (rule %s): could not make a job: %s",
+                        event.change,
+                        event.path,
+                        event.rule.name,
+                        e,
+                    )
+                    continue
+                self.stats.jobs += len(made)
+                if logger.isEnabledFor(logging.INFO):
+                    logger.info(
+                        "event %s %s -> rule %s: job %s",
+                        event.change or event.kind,
+                        event.rel_path,
+                        event.rule.name,
+                        ", ".join(j.id for j in made),
+                    )
+                for job in made:
+                    await jobs.put(job)
+            finally:
+                events.task_done()
+                self._notify()
+
+    async def _conduct(self, jobs: asyncio.Queue[Job]) -> None:
+        while True:
+            job = await jobs.get()
+            try:
+                if self._stop.is_set():
+                    self.stats.left_queued += 1  # stays queued on disk
+                    continue
+                await self._execute(job)
+            finally:
+                jobs.task_done()
+                self._notify()
+
+    async def _execute(self, job: Job) -> None:
+        self.stats.running += 1
+        self._notify()
+        t0 = time.monotonic()
+        try:
+            state = await self.conductor.execute(job)
+        except Exception as e:  # e.g. metadata unwritable; record what we can and go on
+            state = JobState.failed
+            job.meta["error"] = f"conductor error: {e}"
+            logger.exception("job %s (rule %s) could not be run", job.id, job.rule)
+        finally:
+            self.stats.running -= 1
+        took = time.monotonic() - t0
+        if state is JobState.done:
+            self.stats.done += 1
+            logger.info("job %s done in %.2fs (rule %s)", job.id, took, job.rule)
+        else:
+            self.stats.failed += 1
+            logger.warning(
+                "job %s %s in %.2fs (rule %s): %s",
+                job.id,
+                state.value,
+                took,
+                job.rule,
+                job.meta.get("error"),
+            )
+
+    def _notify(self) -> None:
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    # -- embedding -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self.run(), name="meow_async.Runner.run")
+        started = asyncio.create_task(self.started.wait())
+        await asyncio.wait([self._task, started], return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if self._task.done():
+            self._task.result()  # raise what stopped it from starting
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._task is not None  # noqa: S101
+        self.stop(force=exc is not None)
+        await self._task
