@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from ._checks import check_name, check_params, check_variable
 from .exceptions import ConfigError
@@ -110,7 +110,7 @@ class _PatternBase:
     variable: str = "input_file"
     parameters: Mapping[str, Any] = field(default_factory=dict)
     outputs: Mapping[str, Any] = field(default_factory=dict)
-    sweep: Mapping[str, Sweep] = field(default_factory=dict)
+    sweep: Mapping[str, Sweep | Mapping[str, float]] = field(default_factory=dict)
 
     def _check_common(self) -> None:
         where = f"pattern {self.name!r}"
@@ -128,7 +128,7 @@ class _PatternBase:
                     field="outputs" if var in self.outputs else "sweep",
                     value=var,
                 )
-        total = math.prod(s.count() for s in self.sweep.values())
+        total = math.prod(s.count() for s in cast("dict[str, Sweep]", self.sweep).values())
         if total > MAX_SWEEP_POINTS:
             raise ConfigError(
                 f"the sweeps make {total} jobs per event, more than {MAX_SWEEP_POINTS}",
@@ -139,8 +139,9 @@ class _PatternBase:
 
     def sweep_points(self) -> Iterator[dict[str, int | float]]:
         """Every combination of sweep values (one empty point when there is no sweep)."""
-        names = list(self.sweep)
-        for combo in itertools.product(*(self.sweep[n].values() for n in names)):
+        sweeps = cast("dict[str, Sweep]", self.sweep)  # made Sweeps in __post_init__
+        names = list(sweeps)
+        for combo in itertools.product(*(sweeps[n].values() for n in names)):
             yield dict(zip(names, combo, strict=True))
 
 

@@ -171,6 +171,7 @@ class Runner:
                 tg.create_task(self._conduct(jobs), name=f"conductor:{i}")
                 for i in range(cfg.max_jobs)
             ]
+            await self._monitors_ready(monitors)
             self.started.set()
             logger.info(
                 "runner started: watching %s, jobs in %s, up to %d at once",
@@ -191,6 +192,8 @@ class Runner:
                 logger.warning("stopping %d running job(s)", self.stats.running)
             for t in (force, drained, *workers):
                 t.cancel()
+        self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
+        self._notify()
         s = self.stats
         logger.info(
             "runner stopped: %d events, %d jobs: %d done, %d failed, %d left queued",
@@ -200,6 +203,19 @@ class Runner:
             s.failed,
             s.left_queued,
         )
+
+    async def wait_ready(self) -> None:
+        """Wait until every monitor is live, e.g. after adding the first file rule at run time.
+
+        A change made right after ``add_pattern`` can otherwise fall before the watch starts.
+        """
+        for m in self.monitors:
+            await m.ready.wait()
+
+    async def _monitors_ready(self, tasks: list[asyncio.Task[None]]) -> None:
+        ready = asyncio.create_task(self.wait_ready())
+        await asyncio.wait([ready, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()  # a monitor that failed instead: the TaskGroup raises its error
 
     def _preflight(self) -> None:
         """Fail before starting anything, with a message that says what to fix."""
@@ -266,6 +282,10 @@ class Runner:
         t0 = time.monotonic()
         try:
             state = await self.conductor.execute(job)
+        except asyncio.CancelledError:
+            self.stats.failed += 1  # the conductor recorded why
+            logger.warning("job %s stopped (rule %s)", job.id, job.rule)
+            raise
         except Exception as e:  # e.g. metadata unwritable; record what we can and go on
             state = JobState.failed
             job.meta["error"] = f"conductor error: {e}"

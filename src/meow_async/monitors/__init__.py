@@ -18,5 +18,7 @@ class Monitor(Protocol):
     """
 
     name: str
+    #: Set once the monitor sees every trigger its rules need (e.g. inotify watches are live).
+    ready: asyncio.Event
 
     async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None: ...

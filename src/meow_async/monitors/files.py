@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import watchfiles
+from watchfiles._rust_notify import RustNotify
 
 from ..events import Event
 from ..exceptions import MonitorError
@@ -48,14 +49,16 @@ class _Change(NamedTuple):
 
 
 class _StopWhen:
-    """A stop_event for awatch: the runner stops, or no rule needs the folder any more."""
+    """A stop_event for the watcher thread: the runner stops, the task is cancelled, or no
+    rule needs the folder any more. Only read from that thread, so a plain flag is enough."""
 
     def __init__(self, stop: asyncio.Event, monitor: FileMonitor) -> None:
         self._stop = stop
         self._monitor = monitor
+        self.cancelled = False
 
     def is_set(self) -> bool:
-        return self._stop.is_set() or not self._monitor.rules()
+        return self.cancelled or self._stop.is_set() or not self._monitor.rules()
 
 
 class FileMonitor:
@@ -89,6 +92,14 @@ class FileMonitor:
         self._seen_lock = threading.Lock()
         self._memory = memory
         self._retro_done: set[str] = set()
+        self._notify: RustNotify | None = None
+        #: Set while every change under ``base_dir`` that a rule needs will be seen.
+        self.ready = asyncio.Event()
+
+    @property
+    def watching(self) -> bool:
+        """Whether an inotify watch is open now (only while some rule needs one)."""
+        return self._notify is not None
 
     def rules(self) -> list[Rule]:
         return list(self.workflow.rules.values())
@@ -100,7 +111,7 @@ class FileMonitor:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._follow_rules(events, stop, changed))
-                await self._watch(events, stop, changed)
+                await self._watch(events, stop)
         finally:
             unsubscribe()
 
@@ -127,15 +138,20 @@ class FileMonitor:
         finally:
             stopping.cancel()
 
-    async def _watch(
-        self, events: asyncio.Queue[Event], stop: asyncio.Event, changed: asyncio.Event
-    ) -> None:
+    async def _watch(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
         wake = asyncio.Event()
-        unsubscribe = self.workflow.subscribe(wake.set)
+
+        def on_change() -> None:
+            wake.set()
+            if self.rules() and self._notify is None:
+                self.ready.clear()  # a watch is about to start: not ready until it is live
+
+        unsubscribe = self.workflow.subscribe(on_change)
         try:
             while not stop.is_set():
                 if not self.rules():
                     # Nothing to watch: wait for a rule or the stop, without polling.
+                    self.ready.set()
                     wake.clear()
                     stopping = asyncio.create_task(stop.wait())
                     waking = asyncio.create_task(wake.wait())
@@ -143,20 +159,41 @@ class FileMonitor:
                     stopping.cancel()
                     waking.cancel()
                     continue
-                logger.debug("watching %s", self.base)
-                async for batch in watchfiles.awatch(
-                    self.base,
-                    watch_filter=self._filter,
-                    debounce=self.debounce_ms,
-                    step=self.step_ms,
-                    stop_event=_StopWhen(stop, self),
-                    recursive=True,
-                ):
-                    changes = await asyncio.to_thread(self._classify, batch)
-                    await self._emit(changes, events, self.rules())
-                logger.debug("stopped watching %s", self.base)
+                await self._watch_while_needed(events, stop)
         finally:
             unsubscribe()
+
+    async def _watch_while_needed(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
+        """One inotify watch, from set-up (then ``ready``) until no rule needs it."""
+        until = _StopWhen(stop, self)
+        # RustNotify sets its (recursive) watches when made: after this, no change is missed.
+        # awatch would hide that moment, which ``ready`` and the runner's ``started`` need.
+        notify = await asyncio.to_thread(RustNotify, [self.base], False, False, 300, True, False)
+        self._notify = notify
+        self.ready.set()
+        logger.debug("watching %s", self.base)
+        try:
+            while True:
+                try:
+                    result = await asyncio.to_thread(
+                        notify.watch, self.debounce_ms, self.step_ms, 0, until
+                    )
+                except asyncio.CancelledError:
+                    until.cancelled = True  # the watcher thread returns within step_ms
+                    raise
+                if result == "stop":
+                    return
+                if isinstance(result, str):  # 'signal' or 'timeout': nothing changed
+                    continue
+                batch = {
+                    (c, p) for raw, p in result if self._filter(c := watchfiles.Change(raw), p)
+                }
+                changes = await asyncio.to_thread(self._classify, batch)
+                await self._emit(changes, events, self.rules())
+        finally:
+            self._notify = None
+            notify.close()
+            logger.debug("stopped watching %s", self.base)
 
     async def _retroactive(self, events: asyncio.Queue[Event]) -> None:
         rules = self.rules()
@@ -165,6 +202,7 @@ class FileMonitor:
         new = [r for r in rules if r.pattern.retroactive and r.name not in self._retro_done]
         if not new:
             return
+        await self.ready.wait()  # scan only once the watch is live, so no file falls between
         self._retro_done.update(r.name for r in new)
         found = await asyncio.to_thread(lambda: list(self._scan(self.base)))
         await self._emit(found, events, new, retroactive=True)
