@@ -1,0 +1,1 @@
+"""The meow_async benchmark harness (``python -m perf --help``)."""

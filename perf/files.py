@@ -1,0 +1,137 @@
+"""File events: change -> event latency, and a burst of N files -> N events -> N finished jobs.
+
+Each measurement runs the real Runner on a temporary folder (``--dir``; the disk matters:
+say where it was). Latencies use wall-clock times recorded on both sides of the watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from meow_async import (
+    FilePattern,
+    PythonRecipe,
+    Runner,
+    RunnerConfig,
+    RunnerStats,
+    Workflow,
+    iter_jobs,
+)
+from meow_async.monitors.files import FileMonitor
+
+from .stats import summary
+
+
+def _finished_at_least(k: int) -> Callable[[RunnerStats], bool]:
+    return lambda s: s.finished >= k
+
+
+async def latency(root: Path, n: int, step_ms: int, debounce_ms: int) -> dict[str, Any]:
+    """One file at a time: time from the write to the event, and to the job's start."""
+    base, jobs = root / "data", root / "jobs"
+    base.mkdir()
+    cfg = RunnerConfig(
+        base_dir=base, jobs_dir=jobs, watch_step_ms=step_ms, watch_debounce_ms=debounce_ms
+    )
+    pattern = FilePattern(name="p", glob="*.txt", recipe="r")
+    recipe = PythonRecipe(name="r", script="pass\n", interpreter=sys.executable)
+    written: dict[str, float] = {}
+    async with Runner([pattern], [recipe], config=cfg) as runner:
+        for i in range(n):
+            path = base / f"{i}.txt"
+            written[str(path)] = time.time()
+            path.write_text("x")
+            async with asyncio.timeout(30):
+                await runner.wait_for(_finished_at_least(i + 1))
+    to_event, to_start = [], []
+    for meta in iter_jobs(jobs):
+        t0 = written[meta["event"]["path"]]
+        to_event.append(meta["event"]["time"] - t0)
+        to_start.append(meta["started"] - t0)
+    return {
+        "step_ms": step_ms,
+        "debounce_ms": debounce_ms,
+        "change_to_event": summary(to_event),
+        "change_to_job_start": summary(to_start),
+    }
+
+
+async def burst(root: Path, n: int, max_jobs: int) -> dict[str, Any]:
+    """N files written at once: time to N events (monitor alone) and to N done jobs (runner)."""
+    out: dict[str, Any] = {"n": n}
+    # Monitor alone: events on the queue.
+    base = root / "burst-monitor"
+    base.mkdir()
+    recipe = PythonRecipe(name="r", script="pass\n")
+    wf = Workflow([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe])
+    monitor = FileMonitor(base, wf)
+    events: asyncio.Queue[Any] = asyncio.Queue()
+    stop = asyncio.Event()
+    task = asyncio.create_task(monitor.run(events, stop))
+    await monitor.ready.wait()
+    t0 = time.perf_counter()
+    for i in range(n):
+        (base / f"{i}.txt").write_text("x")
+    t_written = time.perf_counter()
+    seen = 0
+    async with asyncio.timeout(60):
+        while seen < n:
+            await events.get()
+            seen += 1
+    out["events_s"] = time.perf_counter() - t0
+    out["write_s"] = t_written - t0
+    stop.set()
+    await task
+    # Whole runner: done jobs.
+    base, jobs = root / "burst-runner", root / "burst-jobs"
+    base.mkdir()
+    cfg = RunnerConfig(base_dir=base, jobs_dir=jobs, max_jobs=max_jobs, queue_size=max(n, 1))
+    async with Runner(
+        [FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg
+    ) as runner:
+        t0 = time.perf_counter()
+        for i in range(n):
+            (base / f"{i}.txt").write_text("x")
+        async with asyncio.timeout(300):
+            await runner.wait_for(lambda s: s.finished >= n)
+        out["jobs_s"] = time.perf_counter() - t0
+        out["jobs_done"] = runner.stats.done
+    # The floor: the same N subprocesses launched directly, same concurrency.
+    sem = asyncio.Semaphore(max_jobs)
+    script = root / "floor.py"
+    script.write_text("pass\n")
+
+    async def one() -> None:
+        async with sem:
+            p = await asyncio.create_subprocess_exec(sys.executable, str(script))
+            await p.wait()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    out["floor_s"] = time.perf_counter() - t0
+    out["overhead_per_job_ms"] = (out["jobs_s"] - out["floor_s"]) / n * 1000
+    return out
+
+
+def scratch(where: str | None) -> Path:
+    return Path(tempfile.mkdtemp(prefix="meow-perf-", dir=where))
+
+
+def cleanup(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def fs_of(path: Path) -> str:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "?"
+    return f"{path} ({st.f_bsize}-byte blocks)"
