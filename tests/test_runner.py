@@ -339,7 +339,9 @@ async def test_cancelling_run_stops_jobs(ws: Workspace) -> None:
 
 
 async def test_missing_watched_folder_is_a_clear_error(ws: Workspace) -> None:
-    runner = ws.runner(base_dir=ws.root / "nope")
+    runner = ws.runner(
+        [FilePattern(name="p", glob="*", recipe="r")], [sh_recipe("r")], base_dir=ws.root / "nope"
+    )
     with pytest.raises(MonitorError, match="nope does not exist"):
         await runner.run()
 

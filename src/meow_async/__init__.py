@@ -10,11 +10,12 @@ from .events import Event
 from .exceptions import ConfigError, JobError, MeowError, MonitorError, WorkflowFileError
 from .handlers import Handler
 from .jobs import Job, JobState, iter_jobs, read_meta
-from .monitors import FileMonitor, Monitor
-from .patterns import Change, FilePattern, Pattern, Sweep
+from .monitors import FileMonitor, Monitor, NetworkMonitor
+from .patterns import Change, FilePattern, NetworkPattern, Pattern, Sweep
 from .recipes import BashRecipe, PythonRecipe, Recipe
 from .rules import Rule
 from .runner import Runner, RunnerStats
+from .send import SendError, client_tls_context, send
 from .templates import KEYWORDS
 from .workflow import Workflow
 from .workflow_file import WorkflowSpec, load_workflow
@@ -41,6 +42,8 @@ __all__ = [
     "MeowError",
     "Monitor",
     "MonitorError",
+    "NetworkMonitor",
+    "NetworkPattern",
     "Pattern",
     "PythonRecipe",
     "Recipe",
@@ -48,12 +51,15 @@ __all__ = [
     "Runner",
     "RunnerConfig",
     "RunnerStats",
+    "SendError",
     "Sweep",
     "Workflow",
     "WorkflowFileError",
     "WorkflowSpec",
     "__version__",
+    "client_tls_context",
     "iter_jobs",
     "load_workflow",
     "read_meta",
+    "send",
 ]

@@ -18,7 +18,9 @@ from . import __version__
 from .exceptions import MeowError
 from .jobs import META_FILE, STDERR_FILE, STDOUT_FILE, JobState, iter_jobs, read_meta
 from .loops import loop_factory
+from .patterns import FilePattern, NetworkPattern
 from .runner import Runner
+from .send import client_tls_context, send
 from .workflow_file import WorkflowSpec, load_workflow
 
 __all__ = ["main"]
@@ -112,6 +114,38 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="lines of stdout/stderr to show (default: 20)",
     )
+    snd = sub.add_parser(
+        "send",
+        help="send data to a network trigger (one message)",
+        description="Send one message to a meow_async network listener (or any TCP server). "
+        "Exits 0 once sent, or, with --ack, once the listener has stored and queued it.",
+    )
+    snd.add_argument("address", help="HOST:PORT, e.g. 127.0.0.1:7301 or [::1]:7301")
+    snd.add_argument("file", nargs="?", default="-", help="file to send, or - for stdin (default)")
+    snd.add_argument(
+        "--ack",
+        action="store_true",
+        help="wait for the listener's acknowledgement and print the message id",
+    )
+    snd.add_argument(
+        "--framing",
+        choices=["connection", "delimiter", "length"],
+        default="connection",
+        help="must match the pattern's (default: connection)",
+    )
+    snd.add_argument(
+        "--delimiter",
+        default="\\n",
+        help="with --framing delimiter (default: newline; \\n and \\0 understood)",
+    )
+    snd.add_argument("--tls", action="store_true", help="connect with TLS")
+    snd.add_argument("--cafile", type=Path, help="CA certificate to trust (with --tls)")
+    snd.add_argument("--cert", type=Path, help="client certificate (for mutual TLS)")
+    snd.add_argument("--key", type=Path, help="client certificate's key")
+    snd.add_argument("--server-name", help="TLS name to check (default: the host)")
+    snd.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds before giving up (default: 30)"
+    )
     return p
 
 
@@ -130,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.workflow)
         if args.command == "jobs":
             return _jobs(args)
+        if args.command == "send":
+            return _send(args)
         return _show(args)
     except MeowError as e:
         print(f"meow-async: error: {e}", file=sys.stderr)
@@ -148,10 +184,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     spec = load_workflow(args.workflow)
     runner = Runner.from_spec(spec, max_jobs=args.max_jobs)
-    _banner(spec, runner, args.loop)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as loop_runner:
-            loop_runner.run(_serve(runner))
+            loop_runner.run(_serve(runner, spec, args.loop))
     except ExceptionGroup as group:
         # A monitor that fails (e.g. its folder vanished) ends the runner's TaskGroup.
         ours, other = group.split(MeowError)
@@ -170,7 +205,7 @@ def _leaves(group: BaseExceptionGroup[MeowError]) -> list[BaseException]:
     return out
 
 
-async def _serve(runner: Runner) -> None:
+async def _serve(runner: Runner, spec: WorkflowSpec, loop_name: str) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -183,7 +218,13 @@ async def _serve(runner: Runner) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await runner.run()
+        task = asyncio.create_task(runner.run())
+        started = asyncio.create_task(runner.started.wait())
+        await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if runner.started.is_set():
+            _banner(spec, runner, loop_name)
+        await task
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -197,31 +238,52 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
         f"  jobs in   {runner.jobs_dir}",
     ]
     rules = runner.rules
+    ports = runner.ports()
     width = max((len(n) for n in rules), default=0)
     for i, (name, rule) in enumerate(rules.items()):
-        trigger = rule.pattern.glob
+        p = rule.pattern
+        if isinstance(p, FilePattern):
+            trigger = p.glob
+        else:
+            trigger = f"tcp {_hostport(p.host, ports.get(name, p.port))}" + (
+                " tls" if p.tls else ""
+            )
         out.append(
             f"  {'rules' if i == 0 else '':<9} {name:<{width}}  {trigger} -> "
             f"{rule.recipe.kind} recipe {rule.recipe.name}"
         )
-    hint = _hint(spec, runner)
-    if hint:
-        out.append(f"Try it: {hint}")
+    out.extend(f"Try it: {hint}" for hint in _hints(runner, ports))
     out.append(f"Then: meow-async jobs {_rel(runner.jobs_dir)}   (Ctrl+C stops)")
     print("\n".join(out), flush=True)
 
 
-def _hint(spec: WorkflowSpec, runner: Runner) -> str | None:
-    """A command that makes the first file rule fire, when its glob allows a simple name."""
+def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
+    """Commands that make the first file rule and the first network rule fire."""
+    out: list[str] = []
     for rule in runner.rules.values():
         p = rule.pattern
-        if any(c in p.glob for c in "?["):
-            continue
-        rel = p.glob.replace("**/", "").replace("*", "hello")
-        target = runner.config.base_dir / rel
-        if p.matches(os.path.relpath(target, runner.config.base_dir)):
-            return f"echo 'hello world' > {_rel(target)}"
-    return None
+        if isinstance(p, FilePattern) and not any(c in p.glob for c in "?[") and not out:
+            target = runner.config.base_dir / p.glob.replace("**/", "").replace("*", "hello")
+            if p.matches(os.path.relpath(target, runner.config.base_dir)):
+                out.append(f"echo 'hello world' > {_rel(target)}")
+    for rule in runner.rules.values():
+        p = rule.pattern
+        if isinstance(p, NetworkPattern):
+            opts = "".join(
+                [
+                    " --tls --cafile CA.pem" if p.tls else "",
+                    f" --framing {p.framing}" if p.framing != "connection" else "",
+                    " --ack" if p.ack else "",
+                ]
+            )
+            where = _hostport(p.host, ports.get(rule.name, p.port))
+            out.append(f"echo 'hello world' | meow-async send{opts} {where} -")
+            break
+    return out
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _rel(path: Path) -> str:
@@ -241,6 +303,49 @@ def _setup_logging(level: int) -> None:
     root = logging.getLogger("meow_async")
     root.addHandler(handler)
     root.setLevel(level)
+
+
+# -- send ---------------------------------------------------------------------------------------
+
+
+def _send(args: argparse.Namespace) -> int:
+    host, sep, port_text = args.address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise MeowError(f"expected HOST:PORT, got {args.address!r}")
+    if (args.cert is None) != (args.key is None) or ((args.cert or args.cafile) and not args.tls):
+        raise MeowError("--cert and --key go together, and with --tls (as does --cafile)")
+    tls = client_tls_context(args.cafile, args.cert, args.key) if args.tls else None
+    delimiter = args.delimiter.encode().decode("unicode_escape").encode("latin-1")
+    if args.file == "-":
+        data: bytes | Path = sys.stdin.buffer.read()
+    else:
+        data = Path(args.file)
+        if not data.is_file():
+            raise MeowError(f"no such file: {data}")
+
+    async def go() -> str | None:
+        async with asyncio.timeout(args.timeout):
+            return await send(
+                host,
+                int(port_text),
+                data,
+                ack=args.ack,
+                framing=args.framing,
+                delimiter=delimiter,
+                tls=tls,
+                server_hostname=args.server_name,
+            )
+
+    try:
+        msg_id = asyncio.run(go())
+    except TimeoutError:
+        raise MeowError(f"{args.address}: no answer within {args.timeout:g}s") from None
+    except ValueError as e:
+        raise MeowError(str(e)) from None
+    if msg_id is not None:
+        print(msg_id)
+    return 0
 
 
 # -- validate -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Literal
 
 from .exceptions import ConfigError
 from .monitors.files import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS
+from .monitors.network import DEFAULT_CHUNK_SIZE
 
 __all__ = ["LoopName", "RunnerConfig"]
 
@@ -26,15 +28,18 @@ class RunnerConfig:
     Attributes:
         base_dir: the watched folder; file patterns' globs are relative to it.
         jobs_dir: where job directories go (ignored by the file monitor if inside base_dir).
+        spool_dir: where received network messages are written (also ignored).
         max_jobs: jobs running at once (default: the CPUs this process may use).
         queue_size: events waiting for a handler before monitors are made to wait.
         shutdown_timeout: seconds running jobs get to finish on a graceful stop.
         kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
         watch_step_ms / watch_debounce_ms: watchfiles' batching (see docs/performance.md).
+        chunk_size: bytes read from a network connection at a time.
     """
 
     base_dir: Path = Path()
     jobs_dir: Path = Path(".meow/jobs")
+    spool_dir: Path = Path(".meow/spool")
     max_jobs: int = field(default_factory=_cpus)
     queue_size: int = 1000
     handlers: int = 2
@@ -42,14 +47,22 @@ class RunnerConfig:
     kill_timeout: float = 5.0
     watch_step_ms: int = DEFAULT_STEP_MS
     watch_debounce_ms: int = DEFAULT_DEBOUNCE_MS
+    chunk_size: int = DEFAULT_CHUNK_SIZE
 
     def __post_init__(self) -> None:
-        for name in ("base_dir", "jobs_dir"):
+        for name in ("base_dir", "jobs_dir", "spool_dir"):
             value = getattr(self, name)
             if not isinstance(value, str | os.PathLike) or not str(value):
                 raise ConfigError("expected a folder path", where="runner", field=name, value=value)
             object.__setattr__(self, name, Path(value))
-        for name in ("max_jobs", "queue_size", "handlers", "watch_step_ms", "watch_debounce_ms"):
+        for name in (
+            "max_jobs",
+            "queue_size",
+            "handlers",
+            "watch_step_ms",
+            "watch_debounce_ms",
+            "chunk_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(
@@ -57,7 +70,12 @@ class RunnerConfig:
                 )
         for name in ("shutdown_timeout", "kill_timeout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ConfigError(
                     "expected a number of seconds, 0 or more",
                     where="runner",

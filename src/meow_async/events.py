@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,8 @@ class Event:
     time: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     extras: Mapping[str, Any] = field(default_factory=dict)
+    #: Called once the event has been turned into jobs (or failed to be): frees its payload.
+    release: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def rel_path(self) -> str:

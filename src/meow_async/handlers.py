@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,17 +39,22 @@ class Handler:
         rule = event.rule
         pattern, recipe = rule.pattern, rule.recipe
         job_id = new_job_id()
-        keywords = keyword_values(event.path, event.base, job_id)
+        job_dir = self.jobs_root / job_id
+        job_dir.mkdir()
+        path, base = event.path, event.base
+        if event.kind == "network":
+            # The job keeps its own link to the message: the spool file can go as soon as
+            # every rule has its jobs, and the job folder stays a complete record.
+            path, base = str(_adopt(Path(event.path), job_dir)), str(job_dir)
+        keywords = keyword_values(path, base, job_id)
         outputs: dict[str, Any] = expand(dict(pattern.outputs), keywords)
         params: dict[str, Any] = {
             **expand(dict(recipe.parameters), keywords),
             **expand(dict(pattern.parameters), keywords),
             **outputs,
             **point,
-            pattern.variable: event.path,
+            pattern.variable: path,
         }
-        job_dir = self.jobs_root / job_id
-        job_dir.mkdir()
         script = job_dir / f"script{recipe.suffix}"
         script.write_text(recipe.render(params), encoding="utf-8")
         params_file = job_dir / PARAMS_FILE
@@ -75,8 +84,21 @@ class Handler:
             "MEOW_JOB_ID": job_id,
             "MEOW_JOB_DIR": str(job_dir),
             "MEOW_PARAMS": str(params_file),
-            "MEOW_EVENT_PATH": event.path,
-            "MEOW_BASE": event.base,
+            "MEOW_EVENT_PATH": path,
+            "MEOW_BASE": base,
+            "MEOW_PYTHON": sys.executable,
             "MEOW_RULE": rule.name,
         }
         return Job(id=job_id, dir=job_dir, argv=argv, env=env, meta=meta)
+
+
+def _adopt(payload: Path, job_dir: Path) -> Path:
+    """Hard-link (or, across file systems, copy) a received message into the job folder."""
+    local = job_dir / payload.name
+    try:
+        os.link(payload, local)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copyfile(payload, local)
+    return local

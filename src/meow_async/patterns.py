@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from ._checks import check_name, check_params, check_variable
 from .exceptions import ConfigError
 from .globs import compile_glob
 
-__all__ = ["Change", "FilePattern", "Pattern", "Sweep"]
+__all__ = ["Change", "FilePattern", "NetworkPattern", "Pattern", "Sweep"]
 
 MAX_SWEEP_POINTS = 100_000
 
@@ -198,4 +199,134 @@ class FilePattern(_PatternBase):
         return self.regex.fullmatch(rel_path) is not None
 
 
-Pattern = FilePattern
+Framing = Literal["connection", "delimiter", "length"]
+FRAMINGS: tuple[str, ...] = ("connection", "delimiter", "length")
+
+#: Settings that belong to the listener; patterns sharing a port must agree on them.
+LISTENER_FIELDS = (
+    "host",
+    "framing",
+    "delimiter",
+    "max_size",
+    "max_connections",
+    "idle_timeout",
+    "ack",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkPattern(_PatternBase):
+    """Triggers on data received on a TCP ``port``: each message becomes a spool file.
+
+    ``port`` 0 asks the OS for a free port (see ``Runner.ports``). Framing: one message per
+    connection (default), or many per connection split by ``delimiter`` or by a 4-byte
+    big-endian length prefix. With ``tls_cert``/``tls_key`` the listener speaks TLS; with
+    ``tls_client_ca`` too, clients must present a certificate signed by that CA.
+    """
+
+    port: int
+    host: str = "127.0.0.1"
+    framing: Framing = "connection"
+    delimiter: str = "\n"
+    max_size: int = 64 * 1024 * 1024
+    max_connections: int = 256
+    idle_timeout: float = 30.0
+    ack: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        where = f"pattern {self.name!r}"
+        port: object = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(
+                "expected a port number from 1 to 65535 (0: any free port)",
+                where=where,
+                field="port",
+                value=port,
+            )
+        host: object = self.host
+        if not isinstance(host, str) or not host:
+            raise ConfigError(
+                "expected an address to bind to, e.g. 127.0.0.1 or ::1",
+                where=where,
+                field="host",
+                value=host,
+            )
+        if self.framing not in FRAMINGS:
+            raise ConfigError(
+                f"unknown framing {self.framing!r}: choose from {', '.join(FRAMINGS)}",
+                where=where,
+                field="framing",
+                value=self.framing,
+            )
+        delimiter: object = self.delimiter
+        if not isinstance(delimiter, str) or not delimiter:
+            raise ConfigError(
+                "expected a non-empty string", where=where, field="delimiter", value=delimiter
+            )
+        for name in ("max_size", "max_connections"):
+            v: object = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(
+                    "expected a whole number of at least 1", where=where, field=name, value=v
+                )
+        idle: object = self.idle_timeout
+        if (
+            isinstance(idle, bool)
+            or not isinstance(idle, int | float)
+            or not math.isfinite(idle)
+            or idle <= 0
+        ):
+            raise ConfigError(
+                "expected a number of seconds above 0",
+                where=where,
+                field="idle_timeout",
+                value=idle,
+            )
+        if not isinstance(self.ack, bool):
+            raise ConfigError("expected true or false", where=where, field="ack", value=self.ack)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                "TLS needs both tls_cert and tls_key",
+                where=where,
+                field="tls_cert" if self.tls_cert is None else "tls_key",
+                value=None,
+            )
+        if self.ack and self.tls_cert is not None and self.framing == "connection":
+            raise ConfigError(
+                "an acknowledgement over TLS needs framing 'delimiter' or "
+                "'length': a TLS sender cannot half-close to end its message",
+                where=where,
+                field="ack",
+                value=self.ack,
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError(
+                "client certificates need TLS: set tls_cert and tls_key too",
+                where=where,
+                field="tls_client_ca",
+                value=self.tls_client_ca,
+            )
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path: object = getattr(self, name)
+            if path is None:
+                continue
+            if not isinstance(path, str | os.PathLike) or not os.path.isfile(path):
+                raise ConfigError(f"no such file: {path}", where=where, field=name, value=path)
+            object.__setattr__(self, name, os.fspath(path))
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def listener_settings(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in LISTENER_FIELDS)
+
+
+Pattern = FilePattern | NetworkPattern

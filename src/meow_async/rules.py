@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .exceptions import ConfigError
-from .patterns import FilePattern, Pattern
+from .patterns import FilePattern, NetworkPattern, Pattern
 from .recipes import BashRecipe, PythonRecipe, Recipe
 
 __all__ = ["Rule", "make_rules"]
@@ -20,7 +20,7 @@ class Rule:
     recipe: Recipe
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pattern, FilePattern):
+        if not isinstance(self.pattern, FilePattern | NetworkPattern):
             raise ConfigError(
                 f"expected a pattern, got {type(self.pattern).__name__}",
                 where="rule",

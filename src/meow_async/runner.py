@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -18,8 +19,8 @@ from .events import Event
 from .exceptions import MeowError, MonitorError
 from .handlers import Handler
 from .jobs import Job, JobState
-from .monitors import FileMonitor, Monitor
-from .patterns import Pattern
+from .monitors import FileMonitor, Monitor, NetworkMonitor
+from .patterns import FilePattern, Pattern
 from .recipes import Recipe
 from .rules import Rule
 from .workflow import Workflow
@@ -73,17 +74,22 @@ class Runner:
         self.config = config or RunnerConfig()
         self.workflow = Workflow(patterns, recipes)
         self.jobs_dir = self.config.jobs_dir.absolute()
+        self.spool_dir = self.config.spool_dir.absolute()
         self.conductor = conductor or LocalConductor(kill_timeout=self.config.kill_timeout)
         self.handler = Handler(self.jobs_dir)
         self.monitors: list[Monitor] = [
             FileMonitor(
                 self.config.base_dir,
                 self.workflow,
-                ignore=[self.jobs_dir],
+                ignore=[self.jobs_dir, self.spool_dir],
                 step_ms=self.config.watch_step_ms,
                 debounce_ms=self.config.watch_debounce_ms,
-            )
+            ),
         ]
+        self.network = NetworkMonitor(
+            self.workflow, self.spool_dir, chunk_size=self.config.chunk_size
+        )
+        self.monitors.append(self.network)
         self.stats = RunnerStats()
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
@@ -109,6 +115,10 @@ class Runner:
     @property
     def rules(self) -> dict[str, Rule]:
         return self.workflow.rules
+
+    def ports(self) -> dict[str, int]:
+        """The TCP port of each network rule, once started (patterns may ask for port 0)."""
+        return self.network.ports()
 
     def add_pattern(self, pattern: Pattern) -> None:
         self.workflow.add_pattern(pattern)
@@ -155,6 +165,7 @@ class Runner:
             raise RuntimeError("a Runner runs once; make a new one")
         self._ran = True
         await asyncio.to_thread(self._preflight)
+        self.network.bind()  # a port in use is an error here, before anything starts
         cfg = self.config
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
         jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
@@ -192,6 +203,7 @@ class Runner:
                 logger.warning("stopping %d running job(s)", self.stats.running)
             for t in (force, drained, *workers):
                 t.cancel()
+        await asyncio.to_thread(_clean_spool, self.spool_dir)
         self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
         self._notify()
         s = self.stats
@@ -220,7 +232,9 @@ class Runner:
     def _preflight(self) -> None:
         """Fail before starting anything, with a message that says what to fix."""
         base = self.config.base_dir.absolute()
-        if not base.is_dir():
+        if not base.is_dir() and any(
+            isinstance(p, FilePattern) for p in self.workflow.patterns.values()
+        ):
             raise MonitorError("files", f"the watched folder {base} does not exist")
         try:
             self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -231,6 +245,13 @@ class Runner:
             raise MeowError(
                 f"cannot write job directories in {self.jobs_dir}: {e.strerror or e}"
             ) from None
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MeowError(
+                f"cannot write received messages in {self.spool_dir}: {e.strerror or e}"
+            ) from None
+        _clean_spool(self.spool_dir)
 
     async def _handle(self, events: asyncio.Queue[Event], jobs: asyncio.Queue[Job]) -> None:
         while True:
@@ -261,6 +282,8 @@ class Runner:
                 for job in made:
                     await jobs.put(job)
             finally:
+                if event.release is not None:
+                    event.release()
                 events.task_done()
                 self._notify()
 
@@ -331,3 +354,14 @@ class Runner:
         assert self._task is not None  # noqa: S101
         self.stop(force=exc is not None)
         await self._task
+
+
+def _clean_spool(spool: Path) -> None:
+    """Messages are linked into their jobs once handled; what is left is not needed."""
+    left = 0
+    for entry in os.scandir(spool):
+        if entry.name.endswith((".part", ".msg")):
+            Path(entry.path).unlink(missing_ok=True)
+            left += 1
+    if left:
+        logger.debug("removed %d spool file(s) from %s", left, spool)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
 from .exceptions import ConfigError
@@ -25,8 +26,10 @@ class Workflow:
     """Patterns and recipes by name; rules are derived, as in meow_base.
 
     A pattern whose recipe is missing makes no rule until the recipe is added; removing a
-    recipe removes its rules. Listeners are called after every change, so monitors can open
-    or close what they watch. Change it from the event loop's thread.
+    recipe removes its rules. Validators see the new rules before a change is made and may
+    refuse it by raising (e.g. a port already in use), leaving everything as it was; listeners
+    are called after every change, so monitors can open or close what they watch. Change it
+    from the event loop's thread.
     """
 
     def __init__(self, patterns: Iterable[Pattern] = (), recipes: Iterable[Recipe] = ()) -> None:
@@ -34,40 +37,62 @@ class Workflow:
         self.recipes: dict[str, Recipe] = {}
         self.rules: dict[str, Rule] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._validators: list[Callable[[dict[str, Rule]], None]] = []
         for r in recipes:
             self._put(self.recipes, r, "recipe", new=True)
         for p in patterns:
             self._put(self.patterns, p, "pattern", new=True)
-        self._rebuild()
+        self.rules = make_rules(self.patterns.values(), self.recipes)
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` after each change; returns a function that unsubscribes."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    def add_validator(self, validator: Callable[[dict[str, Rule]], None]) -> Callable[[], None]:
+        """Let ``validator(new_rules)`` refuse changes by raising; returns its remover."""
+        self._validators.append(validator)
+        return lambda: self._validators.remove(validator)
+
     def add_pattern(self, pattern: Pattern) -> None:
-        self._put(self.patterns, pattern, "pattern", new=True)
-        self._rebuild()
+        with self._change():
+            self._put(self.patterns, pattern, "pattern", new=True)
 
     def update_pattern(self, pattern: Pattern) -> None:
-        self._put(self.patterns, pattern, "pattern", new=False)
-        self._rebuild()
+        with self._change():
+            self._put(self.patterns, pattern, "pattern", new=False)
 
     def remove_pattern(self, name: str) -> None:
-        self._pop(self.patterns, name, "pattern")
-        self._rebuild()
+        with self._change():
+            self._pop(self.patterns, name, "pattern")
 
     def add_recipe(self, recipe: Recipe) -> None:
-        self._put(self.recipes, recipe, "recipe", new=True)
-        self._rebuild()
+        with self._change():
+            self._put(self.recipes, recipe, "recipe", new=True)
 
     def update_recipe(self, recipe: Recipe) -> None:
-        self._put(self.recipes, recipe, "recipe", new=False)
-        self._rebuild()
+        with self._change():
+            self._put(self.recipes, recipe, "recipe", new=False)
 
     def remove_recipe(self, name: str) -> None:
-        self._pop(self.recipes, name, "recipe")
-        self._rebuild()
+        with self._change():
+            self._pop(self.recipes, name, "recipe")
+
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[None]:
+        """Apply a change only if every validator accepts the rules it makes."""
+        patterns, recipes = dict(self.patterns), dict(self.recipes)
+        try:
+            yield
+            rules = make_rules(self.patterns.values(), self.recipes)
+            for validate in list(self._validators):
+                validate(rules)
+        except BaseException:
+            self.patterns, self.recipes = patterns, recipes
+            raise
+        self.rules = rules
+        for listener in list(self._listeners):
+            listener()
 
     def _put(self, table: dict[str, _T], item: _T, what: str, *, new: bool) -> None:
         if new and item.name in table:
@@ -95,8 +120,3 @@ class Workflow:
                 value=name,
             )
         del table[name]
-
-    def _rebuild(self) -> None:
-        self.rules = make_rules(self.patterns.values(), self.recipes)
-        for listener in list(self._listeners):
-            listener()

@@ -13,7 +13,7 @@ import yaml
 
 from .config import RunnerConfig
 from .exceptions import ConfigError, WorkflowFileError
-from .patterns import FilePattern, Pattern
+from .patterns import LISTENER_FIELDS, FilePattern, NetworkPattern, Pattern
 from .recipes import BashRecipe, PythonRecipe, Recipe
 
 __all__ = ["WorkflowSpec", "load_workflow"]
@@ -26,16 +26,10 @@ _RECIPE_KINDS: dict[str, Callable[..., Recipe]] = {
 }
 _SUFFIX_KINDS = {".py": "python", ".sh": "bash", ".bash": "bash"}
 _RECIPE_KEYS = {"kind", "script", "file", "parameters", "interpreter", "shell"}
-_FILE_PATTERN_KEYS = {
-    "glob",
-    "recipe",
-    "variable",
-    "changes",
-    "parameters",
-    "outputs",
-    "sweep",
-    "retroactive",
-}
+_COMMON_KEYS = {"recipe", "variable", "parameters", "outputs", "sweep"}
+_FILE_PATTERN_KEYS = _COMMON_KEYS | {"glob", "changes", "retroactive"}
+_NETWORK_PATTERN_KEYS = _COMMON_KEYS | {"port", *LISTENER_FIELDS}
+_TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")
 _RUNNER_KEYS = {f.name for f in fields(RunnerConfig)}
 _TOP_KEYS = {"runner", "recipes", "patterns"}
 
@@ -68,6 +62,13 @@ class _Loader(yaml.SafeLoader):
         out.lines = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    problem="a key must be a plain value, not a list or mapping",
+                    problem_mark=key_node.start_mark,
+                ) from None
             if key in out:
                 self.duplicates.append((key_node.start_mark.line + 1, str(key)))
             out[key] = self.construct_object(value_node, deep=True)
@@ -128,7 +129,7 @@ def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
         doc, "recipes", problems, lambda n, m: _recipe(n, m, folder, problems)
     )
     patterns: list[Pattern] = _section(
-        doc, "patterns", problems, lambda n, m: _pattern(n, m, problems)
+        doc, "patterns", problems, lambda n, m: _pattern(n, m, folder, problems)
     )
     known = {r.name for r in recipes}
     raw_patterns = doc.get("patterns")
@@ -222,19 +223,27 @@ def _recipe(name: str, raw: _Map, folder: Path, problems: _Problems) -> Recipe |
     return _strip_where(lambda: cls(name=name, **kwargs))
 
 
-def _pattern(name: str, raw: _Map, problems: _Problems) -> Pattern | None:
-    if "glob" not in raw:
+def _pattern(name: str, raw: _Map, folder: Path, problems: _Problems) -> Pattern | None:
+    if ("glob" in raw) == ("port" in raw):
         raise ConfigError(
-            "a pattern needs 'glob' (a path pattern under the watched folder)",
+            "a pattern needs either 'glob' (files under the watched folder) or 'port' "
+            "(data received over TCP)",
             field="glob",
             value=None,
         )
-    _unknown(raw, _FILE_PATTERN_KEYS, f"patterns.{name}", problems)
+    network = "port" in raw
+    keys = _NETWORK_PATTERN_KEYS if network else _FILE_PATTERN_KEYS
+    _unknown(raw, keys, f"patterns.{name}", problems)
     if "recipe" not in raw:
         raise ConfigError(
             "a pattern needs 'recipe' (the name of the recipe it runs)", field="recipe", value=None
         )
-    kwargs = {k: v for k, v in raw.items() if k in _FILE_PATTERN_KEYS}
+    kwargs = {k: v for k, v in raw.items() if k in keys}
+    if network:
+        for key in _TLS_FILES:
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = str(folder / kwargs[key])
+        return _strip_where(lambda: NetworkPattern(name=name, **kwargs))
     return _strip_where(lambda: FilePattern(name=name, **kwargs))
 
 

@@ -7,8 +7,9 @@ from typing import Protocol
 
 from ..events import Event
 from .files import FileMonitor
+from .network import NetworkMonitor
 
-__all__ = ["FileMonitor", "Monitor"]
+__all__ = ["FileMonitor", "Monitor", "NetworkMonitor"]
 
 
 class Monitor(Protocol):

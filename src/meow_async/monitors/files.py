@@ -17,7 +17,7 @@ from watchfiles._rust_notify import RustNotify
 
 from ..events import Event
 from ..exceptions import MonitorError
-from ..patterns import Change
+from ..patterns import Change, FilePattern
 from ..rules import Rule
 from ..workflow import Workflow
 
@@ -92,6 +92,7 @@ class FileMonitor:
         self._seen_lock = threading.Lock()
         self._memory = memory
         self._retro_done: set[str] = set()
+        workflow.add_validator(self._validate)
         self._notify: RustNotify | None = None
         #: Set while every change under ``base_dir`` that a rule needs will be seen.
         self.ready = asyncio.Event()
@@ -102,10 +103,11 @@ class FileMonitor:
         return self._notify is not None
 
     def rules(self) -> list[Rule]:
-        return list(self.workflow.rules.values())
+        return [r for r in self.workflow.rules.values() if isinstance(r.pattern, FilePattern)]
 
     async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
-        await asyncio.to_thread(self._check_base)
+        if self.rules():
+            await asyncio.to_thread(self._check_base)
         changed = asyncio.Event()
         unsubscribe = self.workflow.subscribe(changed.set)
         try:
@@ -114,6 +116,10 @@ class FileMonitor:
                 await self._watch(events, stop)
         finally:
             unsubscribe()
+
+    def _validate(self, rules: dict[str, Rule]) -> None:
+        if any(isinstance(r.pattern, FilePattern) for r in rules.values()):
+            self._check_base()
 
     def _check_base(self) -> None:
         if not os.path.isdir(self.base):
@@ -199,7 +205,13 @@ class FileMonitor:
         rules = self.rules()
         names = {r.name for r in rules}
         self._retro_done &= names  # a rule removed and added again scans again
-        new = [r for r in rules if r.pattern.retroactive and r.name not in self._retro_done]
+        new = [
+            r
+            for r in rules
+            if isinstance(r.pattern, FilePattern)
+            and r.pattern.retroactive
+            and r.name not in self._retro_done
+        ]
         if not new:
             return
         await self.ready.wait()  # scan only once the watch is live, so no file falls between
@@ -219,6 +231,7 @@ class FileMonitor:
             rel = ch.path[len(self.base) + 1 :]  # every path here is below self.base
             for rule in rules:
                 pattern = rule.pattern
+                assert isinstance(pattern, FilePattern)  # noqa: S101 - rules() gave file rules
                 if ch.change in pattern.changes and pattern.matches(rel):
                     extras: dict[str, object] = {}
                     if ch.src is not None:

@@ -1,0 +1,534 @@
+"""The network monitor: TCP listeners (asyncio.start_server) whose messages become spool files.
+
+Each message is streamed to ``<spool>/<id>.part`` in chunks, renamed to ``<id>.msg`` at its end
+and handed to every rule on the port as an event whose path is that file, so recipes written
+for file events work unchanged. The file is removed once every rule's handler has made its
+jobs (each job keeps a hard link to it), and partial files never outlive their connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ..events import Event
+from ..exceptions import MonitorError
+from ..patterns import NetworkPattern
+from ..rules import Rule
+from ..workflow import Workflow
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "NetworkMonitor"]
+
+logger = logging.getLogger("meow_async.monitors.network")
+
+#: Bytes read per call; see docs/performance.md for how it was chosen.
+DEFAULT_CHUNK_SIZE = 64 * 1024
+_BACKLOG = 4096  # meow_base's listen(1) turns bursts into 1 s SYN retransmits
+_LENGTH = struct.Struct(">I")
+
+_Key = tuple[str, int, str]  # host, port, and the pattern name when port is 0 (its own port)
+
+
+class _MessageTooLarge(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class _Listener:
+    key: _Key
+    pattern: NetworkPattern  # the first rule's pattern: all on this listener share its settings
+    sock: socket.socket
+    server: asyncio.Server | None = None
+    slots: asyncio.Semaphore = field(init=False)
+    port: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.pattern.max_connections)
+        self.port = self.sock.getsockname()[1]
+
+    def describe(self) -> str:
+        host = f"[{self.key[0]}]" if ":" in self.key[0] else self.key[0]
+        return f"{host}:{self.port}"
+
+
+class NetworkMonitor:
+    """One listener per (address, port) that some network rule needs; all its rules fire.
+
+    Listeners open and close as rules change. A change that needs a port that cannot be bound
+    is refused with an error naming the port and the pattern, and nothing changes.
+    """
+
+    name = "network"
+
+    def __init__(
+        self, workflow: Workflow, spool_dir: Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> None:
+        self.workflow = workflow
+        self.spool_dir = Path(spool_dir).absolute()
+        self.chunk_size = chunk_size
+        self.ready = asyncio.Event()
+        self._listeners: dict[_Key, _Listener] = {}
+        self._events: asyncio.Queue[Event] | None = None
+        self._reading: set[asyncio.Task[Any]] = set()  # connections mid-message
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._sync_needed = asyncio.Event()
+        workflow.add_validator(self._validate)
+
+    # -- what is open -------------------------------------------------------------------------
+
+    def ports(self) -> dict[str, int]:
+        """The port each network pattern with a rule listens on (useful with port 0)."""
+        out: dict[str, int] = {}
+        for rule in self.rules():
+            lst = self._listeners.get(_key(rule.pattern))  # type: ignore[arg-type]
+            if lst is not None:
+                out[rule.name] = lst.port
+        return out
+
+    def rules(self, rules: dict[str, Rule] | None = None) -> list[Rule]:
+        rules = self.workflow.rules if rules is None else rules
+        return [r for r in rules.values() if isinstance(r.pattern, NetworkPattern)]
+
+    # -- rule changes -------------------------------------------------------------------------
+
+    def _validate(self, rules: dict[str, Rule]) -> None:
+        """Refuse inconsistent listeners; while running, bind new ports now so errors are
+        raised by the very call that asked for them."""
+        wanted = _wanted(self.rules(rules))
+        if self._events is None:
+            return
+        try:
+            for key, pattern in wanted.items():
+                old = self._listeners.get(key)
+                if old is None:
+                    self._listeners[key] = _Listener(key, pattern, _bind(pattern))
+                # Settings changed on an open port: _sync closes it first, then binds again.
+        finally:
+            self._sync_needed.set()  # whatever was bound is opened or closed by _sync
+
+    def bind(self) -> None:
+        """Bind every port the current rules need; MonitorError names a port that fails."""
+        try:
+            for key, pattern in _wanted(self.rules()).items():
+                if key not in self._listeners:
+                    self._listeners[key] = _Listener(key, pattern, _bind(pattern))
+        except MonitorError:
+            for lst in self._listeners.values():
+                lst.sock.close()
+            self._listeners.clear()
+            raise
+
+    async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
+        await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
+        self.bind()
+        self._events = events
+        unsubscribe = self.workflow.subscribe(self._sync_needed.set)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                await self._sync()
+                self.ready.set()
+                self._sync_needed.clear()
+                waking = asyncio.create_task(self._sync_needed.wait())
+                await asyncio.wait([stopping, waking], return_when=asyncio.FIRST_COMPLETED)
+                waking.cancel()
+                if stop.is_set():
+                    break
+        finally:
+            stopping.cancel()
+            unsubscribe()
+            self._events = None
+            await self._close_all()
+
+    async def _sync(self) -> None:
+        """Open listeners rules need, close the others (and ones whose settings changed)."""
+        wanted = _wanted(self.rules())
+        for key, lst in list(self._listeners.items()):
+            want = wanted.get(key)
+            if want is None or want.listener_settings() != lst.pattern.listener_settings():
+                del self._listeners[key]
+                await self._close(lst)
+                if want is not None:
+                    self._listeners[key] = _Listener(key, want, _bind(want, quiet=True))
+        for lst in self._listeners.values():
+            if lst.server is None:
+                await self._open(lst)
+
+    async def _open(self, lst: _Listener) -> None:
+        pattern = lst.pattern
+        ctx = _tls_context(pattern) if pattern.tls else None
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(lst, reader, writer)
+
+        lst.server = await asyncio.start_server(
+            on_connection,
+            sock=lst.sock,
+            backlog=_BACKLOG,
+            ssl=ctx,
+            limit=max(self.chunk_size, 2**16),
+            ssl_handshake_timeout=pattern.idle_timeout if ctx else None,
+        )
+        logger.info(
+            "listening on %s%s for %s",
+            lst.describe(),
+            " (TLS)" if ctx else "",
+            ", ".join(r.name for r in self.rules() if _key(r.pattern) == lst.key),  # type: ignore[arg-type]
+        )
+
+    async def _close(self, lst: _Listener) -> None:
+        if lst.server is None:
+            lst.sock.close()
+            return
+        lst.server.close()
+        logger.info("closed listener on %s", lst.describe())
+
+    async def _close_all(self) -> None:
+        for lst in list(self._listeners.values()):
+            await self._close(lst)
+        self._listeners.clear()
+        # Messages not yet complete were never accepted: drop them. Complete ones still
+        # being queued finish, so nothing accepted is lost.
+        for task in list(self._reading):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections))
+
+    # -- one connection -----------------------------------------------------------------------
+
+    async def _serve(
+        self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101
+        self._connections.add(task)
+        self._reading.add(task)
+        peer = _peer(writer)
+        try:
+            # Over the limit, a connection waits here unread: the sender feels TCP back-pressure.
+            async with lst.slots:
+                framing = lst.pattern.framing
+                if framing == "connection":
+                    await self._one_per_connection(lst, reader, writer, peer)
+                elif framing == "delimiter":
+                    await self._delimited(lst, reader, writer, peer)
+                else:
+                    await self._length_prefixed(lst, reader, writer, peer)
+        except TimeoutError:
+            logger.warning(
+                "%s from %s: idle for %.0fs, closed", lst.describe(), peer, lst.pattern.idle_timeout
+            )
+        except _MessageTooLarge:
+            logger.warning(
+                "%s from %s: message over max_size (%d bytes), dropped and closed",
+                lst.describe(),
+                peer,
+                lst.pattern.max_size,
+            )
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as e:
+            logger.warning(
+                "%s from %s: connection lost mid-message (%s), nothing kept",
+                lst.describe(),
+                peer,
+                type(e).__name__,
+            )
+        except asyncio.CancelledError:
+            pass  # stopping: an incomplete message was never accepted
+        finally:
+            self._reading.discard(task)
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _one_per_connection(
+        self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        spool = self._spool()
+        try:
+            while True:
+                async with asyncio.timeout(lst.pattern.idle_timeout):
+                    chunk = await reader.read(self.chunk_size)
+                if not chunk:
+                    break
+                spool.write(chunk, lst.pattern.max_size)
+        except BaseException:
+            spool.discard()
+            raise
+        await self._accept(lst, spool, writer, peer)
+
+    async def _delimited(
+        self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        delim = lst.pattern.delimiter.encode()
+        keep = len(delim) - 1  # bytes that may be the start of a delimiter split across reads
+        spool: _Spool | None = None
+        pending = b""
+        try:
+            while True:
+                async with asyncio.timeout(lst.pattern.idle_timeout):
+                    chunk = await reader.read(self.chunk_size)
+                if not chunk:
+                    break
+                data = pending + chunk
+                start = 0
+                while (end := data.find(delim, start)) >= 0:
+                    spool = spool or self._spool()
+                    spool.write(data[start:end], lst.pattern.max_size)
+                    await self._accept(lst, spool, writer, peer)
+                    spool = None
+                    start = end + len(delim)
+                rest = data[start:]
+                cut = max(0, len(rest) - keep)
+                if cut:
+                    spool = spool or self._spool()
+                    spool.write(rest[:cut], lst.pattern.max_size)
+                pending = rest[cut:]
+            if pending or (spool is not None and spool.size):
+                spool = spool or self._spool()  # a last message without a delimiter counts
+                spool.write(pending, lst.pattern.max_size)
+                await self._accept(lst, spool, writer, peer)
+                spool = None
+        finally:
+            if spool is not None:
+                spool.discard()
+
+    async def _length_prefixed(
+        self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        while True:
+            async with asyncio.timeout(lst.pattern.idle_timeout):
+                head = await reader.read(_LENGTH.size)
+                if not head:
+                    return  # a clean end between messages
+                if len(head) < _LENGTH.size:
+                    head += await reader.readexactly(_LENGTH.size - len(head))
+            (length,) = _LENGTH.unpack(head)
+            if length > lst.pattern.max_size:
+                raise _MessageTooLarge
+            spool = self._spool()
+            try:
+                left = length
+                while left:
+                    async with asyncio.timeout(lst.pattern.idle_timeout):
+                        chunk = await reader.read(min(self.chunk_size, left))
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", left)  # noqa: TRY301
+                    spool.write(chunk, lst.pattern.max_size)
+                    left -= len(chunk)
+            except BaseException:
+                spool.discard()
+                raise
+            await self._accept(lst, spool, writer, peer)
+
+    async def _accept(
+        self, lst: _Listener, spool: _Spool, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        """The message is complete: make it an event for every rule on the port, then ack."""
+        task = asyncio.current_task()
+        self._reading.discard(task)
+        try:
+            path = spool.finish()
+            rules = [r for r in self.rules() if _key(r.pattern) == lst.key]  # type: ignore[arg-type]
+            if not rules or self._events is None:
+                logger.warning(
+                    "%s: no rule wants messages any more; dropped %s", lst.describe(), path.name
+                )
+                path.unlink(missing_ok=True)
+                return
+            release = _releaser(path, len(rules))
+            extras: dict[str, Any] = {
+                "message_id": spool.id,
+                "peer": peer,
+                "host": lst.key[0],
+                "port": lst.port,
+                "size": spool.size,
+                "tls": lst.pattern.tls,
+            }
+            subject = _cert_subject(writer)
+            if subject is not None:
+                extras["peer_cert_subject"] = subject
+            now = time.time()
+            for rule in rules:
+                await self._events.put(
+                    Event(
+                        kind="network",
+                        path=str(path),
+                        base=str(self.spool_dir),
+                        rule=rule,
+                        time=now,
+                        extras=extras,
+                        release=release,
+                    )
+                )
+            if lst.pattern.ack:
+                # After it is on disk and queued. A raw sender that already left (nc) is fine.
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    writer.write(f"ok {spool.id}\n".encode())
+                    await writer.drain()
+        finally:
+            if task is not None:
+                self._reading.add(task)
+
+    def _spool(self) -> _Spool:
+        return _Spool(self.spool_dir)
+
+
+class _Spool:
+    """One message on its way to disk: ``<id>.part`` until complete, then ``<id>.msg``.
+
+    Writes go straight to the page cache from the event loop: a chunk is at most
+    ``chunk_size`` bytes and a thread hop per chunk costs more than the copy (perf/).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
+        self.part = folder / f"{self.id}.part"
+        self.size = 0
+        self._file: IO[bytes] | None = None
+
+    def write(self, data: bytes, limit: int) -> None:
+        self.size += len(data)
+        if self.size > limit:
+            raise _MessageTooLarge
+        if self._file is None:
+            self._file = open(self.part, "wb")  # noqa: SIM115 - closed in finish/discard
+        self._file.write(data)
+
+    def finish(self) -> Path:
+        if self._file is None:
+            self._file = open(self.part, "wb")  # noqa: SIM115 - an empty message is a message
+        self._file.close()
+        final = self.part.with_suffix(".msg")
+        os.replace(self.part, final)
+        return final
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self.part.unlink(missing_ok=True)
+
+
+def _releaser(path: Path, uses: int) -> Callable[[], None]:
+    left = uses
+
+    def release() -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            path.unlink(missing_ok=True)
+
+    return release
+
+
+def _key(pattern: NetworkPattern) -> _Key:
+    return (pattern.host, pattern.port, pattern.name if pattern.port == 0 else "")
+
+
+def _wanted(rules: list[Rule]) -> dict[_Key, NetworkPattern]:
+    """The listener each rule needs; rules sharing a port must agree on its settings."""
+    out: dict[_Key, NetworkPattern] = {}
+    for rule in rules:
+        p = rule.pattern
+        assert isinstance(p, NetworkPattern)  # noqa: S101
+        key = _key(p)
+        other = out.get(key)
+        if other is None:
+            out[key] = p
+            continue
+        for f in (
+            "framing",
+            "delimiter",
+            "max_size",
+            "max_connections",
+            "idle_timeout",
+            "ack",
+            "tls_cert",
+            "tls_key",
+            "tls_client_ca",
+        ):
+            if getattr(p, f) != getattr(other, f):
+                raise MonitorError(
+                    "network",
+                    f"patterns {other.name!r} and {p.name!r} share port {p.port} but differ in "
+                    f"{f} ({getattr(other, f)!r} vs {getattr(p, f)!r}); one listener serves a "
+                    "port, so its settings must match",
+                )
+    return out
+
+
+def _bind(pattern: NetworkPattern, *, quiet: bool = False) -> socket.socket:
+    """Bind now (not listen), so a bad port is an error at the call that asked for it."""
+    where = f"port {pattern.port} on {pattern.host} (pattern {pattern.name!r})"
+    try:
+        infos = socket.getaddrinfo(
+            pattern.host, pattern.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise MonitorError(
+            "network", f"{where}: cannot use address {pattern.host!r}: {e.strerror}"
+        ) from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            why = "already in use by another program or listener"
+        elif e.errno == errno.EACCES:
+            why = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        elif e.errno == errno.EADDRNOTAVAIL:
+            why = f"{pattern.host} is not an address of this machine"
+        else:
+            why = e.strerror or str(e)
+        raise MonitorError("network", f"{where}: {why}") from None
+    if not quiet:
+        logger.debug("bound %s", where)
+    return sock
+
+
+def _tls_context(pattern: NetworkPattern) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(pattern.tls_cert, pattern.tls_key)  # type: ignore[arg-type]
+        if pattern.tls_client_ca:
+            ctx.load_verify_locations(pattern.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (ssl.SSLError, OSError) as e:
+        raise MonitorError(
+            "network", f"pattern {pattern.name!r}: cannot load TLS files: {e}"
+        ) from None
+    return ctx
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    addr = writer.get_extra_info("peername")
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = f"[{addr[0]}]" if ":" in str(addr[0]) else str(addr[0])
+        return f"{host}:{addr[1]}"
+    return str(addr)
+
+
+def _cert_subject(writer: asyncio.StreamWriter) -> str | None:
+    cert = writer.get_extra_info("peercert")
+    if not cert:
+        return None
+    parts = [f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
+    return ",".join(parts) or None
