@@ -127,6 +127,9 @@ patterns:
     sweep: {t: {start: 0, stop: 2, jump: -1}}
   e:
     recipe: good
+  f:
+    glob: "*.txt"
+    recipe: broken
 """,
     )
     got = problems(path)

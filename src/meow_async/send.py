@@ -87,11 +87,11 @@ async def send(
                 + (f" (said {text!r})" if text else " (closed without a reply)")
             )
         return text[3:]
-    except (ConnectionError, ssl.SSLError) as e:
+    except OSError as e:  # ConnectionError, ssl.SSLError, ENOTCONN after a reset...
         raise SendError(f"{host}:{port}: connection lost while sending: {e}") from None
     finally:
         writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
 
 

@@ -132,9 +132,11 @@ def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
         doc, "patterns", problems, lambda n, m: _pattern(n, m, folder, problems)
     )
     known = {r.name for r in recipes}
+    raw_recipes = doc.get("recipes")
+    named = set(raw_recipes) if isinstance(raw_recipes, _Map) else set()  # even broken ones
     raw_patterns = doc.get("patterns")
     for p in patterns:
-        if p.recipe not in known and isinstance(raw_patterns, _Map):
+        if p.recipe not in named and isinstance(raw_patterns, _Map):
             entry = raw_patterns[p.name]
             problems.add(
                 entry.lines.get("recipe", entry.line),

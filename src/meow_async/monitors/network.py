@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ import socket
 import ssl
 import struct
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +94,7 @@ class NetworkMonitor:
         """The port each network pattern with a rule listens on (useful with port 0)."""
         out: dict[str, int] = {}
         for rule in self.rules():
-            lst = self._listeners.get(_key(rule.pattern))  # type: ignore[arg-type]
+            lst = self._listeners.get(self._resolve(rule.pattern))  # type: ignore[arg-type]
             if lst is not None:
                 out[rule.name] = lst.port
         return out
@@ -106,9 +108,10 @@ class NetworkMonitor:
     def _validate(self, rules: dict[str, Rule]) -> None:
         """Refuse inconsistent listeners; while running, bind new ports now so errors are
         raised by the very call that asked for them."""
-        wanted = _wanted(self.rules(rules))
+        wanted = self._wanted(self.rules(rules))
         if self._events is None:
             return
+        self.ready.clear()  # set again once _sync has opened and closed what changed
         try:
             for key, pattern in wanted.items():
                 old = self._listeners.get(key)
@@ -121,7 +124,7 @@ class NetworkMonitor:
     def bind(self) -> None:
         """Bind every port the current rules need; MonitorError names a port that fails."""
         try:
-            for key, pattern in _wanted(self.rules()).items():
+            for key, pattern in self._wanted(self.rules()).items():
                 if key not in self._listeners:
                     self._listeners[key] = _Listener(key, pattern, _bind(pattern))
         except MonitorError:
@@ -154,7 +157,7 @@ class NetworkMonitor:
 
     async def _sync(self) -> None:
         """Open listeners rules need, close the others (and ones whose settings changed)."""
-        wanted = _wanted(self.rules())
+        wanted = self._wanted(self.rules())
         for key, lst in list(self._listeners.items()):
             want = wanted.get(key)
             if want is None or want.listener_settings() != lst.pattern.listener_settings():
@@ -185,7 +188,7 @@ class NetworkMonitor:
             "listening on %s%s for %s",
             lst.describe(),
             " (TLS)" if ctx else "",
-            ", ".join(r.name for r in self.rules() if _key(r.pattern) == lst.key),  # type: ignore[arg-type]
+            ", ".join(r.name for r in self.rules() if self._resolve(r.pattern) == lst.key),  # type: ignore[arg-type]
         )
 
     async def _close(self, lst: _Listener) -> None:
@@ -193,6 +196,14 @@ class NetworkMonitor:
             lst.sock.close()
             return
         lst.server.close()
+        # CPython 3.11: a connection accepted just before close() fails to get a transport
+        # (Server._attach asserts) and its socket is only freed by the cycle collector, so
+        # its sender would wait for a reply that never comes. Collect now: it gets a close
+        # (and the ResourceWarning for that orphan is expected, not news).
+        await asyncio.sleep(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         logger.info("closed listener on %s", lst.describe())
 
     async def _close_all(self) -> None:
@@ -205,6 +216,47 @@ class NetworkMonitor:
             task.cancel()
         if self._connections:
             await asyncio.wait(list(self._connections))
+
+    def _wanted(self, rules: list[Rule]) -> dict[_Key, NetworkPattern]:
+        """The listener each rule needs; rules sharing a port must agree on its settings."""
+        out: dict[_Key, NetworkPattern] = {}
+        for rule in rules:
+            p = rule.pattern
+            assert isinstance(p, NetworkPattern)  # noqa: S101
+            key = self._resolve(p)
+            other = out.get(key)
+            if other is None:
+                out[key] = p
+                continue
+            for f in (
+                "framing",
+                "delimiter",
+                "max_size",
+                "max_connections",
+                "idle_timeout",
+                "ack",
+                "tls_cert",
+                "tls_key",
+                "tls_client_ca",
+            ):
+                if getattr(p, f) != getattr(other, f):
+                    raise MonitorError(
+                        "network",
+                        f"patterns {other.name!r} and {p.name!r} share port {p.port} but differ in "
+                        f"{f} ({getattr(other, f)!r} vs {getattr(p, f)!r}); one listener serves a "
+                        "port, so its settings must match",
+                    )
+        return out
+
+    def _resolve(self, pattern: NetworkPattern) -> _Key:
+        """The listener a pattern belongs to: naming the port another pattern got from
+        port 0 joins that listener."""
+        key = _key(pattern)
+        if pattern.port and key not in self._listeners:
+            for other, lst in self._listeners.items():
+                if other[1] == 0 and other[0] == pattern.host and lst.port == pattern.port:
+                    return other
+        return key
 
     # -- one connection -----------------------------------------------------------------------
 
@@ -341,7 +393,7 @@ class NetworkMonitor:
         self._reading.discard(task)
         try:
             path = spool.finish()
-            rules = [r for r in self.rules() if _key(r.pattern) == lst.key]  # type: ignore[arg-type]
+            rules = [r for r in self.rules() if self._resolve(r.pattern) == lst.key]  # type: ignore[arg-type]
             if not rules or self._events is None:
                 logger.warning(
                     "%s: no rule wants messages any more; dropped %s", lst.describe(), path.name
@@ -437,40 +489,8 @@ def _key(pattern: NetworkPattern) -> _Key:
     return (pattern.host, pattern.port, pattern.name if pattern.port == 0 else "")
 
 
-def _wanted(rules: list[Rule]) -> dict[_Key, NetworkPattern]:
-    """The listener each rule needs; rules sharing a port must agree on its settings."""
-    out: dict[_Key, NetworkPattern] = {}
-    for rule in rules:
-        p = rule.pattern
-        assert isinstance(p, NetworkPattern)  # noqa: S101
-        key = _key(p)
-        other = out.get(key)
-        if other is None:
-            out[key] = p
-            continue
-        for f in (
-            "framing",
-            "delimiter",
-            "max_size",
-            "max_connections",
-            "idle_timeout",
-            "ack",
-            "tls_cert",
-            "tls_key",
-            "tls_client_ca",
-        ):
-            if getattr(p, f) != getattr(other, f):
-                raise MonitorError(
-                    "network",
-                    f"patterns {other.name!r} and {p.name!r} share port {p.port} but differ in "
-                    f"{f} ({getattr(other, f)!r} vs {getattr(p, f)!r}); one listener serves a "
-                    "port, so its settings must match",
-                )
-    return out
-
-
 def _bind(pattern: NetworkPattern, *, quiet: bool = False) -> socket.socket:
-    """Bind now (not listen), so a bad port is an error at the call that asked for it."""
+    """Bind now, so a bad port is an error raised by the call that asked for it."""
     where = f"port {pattern.port} on {pattern.host} (pattern {pattern.name!r})"
     try:
         infos = socket.getaddrinfo(
@@ -487,6 +507,9 @@ def _bind(pattern: NetworkPattern, *, quiet: bool = False) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
+        # Listening now lets the kernel queue connections that arrive before the asyncio
+        # server takes the socket over: nobody is refused in between.
+        sock.listen(_BACKLOG)
         sock.setblocking(False)
     except OSError as e:
         sock.close()
