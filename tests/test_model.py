@@ -240,7 +240,7 @@ def test_workflow_derives_rules_like_meow_base() -> None:
     assert isinstance(wf.rules["b"].recipe, BashRecipe)
     wf.update_pattern(fp(name="a", recipe="r2", glob="*.csv"))
     assert wf.rules["a"].recipe.name == "r2"
-    assert wf.rules["a"].pattern.glob == "*.csv"
+    assert wf.rules["a"].pattern == fp(name="a", recipe="r2", glob="*.csv")
     wf.remove_recipe("r2")  # removing a recipe removes its rules
     assert wf.rules == {}
     wf.remove_pattern("b")
