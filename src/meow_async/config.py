@@ -28,7 +28,8 @@ class RunnerConfig:
     Attributes:
         base_dir: the watched folder; file patterns' globs are relative to it.
         jobs_dir: where job directories go (ignored by the file monitor if inside base_dir).
-        spool_dir: where received network messages are written (also ignored).
+        spool_dir: where received network messages are written (also ignored); default:
+            ``spool`` beside ``jobs_dir``. Each runner needs its own.
         max_jobs: jobs running at once (default: the CPUs this process may use).
         queue_size: events waiting for a handler before monitors are made to wait.
         shutdown_timeout: seconds running jobs get to finish on a graceful stop.
@@ -39,7 +40,7 @@ class RunnerConfig:
 
     base_dir: Path = Path()
     jobs_dir: Path = Path(".meow/jobs")
-    spool_dir: Path = Path(".meow/spool")
+    spool_dir: Path | None = None
     max_jobs: int = field(default_factory=_cpus)
     queue_size: int = 1000
     handlers: int = 2
@@ -50,6 +51,8 @@ class RunnerConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
 
     def __post_init__(self) -> None:
+        if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):
+            object.__setattr__(self, "spool_dir", Path(self.jobs_dir).parent / "spool")
         for name in ("base_dir", "jobs_dir", "spool_dir"):
             value = getattr(self, name)
             if not isinstance(value, str | os.PathLike) or not str(value):

@@ -74,6 +74,7 @@ class Runner:
         self.config = config or RunnerConfig()
         self.workflow = Workflow(patterns, recipes)
         self.jobs_dir = self.config.jobs_dir.absolute()
+        assert self.config.spool_dir is not None  # noqa: S101 - set by RunnerConfig
         self.spool_dir = self.config.spool_dir.absolute()
         self.conductor = conductor or LocalConductor(kill_timeout=self.config.kill_timeout)
         self.handler = Handler(self.jobs_dir)

@@ -189,7 +189,7 @@ def _runner(raw: Any, line: int, folder: Path, problems: _Problems) -> RunnerCon
         return None
     _unknown(raw, _RUNNER_KEYS, "runner", problems)
     kwargs = {k: v for k, v in raw.items() if k in _RUNNER_KEYS}
-    for key in ("base_dir", "jobs_dir"):
+    for key in ("base_dir", "jobs_dir", "spool_dir"):
         if isinstance(kwargs.get(key), str):
             kwargs[key] = folder / kwargs[key]
     kwargs.setdefault("base_dir", folder)
