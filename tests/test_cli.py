@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -184,6 +185,9 @@ def copy_example(tmp_path: Path) -> Path:
         ignore=shutil.ignore_patterns(".meow", "counted", "report", "*.txt", "__pycache__"),
     )
     (dest / "data" / "incoming").mkdir(parents=True, exist_ok=True)
+    # A port from the OS, so a developer's own run of the example cannot collide.
+    wf = dest / "workflow.yaml"
+    wf.write_text(wf.read_text().replace("port: 7300", "port: 0"))
     return dest
 
 
@@ -285,7 +289,7 @@ def test_validate_the_shipped_example(tmp_path: Path) -> None:
     res = meow("validate", EXAMPLE / "workflow.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == (
-        f"{EXAMPLE / 'workflow.yaml'}: OK: 2 pattern(s), 2 recipe(s), 2 rule(s)"
+        f"{EXAMPLE / 'workflow.yaml'}: OK: 3 pattern(s), 2 recipe(s), 3 rule(s)"
     )
 
 
@@ -788,3 +792,42 @@ def test_run_rejects_a_bad_max_jobs(tmp_path: Path) -> None:
         assert run.wait_exit() == 1
     assert "max_jobs: expected a whole number of at least 1" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+# -- send: data over the network ----------------------------------------------------------------
+
+
+def test_send_to_the_example_runs_the_chain(tmp_path: Path) -> None:
+    root = copy_example(tmp_path)
+    report = root / "data" / "report" / "summary.txt"
+    with MeowRun("workflow.yaml", cwd=root) as run:
+        run.wait_ready()
+        match = re.search(r"tcp 127\.0\.0\.1:(\d+)", run.stdout)
+        assert match, run.report()
+        assert f"meow-async send --ack 127.0.0.1:{match[1]} -" in run.stdout  # the hint
+        (tmp_path / "msg.txt").write_text("three little words")
+        sent = meow("send", "--ack", f"127.0.0.1:{match[1]}", tmp_path / "msg.txt", cwd=root)
+        assert sent.returncode == 0, sent.stderr
+        msg_id = sent.stdout.strip()
+        wait_until_sync(lambda: report.is_file() and msg_id in report.read_text())
+        run.signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+    assert '"words": 3' in report.read_text()
+
+
+def test_send_says_what_is_wrong(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        (tmp_path / "m").write_text("x")
+        res = meow("send", f"127.0.0.1:{port}", "m", cwd=tmp_path)
+    assert res.returncode == 1
+    assert f"cannot connect to 127.0.0.1:{port}" in res.stderr
+    assert "Traceback" not in res.stderr
+    for bad in ("localhost", "127.0.0.1:http", "127.0.0.1:70000", ":80"):
+        res = meow("send", bad, "-", cwd=tmp_path)
+        assert res.returncode == 1, bad
+        assert "expected HOST:PORT" in res.stderr
+    res = meow("send", "127.0.0.1:9", tmp_path / "nope.bin", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "no such file" in res.stderr

@@ -110,7 +110,7 @@ def test_network_pattern_defaults_and_parameters() -> None:
 
 async def test_monitor_receives_data_writes_a_file_and_makes_an_event(tmp_path: Path) -> None:
     wf = Workflow([net()], [py_recipe("r")])
-    monitor = NetworkMonitor(wf, tmp_path / "spool")
+    monitor = NetworkMonitor(wf, tmp_path / "spool", base_dir=tmp_path / "watched")
     events: asyncio.Queue[Event] = asyncio.Queue()
     stop = asyncio.Event()
     task = asyncio.create_task(monitor.run(events, stop))
@@ -122,7 +122,7 @@ async def test_monitor_receives_data_writes_a_file_and_makes_an_event(tmp_path: 
         ev = await events.get()
     assert ev.kind == "network"
     assert ev.rule.name == "n"
-    assert ev.base == str(tmp_path / "spool")
+    assert ev.base == str(tmp_path / "watched")  # {BASE}: where outputs go, as for files
     assert Path(ev.path).parent == tmp_path / "spool"
     assert Path(ev.path).read_bytes() == payload
     assert ev.extras["size"] == len(payload)
@@ -139,7 +139,8 @@ async def test_monitor_receives_data_writes_a_file_and_makes_an_event(tmp_path: 
 
 
 async def test_received_data_runs_a_job_like_a_file_event(ws: Workspace) -> None:
-    async with ws.runner([net(parameters={"tag": "{FILENAME}"})], [sh_recipe("r", CAT)]) as r:
+    params = {"tag": "{FILENAME}", "out": "{BASE}/out/{PREFIX}.txt", "rel": "{REL_PATH}"}
+    async with ws.runner([net(parameters=params)], [sh_recipe("r", CAT)]) as r:
         await raw_send(r.ports()["n"], b"hello over tcp")
         await until_finished(r, 1)
     (meta,) = ws.jobs_list()
@@ -148,6 +149,8 @@ async def test_received_data_runs_a_job_like_a_file_event(ws: Workspace) -> None
     msg = Path(meta["parameters"]["message"])
     assert msg.parent == Path(meta["dir"])  # the job keeps its own copy (a hard link)
     assert meta["parameters"]["tag"] == msg.name
+    assert meta["parameters"]["rel"] == msg.name
+    assert meta["parameters"]["out"] == f"{ws.base}/out/{msg.stem}.txt"
     assert meta["event"]["kind"] == "network"
     assert meta["event"]["peer"].startswith("127.0.0.1:")
     assert list(r.spool_dir.iterdir()) == []  # removed once no job needs it

@@ -30,7 +30,7 @@ def test_shipped_example_loads() -> None:
     assert spec.config.base_dir == folder / "data"
     assert spec.config.jobs_dir == folder / ".meow" / "jobs"
     assert spec.config.max_jobs == 4
-    assert [p.name for p in spec.patterns] == ["incoming_text", "counted"]
+    assert [p.name for p in spec.patterns] == ["incoming_text", "counted", "from_network"]
     kinds = {r.name: type(r).__name__ for r in spec.recipes}
     assert kinds == {"count_words": "PythonRecipe", "summarise": "BashRecipe"}
 

@@ -41,12 +41,12 @@ class Handler:
         job_id = new_job_id()
         job_dir = self.jobs_root / job_id
         job_dir.mkdir()
-        path, base = event.path, event.base
+        path, rel_to = event.path, event.base
         if event.kind == "network":
             # The job keeps its own link to the message: the spool file can go as soon as
             # every rule has its jobs, and the job folder stays a complete record.
-            path, base = str(_adopt(Path(event.path), job_dir)), str(job_dir)
-        keywords = keyword_values(path, base, job_id)
+            path, rel_to = str(_adopt(Path(event.path), job_dir)), str(job_dir)
+        keywords = keyword_values(path, event.base, job_id, rel_to=rel_to)
         outputs: dict[str, Any] = expand(dict(pattern.outputs), keywords)
         params: dict[str, Any] = {
             **expand(dict(recipe.parameters), keywords),
@@ -85,7 +85,7 @@ class Handler:
             "MEOW_JOB_DIR": str(job_dir),
             "MEOW_PARAMS": str(params_file),
             "MEOW_EVENT_PATH": path,
-            "MEOW_BASE": base,
+            "MEOW_BASE": event.base,
             "MEOW_PYTHON": sys.executable,
             "MEOW_RULE": rule.name,
         }

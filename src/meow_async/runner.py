@@ -88,7 +88,10 @@ class Runner:
             ),
         ]
         self.network = NetworkMonitor(
-            self.workflow, self.spool_dir, chunk_size=self.config.chunk_size
+            self.workflow,
+            self.spool_dir,
+            base_dir=self.config.base_dir,
+            chunk_size=self.config.chunk_size,
         )
         self.monitors.append(self.network)
         self.stats = RunnerStats()

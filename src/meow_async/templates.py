@@ -11,8 +11,8 @@ __all__ = ["KEYWORDS", "expand", "keyword_values"]
 
 #: Each keyword and what it becomes, for docs and ``--help``.
 KEYWORDS: dict[str, str] = {
-    "PATH": "absolute path of the triggering file",
-    "REL_PATH": "triggering path relative to the watched folder",
+    "PATH": "absolute path of the triggering file (network: the job's copy of the message)",
+    "REL_PATH": "triggering path relative to the watched folder (network: to the job folder)",
     "DIR": "absolute folder holding the triggering file",
     "REL_DIR": "that folder relative to the watched folder ('.' at the top)",
     "FILENAME": "file name with extension",
@@ -25,8 +25,11 @@ KEYWORDS: dict[str, str] = {
 _KEY = re.compile(r"\{(" + "|".join(KEYWORDS) + r")\}")
 
 
-def keyword_values(path: str, base: str, job_id: str) -> dict[str, str]:
-    rel = os.path.relpath(path, base)
+def keyword_values(
+    path: str, base: str, job_id: str, *, rel_to: str | None = None
+) -> dict[str, str]:
+    """The keywords for one job; REL_* are relative to ``rel_to`` (default: ``base``)."""
+    rel = os.path.relpath(path, base if rel_to is None else rel_to)
     filename = os.path.basename(path)
     prefix, ext = os.path.splitext(filename)
     return {

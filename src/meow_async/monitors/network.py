@@ -75,10 +75,18 @@ class NetworkMonitor:
     name = "network"
 
     def __init__(
-        self, workflow: Workflow, spool_dir: Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+        self,
+        workflow: Workflow,
+        spool_dir: Path,
+        *,
+        base_dir: Path | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         self.workflow = workflow
         self.spool_dir = Path(spool_dir).absolute()
+        #: Events' ``base`` ({BASE} in templates): the runner's watched folder, so outputs
+        #: named from it land where file rules can pick them up.
+        self.base = str(Path(base_dir if base_dir is not None else Path()).absolute())
         self.chunk_size = chunk_size
         self.ready = asyncio.Event()
         self._listeners: dict[_Key, _Listener] = {}
@@ -418,7 +426,7 @@ class NetworkMonitor:
                     Event(
                         kind="network",
                         path=str(path),
-                        base=str(self.spool_dir),
+                        base=self.base,
                         rule=rule,
                         time=now,
                         extras=extras,
