@@ -52,7 +52,9 @@ class LocalConductor:
                     start_new_session=True,
                 )
             except OSError as e:
-                await asyncio.to_thread(self._finish, job, None, f"could not start: {e}")
+                await asyncio.to_thread(
+                    self._finish, job, None, f"could not start {job.argv[0]}: {e.strerror or e}"
+                )
                 return JobState.failed
         finally:
             out.close()
