@@ -15,7 +15,7 @@ from typing import Any
 from meow_async import __version__
 from meow_async.loops import loop_factory
 
-from . import files
+from . import files, network
 from .stats import line
 
 
@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         description="meow_async benchmarks. Numbers depend on the machine and above all the "
         "disk: compare variants within one run.",
     )
-    p.add_argument("suite", choices=["files"], help="files: file-event latency and bursts")
+    p.add_argument(
+        "suite",
+        choices=["files", "network"],
+        help="files: file-event latency and bursts; network: TCP intake by chunk size",
+    )
     p.add_argument("-n", type=int, default=200, help="files per burst (default 200)")
     p.add_argument("--latency-n", type=int, default=50, help="single-file samples (default 50)")
     p.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1)
@@ -47,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as r:
+            if args.suite == "network":
+                results["network"] = _network(r, root)
+                return _save(args, results)
             for step, debounce in ((50, 1600), (10, 100), (5, 50), (2, 20)):
                 d = root / f"lat-{step}"
                 d.mkdir()
@@ -67,10 +74,28 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         files.cleanup(root)
-    print(
-        f"scratch: {results['machine']['scratch']}; python {results['machine']['python']}, "
-        f"{results['machine']['cpus']} CPUs, loop {args.loop}"
-    )
+    return _save(args, results)
+
+
+def _network(r: asyncio.Runner, root: Path) -> list[dict[str, Any]]:
+    out = []
+    for size, n, repeats in ((1000, 1000, 5), (4_000_000, 20, 3)):
+        for chunk in (2048, 16384, 65536, 262144):
+            d = root / f"net-{size}-{chunk}"
+            d.mkdir()
+            res = r.run(network.intake(d, n, size, chunk, repeats))
+            out.append(res)
+            t = res["total"]
+            print(
+                f"{n} messages of {size} B, chunk {chunk:>6}: median {t['p50_ms']:8.1f} ms "
+                f"(min {t['min_ms']:.1f}), {t['p50_ms'] / n:.3f} ms per message"
+            )
+    return out
+
+
+def _save(args: argparse.Namespace, results: dict[str, Any]) -> int:
+    m = results["machine"]
+    print(f"scratch: {m['scratch']}; python {m['python']}, {m['cpus']} CPUs, loop {m['loop']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
