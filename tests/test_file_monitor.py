@@ -195,3 +195,43 @@ async def test_missing_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(MonitorError, match="does not exist") as info:
         await monitor.run(asyncio.Queue(), asyncio.Event())
     assert str(tmp_path / "nope") in str(info.value)
+
+
+async def test_ignores_folders_by_path_not_by_text_prefix(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    async with watching(tmp_path, pat("all", "**/*"), ignore=(jobs,)) as w:
+        (jobs / "x.txt").write_text("ignored")
+        (tmp_path / "jobs2").mkdir()
+        (tmp_path / "jobs2" / "y.txt").write_text("not ignored")
+        got = await w.until(tmp_path / "jobs2" / "y.txt")
+    assert [e.rel_path for e in got] == ["jobs2/y.txt"]
+
+
+async def test_a_watched_folder_below_a_junk_named_folder_still_works(tmp_path: Path) -> None:
+    base = tmp_path / ".venv" / "data"  # '.venv' is junk only *inside* the watched folder
+    base.mkdir(parents=True)
+    async with watching(base, pat("p", "*.txt")) as w:
+        (base / "a.txt").write_text("x")
+        assert (await w.next()).path == str(base / "a.txt")
+
+
+async def test_a_retroactive_rule_added_later_sees_files_other_rules_saw(tmp_path: Path) -> None:
+    wf = Workflow([pat("first", "*.txt")], [py_recipe("r")])
+    monitor = FileMonitor(tmp_path, wf)
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    stop = asyncio.Event()
+    task = asyncio.create_task(monitor.run(events, stop))
+    async with asyncio.timeout(WAIT):
+        await monitor.ready.wait()
+        (tmp_path / "a.txt").write_text("x")
+        assert (await events.get()).rule.name == "first"
+        wf.add_pattern(pat("late", "*.txt", retroactive=True))
+        ev = await events.get()
+        assert (ev.rule.name, ev.path, ev.extras.get("retroactive")) == (
+            "late",
+            str(tmp_path / "a.txt"),
+            True,
+        )
+        stop.set()
+        await task

@@ -283,3 +283,17 @@ def test_expand_is_substitution_only() -> None:
     out = expand({"o": "{BASE}/out/{PREFIX}.{JOB}", "l": ["{FILENAME}", 3], "k": "{UNKNOWN}"}, v)
     assert out == {"o": "/b/out/a.J", "l": ["a.txt", 3], "k": "{UNKNOWN}"}
     assert expand("{__import__('os')}", v) == "{__import__('os')}"
+
+
+def test_python_parameters_go_below_the_module_docstring(tmp_path: Path) -> None:
+    r = PythonRecipe(name="r", script='"""Doc\nstring."""\nprint(__doc__, x)')
+    rendered = r.render({"x": 1})
+    assert rendered.startswith('"""Doc\nstring."""\n# --- parameters')
+    assert _run_python(rendered, tmp_path).strip() == "Doc\nstring. 1"
+
+
+@pytest.mark.parametrize("name", ["PATH", "IFS", "HOME", "LD_PRELOAD"])
+def test_bash_rules_refuse_shell_variable_names(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{name}' is a shell variable"):
+        Rule(pattern=fp(parameters={name: "x"}), recipe=sh_recipe("r"))
+    Rule(pattern=fp(parameters={name: "x"}), recipe=py_recipe("r"))  # fine for Python

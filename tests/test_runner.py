@@ -378,3 +378,26 @@ async def test_from_file_runs_a_workflow(ws: Workspace) -> None:
             await runner.wait_for(lambda s: s.finished >= 1)
     (meta,) = ws.jobs_list()
     assert read_meta(Path(meta["dir"]))["state"] == "done"
+
+
+async def test_stop_does_not_wait_for_job_slots_to_put_down_a_big_sweep(ws: Workspace) -> None:
+    """One event making more jobs than the job queue holds, every slot busy: a forced stop
+    is still prompt, and every job made is on disk, queued or stopped."""
+    pattern = FilePattern(
+        name="p", glob="*.go", recipe="forever", sweep={"i": {"start": 1, "stop": 40, "jump": 1}}
+    )
+    recipe = sh_recipe("forever", 'touch "$MEOW_JOB_DIR/started"\nexec sleep 60\n')
+    runner = ws.runner([pattern], [recipe], max_jobs=1, queue_size=1, shutdown_timeout=WAIT)
+    task = asyncio.create_task(runner.run())
+    async with asyncio.timeout(WAIT):
+        await runner.started.wait()
+        ws.write("a.go")
+        await poll_until(lambda: any(ws.jobs.glob("*/started")))
+    runner.stop()
+    runner.stop()
+    async with asyncio.timeout(10):
+        await task
+    states = [j["state"] for j in ws.jobs_list()]
+    assert len(states) == 40
+    assert states.count("failed") == 1
+    assert states.count("queued") == 39

@@ -37,7 +37,16 @@ class LocalConductor:
         self.kill_timeout = kill_timeout
 
     async def execute(self, job: Job) -> JobState:
-        out, err = await asyncio.to_thread(self._open_outputs, job)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_outputs, job))
+        try:
+            out, err = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # Stopped between 'running' and the start: close what opened, record why.
+            with contextlib.suppress(Exception):
+                for f in await opening:
+                    f.close()
+            self._finish(job, None, "stopped: the runner shut down before the job started")
+            raise
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(

@@ -99,12 +99,15 @@ class PythonRecipe(_RecipeBase):
                 field="script" if self.script is not None else "file",
                 value=e.text,
             ) from None
-        # Parameters go after any `from __future__` imports, which must stay first.
+        # Parameters go after the module docstring and any `from __future__` imports,
+        # which must stay first.
         insert = 0
-        for node in tree.body:
+        for n, node in enumerate(tree.body):
             if isinstance(node, ast.ImportFrom) and node.module == "__future__":
                 insert = node.end_lineno or node.lineno
-            elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            elif n == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                insert = node.end_lineno or node.lineno  # the docstring
+            else:
                 break
         object.__setattr__(self, "_insert_at", insert)
 
@@ -113,6 +116,8 @@ class PythonRecipe(_RecipeBase):
         at = self._insert_at
         if at == 0 and lines and lines[0].startswith("#!"):
             at = 1
+        if at and not lines[at - 1].endswith("\n"):
+            lines[at - 1] += "\n"
         # repr() of JSON-like values is a Python literal: data, never code.
         header = [_BEGIN + "\n", *(f"{k} = {v!r}\n" for k, v in params.items()), _END + "\n"]
         return "".join([*lines[:at], *header, *lines[at:]])

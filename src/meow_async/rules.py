@@ -9,7 +9,45 @@ from .exceptions import ConfigError
 from .patterns import FilePattern, NetworkPattern, Pattern
 from .recipes import BashRecipe, PythonRecipe, Recipe
 
-__all__ = ["Rule", "make_rules"]
+__all__ = ["SHELL_NAMES", "Rule", "make_rules"]
+
+#: Names a Bash recipe may not take as parameters: assigning them changes the shell itself.
+SHELL_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "IFS",
+        "PWD",
+        "OLDPWD",
+        "SHELL",
+        "ENV",
+        "BASH_ENV",
+        "CDPATH",
+        "PS1",
+        "PS2",
+        "PS4",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "GLOBIGNORE",
+        "HOSTNAME",
+        "UID",
+        "EUID",
+        "PPID",
+        "RANDOM",
+        "SECONDS",
+        "LINENO",
+        "OPTIND",
+        "OPTARG",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "USER",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +80,24 @@ class Rule:
                 field="recipe",
                 value=self.recipe.name,
             )
+
+        if isinstance(self.recipe, BashRecipe):
+            names = {
+                self.pattern.variable,
+                *self.pattern.parameters,
+                *self.pattern.outputs,
+                *self.pattern.sweep,
+                *self.recipe.parameters,
+            }
+            clash = sorted(names & SHELL_NAMES)
+            if clash:
+                raise ConfigError(
+                    f"{clash[0]!r} is a shell variable Bash itself uses; a parameter of that "
+                    "name would change how the script runs: rename it",
+                    where=f"rule {self.pattern.name!r}",
+                    field="parameters",
+                    value=clash[0],
+                )
 
     @property
     def name(self) -> str:

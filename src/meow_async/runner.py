@@ -197,7 +197,11 @@ class Runner:
             await self._stop.wait()
             logger.info("stopping: no new events; running jobs get %.0fs", cfg.shutdown_timeout)
             await asyncio.wait(monitors)
-            await events.join()  # accepted events all become job directories
+            # Accepted events all become job directories. Jobs they make are not started now,
+            # and must not wait for a conductor slot to be put down: drain them as we go.
+            drain = asyncio.create_task(self._leave_queued(jobs))
+            await events.join()
+            drain.cancel()
             force = asyncio.create_task(self._force.wait())
             drained = asyncio.create_task(jobs.join())
             await asyncio.wait(
@@ -302,6 +306,12 @@ class Runner:
             finally:
                 jobs.task_done()
                 self._notify()
+
+    async def _leave_queued(self, jobs: asyncio.Queue[Job]) -> None:
+        while True:
+            await jobs.get()
+            self.stats.left_queued += 1  # it stays queued on disk
+            jobs.task_done()
 
     async def _execute(self, job: Job) -> None:
         self.stats.running += 1

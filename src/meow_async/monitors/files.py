@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import stat
 import threading
 from collections import OrderedDict
@@ -87,7 +88,7 @@ class FileMonitor:
         self.ignore = [str(Path(p).absolute()) for p in ignore]
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
-        self._filter = watchfiles.DefaultFilter(ignore_paths=self.ignore)
+        self._filter = _Filter(self.base, self.ignore)
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self._seen_lock = threading.Lock()
         self._memory = memory
@@ -216,7 +217,7 @@ class FileMonitor:
             return
         await self.ready.wait()  # scan only once the watch is live, so no file falls between
         self._retro_done.update(r.name for r in new)
-        found = await asyncio.to_thread(lambda: list(self._scan(self.base)))
+        found = await asyncio.to_thread(lambda: list(self._scan(self.base, skip_seen=False)))
         await self._emit(found, events, new, retroactive=True)
 
     async def _emit(
@@ -294,8 +295,9 @@ class FileMonitor:
         out.extend(_Change(Change.deleted, p) for p in gone.values())
         return out
 
-    def _scan(self, top: str) -> Iterator[_Change]:
-        """Regular files below ``top`` (ignored folders pruned) as fresh creations."""
+    def _scan(self, top: str, *, skip_seen: bool = True) -> Iterator[_Change]:
+        """Regular files below ``top`` (ignored folders pruned) as fresh creations; with
+        ``skip_seen``, not those that already made an event in their current state."""
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = [
                 d
@@ -313,7 +315,7 @@ class FileMonitor:
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 with self._seen_lock:
-                    if self._seen.get(path) == _sig(st):
+                    if skip_seen and self._seen.get(path) == _sig(st):
                         continue
                 self._remember(path, st)
                 yield _Change(Change.created, path)
@@ -324,6 +326,29 @@ class FileMonitor:
             self._seen.move_to_end(path)
             while len(self._seen) > self._memory:
                 self._seen.popitem(last=False)
+
+
+class _Filter:
+    """What the monitor never reports: the runner's own folders (by path, not by a text
+    prefix that would also hide ``jobs2/``), and watchfiles' default junk (``.git``,
+    ``__pycache__``, editor swap files...) judged only below the watched folder, so a
+    watched folder that itself lives under, say, ``.venv`` still works."""
+
+    def __init__(self, base: str, ignore: list[str]) -> None:
+        self.base = base
+        self.ignore = ignore
+        self.dirs = set(watchfiles.DefaultFilter.ignore_dirs)
+        self.names = [re.compile(p) for p in watchfiles.DefaultFilter.ignore_entity_patterns]
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        for top in self.ignore:
+            if path == top or path.startswith(top + os.sep):
+                return False
+        rel = path[len(self.base) + 1 :] if path.startswith(self.base + os.sep) else path
+        parts = rel.split(os.sep)
+        if any(p in self.dirs for p in parts):
+            return False
+        return not any(r.search(parts[-1]) for r in self.names)
 
 
 def _sig(st: os.stat_result) -> _Seen:
