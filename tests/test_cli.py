@@ -199,8 +199,10 @@ def write_workflow(root: Path, text: str, name: str = "workflow.yaml") -> Path:
 
 
 def job_metas(jobs_dir: Path) -> list[dict[str, Any]]:
-    """Every job.json under ``jobs_dir`` (written by rename, so never half a file), by id."""
-    return [json.loads(p.read_text()) for p in sorted(jobs_dir.glob("*/job.json"))]
+    """Every job.json under ``jobs_dir`` (written by rename, so never half a file), oldest
+    first, as `meow-async jobs` lists them."""
+    metas = [json.loads(p.read_text()) for p in jobs_dir.glob("*/job.json")]
+    return sorted(metas, key=lambda m: (m["created"], m["id"]))
 
 
 def finished_jobs(jobs_dir: Path) -> list[dict[str, Any]]:

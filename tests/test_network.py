@@ -41,6 +41,11 @@ def net(name: str = "n", port: int = 0, recipe: str = "r", **kw: Any) -> Network
     return NetworkPattern(name=name, port=port, recipe=recipe, variable="message", **kw)
 
 
+def spooled(folder: Path) -> list[Path]:
+    """Messages in the spool folder, arriving or waiting for their jobs (not the journal)."""
+    return [p for p in folder.iterdir() if p.suffix in (".part", ".msg")]
+
+
 def outputs(ws: Workspace, rule: str | None = None) -> list[str]:
     return sorted(
         (Path(j["dir"]) / "stdout.txt").read_text()
@@ -135,7 +140,7 @@ async def test_monitor_receives_data_writes_a_file_and_makes_an_event(tmp_path: 
     stop.set()
     async with asyncio.timeout(WAIT):
         await task
-    assert list((tmp_path / "spool").iterdir()) == []
+    assert spooled(tmp_path / "spool") == []
 
 
 async def test_received_data_runs_a_job_like_a_file_event(ws: Workspace) -> None:
@@ -153,7 +158,7 @@ async def test_received_data_runs_a_job_like_a_file_event(ws: Workspace) -> None
     assert meta["parameters"]["out"] == f"{ws.base}/out/{msg.stem}.txt"
     assert meta["event"]["kind"] == "network"
     assert meta["event"]["peer"].startswith("127.0.0.1:")
-    assert list(r.spool_dir.iterdir()) == []  # removed once no job needs it
+    assert spooled(r.spool_dir) == []  # removed once no job needs it
 
 
 async def test_every_rule_on_a_port_fires(ws: Workspace) -> None:
@@ -166,7 +171,7 @@ async def test_every_rule_on_a_port_fires(ws: Workspace) -> None:
         await until_finished(r, 3)
     assert sorted(j["rule"] for j in ws.jobs_list()) == ["a", "b", "c"]
     assert outputs(ws) == ["one message"] * 3
-    assert list(r.spool_dir.iterdir()) == []
+    assert spooled(r.spool_dir) == []
 
 
 async def test_listeners_follow_rules_at_run_time(ws: Workspace) -> None:
@@ -296,7 +301,7 @@ async def test_oversized_message_is_dropped_and_the_listener_goes_on(ws: Workspa
         w.close()
         await raw_send(port, b"small is fine")
         await until_finished(r, 1)
-        assert list(r.spool_dir.iterdir()) == []  # no partial file left
+        assert spooled(r.spool_dir) == []  # no partial file left
     assert outputs(ws) == ["small is fine"]
     assert r.stats.events == 1
 
@@ -329,7 +334,7 @@ async def test_peer_that_disconnects_mid_message_leaves_nothing(ws: Workspace) -
         s.close()  # RST, not FIN: the message never ended
         await send("127.0.0.1", port, b"complete", framing="length")
         await until_finished(r, 1)
-        await poll_until(lambda: list(r.spool_dir.iterdir()) == [])
+        await poll_until(lambda: spooled(r.spool_dir) == [])
     assert outputs(ws) == ["complete"]
     assert r.stats.events == 1
 
@@ -342,7 +347,7 @@ async def test_idle_peer_is_closed(ws: Workspace) -> None:
         async with asyncio.timeout(WAIT):
             assert await reader.read() == b""  # the listener hung up on us
         w.close()
-        await poll_until(lambda: list(r.spool_dir.iterdir()) == [])
+        await poll_until(lambda: spooled(r.spool_dir) == [])
     assert r.stats.events == 0
 
 
@@ -531,5 +536,5 @@ async def test_spool_files_are_removed_on_stop(ws: Workspace) -> None:
         w.write(b"partial, sender still connected")
         await w.drain()
         await poll_until(lambda: any(r.spool_dir.glob("*.part")))
-    assert list(r.spool_dir.iterdir()) == []
+    assert spooled(r.spool_dir) == []
     w.close()

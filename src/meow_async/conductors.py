@@ -12,7 +12,7 @@ from typing import IO, Protocol
 
 from .jobs import STDERR_FILE, STDOUT_FILE, Job, JobState
 
-__all__ = ["Conductor", "LocalConductor"]
+__all__ = ["Conductor", "LocalConductor", "process_start_time"]
 
 logger = logging.getLogger("meow_async.conductors")
 
@@ -25,12 +25,16 @@ class Conductor(Protocol):
     async def execute(self, job: Job) -> JobState: ...
 
 
+class _Vanished(Exception):
+    pass
+
+
 class LocalConductor:
     """Runs jobs as local subprocesses, in the job's directory, output captured to files.
 
-    A failing script is data: the job is recorded as failed and the runner goes on. When the
-    task running a job is cancelled (shutdown), the job's process group gets SIGTERM, then
-    SIGKILL after ``kill_timeout`` seconds, and the job is recorded as failed with the reason.
+    A failing script is data: the job is recorded as failed and the runner goes on. A job
+    over its recipe's ``timeout``, or whose task is cancelled (shutdown), gets SIGTERM on its
+    process group, then SIGKILL after ``kill_timeout`` seconds, and is recorded with why.
     """
 
     def __init__(self, *, kill_timeout: float = 5.0) -> None:
@@ -40,9 +44,11 @@ class LocalConductor:
         opening = asyncio.ensure_future(asyncio.to_thread(self._open_outputs, job))
         try:
             out, err = await asyncio.shield(opening)
+        except _Vanished as e:
+            return await asyncio.to_thread(self._finish, job, None, str(e), JobState.skipped)
         except asyncio.CancelledError:
-            # Stopped between 'running' and the start: close what opened, record why.
-            with contextlib.suppress(Exception):
+            # Stopped before the start: close what opened, record why.
+            with contextlib.suppress(BaseException):
                 for f in await opening:
                     f.close()
             self._finish(job, None, "stopped: the runner shut down before the job started")
@@ -61,44 +67,98 @@ class LocalConductor:
                     start_new_session=True,
                 )
             except OSError as e:
-                await asyncio.to_thread(
-                    self._finish, job, None, f"could not start {job.argv[0]}: {e.strerror or e}"
-                )
-                return JobState.failed
+                why = f"could not start {job.argv[0]}: {e.strerror or e}"
+                return await asyncio.to_thread(self._finish, job, None, why)
         finally:
             out.close()
             err.close()
+        started = time.time()
+        # One write for 'running', with the process's identity, so a restart can find it.
+        await asyncio.to_thread(
+            job.update,
+            state=JobState.running.value,
+            started=started,
+            finished=None,
+            pid=proc.pid,
+            pid_start=process_start_time(proc.pid),
+        )
+        limit = job.meta.get("timeout")
         try:
-            code = await proc.wait()
+            async with asyncio.timeout(limit):
+                code: int | None = await proc.wait()
+        except TimeoutError:
+            code = await self._stop(proc)
+            why = f"timed out after {limit:g}s"
+            return await asyncio.to_thread(self._finish, job, code, why, JobState.failed, True)
         except asyncio.CancelledError:
-            self._finish(
-                job, await self._stop(proc), "stopped: the runner shut down before the job finished"
-            )
+            self._finish(job, await self._stop(proc), "stopped: the runner shut down first")
             raise
         return await asyncio.to_thread(self._finish, job, code, None)
 
     def _open_outputs(self, job: Job) -> tuple[IO[bytes], IO[bytes]]:
-        job.update(state=JobState.running.value, started=time.time())
+        event = job.meta.get("event") or {}
+        if event.get("kind") == "file" and event.get("change") != "deleted":
+            path = event.get("path")
+            if isinstance(path, str) and not os.path.exists(path):
+                raise _Vanished(f"the triggering file {path} vanished before the job started")
         return open(job.dir / STDOUT_FILE, "wb"), open(job.dir / STDERR_FILE, "wb")
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> int | None:
         """SIGTERM the job's process group, then SIGKILL if it is still there."""
-        for sig, wait in ((signal.SIGTERM, self.kill_timeout), (signal.SIGKILL, self.kill_timeout)):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
             try:
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(self.kill_timeout):
                     return await asyncio.shield(proc.wait())
             except TimeoutError:
                 logger.warning("job process %d ignored %s", proc.pid, sig.name)
         return proc.returncode
 
-    def _finish(self, job: Job, code: int | None, error: str | None) -> JobState:
+    def _finish(
+        self,
+        job: Job,
+        code: int | None,
+        error: str | None,
+        state: JobState | None = None,
+        timed_out: bool = False,
+    ) -> JobState:
         if error is None and code != 0:
             error = f"exit code {code}" + _last_line(job)
-        state = JobState.done if error is None else JobState.failed
-        job.update(state=state.value, finished=time.time(), exit_code=code, error=error)
+        if state is None:
+            state = JobState.done if error is None else JobState.failed
+        now = time.time()
+        attempt = {
+            "started": job.meta.get("started"),
+            "finished": now,
+            "exit_code": code,
+            "error": error,
+        }
+        if timed_out:
+            attempt["timed_out"] = True
+        attempts = [*(job.meta.get("attempts") or []), attempt]
+        job.update(
+            state=state.value,
+            finished=now,
+            exit_code=code,
+            error=error,
+            timed_out=timed_out,
+            attempts=attempts,
+        )
         return state
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot): with the pid, it tells
+    a job's process from a later one that reused its number."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may hold spaces.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
 
 
 def _last_line(job: Job) -> str:

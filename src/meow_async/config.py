@@ -36,6 +36,8 @@ class RunnerConfig:
         kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
         watch_step_ms / watch_debounce_ms: watchfiles' batching (see docs/performance.md).
         chunk_size: bytes read from a network connection at a time.
+        durable: fsync spool files (before any acknowledgement), the spool journal and job
+            metadata, so they survive a machine crash too, not only the runner's.
     """
 
     base_dir: Path = Path()
@@ -49,6 +51,7 @@ class RunnerConfig:
     watch_step_ms: int = DEFAULT_STEP_MS
     watch_debounce_ms: int = DEFAULT_DEBOUNCE_MS
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    durable: bool = False
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):
@@ -85,6 +88,10 @@ class RunnerConfig:
                     field=name,
                     value=value,
                 )
+        if not isinstance(self.durable, bool):
+            raise ConfigError(
+                "expected true or false", where="runner", field="durable", value=self.durable
+            )
         if self.watch_debounce_ms < self.watch_step_ms:
             raise ConfigError(
                 "must be at least watch_step_ms",

@@ -31,6 +31,10 @@ class Event:
     time: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     extras: Mapping[str, Any] = field(default_factory=dict)
+    #: What makes this trigger the same trigger if it is seen again (after a restart, or by a
+    #: retroactive scan): jobs are named from it, so handling it twice makes no second job.
+    #: Empty: every event is new.
+    key: str = ""
     #: Called once the event has been turned into jobs (or failed to be): frees its payload.
     release: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
@@ -48,5 +52,6 @@ class Event:
             "change": None if self.change is None else self.change.value,
             "time": self.time,
             "rule": self.rule.name,
+            "key": self.key or None,
             **self.extras,
         }

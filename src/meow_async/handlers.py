@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from .events import Event
-from .jobs import PARAMS_FILE, Job, JobState, new_job_id, write_meta
+from .jobs import META_FILE, PARAMS_FILE, Job, JobState, job_id_for, new_job_id, write_meta
 from .templates import expand, keyword_values
 
 __all__ = ["Handler"]
@@ -26,21 +27,44 @@ class Handler:
     blocks on the disk and pays one thread hop per event rather than one per file.
     """
 
-    def __init__(self, jobs_root: Path) -> None:
+    def __init__(self, jobs_root: Path, *, durable: bool = False) -> None:
         self.jobs_root = jobs_root
+        self.durable = durable
+        self._making: set[str] = set()
+        self._lock = threading.Lock()
 
     async def handle(self, event: Event) -> list[Job]:
+        """The jobs this event makes; none for a trigger whose jobs already exist."""
         return await asyncio.to_thread(self.make_jobs, event)
 
     def make_jobs(self, event: Event) -> list[Job]:
-        return [self._make_job(event, point) for point in event.rule.pattern.sweep_points()]
+        jobs = (self._make_job(event, point) for point in event.rule.pattern.sweep_points())
+        return [job for job in jobs if job is not None]
 
-    def _make_job(self, event: Event, point: dict[str, int | float]) -> Job:
+    def _make_job(self, event: Event, point: dict[str, int | float]) -> Job | None:
+        rule = event.rule
+        job_id = job_id_for(event.key, rule.name, point) if event.key else new_job_id()
+        with self._lock:
+            if job_id in self._making:
+                return None  # the same trigger is being handled right now
+            self._making.add(job_id)
+        try:
+            return self._write_job(event, point, job_id)
+        finally:
+            with self._lock:
+                self._making.discard(job_id)
+
+    def _write_job(self, event: Event, point: dict[str, int | float], job_id: str) -> Job | None:
         rule = event.rule
         pattern, recipe = rule.pattern, rule.recipe
-        job_id = new_job_id()
         job_dir = self.jobs_root / job_id
-        job_dir.mkdir()
+        try:
+            job_dir.mkdir()
+        except FileExistsError:
+            if (job_dir / META_FILE).exists():
+                return None  # made before (then the runner stopped, or a scan saw it again)
+            shutil.rmtree(job_dir)  # half made when a runner was killed: make it again
+            job_dir.mkdir()
         path, rel_to = event.path, event.base
         if event.kind == "network":
             # The job keeps its own link to the message: the spool file can go as soon as
@@ -60,6 +84,15 @@ class Handler:
         params_file = job_dir / PARAMS_FILE
         params_file.write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
         argv = recipe.command(script)
+        env = {
+            "MEOW_JOB_ID": job_id,
+            "MEOW_JOB_DIR": str(job_dir),
+            "MEOW_PARAMS": str(params_file),
+            "MEOW_EVENT_PATH": path,
+            "MEOW_BASE": event.base,
+            "MEOW_PYTHON": sys.executable,
+            "MEOW_RULE": rule.name,
+        }
         meta: dict[str, Any] = {
             "id": job_id,
             "dir": str(job_dir),
@@ -78,18 +111,12 @@ class Handler:
             "finished": None,
             "exit_code": None,
             "error": None,
+            "attempts": [],
+            "timeout": recipe.timeout,
+            "env": env,
         }
-        write_meta(job_dir, meta)
-        env = {
-            "MEOW_JOB_ID": job_id,
-            "MEOW_JOB_DIR": str(job_dir),
-            "MEOW_PARAMS": str(params_file),
-            "MEOW_EVENT_PATH": path,
-            "MEOW_BASE": event.base,
-            "MEOW_PYTHON": sys.executable,
-            "MEOW_RULE": rule.name,
-        }
-        return Job(id=job_id, dir=job_dir, argv=argv, env=env, meta=meta)
+        write_meta(job_dir, meta, durable=self.durable)  # last: its presence means "made"
+        return Job(id=job_id, dir=job_dir, argv=argv, env=env, meta=meta, durable=self.durable)
 
 
 def _adopt(payload: Path, job_dir: Path) -> Path:

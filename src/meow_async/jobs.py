@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -31,6 +32,12 @@ class JobState(StrEnum):
 FINISHED = frozenset({JobState.done, JobState.failed, JobState.skipped})
 
 
+def job_id_for(event_key: str, rule: str, point: dict[str, int | float]) -> str:
+    """The same trigger of the same rule at the same sweep point always gets the same id."""
+    raw = json.dumps([event_key, rule, sorted(point.items())], separators=(",", ":"))
+    return f"{rule}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
+
+
 def new_job_id() -> str:
     """Sortable by creation time (to the millisecond), unique by its random tail."""
     now = time.time()
@@ -47,22 +54,50 @@ class Job:
     argv: list[str]
     env: dict[str, str]
     meta: dict[str, Any] = field(default_factory=dict)
+    durable: bool = False
 
     @property
     def rule(self) -> str:
         return str(self.meta.get("rule", ""))
 
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Job:
+        """A job read back from its ``job.json`` (to run it after a restart)."""
+        return cls(
+            id=str(meta["id"]),
+            dir=Path(str(meta["dir"])),
+            argv=[str(a) for a in meta["argv"]],
+            env={str(k): str(v) for k, v in (meta.get("env") or {}).items()},
+            meta=meta,
+        )
+
     def update(self, **changes: Any) -> None:
         """Change the metadata and rewrite it atomically (call from a worker thread)."""
         self.meta.update(changes)
-        write_meta(self.dir, self.meta)
+        write_meta(self.dir, self.meta, durable=self.durable)
 
 
-def write_meta(job_dir: Path, meta: Mapping[str, Any]) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
+def write_meta(job_dir: Path, meta: Mapping[str, Any], *, durable: bool = False) -> None:
+    """Write-then-rename, so a reader never sees half a file; ``durable`` also fsyncs, so
+    the record survives a machine crash, not only the runner's."""
     tmp = job_dir / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    data = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if durable:
+            os.fsync(f.fileno())
     os.replace(tmp, job_dir / META_FILE)
+    if durable:
+        fsync_dir(job_dir)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_meta(job_dir: Path) -> dict[str, Any]:
@@ -73,15 +108,18 @@ def read_meta(job_dir: Path) -> dict[str, Any]:
 def iter_jobs(jobs_root: Path) -> Iterator[dict[str, Any]]:
     """Every readable job's metadata under ``jobs_root``, oldest first."""
     try:
-        entries = sorted(os.scandir(jobs_root), key=lambda e: e.name)
+        entries = list(os.scandir(jobs_root))
     except FileNotFoundError:
         return
+    metas = []
     for entry in entries:
         if not entry.is_dir():
             continue
         try:
             meta = read_meta(Path(entry.path))
         except (OSError, ValueError):
-            continue
-        meta.setdefault("dir", entry.path)
-        yield meta
+            continue  # being made, or not a job folder
+        meta["dir"] = entry.path
+        metas.append(meta)
+    metas.sort(key=lambda m: (m.get("created") or 0, str(m.get("id"))))
+    yield from metas

@@ -31,6 +31,9 @@ class Change(StrEnum):
 
 DEFAULT_CHANGES = frozenset({Change.created, Change.modified, Change.moved})
 
+OnRestart = Literal["rerun", "fail"]
+ON_RESTART: tuple[str, ...] = ("rerun", "fail")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sweep:
@@ -112,6 +115,12 @@ class _PatternBase:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     outputs: Mapping[str, Any] = field(default_factory=dict)
     sweep: Mapping[str, Sweep | Mapping[str, float]] = field(default_factory=dict)
+    #: A failed job runs again up to ``retries`` times, after ``retry_backoff`` seconds,
+    #: doubling each time.
+    retries: int = 0
+    retry_backoff: float = 1.0
+    #: What a restart does with a job that was running when the runner died.
+    on_restart: OnRestart = "rerun"
 
     def _check_common(self) -> None:
         where = f"pattern {self.name!r}"
@@ -129,6 +138,31 @@ class _PatternBase:
                     field="outputs" if var in self.outputs else "sweep",
                     value=var,
                 )
+        retries: object = self.retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+            raise ConfigError(
+                "expected a whole number from 0 to 100", where=where, field="retries", value=retries
+            )
+        backoff: object = self.retry_backoff
+        if (
+            isinstance(backoff, bool)
+            or not isinstance(backoff, int | float)
+            or not math.isfinite(backoff)
+            or backoff < 0
+        ):
+            raise ConfigError(
+                "expected a number of seconds, 0 or more",
+                where=where,
+                field="retry_backoff",
+                value=backoff,
+            )
+        if self.on_restart not in ON_RESTART:
+            raise ConfigError(
+                f"expected one of {', '.join(ON_RESTART)}",
+                where=where,
+                field="on_restart",
+                value=self.on_restart,
+            )
         total = math.prod(s.count() for s in cast("dict[str, Sweep]", self.sweep).values())
         if total > MAX_SWEEP_POINTS:
             raise ConfigError(

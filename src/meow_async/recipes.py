@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import shlex
 import sys
 from collections.abc import Mapping
@@ -30,12 +31,25 @@ class _RecipeBase:
     script: str | None = None
     file: str | Path | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds a job may run before it is stopped (SIGTERM, then SIGKILL) and recorded as
+    #: timed out; None: no limit.
+    timeout: float | None = None
     source: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_name("recipe", "name", self.name)
         where = f"recipe {self.name!r}"
         object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
+        timeout: object = self.timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigError(
+                "expected a number of seconds above 0", where=where, field="timeout", value=timeout
+            )
         if (self.script is None) == (self.file is None):
             raise ConfigError(
                 "give exactly one of 'script' (inline text) or 'file'",

@@ -9,7 +9,6 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,6 +21,7 @@ from .jobs import Job, JobState
 from .monitors import FileMonitor, Monitor, NetworkMonitor
 from .patterns import FilePattern, Pattern
 from .recipes import Recipe
+from .recovery import RunnerState, recover_jobs
 from .rules import Rule
 from .workflow import Workflow
 from .workflow_file import WorkflowSpec, load_workflow
@@ -42,10 +42,12 @@ class RunnerStats:
     failed: int = 0
     left_queued: int = 0
     handler_errors: int = 0
+    skipped: int = 0
+    retries: int = 0
 
     @property
     def finished(self) -> int:
-        return self.done + self.failed
+        return self.done + self.failed + self.skipped
 
 
 class Runner:
@@ -77,23 +79,27 @@ class Runner:
         assert self.config.spool_dir is not None  # noqa: S101 - set by RunnerConfig
         self.spool_dir = self.config.spool_dir.absolute()
         self.conductor = conductor or LocalConductor(kill_timeout=self.config.kill_timeout)
-        self.handler = Handler(self.jobs_dir)
-        self.monitors: list[Monitor] = [
-            FileMonitor(
-                self.config.base_dir,
-                self.workflow,
-                ignore=[self.jobs_dir, self.spool_dir],
-                step_ms=self.config.watch_step_ms,
-                debounce_ms=self.config.watch_debounce_ms,
-            ),
-        ]
+        self.handler = Handler(self.jobs_dir, durable=self.config.durable)
+        self.state = RunnerState(self.jobs_dir)  # read again at run(), once the folder exists
+        self._watching_since: float | None = None
+        self._last_checkpoint = 0.0
+        self._later: set[asyncio.Task[None]] = set()  # retries waiting for their backoff
+        self.files = FileMonitor(
+            self.config.base_dir,
+            self.workflow,
+            ignore=[self.jobs_dir, self.spool_dir],
+            step_ms=self.config.watch_step_ms,
+            debounce_ms=self.config.watch_debounce_ms,
+            on_watch=self._watch_started,
+        )
         self.network = NetworkMonitor(
             self.workflow,
             self.spool_dir,
             base_dir=self.config.base_dir,
             chunk_size=self.config.chunk_size,
+            durable=self.config.durable,
         )
-        self.monitors.append(self.network)
+        self.monitors: list[Monitor] = [self.files, self.network]
         self.stats = RunnerStats()
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
@@ -170,6 +176,22 @@ class Runner:
         self._ran = True
         await asyncio.to_thread(self._preflight)
         self.network.bind()  # a port in use is an error here, before anything starts
+        # What a previous run left: accepted messages, queued and running jobs, file changes
+        # since its watermark (found by the file monitor once its watch is live).
+        recovered_events = await asyncio.to_thread(self.network.recover)
+        recovered = await asyncio.to_thread(
+            recover_jobs, self.jobs_dir, self.workflow.rules, durable=self.config.durable
+        )
+        if recovered.to_run or recovered.failed:
+            logger.info(
+                "recovered %d job(s) to run (%d were running: %d to rerun, %d failed; %d "
+                "orphaned process group(s) killed)",
+                len(recovered.to_run),
+                recovered.rerun + recovered.failed,
+                recovered.rerun,
+                recovered.failed,
+                recovered.killed,
+            )
         cfg = self.config
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
         jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
@@ -186,6 +208,7 @@ class Runner:
                 tg.create_task(self._conduct(jobs), name=f"conductor:{i}")
                 for i in range(cfg.max_jobs)
             ]
+            tg.create_task(self._requeue(events, jobs, recovered_events, recovered.to_run))
             await self._monitors_ready(monitors)
             self.started.set()
             logger.info(
@@ -209,9 +232,12 @@ class Runner:
             )
             if not drained.done():
                 logger.warning("stopping %d running job(s)", self.stats.running)
-            for t in (force, drained, *workers):
+            for t in (force, drained, *workers, *self._later):
                 t.cancel()
-        await asyncio.to_thread(_clean_spool, self.spool_dir)
+        self.network.close_journal()
+        if self._watching_since is not None:
+            # Every change seen was drained into jobs: the next start looks from here on.
+            await asyncio.to_thread(self.state.save, time.time() - _MARGIN)
         self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
         self._notify()
         s = self.stats
@@ -223,6 +249,39 @@ class Runner:
             s.failed,
             s.left_queued,
         )
+
+    async def _requeue(
+        self,
+        events: asyncio.Queue[Event],
+        jobs: asyncio.Queue[Job],
+        recovered_events: list[Event],
+        recovered_jobs: list[Job],
+    ) -> None:
+        for job in recovered_jobs:
+            self.stats.jobs += 1
+            await jobs.put(job)
+        for event in recovered_events:
+            await events.put(event)
+
+    def _watch_started(self, since: float) -> None:
+        """The file watch is live (and the catch-up scan queued) from ``since`` on."""
+        self._watching_since = since
+        if self.state.watermark is None:
+            self.state.save(since)  # a first run: nothing before this was ever promised
+
+    def _checkpoint(self, events: asyncio.Queue[Event]) -> None:
+        """Advance the watermark while nothing seen is waiting to become a job."""
+        now = time.time()
+        if (
+            self._watching_since is None
+            or not events.empty()
+            or not self.files.ready.is_set()
+            or now - self._last_checkpoint < _CHECKPOINT_EVERY
+        ):
+            return
+        self._last_checkpoint = now
+        # Changes inside the watcher's current batch are not in the queue yet: keep a margin.
+        self.state.save(max(self._watching_since, now - _MARGIN))
 
     async def wait_ready(self) -> None:
         """Wait until every monitor is live, e.g. after adding the first file rule at run time.
@@ -259,7 +318,8 @@ class Runner:
             raise MeowError(
                 f"cannot write received messages in {self.spool_dir}: {e.strerror or e}"
             ) from None
-        _clean_spool(self.spool_dir)
+        self.state = RunnerState(self.jobs_dir)
+        self.files.catch_up_since = self.state.watermark
 
     async def _handle(self, events: asyncio.Queue[Event], jobs: asyncio.Queue[Job]) -> None:
         while True:
@@ -293,6 +353,7 @@ class Runner:
                 if event.release is not None:
                     event.release()
                 events.task_done()
+                self._checkpoint(events)
                 self._notify()
 
     async def _conduct(self, jobs: asyncio.Queue[Job]) -> None:
@@ -302,7 +363,7 @@ class Runner:
                 if self._stop.is_set():
                     self.stats.left_queued += 1  # stays queued on disk
                     continue
-                await self._execute(job)
+                await self._execute(job, jobs)
             finally:
                 jobs.task_done()
                 self._notify()
@@ -313,7 +374,7 @@ class Runner:
             self.stats.left_queued += 1  # it stays queued on disk
             jobs.task_done()
 
-    async def _execute(self, job: Job) -> None:
+    async def _execute(self, job: Job, jobs: asyncio.Queue[Job]) -> None:
         self.stats.running += 1
         self._notify()
         t0 = time.monotonic()
@@ -333,6 +394,11 @@ class Runner:
         if state is JobState.done:
             self.stats.done += 1
             logger.info("job %s done in %.2fs (rule %s)", job.id, took, job.rule)
+        elif state is JobState.failed and self._retry(job, jobs):
+            pass
+        elif state is JobState.skipped:
+            self.stats.skipped += 1
+            logger.warning("job %s skipped (rule %s): %s", job.id, job.rule, job.meta["error"])
         else:
             self.stats.failed += 1
             logger.warning(
@@ -343,6 +409,33 @@ class Runner:
                 job.rule,
                 job.meta.get("error"),
             )
+
+    def _retry(self, job: Job, jobs: asyncio.Queue[Job]) -> bool:
+        """Queue a failed job again after its backoff, if its rule allows another attempt."""
+        rule = self.workflow.rules.get(job.rule)
+        attempts = len(job.meta.get("attempts") or [])
+        if rule is None or attempts > rule.pattern.retries or self._stop.is_set():
+            return False
+        delay = rule.pattern.retry_backoff * 2 ** (attempts - 1)
+        self.stats.retries += 1
+        logger.warning(
+            "job %s failed (attempt %d of %d, rule %s): %s; again in %.1fs",
+            job.id,
+            attempts,
+            rule.pattern.retries + 1,
+            job.rule,
+            job.meta.get("error"),
+            delay,
+        )
+        task = asyncio.create_task(self._retry_later(job, delay, jobs))
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+        return True
+
+    async def _retry_later(self, job: Job, delay: float, jobs: asyncio.Queue[Job]) -> None:
+        await asyncio.to_thread(job.update, state=JobState.queued.value)  # a restart runs it
+        await asyncio.sleep(delay)
+        await jobs.put(job)
 
     def _notify(self) -> None:
         tick, self._tick = self._tick, asyncio.Event()
@@ -370,12 +463,7 @@ class Runner:
         await self._task
 
 
-def _clean_spool(spool: Path) -> None:
-    """Messages are linked into their jobs once handled; what is left is not needed."""
-    left = 0
-    for entry in os.scandir(spool):
-        if entry.name.endswith((".part", ".msg")):
-            Path(entry.path).unlink(missing_ok=True)
-            left += 1
-    if left:
-        logger.debug("removed %d spool file(s) from %s", left, spool)
+#: Seconds of slack for changes still in the watcher's batch when the watermark is taken.
+_MARGIN = 2.0
+#: The watermark is written at most this often (seconds) while running.
+_CHECKPOINT_EVERY = 5.0

@@ -25,8 +25,17 @@ _RECIPE_KINDS: dict[str, Callable[..., Recipe]] = {
     "bash": BashRecipe,
 }
 _SUFFIX_KINDS = {".py": "python", ".sh": "bash", ".bash": "bash"}
-_RECIPE_KEYS = {"kind", "script", "file", "parameters", "interpreter", "shell"}
-_COMMON_KEYS = {"recipe", "variable", "parameters", "outputs", "sweep"}
+_RECIPE_KEYS = {"kind", "script", "file", "parameters", "interpreter", "shell", "timeout"}
+_COMMON_KEYS = {
+    "recipe",
+    "variable",
+    "parameters",
+    "outputs",
+    "sweep",
+    "retries",
+    "retry_backoff",
+    "on_restart",
+}
 _FILE_PATTERN_KEYS = _COMMON_KEYS | {"glob", "changes", "retroactive"}
 _NETWORK_PATTERN_KEYS = _COMMON_KEYS | {"port", *LISTENER_FIELDS}
 _TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")

@@ -8,8 +8,9 @@ import os
 import re
 import stat
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +35,10 @@ DEFAULT_STEP_MS = 5
 DEFAULT_DEBOUNCE_MS = 50
 
 
+#: A file found changed at restart may have been made, changed or moved in while no one watched.
+_CATCH_UP = frozenset({Change.created, Change.modified, Change.moved})
+
+
 class _Seen(NamedTuple):
     """What a file looked like when it last made an event: same again means no new change."""
 
@@ -47,6 +52,14 @@ class _Change(NamedTuple):
     change: Change
     path: str
     src: str | None = None
+    sig: _Seen | None = None  # the file's state, for created/modified/moved
+
+    def key(self) -> str:
+        """The trigger's identity: a file in one state is one trigger, however often seen."""
+        if self.sig is None:
+            return ""  # a deletion: every one is new
+        s = self.sig
+        return f"file:{self.path}:{s.dev}:{s.ino}:{s.size}:{s.mtime_ns}"
 
 
 class _StopWhen:
@@ -82,6 +95,9 @@ class FileMonitor:
         step_ms: int = DEFAULT_STEP_MS,
         debounce_ms: int = DEFAULT_DEBOUNCE_MS,
         memory: int = 100_000,
+        rescan_after: int = 1000,
+        catch_up_since: float | None = None,
+        on_watch: Callable[[float], None] | None = None,
     ) -> None:
         self.base = str(Path(base_dir).absolute())
         self.workflow = workflow
@@ -93,6 +109,12 @@ class FileMonitor:
         self._seen_lock = threading.Lock()
         self._memory = memory
         self._retro_done: set[str] = set()
+        self._dirs: set[str] = set()  # folders seen, so their deletion is not a file's
+        self.rescan_after = rescan_after
+        #: Files whose inode changed since then trigger once when the watch starts: the
+        #: changes made while no runner watched (the runner keeps the time in its state).
+        self.catch_up_since = catch_up_since
+        self._on_watch = on_watch
         workflow.add_validator(self._validate)
         self._notify: RustNotify | None = None
         #: Set while every change under ``base_dir`` that a rule needs will be seen.
@@ -175,8 +197,20 @@ class FileMonitor:
         until = _StopWhen(stop, self)
         # RustNotify sets its (recursive) watches when made: after this, no change is missed.
         # awatch would hide that moment, which ``ready`` and the runner's ``started`` need.
+        since = time.time()
         notify = await asyncio.to_thread(RustNotify, [self.base], False, False, 300, True, False)
         self._notify = notify
+        if self.catch_up_since is not None:
+            # Changes made while nobody watched (after the last run's watch began): found
+            # now the watch is live, so none falls between. Jobs already made are skipped.
+            cutoff = self.catch_up_since - 1.0  # ctime is coarse: be generous, ids dedupe
+            self.catch_up_since = None
+            found = await asyncio.to_thread(
+                lambda: list(self._scan(self.base, skip_seen=False, changed_since=cutoff))
+            )
+            await self._emit(found, events, self.rules(), catch_up=True)
+        if self._on_watch is not None:
+            self._on_watch(since)
         self.ready.set()
         logger.debug("watching %s", self.base)
         try:
@@ -227,18 +261,24 @@ class FileMonitor:
         rules: list[Rule],
         *,
         retroactive: bool = False,
+        catch_up: bool = False,
     ) -> None:
         for ch in changes:
             rel = ch.path[len(self.base) + 1 :]  # every path here is below self.base
             for rule in rules:
                 pattern = rule.pattern
                 assert isinstance(pattern, FilePattern)  # noqa: S101 - rules() gave file rules
-                if ch.change in pattern.changes and pattern.matches(rel):
+                wanted = ch.change in pattern.changes or (
+                    catch_up and not pattern.changes.isdisjoint(_CATCH_UP)
+                )
+                if wanted and pattern.matches(rel):
                     extras: dict[str, object] = {}
                     if ch.src is not None:
                         extras["src_path"] = ch.src
                     if retroactive:
                         extras["retroactive"] = True
+                    if catch_up:
+                        extras["catch_up"] = True
                     await events.put(
                         Event(
                             kind="file",
@@ -247,6 +287,7 @@ class FileMonitor:
                             rule=rule,
                             change=ch.change,
                             extras=extras,
+                            key=ch.key(),
                         )
                     )
 
@@ -265,12 +306,15 @@ class FileMonitor:
             except OSError:
                 with self._seen_lock:
                     seen = self._seen.pop(path, None)
-                if seen is not None:
+                if path in self._dirs:
+                    self._dirs.discard(path)  # a folder went: folders do not trigger
+                elif seen is not None:
                     gone[(seen.dev, seen.ino)] = path
                 elif watchfiles.Change.added not in ks:
                     out.append(_Change(Change.deleted, path))  # existed before we started
                 continue
             if stat.S_ISDIR(st.st_mode):
+                self._dirs.add(path)
                 if watchfiles.Change.added in ks:
                     # Files made in a new folder before its watch was set up are not
                     # reported by inotify: look for them.
@@ -282,28 +326,48 @@ class FileMonitor:
                 before = self._seen.get(path)
             if before is not None and before == _sig(st):
                 continue  # the same file as when it last triggered: no new change
+            sig = _sig(st)
             src = gone.pop((st.st_dev, st.st_ino), None)
             if src is not None:
-                out.append(_Change(Change.moved, path, src))
+                out.append(_Change(Change.moved, path, src, sig))
             elif before is None or (before.ino, before.dev) != (st.st_ino, st.st_dev):
                 ks = kinds[path]
                 new = watchfiles.Change.added in ks or before is not None
-                out.append(_Change(Change.created if new else Change.modified, path))
+                out.append(_Change(Change.created if new else Change.modified, path, None, sig))
             else:
-                out.append(_Change(Change.modified, path))
+                out.append(_Change(Change.modified, path, None, sig))
             self._remember(path, st)
         out.extend(_Change(Change.deleted, p) for p in gone.values())
+        if len(batch) >= self.rescan_after:
+            # inotify drops changes when its queue overflows, and watchfiles does not tell
+            # Python when that happens. A batch this large is when it can: look again at
+            # every folder it touched (what was seen already is skipped).
+            touched = {os.path.dirname(p) for _, p in batch} - {p for p, _ in present}
+            for folder in sorted(touched):
+                if os.path.isdir(folder):
+                    out.extend(self._scan(folder, recurse=False))
         return out
 
-    def _scan(self, top: str, *, skip_seen: bool = True) -> Iterator[_Change]:
+    def _scan(
+        self,
+        top: str,
+        *,
+        skip_seen: bool = True,
+        recurse: bool = True,
+        changed_since: float | None = None,
+    ) -> Iterator[_Change]:
         """Regular files below ``top`` (ignored folders pruned) as fresh creations; with
-        ``skip_seen``, not those that already made an event in their current state."""
+        ``skip_seen``, not those that already made an event in their current state; with
+        ``changed_since``, only those whose inode changed (ctime) since then."""
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = [
                 d
                 for d in dirnames
                 if self._filter(watchfiles.Change.added, os.path.join(dirpath, d))
             ]
+            self._dirs.update(os.path.join(dirpath, d) for d in dirnames)
+            if not recurse:
+                dirnames.clear()
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 if not self._filter(watchfiles.Change.added, path):
@@ -314,11 +378,13 @@ class FileMonitor:
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
+                if changed_since is not None and st.st_ctime < changed_since:
+                    continue
                 with self._seen_lock:
                     if skip_seen and self._seen.get(path) == _sig(st):
                         continue
                 self._remember(path, st)
-                yield _Change(Change.created, path)
+                yield _Change(Change.created, path, None, _sig(st))
 
     def _remember(self, path: str, st: os.stat_result) -> None:
         with self._seen_lock:

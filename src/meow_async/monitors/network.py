@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import json
 import logging
 import os
 import secrets
@@ -20,13 +21,13 @@ import ssl
 import struct
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from ..events import Event
 from ..exceptions import MonitorError
+from ..jobs import fsync_dir
 from ..patterns import NetworkPattern
 from ..rules import Rule
 from ..workflow import Workflow
@@ -81,6 +82,7 @@ class NetworkMonitor:
         *,
         base_dir: Path | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        durable: bool = False,
     ) -> None:
         self.workflow = workflow
         self.spool_dir = Path(spool_dir).absolute()
@@ -94,6 +96,8 @@ class NetworkMonitor:
         self._reading: set[asyncio.Task[Any]] = set()  # connections mid-message
         self._connections: set[asyncio.Task[Any]] = set()
         self._sync_needed = asyncio.Event()
+        self.durable = durable
+        self._journal = _Journal(self.spool_dir, durable=durable)
         workflow.add_validator(self._validate)
 
     # -- what is open -------------------------------------------------------------------------
@@ -162,6 +166,10 @@ class NetworkMonitor:
             unsubscribe()
             self._events = None
             await self._close_all()
+
+    def close_journal(self) -> None:
+        """After the last event is handled: the journal goes if nothing is pending."""
+        self._journal.close()
 
     async def _sync(self) -> None:
         """Open listeners rules need, close the others (and ones whose settings changed)."""
@@ -400,7 +408,7 @@ class NetworkMonitor:
         task = asyncio.current_task()
         self._reading.discard(task)
         try:
-            path = spool.finish()
+            path = spool.finish(durable=self.durable)
             rules = [r for r in self.rules() if self._resolve(r.pattern) == lst.key]  # type: ignore[arg-type]
             if not rules or self._events is None:
                 logger.warning(
@@ -408,7 +416,6 @@ class NetworkMonitor:
                 )
                 path.unlink(missing_ok=True)
                 return
-            release = _releaser(path, len(rules))
             extras: dict[str, Any] = {
                 "message_id": spool.id,
                 "peer": peer,
@@ -420,19 +427,15 @@ class NetworkMonitor:
             subject = _cert_subject(writer)
             if subject is not None:
                 extras["peer_cert_subject"] = subject
-            now = time.time()
-            for rule in rules:
-                await self._events.put(
-                    Event(
-                        kind="network",
-                        path=str(path),
-                        base=self.base,
-                        rule=rule,
-                        time=now,
-                        extras=extras,
-                        release=release,
-                    )
-                )
+            entry = {
+                "id": spool.id,
+                "time": time.time(),
+                "rules": [r.name for r in rules],
+                "extras": extras,
+            }
+            self._journal.add(entry)  # accepted from here on: a restart will finish it
+            for event in self._events_for(entry, path, rules):
+                await self._events.put(event)
             if lst.pattern.ack:
                 # After it is on disk and queued. A raw sender that already left (nc) is fine.
                 with contextlib.suppress(ConnectionError, RuntimeError):
@@ -444,6 +447,131 @@ class NetworkMonitor:
 
     def _spool(self) -> _Spool:
         return _Spool(self.spool_dir)
+
+    def _events_for(self, entry: dict[str, Any], path: Path, rules: list[Rule]) -> list[Event]:
+        msg_id = str(entry["id"])
+        left = len(rules)
+
+        def release() -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:  # every rule has its jobs (each holds a link): the spool copy goes
+                path.unlink(missing_ok=True)
+                self._journal.done(msg_id)
+
+        return [
+            Event(
+                kind="network",
+                path=str(path),
+                base=self.base,
+                rule=rule,
+                time=float(entry["time"]),
+                extras=entry["extras"],
+                release=release,
+                key=f"net:{msg_id}",
+            )
+            for rule in rules
+        ]
+
+    def recover(self) -> list[Event]:
+        """Events for messages a previous run accepted but had not finished (call before
+        ``run``). Their jobs are named from the message, so none is made twice."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        out: list[Event] = []
+        for entry in self._journal.recover():
+            path = self.spool_dir / f"{entry['id']}.msg"
+            rules = [self.workflow.rules[n] for n in entry["rules"] if n in self.workflow.rules]
+            if not rules:
+                logger.warning(
+                    "message %s: its rules %s are gone; dropped", entry["id"], entry["rules"]
+                )
+                path.unlink(missing_ok=True)
+                self._journal.done(str(entry["id"]))
+                continue
+            out.extend(self._events_for(entry, path, rules))
+        if out:
+            logger.info("recovered %d accepted message(s) from %s", len(out), self.spool_dir)
+        return out
+
+
+class _Journal:
+    """``accepted.log`` beside the spool files: one line per accepted message, written before
+    its events are queued and before any acknowledgement, so a restart finishes what a killed
+    runner had accepted. Rewritten short once most of its entries are done."""
+
+    def __init__(self, folder: Path, *, durable: bool) -> None:
+        self.path = folder / "accepted.log"
+        self.durable = durable
+        self.pending: dict[str, dict[str, Any]] = {}
+        self._file: IO[str] | None = None
+        self._lines = 0
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Entries whose message is still spooled; removes what was never accepted."""
+        entries: dict[str, dict[str, Any]] = {}
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by a crash: its message was never acked
+                    if "done" in entry:
+                        entries.pop(entry["done"], None)
+                    else:
+                        entries[entry["id"]] = entry
+        except FileNotFoundError:
+            pass
+        folder = self.path.parent
+        for spooled in folder.iterdir():
+            if spooled.suffix == ".part" or (
+                spooled.suffix == ".msg" and spooled.stem not in entries
+            ):
+                spooled.unlink(missing_ok=True)  # never complete, or never accepted: not acked
+        self.pending = {i: e for i, e in entries.items() if (folder / f"{i}.msg").exists()}
+        self._rewrite()
+        return list(self.pending.values())
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.pending[entry["id"]] = entry
+        self._write(entry)
+
+    def done(self, msg_id: str) -> None:
+        if self.pending.pop(msg_id, None) is None:
+            return
+        if self._lines > 4096 and self._lines > 4 * len(self.pending):
+            self._rewrite()
+        else:
+            self._write({"done": msg_id})
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self.pending:
+            self.path.unlink(missing_ok=True)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self._file.flush()
+        if self.durable:
+            os.fsync(self._file.fileno())
+        self._lines += 1
+
+    def _rewrite(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for entry in self.pending.values():
+                f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            if self.durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._lines = len(self.pending)
 
 
 class _Spool:
@@ -467,30 +595,23 @@ class _Spool:
             self._file = open(self.part, "wb")  # noqa: SIM115 - closed in finish/discard
         self._file.write(data)
 
-    def finish(self) -> Path:
+    def finish(self, *, durable: bool = False) -> Path:
         if self._file is None:
             self._file = open(self.part, "wb")  # noqa: SIM115 - an empty message is a message
+        if durable:
+            self._file.flush()
+            os.fsync(self._file.fileno())
         self._file.close()
         final = self.part.with_suffix(".msg")
         os.replace(self.part, final)
+        if durable:
+            fsync_dir(final.parent)
         return final
 
     def discard(self) -> None:
         if self._file is not None:
             self._file.close()
         self.part.unlink(missing_ok=True)
-
-
-def _releaser(path: Path, uses: int) -> Callable[[], None]:
-    left = uses
-
-    def release() -> None:
-        nonlocal left
-        left -= 1
-        if left == 0:
-            path.unlink(missing_ok=True)
-
-    return release
 
 
 def _key(pattern: NetworkPattern) -> _Key:

@@ -1,0 +1,114 @@
+"""What a restart finds: jobs a killed runner left queued or running, and where it had got to.
+
+The job folders are the record. A job still ``queued`` runs; a job still ``running`` had its
+process orphaned when the runner died: that process group is killed (if it is still the
+same process), then the rule's ``on_restart`` policy decides: ``rerun`` queues it again,
+``fail`` records it failed with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .conductors import process_start_time
+from .jobs import Job, JobState, iter_jobs, write_meta
+from .rules import Rule
+
+__all__ = ["Recovered", "RunnerState", "recover_jobs"]
+
+logger = logging.getLogger("meow_async.recovery")
+
+STATE_FILE = ".meow-runner.json"
+
+
+@dataclass(slots=True)
+class Recovered:
+    to_run: list[Job] = field(default_factory=list)
+    rerun: int = 0
+    failed: int = 0
+    killed: int = 0
+
+
+def recover_jobs(jobs_root: Path, rules: dict[str, Rule], *, durable: bool = False) -> Recovered:
+    """Queued jobs to run again, and running ones settled by their rule's policy."""
+    out = Recovered()
+    for meta in iter_jobs(jobs_root):
+        state = meta.get("state")
+        if state == JobState.queued:
+            out.to_run.append(_job(meta, durable))
+        elif state == JobState.running:
+            if _kill_orphan(meta):
+                out.killed += 1
+            rule = rules.get(str(meta.get("rule")))
+            policy = rule.pattern.on_restart if rule is not None else "fail"
+            attempt = {
+                "started": meta.get("started"),
+                "finished": time.time(),
+                "exit_code": None,
+                "error": "the runner died while the job was running",
+            }
+            meta["attempts"] = [*(meta.get("attempts") or []), attempt]
+            if policy == "rerun":
+                meta.update(state=JobState.queued.value, error=None, exit_code=None)
+                write_meta(Path(meta["dir"]), meta, durable=durable)
+                out.to_run.append(_job(meta, durable))
+                out.rerun += 1
+            else:
+                why = "the runner died while the job was running" + (
+                    "" if rule is not None else " (and its rule no longer exists)"
+                )
+                meta.update(state=JobState.failed.value, error=why, finished=time.time())
+                write_meta(Path(meta["dir"]), meta, durable=durable)
+                out.failed += 1
+    return out
+
+
+def _job(meta: dict[str, Any], durable: bool) -> Job:
+    job = Job.from_meta(meta)
+    job.durable = durable
+    return job
+
+
+def _kill_orphan(meta: dict[str, Any]) -> bool:
+    """SIGKILL the job's process group if its leader is still the process we started."""
+    pid, started = meta.get("pid"), meta.get("pid_start")
+    if not isinstance(pid, int) or started is None or process_start_time(pid) != started:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+        logger.warning(
+            "killed process group %d of job %s, left by a runner that died", pid, meta.get("id")
+        )
+        return True
+    return False
+
+
+class RunnerState:
+    """A small file in the jobs folder: since when changes have been handled.
+
+    ``watermark``: every file change before this time has made its jobs. A restart looks for
+    files changed (ctime) after it, so what arrived while no runner watched triggers once.
+    """
+
+    def __init__(self, jobs_root: Path) -> None:
+        self.path = jobs_root / STATE_FILE
+        self.watermark: float | None = None
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self.watermark = float(data["watermark"])
+
+    def save(self, watermark: float) -> None:
+        if self.watermark is not None and watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"watermark": watermark}) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path)
