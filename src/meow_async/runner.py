@@ -341,11 +341,11 @@ class Runner:
                 self.stats.jobs += len(made)
                 if logger.isEnabledFor(logging.INFO):
                     logger.info(
-                        "event %s %s -> rule %s: job %s",
+                        "event %s %s -> rule %s: %s",
                         event.change or event.kind,
                         event.rel_path,
                         event.rule.name,
-                        ", ".join(j.id for j in made),
+                        "job " + ", ".join(j.id for j in made) if made else "jobs made before",
                     )
                 for job in made:
                     await jobs.put(job)

@@ -7,8 +7,8 @@ import logging
 import os
 import re
 import stat
+import tempfile
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -197,13 +197,13 @@ class FileMonitor:
         until = _StopWhen(stop, self)
         # RustNotify sets its (recursive) watches when made: after this, no change is missed.
         # awatch would hide that moment, which ``ready`` and the runner's ``started`` need.
-        since = time.time()
+        since = await asyncio.to_thread(_fs_now)
         notify = await asyncio.to_thread(RustNotify, [self.base], False, False, 300, True, False)
         self._notify = notify
         if self.catch_up_since is not None:
             # Changes made while nobody watched (after the last run's watch began): found
             # now the watch is live, so none falls between. Jobs already made are skipped.
-            cutoff = self.catch_up_since - 1.0  # ctime is coarse: be generous, ids dedupe
+            cutoff = self.catch_up_since
             self.catch_up_since = None
             found = await asyncio.to_thread(
                 lambda: list(self._scan(self.base, skip_seen=False, changed_since=cutoff))
@@ -251,7 +251,11 @@ class FileMonitor:
             return
         await self.ready.wait()  # scan only once the watch is live, so no file falls between
         self._retro_done.update(r.name for r in new)
-        found = await asyncio.to_thread(lambda: list(self._scan(self.base, skip_seen=False)))
+        # Not remembered as seen: these events are for the new rules only, and the others
+        # must still hear of a change the watcher reports meanwhile (job ids dedupe).
+        found = await asyncio.to_thread(
+            lambda: list(self._scan(self.base, skip_seen=False, remember=False))
+        )
         await self._emit(found, events, new, retroactive=True)
 
     async def _emit(
@@ -355,6 +359,7 @@ class FileMonitor:
         skip_seen: bool = True,
         recurse: bool = True,
         changed_since: float | None = None,
+        remember: bool = True,
     ) -> Iterator[_Change]:
         """Regular files below ``top`` (ignored folders pruned) as fresh creations; with
         ``skip_seen``, not those that already made an event in their current state; with
@@ -383,7 +388,8 @@ class FileMonitor:
                 with self._seen_lock:
                     if skip_seen and self._seen.get(path) == _sig(st):
                         continue
-                self._remember(path, st)
+                if remember:
+                    self._remember(path, st)
                 yield _Change(Change.created, path, None, _sig(st))
 
     def _remember(self, path: str, st: os.stat_result) -> None:
@@ -415,6 +421,13 @@ class _Filter:
         if any(p in self.dirs for p in parts):
             return False
         return not any(r.search(parts[-1]) for r in self.names)
+
+
+def _fs_now() -> float:
+    """Now, on the clock file times are stamped with (the kernel's coarse clock, which can
+    lag time.time() by a tick): compared with ctimes, it puts no file on the wrong side."""
+    with tempfile.TemporaryFile() as f:
+        return os.fstat(f.fileno()).st_ctime
 
 
 def _sig(st: os.stat_result) -> _Seen:
