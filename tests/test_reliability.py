@@ -305,3 +305,63 @@ def test_durable_mode_writes_the_same_records(ws: Workspace) -> None:
     asyncio.run(go())
     (meta,) = ws.jobs_list()
     assert meta["state"] == JobState.done
+
+
+# -- complete files, bursts ---------------------------------------------------------------------
+
+
+async def test_settle_waits_for_a_file_written_in_pieces(ws: Workspace) -> None:
+    pattern = FilePattern(name="p", glob="*.raw", recipe="r", settle=0.4)
+    async with ws.runner([pattern], [sh_recipe("r", 'wc -c < "$input_file"')]) as r:
+        with open(ws.base / "a.raw", "w") as f:  # an instrument writing slowly
+            for _ in range(4):
+                f.write("x" * 1000)
+                f.flush()
+                await asyncio.sleep(0.1)  # the writer's pace, shorter than settle
+        await until(r, 1)
+    (meta,) = ws.jobs_list()
+    assert (Path(meta["dir"]) / "stdout.txt").read_text().strip() == "4000"
+    assert meta["event"]["changes_seen"] >= 2
+    assert r.stats.jobs == 1
+
+
+async def test_sentinel_holds_the_job_until_the_done_file(ws: Workspace) -> None:
+    pattern = FilePattern(name="p", glob="runs/*.raw", recipe="r", sentinel="{REL_PATH}.done")
+    async with ws.runner([pattern], [sh_recipe("r", "true")]) as r:
+        ws.write("runs/a.raw", "data")
+        ws.write("runs/b.raw", "data")
+        ws.write("runs/unrelated.done")
+        ws.write("runs/a.raw.done")
+        await until(r, 1)
+        assert r.files.oldest_held() is not None  # b still waits
+    (meta,) = ws.jobs_list()
+    assert Path(meta["event"]["path"]).name == "a.raw"
+    # b's sentinel arrives while the runner is down: the next start finishes it.
+    ws.write("runs/b.raw.done")
+    async with ws.runner([pattern], [sh_recipe("r", "true")]) as r2:
+        await until(r2, 1)
+    assert sorted(Path(j["event"]["path"]).name for j in ws.jobs_list()) == ["a.raw", "b.raw"]
+
+
+async def test_min_age(ws: Workspace) -> None:
+    pattern = FilePattern(name="p", glob="*.raw", recipe="r", min_age=0.5)
+    async with ws.runner([pattern], [sh_recipe("r", "true")]) as r:
+        f = ws.write("a.raw")
+        await until(r, 1)
+    (meta,) = ws.jobs_list()
+    assert meta["created"] >= f.stat().st_mtime + 0.5
+
+
+async def test_coalesce_makes_one_job_for_the_latest_file_of_a_burst(ws: Workspace) -> None:
+    pattern = FilePattern(name="p", glob="*.raw", recipe="r", coalesce=0.3)
+    async with ws.runner([pattern], [sh_recipe("r", "true")]) as r:
+        for i in range(20):
+            ws.write(f"{i:02d}.raw")
+        await until(r, 1)
+        ws.write("later.raw")  # after the burst: its own job
+        await until(r, 2)
+    first, second = ws.jobs_list()
+    assert first["event"]["coalesced"] == 20
+    assert Path(first["event"]["path"]).name == "19.raw"
+    assert Path(second["event"]["path"]).name == "later.raw"
+    assert r.stats.jobs == 2

@@ -191,6 +191,14 @@ class FilePattern(_PatternBase):
     glob: str
     changes: frozenset[Change] = DEFAULT_CHANGES
     retroactive: bool = False
+    #: Hand the file on only once complete: no change for ``settle`` s, mtime at least
+    #: ``min_age`` s old, and the ``sentinel`` file (a template, e.g. "{PATH}.done") there.
+    settle: float = 0.0
+    min_age: float = 0.0
+    sentinel: str | None = None
+    #: Events of this rule less than ``coalesce`` s apart make one job, for the latest file
+    #: (0: every event makes its job).
+    coalesce: float = 0.0
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -224,6 +232,31 @@ class FilePattern(_PatternBase):
                 "at least one change is needed", where=where, field="changes", value=changes
             )
         object.__setattr__(self, "changes", parsed)
+        for name in ("settle", "min_age", "coalesce"):
+            v: object = getattr(self, name)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float)
+                or not math.isfinite(v)
+                or v < 0
+            ):
+                raise ConfigError(
+                    "expected a number of seconds, 0 or more", where=where, field=name, value=v
+                )
+        sentinel: object = self.sentinel
+        if sentinel is not None and (
+            not isinstance(sentinel, str)
+            or not sentinel
+            or sentinel.startswith("/")
+            or ".." in sentinel.split("/")
+        ):
+            raise ConfigError(
+                "expected a path inside the watched folder, relative to it, with templates "
+                "such as {REL_PATH}.done or {REL_DIR}/COMPLETE",
+                where=where,
+                field="sentinel",
+                value=sentinel,
+            )
         if not isinstance(self.retroactive, bool):
             raise ConfigError(
                 "expected true or false", where=where, field="retroactive", value=self.retroactive

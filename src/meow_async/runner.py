@@ -83,6 +83,7 @@ class Runner:
         self.state = RunnerState(self.jobs_dir)  # read again at run(), once the folder exists
         self._watching_since: float | None = None
         self._last_checkpoint = 0.0
+        self._held_at_stop: float | None = None
         self._later: set[asyncio.Task[None]] = set()  # retries waiting for their backoff
         self.files = FileMonitor(
             self.config.base_dir,
@@ -219,6 +220,7 @@ class Runner:
             )
             await self._stop.wait()
             logger.info("stopping: no new events; running jobs get %.0fs", cfg.shutdown_timeout)
+            self._held_at_stop = self.files.oldest_held()  # found again at the next start
             await asyncio.wait(monitors)
             # Accepted events all become job directories. Jobs they make are not started now,
             # and must not wait for a conductor slot to be put down: drain them as we go.
@@ -235,7 +237,7 @@ class Runner:
             for t in (force, drained, *workers, *self._later):
                 t.cancel()
         self.network.close_journal()
-        if self._watching_since is not None:
+        if self._watching_since is not None and self._held_at_stop is None:
             # Every change seen was drained into jobs: the next start looks from here on.
             await asyncio.to_thread(self.state.save, time.time() - _MARGIN)
         self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
@@ -281,7 +283,10 @@ class Runner:
             return
         self._last_checkpoint = now
         # Changes inside the watcher's current batch are not in the queue yet: keep a margin.
-        self.state.save(max(self._watching_since, now - _MARGIN))
+        # Triggers held back until their files are complete are not either.
+        mark = max(self._watching_since, now - _MARGIN)
+        held = self.files.oldest_held()
+        self.state.save(mark if held is None else min(mark, held - _MARGIN))
 
     async def wait_ready(self) -> None:
         """Wait until every monitor is live, e.g. after adding the first file rule at run time.

@@ -36,7 +36,15 @@ _COMMON_KEYS = {
     "retry_backoff",
     "on_restart",
 }
-_FILE_PATTERN_KEYS = _COMMON_KEYS | {"glob", "changes", "retroactive"}
+_FILE_PATTERN_KEYS = _COMMON_KEYS | {
+    "glob",
+    "changes",
+    "retroactive",
+    "settle",
+    "min_age",
+    "sentinel",
+    "coalesce",
+}
 _NETWORK_PATTERN_KEYS = _COMMON_KEYS | {"port", *LISTENER_FIELDS}
 _TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")
 _RUNNER_KEYS = {f.name for f in fields(RunnerConfig)}

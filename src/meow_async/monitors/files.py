@@ -22,6 +22,7 @@ from ..exceptions import MonitorError
 from ..patterns import Change, FilePattern
 from ..rules import Rule
 from ..workflow import Workflow
+from .gate import Gate
 
 __all__ = ["FileMonitor"]
 
@@ -115,6 +116,7 @@ class FileMonitor:
         #: changes made while no runner watched (the runner keeps the time in its state).
         self.catch_up_since = catch_up_since
         self._on_watch = on_watch
+        self._gate = Gate(_nowhere)
         workflow.add_validator(self._validate)
         self._notify: RustNotify | None = None
         #: Set while every change under ``base_dir`` that a rule needs will be seen.
@@ -133,12 +135,18 @@ class FileMonitor:
             await asyncio.to_thread(self._check_base)
         changed = asyncio.Event()
         unsubscribe = self.workflow.subscribe(changed.set)
+        self._gate = Gate(events.put)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._follow_rules(events, stop, changed))
                 await self._watch(events, stop)
         finally:
             unsubscribe()
+            self._gate.close()
+
+    def oldest_held(self) -> float | None:
+        """When the oldest trigger still held back (settle, sentinel...) was first seen."""
+        return self._gate.oldest()
 
     def _validate(self, rules: dict[str, Rule]) -> None:
         if any(isinstance(r.pattern, FilePattern) for r in rules.values()):
@@ -206,7 +214,9 @@ class FileMonitor:
             cutoff = self.catch_up_since
             self.catch_up_since = None
             found = await asyncio.to_thread(
-                lambda: list(self._scan(self.base, skip_seen=False, changed_since=cutoff))
+                lambda: _chronological(
+                    list(self._scan(self.base, skip_seen=False, changed_since=cutoff))
+                )
             )
             await self._emit(found, events, self.rules(), catch_up=True)
         if self._on_watch is not None:
@@ -254,7 +264,7 @@ class FileMonitor:
         # Not remembered as seen: these events are for the new rules only, and the others
         # must still hear of a change the watcher reports meanwhile (job ids dedupe).
         found = await asyncio.to_thread(
-            lambda: list(self._scan(self.base, skip_seen=False, remember=False))
+            lambda: _chronological(list(self._scan(self.base, skip_seen=False, remember=False)))
         )
         await self._emit(found, events, new, retroactive=True)
 
@@ -268,6 +278,7 @@ class FileMonitor:
         catch_up: bool = False,
     ) -> None:
         for ch in changes:
+            self._gate.noticed(ch.path)  # it may be a sentinel a held trigger waits for
             rel = ch.path[len(self.base) + 1 :]  # every path here is below self.base
             for rule in rules:
                 pattern = rule.pattern
@@ -283,17 +294,19 @@ class FileMonitor:
                         extras["retroactive"] = True
                     if catch_up:
                         extras["catch_up"] = True
-                    await events.put(
-                        Event(
-                            kind="file",
-                            path=ch.path,
-                            base=self.base,
-                            rule=rule,
-                            change=ch.change,
-                            extras=extras,
-                            key=ch.key(),
-                        )
+                    event = Event(
+                        kind="file",
+                        path=ch.path,
+                        base=self.base,
+                        rule=rule,
+                        change=ch.change,
+                        extras=extras,
+                        key=ch.key(),
                     )
+                    if Gate.needed(pattern):
+                        self._gate.offer(event)
+                    else:
+                        await events.put(event)
 
     # -- in a worker thread -------------------------------------------------------------------
 
@@ -350,7 +363,7 @@ class FileMonitor:
             for folder in sorted(touched):
                 if os.path.isdir(folder):
                     out.extend(self._scan(folder, recurse=False))
-        return out
+        return _chronological(out)
 
     def _scan(
         self,
@@ -421,6 +434,16 @@ class _Filter:
         if any(p in self.dirs for p in parts):
             return False
         return not any(r.search(parts[-1]) for r in self.names)
+
+
+def _chronological(changes: list[_Change]) -> list[_Change]:
+    """In the order the files were written (then by name), deletions last: so "the latest"
+    of a burst means something."""
+    return sorted(changes, key=lambda c: (c.sig.mtime_ns if c.sig else 1 << 63, c.path))
+
+
+async def _nowhere(event: Event) -> None:
+    raise RuntimeError("the file monitor is not running")
 
 
 def _fs_now() -> float:
