@@ -277,7 +277,7 @@ def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
                 ]
             )
             where = _hostport(p.host, ports.get(rule.name, p.port))
-            out.append(f"echo 'hello world' | meow-async send{opts} {where} -")
+            out.append(f"printf 'hello world' | meow-async send{opts} {where} -")
             break
     return out
 

@@ -100,7 +100,10 @@ class Handler:
             "pattern": pattern.name,
             "recipe": recipe.name,
             "recipe_kind": recipe.kind,
-            "event": event.to_dict(),
+            "event": event.to_dict()
+            if event.kind != "network"
+            # The spool copy is gone once handled: point at the job's own.
+            else {**event.to_dict(), "path": path, "received_as": event.path},
             "parameters": params,
             "outputs": outputs,
             "sweep": point,

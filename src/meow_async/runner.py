@@ -84,6 +84,7 @@ class Runner:
         self._watching_since: float | None = None
         self._last_checkpoint = 0.0
         self._held_at_stop: float | None = None
+        self._unhandled: float | None = None  # the oldest event that failed to make its job
         self._later: set[asyncio.Task[None]] = set()  # retries waiting for their backoff
         self.files = FileMonitor(
             self.config.base_dir,
@@ -101,6 +102,7 @@ class Runner:
             durable=self.config.durable,
         )
         self.monitors: list[Monitor] = [self.files, self.network]
+        self.network.check()  # patterns that share a port must agree on its settings
         self.stats = RunnerStats()
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
@@ -237,7 +239,7 @@ class Runner:
             for t in (force, drained, *workers, *self._later):
                 t.cancel()
         self.network.close_journal()
-        if self._watching_since is not None and self._held_at_stop is None:
+        if self._watching_since is not None and self._held_at_stop is None and not self._unhandled:
             # Every change seen was drained into jobs: the next start looks from here on.
             await asyncio.to_thread(self.state.save, time.time() - _MARGIN)
         self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
@@ -285,8 +287,10 @@ class Runner:
         # Changes inside the watcher's current batch are not in the queue yet: keep a margin.
         # Triggers held back until their files are complete are not either.
         mark = max(self._watching_since, now - _MARGIN)
-        held = self.files.oldest_held()
-        self.state.save(mark if held is None else min(mark, held - _MARGIN))
+        for since in (self.files.oldest_held(), self._unhandled):
+            if since is not None:
+                mark = min(mark, since - _MARGIN)
+        self.state.save(mark)
 
     async def wait_ready(self) -> None:
         """Wait until every monitor is live, e.g. after adding the first file rule at run time.
@@ -329,33 +333,36 @@ class Runner:
     async def _handle(self, events: asyncio.Queue[Event], jobs: asyncio.Queue[Job]) -> None:
         while True:
             event = await events.get()
+            handled = False
             try:
                 self.stats.events += 1
                 try:
                     made = await self.handler.handle(event)
                 except Exception as e:  # a disk error must not stop other rules
                     self.stats.handler_errors += 1
+                    # Not handled: the watermark stays before it and a network message stays
+                    # spooled and journaled, so the next start tries again.
+                    self._unhandled = min(self._unhandled or event.time, event.time)
                     logger.error(
-                        "event %s %s (rule %s): could not make a job: %s",
-                        event.change,
-                        event.path,
+                        "%s (rule %s): could not make its job, kept for the next start: %s",
+                        _what(event),
                         event.rule.name,
                         e,
                     )
                     continue
+                handled = True
                 self.stats.jobs += len(made)
                 if logger.isEnabledFor(logging.INFO):
                     logger.info(
-                        "event %s %s -> rule %s: %s",
-                        event.change or event.kind,
-                        event.rel_path,
+                        "%s -> rule %s: %s",
+                        _what(event),
                         event.rule.name,
                         "job " + ", ".join(j.id for j in made) if made else "jobs made before",
                     )
                 for job in made:
                     await jobs.put(job)
             finally:
-                if event.release is not None:
+                if handled and event.release is not None:
                     event.release()
                 events.task_done()
                 self._checkpoint(events)
@@ -472,3 +479,10 @@ class Runner:
 _MARGIN = 2.0
 #: The watermark is written at most this often (seconds) while running.
 _CHECKPOINT_EVERY = 5.0
+
+
+def _what(event: Event) -> str:
+    """An event in a log line: the file, or the message."""
+    if event.kind == "network":
+        return f"message {event.extras.get('message_id')} from {event.extras.get('peer')}"
+    return f"{event.change or event.kind} {event.rel_path}"

@@ -57,18 +57,24 @@ async def send(
         raise ValueError(f"unknown framing {framing!r}: choose from {', '.join(FRAMINGS)}")
     if tls is not None and framing == "connection" and ack:
         raise ValueError("ack over TLS needs framing 'delimiter' or 'length'")
+    if isinstance(data, str | os.PathLike) and not await asyncio.to_thread(os.path.isfile, data):
+        raise SendError(f"no such file: {os.fspath(data)}")
+    # Before connecting: a wrong argument must not leave a half-sent message behind.
+    if framing == "length":
+        size, chunks = await asyncio.to_thread(_sized, data)
+    else:
+        size, chunks = 0, _chunks(data)
     try:
         reader, writer = await asyncio.open_connection(
             host, port, ssl=tls, server_hostname=server_hostname if tls else None
         )
+    except ConnectionRefusedError:
+        raise SendError(f"cannot connect to {host}:{port}: connection refused") from None
     except OSError as e:
         raise SendError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
     try:
         if framing == "length":
-            size, chunks = _sized(data)
             writer.write(struct.pack(">I", size))
-        else:
-            chunks = _chunks(data)
         async for chunk in chunks:
             writer.write(chunk)
             await writer.drain()  # stream: never the whole payload in memory

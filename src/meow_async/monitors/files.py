@@ -73,7 +73,7 @@ class _StopWhen:
         self.cancelled = False
 
     def is_set(self) -> bool:
-        return self.cancelled or self._stop.is_set() or not self._monitor.rules()
+        return self.cancelled or self._stop.is_set() or self._monitor.unwatch
 
 
 class FileMonitor:
@@ -117,6 +117,8 @@ class FileMonitor:
         self.catch_up_since = catch_up_since
         self._on_watch = on_watch
         self._gate = Gate(_nowhere)
+        #: Set when no rule needs the watch any more; read by the watcher thread.
+        self.unwatch = False
         workflow.add_validator(self._validate)
         self._notify: RustNotify | None = None
         #: Set while every change under ``base_dir`` that a rule needs will be seen.
@@ -180,8 +182,15 @@ class FileMonitor:
 
         def on_change() -> None:
             wake.set()
-            if self.rules() and self._notify is None:
+            if self.rules() and (self._notify is None or self.unwatch):
                 self.ready.clear()  # a watch is about to start: not ready until it is live
+            # Decide on stopping the watch once the caller's changes are all made: rules
+            # removed and added back in one go never stop it.
+            asyncio.get_running_loop().call_soon(review)
+
+        def review() -> None:
+            if not self.rules() and self._notify is not None:
+                self.unwatch = True  # the watcher thread returns within step_ms
 
         unsubscribe = self.workflow.subscribe(on_change)
         try:
@@ -203,11 +212,14 @@ class FileMonitor:
     async def _watch_while_needed(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
         """One inotify watch, from set-up (then ``ready``) until no rule needs it."""
         until = _StopWhen(stop, self)
+        self.unwatch = False
         # RustNotify sets its (recursive) watches when made: after this, no change is missed.
         # awatch would hide that moment, which ``ready`` and the runner's ``started`` need.
-        since = await asyncio.to_thread(_fs_now)
         notify = await asyncio.to_thread(RustNotify, [self.base], False, False, 300, True, False)
         self._notify = notify
+        # From here the watcher reports every change: a scan leaves changes at or after this
+        # moment to it, so it never reports a file half-way through a write it also sees.
+        since = await asyncio.to_thread(_fs_now)
         if self.catch_up_since is not None:
             # Changes made while nobody watched (after the last run's watch began): found
             # now the watch is live, so none falls between. Jobs already made are skipped.
@@ -215,7 +227,7 @@ class FileMonitor:
             self.catch_up_since = None
             found = await asyncio.to_thread(
                 lambda: _chronological(
-                    list(self._scan(self.base, skip_seen=False, changed_since=cutoff))
+                    list(self._scan(self.base, skip_seen=False, changed_since=cutoff, before=since))
                 )
             )
             await self._emit(found, events, self.rules(), catch_up=True)
@@ -261,10 +273,13 @@ class FileMonitor:
             return
         await self.ready.wait()  # scan only once the watch is live, so no file falls between
         self._retro_done.update(r.name for r in new)
+        before = await asyncio.to_thread(_fs_now)  # later changes: the live watch has them
         # Not remembered as seen: these events are for the new rules only, and the others
         # must still hear of a change the watcher reports meanwhile (job ids dedupe).
         found = await asyncio.to_thread(
-            lambda: _chronological(list(self._scan(self.base, skip_seen=False, remember=False)))
+            lambda: _chronological(
+                list(self._scan(self.base, skip_seen=False, remember=False, before=before))
+            )
         )
         await self._emit(found, events, new, retroactive=True)
 
@@ -372,6 +387,7 @@ class FileMonitor:
         skip_seen: bool = True,
         recurse: bool = True,
         changed_since: float | None = None,
+        before: float | None = None,
         remember: bool = True,
     ) -> Iterator[_Change]:
         """Regular files below ``top`` (ignored folders pruned) as fresh creations; with
@@ -398,6 +414,8 @@ class FileMonitor:
                     continue
                 if changed_since is not None and st.st_ctime < changed_since:
                     continue
+                if before is not None and st.st_ctime >= before:
+                    continue  # changed while the watch was live: the watcher reports it
                 with self._seen_lock:
                     if skip_seen and self._seen.get(path) == _sig(st):
                         continue

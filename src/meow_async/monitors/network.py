@@ -56,10 +56,17 @@ class _Listener:
     server: asyncio.Server | None = None
     slots: asyncio.Semaphore = field(init=False)
     port: int = field(init=False)
+    tls: ssl.SSLContext | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.pattern.max_connections)
         self.port = self.sock.getsockname()[1]
+        try:
+            # Loaded now, with the bind: bad TLS files are an error at the call that asked.
+            self.tls = _tls_context(self.pattern) if self.pattern.tls else None
+        except MonitorError:
+            self.sock.close()
+            raise
 
     def describe(self) -> str:
         host = f"[{self.key[0]}]" if ":" in self.key[0] else self.key[0]
@@ -116,6 +123,10 @@ class NetworkMonitor:
         return [r for r in rules.values() if isinstance(r.pattern, NetworkPattern)]
 
     # -- rule changes -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """MonitorError if patterns sharing a port disagree on its settings."""
+        self._wanted(self.rules())
 
     def _validate(self, rules: dict[str, Rule]) -> None:
         """Refuse inconsistent listeners; while running, bind new ports now so errors are
@@ -180,14 +191,17 @@ class NetworkMonitor:
                 del self._listeners[key]
                 await self._close(lst)
                 if want is not None:
-                    self._listeners[key] = _Listener(key, want, _bind(want, quiet=True))
+                    try:
+                        self._listeners[key] = _Listener(key, want, _bind(want, quiet=True))
+                    except MonitorError as e:  # taken meanwhile: the rest keeps serving
+                        logger.error("%s; its rules receive nothing until it is changed", e)
         for lst in self._listeners.values():
             if lst.server is None:
                 await self._open(lst)
 
     async def _open(self, lst: _Listener) -> None:
         pattern = lst.pattern
-        ctx = _tls_context(pattern) if pattern.tls else None
+        ctx = lst.tls
 
         async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._serve(lst, reader, writer)
@@ -258,7 +272,8 @@ class NetworkMonitor:
                 if getattr(p, f) != getattr(other, f):
                     raise MonitorError(
                         "network",
-                        f"patterns {other.name!r} and {p.name!r} share port {p.port} but differ in "
+                        f"patterns {other.name!r} and {p.name!r} share port {p.port or other.port} "
+                        "but differ in "
                         f"{f} ({getattr(other, f)!r} vs {getattr(p, f)!r}); one listener serves a "
                         "port, so its settings must match",
                     )
@@ -307,7 +322,7 @@ class NetworkMonitor:
             )
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as e:
             logger.warning(
-                "%s from %s: connection lost mid-message (%s), nothing kept",
+                "%s from %s: connection lost (%s); an unfinished message, if any, was dropped",
                 lst.describe(),
                 peer,
                 type(e).__name__,
@@ -672,6 +687,8 @@ def _tls_context(pattern: NetworkPattern) -> ssl.SSLContext:
 
 def _peer(writer: asyncio.StreamWriter) -> str:
     addr = writer.get_extra_info("peername")
+    if addr is None:
+        return "an unknown peer (gone already)"
     if isinstance(addr, tuple) and len(addr) >= 2:
         host = f"[{addr[0]}]" if ":" in str(addr[0]) else str(addr[0])
         return f"{host}:{addr[1]}"
