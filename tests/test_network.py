@@ -538,3 +538,22 @@ async def test_spool_files_are_removed_on_stop(ws: Workspace) -> None:
         await poll_until(lambda: any(r.spool_dir.glob("*.part")))
     assert spooled(r.spool_dir) == []
     w.close()
+
+
+async def test_bad_tls_files_are_refused_at_the_call(ws: Workspace, pki: dict[str, Any]) -> None:
+    other = trustme.CA().issue_cert("127.0.0.1")
+    wrong_key = ws.root / "wrong.key"
+    other.private_key_pem.write_to_path(str(wrong_key))
+    async with ws.runner([net("ok")], [sh_recipe("r", CAT)]) as r:
+        with pytest.raises(MonitorError, match=r"pattern 'bad'.*cannot load TLS files"):
+            r.add_pattern(
+                net("bad", framing="length", tls_cert=str(pki["cert"]), tls_key=str(wrong_key))
+            )
+        assert set(r.rules) == {"ok"}
+        await raw_send(r.ports()["ok"], b"the runner is still up")
+        await until_finished(r, 1)
+
+
+def test_patterns_sharing_a_port_that_disagree_fail_when_made(ws: Workspace) -> None:
+    with pytest.raises(MonitorError, match="share port 7399 but differ in ack"):
+        ws.runner([net("a", port=7399), net("b", port=7399, ack=True)], [sh_recipe("r")])
