@@ -63,11 +63,18 @@ class MeowRun:
     for tests that must act the moment something is printed.
     """
 
-    def __init__(self, *args: str | Path, cwd: Path, on_stdout: LineHook | None = None) -> None:
+    def __init__(
+        self,
+        *args: str | Path,
+        cwd: Path,
+        on_stdout: LineHook | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.args = [str(a) for a in args]
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "meow_async", "run", *self.args],
             cwd=cwd,
+            preexec_fn=preexec_fn,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

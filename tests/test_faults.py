@@ -8,6 +8,7 @@ runner is killed, as long as it is started again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -19,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from meow_async import send
+from meow_async import SendError, send
 
 from .conftest import wait_until_sync
 from .test_cli import MeowRun
@@ -193,3 +194,34 @@ def test_a_flood_beyond_the_limits_is_slowed_not_dropped(
     print(f"\nflood of {n} x {size // 1024} KiB: peak RSS grew {growth_mib:.1f} MiB")
     assert growth_mib < 100
     assert {j["event"]["message_id"] for j in _jobs(tmp_path)} == set(ids)
+
+
+def test_a_full_spool_refuses_the_message_and_keeps_serving(
+    tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """RLIMIT_FSIZE stands in for a full disk: writes past 1 MiB fail, as on a full spool."""
+    import resource
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    _workflow(tmp_path, unused_tcp_port)
+    with MeowRun("workflow.yaml", cwd=tmp_path, preexec_fn=limit) as run:
+        run.wait_for("Try it:")
+
+        async def go() -> str | None:
+            with contextlib.suppress(SendError):
+                await send("127.0.0.1", unused_tcp_port, b"x" * (2 << 20), ack=True)
+                raise AssertionError("a message that could not be stored was acknowledged")
+            return await send("127.0.0.1", unused_tcp_port, b"small", ack=True)
+
+        msg_id = asyncio.run(go())
+        run.wait_for("could not store the message", stream="stderr")
+        wait_until_sync(lambda: any(j["state"] == "done" for j in _jobs(tmp_path)))
+        run.proc.send_signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+    (job,) = _jobs(tmp_path)
+    assert job["event"]["message_id"] == msg_id
+    assert "not acknowledged" in run.stderr
+    assert not list((tmp_path / "spool").glob("*.part"))

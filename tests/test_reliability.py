@@ -365,3 +365,34 @@ async def test_coalesce_makes_one_job_for_the_latest_file_of_a_burst(ws: Workspa
     assert Path(first["event"]["path"]).name == "19.raw"
     assert Path(second["event"]["path"]).name == "later.raw"
     assert r.stats.jobs == 2
+
+
+async def test_an_unwritable_jobs_folder_loses_nothing(ws: Workspace) -> None:
+    """The jobs folder turns unwritable (chattr +i; even root is refused): events fail to
+    make jobs, are logged and kept, the runner keeps serving, and a restart makes them."""
+    patterns = [
+        FilePattern(name="f", glob="*.dat", recipe="r"),
+        NetworkPattern(name="n", port=0, recipe="r", ack=True),
+    ]
+    try:
+        async with ws.runner(patterns, [sh_recipe("r", "true")]) as r:
+            if subprocess.run(["chattr", "+i", str(ws.jobs)], check=False).returncode:
+                pytest.skip("chattr +i is not available here")
+            ws.write("a.dat")
+            acked = await send("127.0.0.1", r.ports()["n"], b"kept", ack=True)
+            async with asyncio.timeout(WAIT):
+                await r.wait_for(lambda s: s.handler_errors == 2)
+            subprocess.run(["chattr", "-i", str(ws.jobs)], check=True)
+            ws.write("b.dat")
+            await until(r, 1)
+    finally:
+        subprocess.run(["chattr", "-i", str(ws.jobs)], check=False)
+    assert inputs(ws, "f") == ["b.dat"]
+    async with ws.runner(patterns, [sh_recipe("r", "true")]) as r2:
+        await until(r2, 2)
+    jobs = ws.jobs_list()
+    assert sorted(Path(j["event"]["path"]).name for j in jobs if j["rule"] == "f") == [
+        "a.dat",
+        "b.dat",
+    ]
+    assert [j["event"]["message_id"] for j in jobs if j["rule"] == "n"] == [acked]

@@ -241,7 +241,10 @@ class Runner:
         self.network.close_journal()
         if self._watching_since is not None and self._held_at_stop is None and not self._unhandled:
             # Every change seen was drained into jobs: the next start looks from here on.
-            await asyncio.to_thread(self.state.save, time.time() - _MARGIN)
+            try:
+                await asyncio.to_thread(self.state.save, time.time() - _MARGIN)
+            except OSError as e:
+                logger.warning("could not save the runner's state in %s: %s", self.jobs_dir, e)
         self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
         self._notify()
         s = self.stats
@@ -290,7 +293,10 @@ class Runner:
         for since in (self.files.oldest_held(), self._unhandled):
             if since is not None:
                 mark = min(mark, since - _MARGIN)
-        self.state.save(mark)
+        try:
+            self.state.save(mark)
+        except OSError as e:  # an unwritable jobs folder is logged by the handler already
+            logger.debug("could not save the runner's state: %s", e)
 
     async def wait_ready(self) -> None:
         """Wait until every monitor is live, e.g. after adding the first file rule at run time.

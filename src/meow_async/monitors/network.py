@@ -327,6 +327,15 @@ class NetworkMonitor:
                 peer,
                 type(e).__name__,
             )
+        except OSError as e:  # the spool: disk full, file too large, folder gone...
+            logger.error(
+                "%s from %s: could not store the message in %s (%s); nothing kept, not "
+                "acknowledged",
+                lst.describe(),
+                peer,
+                self.spool_dir,
+                e.strerror or e,
+            )
         except asyncio.CancelledError:
             pass  # stopping: an incomplete message was never accepted
         finally:
