@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from meow_async import FilePattern, JobState, NetworkPattern, Runner, read_meta, send
+from meow_async import (
+    FilePattern,
+    JobState,
+    NetworkPattern,
+    Pattern,
+    Runner,
+    read_meta,
+    send,
+)
 from meow_async.conductors import process_start_time
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, sh_recipe
@@ -370,7 +378,7 @@ async def test_coalesce_makes_one_job_for_the_latest_file_of_a_burst(ws: Workspa
 async def test_an_unwritable_jobs_folder_loses_nothing(ws: Workspace) -> None:
     """The jobs folder turns unwritable (chattr +i; even root is refused): events fail to
     make jobs, are logged and kept, the runner keeps serving, and a restart makes them."""
-    patterns = [
+    patterns: list[Pattern] = [
         FilePattern(name="f", glob="*.dat", recipe="r"),
         NetworkPattern(name="n", port=0, recipe="r", ack=True),
     ]
