@@ -235,3 +235,45 @@ async def test_a_retroactive_rule_added_later_sees_files_other_rules_saw(tmp_pat
         )
         stop.set()
         await task
+
+
+async def test_a_kernel_queue_overflow_is_caught_by_a_rescan(tmp_path: Path) -> None:
+    """inotify drops changes past max_queued_events and watchfiles does not say so: after a
+    large batch the monitor looks again at the folders it touched. The limit is read when an
+    inotify instance is made, so lowering it only while ours is made touches nothing else."""
+    knob = Path("/proc/sys/fs/inotify/max_queued_events")
+    try:
+        old = knob.read_text()
+        knob.write_text("16")
+    except OSError:
+        pytest.skip("needs root to lower fs.inotify.max_queued_events")
+    (tmp_path / "in").mkdir()  # watched from the start: only inotify reports its files
+    try:
+        monitor = FileMonitor(
+            tmp_path, Workflow([pat("p", "in/*.dat")], [py_recipe("r")]), rescan_after=50
+        )
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        stop = asyncio.Event()
+        task = asyncio.create_task(monitor.run(events, stop))
+        async with asyncio.timeout(WAIT):
+            await monitor.ready.wait()
+    finally:
+        knob.write_text(old)
+    names = {f"{i:04d}.dat" for i in range(2000)}
+    # Made outside the watch, then moved in by one process, as fast as it can rename: faster
+    # than inotify's queue is read. A rename keeps each file in one state.
+    staging = tmp_path.parent / f"{tmp_path.name}-staging"
+    staging.mkdir()
+    for name in names:
+        (staging / name).write_text("x")
+    mv = await asyncio.create_subprocess_exec(
+        "bash", "-c", f"mv {staging}/*.dat {tmp_path / 'in'}/"
+    )
+    assert await mv.wait() == 0
+    got: list[str] = []
+    async with asyncio.timeout(WAIT):
+        while len(set(got)) < len(names):
+            got.append(Path((await events.get()).path).name)
+    stop.set()
+    await task
+    assert sorted(got) == sorted(names)  # all of them, once each
