@@ -92,3 +92,37 @@ def check_params(where: str, field: str, value: object) -> dict[str, Any]:
         check_variable(where, f"{field}.{k}" if isinstance(k, str) else field, k)
         check_value(where, f"{field}.{k}", v)
     return dict(value)
+
+
+def check_seconds(where: str, field: str, value: object, *, above_zero: bool = False) -> None:
+    """A finite number of seconds, at least 0 (or above 0)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (above_zero and value == 0)
+    ):
+        bound = "above 0" if above_zero else "0 or more"
+        raise ConfigError(
+            f"expected a number of seconds, {bound}", where=where, field=field, value=value
+        )
+
+
+def check_count(
+    where: str, field: str, value: object, *, low: int = 1, high: int | None = None
+) -> None:
+    """A whole number in [low, high]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ConfigError(f"expected a whole number {span}", where=where, field=field, value=value)
+
+
+def check_flag(where: str, field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError("expected true or false", where=where, field=field, value=value)

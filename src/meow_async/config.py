@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ._checks import check_count, check_flag, check_seconds
 from .exceptions import ConfigError
 from .monitors.files import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS
 from .monitors.network import DEFAULT_CHUNK_SIZE
@@ -69,29 +69,10 @@ class RunnerConfig:
             "watch_debounce_ms",
             "chunk_size",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    "expected a whole number of at least 1", where="runner", field=name, value=value
-                )
+            check_count("runner", name, getattr(self, name))
         for name in ("shutdown_timeout", "kill_timeout"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigError(
-                    "expected a number of seconds, 0 or more",
-                    where="runner",
-                    field=name,
-                    value=value,
-                )
-        if not isinstance(self.durable, bool):
-            raise ConfigError(
-                "expected true or false", where="runner", field="durable", value=self.durable
-            )
+            check_seconds("runner", name, getattr(self, name))
+        check_flag("runner", "durable", self.durable)
         if self.watch_debounce_ms < self.watch_step_ms:
             raise ConfigError(
                 "must be at least watch_step_ms",

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, cast
 
-from ._checks import check_name, check_params, check_variable
+from ._checks import (
+    check_count,
+    check_flag,
+    check_name,
+    check_params,
+    check_seconds,
+    check_variable,
+)
 from .exceptions import ConfigError
 from .globs import compile_glob
 
@@ -138,24 +145,8 @@ class _PatternBase:
                     field="outputs" if var in self.outputs else "sweep",
                     value=var,
                 )
-        retries: object = self.retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
-            raise ConfigError(
-                "expected a whole number from 0 to 100", where=where, field="retries", value=retries
-            )
-        backoff: object = self.retry_backoff
-        if (
-            isinstance(backoff, bool)
-            or not isinstance(backoff, int | float)
-            or not math.isfinite(backoff)
-            or backoff < 0
-        ):
-            raise ConfigError(
-                "expected a number of seconds, 0 or more",
-                where=where,
-                field="retry_backoff",
-                value=backoff,
-            )
+        check_count(where, "retries", self.retries, low=0, high=100)
+        check_seconds(where, "retry_backoff", self.retry_backoff)
         if self.on_restart not in ON_RESTART:
             raise ConfigError(
                 f"expected one of {', '.join(ON_RESTART)}",
@@ -233,16 +224,7 @@ class FilePattern(_PatternBase):
             )
         object.__setattr__(self, "changes", parsed)
         for name in ("settle", "min_age", "coalesce"):
-            v: object = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, int | float)
-                or not math.isfinite(v)
-                or v < 0
-            ):
-                raise ConfigError(
-                    "expected a number of seconds, 0 or more", where=where, field=name, value=v
-                )
+            check_seconds(where, name, getattr(self, name))
         sentinel: object = self.sentinel
         if sentinel is not None and (
             not isinstance(sentinel, str)
@@ -338,26 +320,9 @@ class NetworkPattern(_PatternBase):
                 "expected a non-empty string", where=where, field="delimiter", value=delimiter
             )
         for name in ("max_size", "max_connections"):
-            v: object = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(
-                    "expected a whole number of at least 1", where=where, field=name, value=v
-                )
-        idle: object = self.idle_timeout
-        if (
-            isinstance(idle, bool)
-            or not isinstance(idle, int | float)
-            or not math.isfinite(idle)
-            or idle <= 0
-        ):
-            raise ConfigError(
-                "expected a number of seconds above 0",
-                where=where,
-                field="idle_timeout",
-                value=idle,
-            )
-        if not isinstance(self.ack, bool):
-            raise ConfigError("expected true or false", where=where, field="ack", value=self.ack)
+            check_count(where, name, getattr(self, name))
+        check_seconds(where, "idle_timeout", self.idle_timeout, above_zero=True)
+        check_flag(where, "ack", self.ack)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError(
                 "TLS needs both tls_cert and tls_key",

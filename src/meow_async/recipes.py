@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import shlex
 import sys
 from collections.abc import Mapping
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._checks import check_name, check_params
+from ._checks import check_name, check_params, check_seconds
 from .exceptions import ConfigError
 
 __all__ = ["BashRecipe", "PythonRecipe", "Recipe"]
@@ -40,16 +39,8 @@ class _RecipeBase:
         check_name("recipe", "name", self.name)
         where = f"recipe {self.name!r}"
         object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
-        timeout: object = self.timeout
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigError(
-                "expected a number of seconds above 0", where=where, field="timeout", value=timeout
-            )
+        if self.timeout is not None:
+            check_seconds(where, "timeout", self.timeout, above_zero=True)
         if (self.script is None) == (self.file is None):
             raise ConfigError(
                 "give exactly one of 'script' (inline text) or 'file'",

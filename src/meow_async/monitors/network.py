@@ -28,7 +28,7 @@ from typing import IO, Any
 from ..events import Event
 from ..exceptions import MonitorError
 from ..jobs import fsync_dir
-from ..patterns import NetworkPattern
+from ..patterns import LISTENER_FIELDS, NetworkPattern
 from ..rules import Rule
 from ..workflow import Workflow
 
@@ -258,17 +258,7 @@ class NetworkMonitor:
             if other is None:
                 out[key] = p
                 continue
-            for f in (
-                "framing",
-                "delimiter",
-                "max_size",
-                "max_connections",
-                "idle_timeout",
-                "ack",
-                "tls_cert",
-                "tls_key",
-                "tls_client_ca",
-            ):
+            for f in LISTENER_FIELDS[1:]:  # the host is part of the key already
                 if getattr(p, f) != getattr(other, f):
                     raise MonitorError(
                         "network",
