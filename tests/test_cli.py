@@ -813,7 +813,8 @@ def test_send_to_the_example_runs_the_chain(tmp_path: Path) -> None:
         run.wait_ready()
         match = re.search(r"tcp 127\.0\.0\.1:(\d+)", run.stdout)
         assert match, run.report()
-        assert f"meow-async send --ack 127.0.0.1:{match[1]} -" in run.stdout  # the hint
+        # The hint names the program as it was started (here: python -m meow_async).
+        assert f"-m meow_async send --ack 127.0.0.1:{match[1]} -" in run.stdout
         (tmp_path / "msg.txt").write_text("three little words")
         sent = meow("send", "--ack", f"127.0.0.1:{match[1]}", tmp_path / "msg.txt", cwd=root)
         assert sent.returncode == 0, sent.stderr

@@ -253,7 +253,7 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
             f"{rule.recipe.kind} recipe {rule.recipe.name}"
         )
     out.extend(f"Try it: {hint}" for hint in _hints(runner, ports))
-    out.append(f"Then: meow-async jobs {_rel(runner.jobs_dir)}   (Ctrl+C stops)")
+    out.append(f"Then: {_prog()} jobs {_rel(runner.jobs_dir)}   (Ctrl+C stops)")
     print("\n".join(out), flush=True)
 
 
@@ -277,9 +277,24 @@ def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
                 ]
             )
             where = _hostport(p.host, ports.get(rule.name, p.port))
-            out.append(f"printf 'hello world' | meow-async send{opts} {where} -")
+            out.append(f"printf 'hello world' | {_prog()} send{opts} {where} -")
             break
     return out
+
+
+def _prog() -> str:
+    """How the user started us, so hints can be pasted as they are (venv not activated)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "meow-async"
+    if argv0.endswith("__main__.py"):
+        return f"{_short(sys.executable)} -m meow_async"
+    if os.sep not in argv0:
+        return argv0  # found on PATH
+    return _short(argv0)
+
+
+def _short(path: str) -> str:
+    rel = _rel(Path(path))
+    return rel if not rel.startswith("..") else path
 
 
 def _hostport(host: str, port: int) -> str:
