@@ -662,7 +662,7 @@ def test_one_signal_waits_for_the_running_job(tmp_path: Path, sig: signal.Signal
     assert meta["state"] == "done", run.report()
     assert meta["exit_code"] == 0
     assert (job_dir / "stdout.txt").read_text() == "finished\n"
-    assert "1 jobs: 1 done, 0 failed, 0 left queued" in run.stderr
+    assert "1 jobs: 1 done, 0 failed, 0 skipped, 0 left queued" in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -742,7 +742,7 @@ def test_a_stop_leaves_jobs_that_had_not_started_queued(tmp_path: Path) -> None:
         wait_until_sync(lambda: len(job_metas(jobs_dir)) == 2, SHORT)
         run.signal(signal.SIGINT)
         assert run.wait_exit(SHORT) == 0, run.report()
-    assert "2 jobs: 0 done, 1 failed, 1 left queued" in run.stderr, run.report()
+    assert "2 jobs: 0 done, 1 failed, 0 skipped, 1 left queued" in run.stderr, run.report()
     by_file = {Path(m["event"]["path"]).name: m for m in job_metas(jobs_dir)}
     assert by_file["one.txt"]["state"] == "failed"
     assert by_file["two.txt"]["state"] == "queued"

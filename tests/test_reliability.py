@@ -14,6 +14,7 @@ import pytest
 
 from meow_async import (
     FilePattern,
+    Job,
     JobState,
     NetworkPattern,
     Pattern,
@@ -404,3 +405,43 @@ async def test_an_unwritable_jobs_folder_loses_nothing(ws: Workspace) -> None:
         "b.dat",
     ]
     assert [j["event"]["message_id"] for j in jobs if j["rule"] == "n"] == [acked]
+
+
+async def test_a_held_caught_up_file_survives_a_kill_after_a_checkpoint(ws: Workspace) -> None:
+    """A file found by the catch-up scan and held back (settle) must keep the watermark
+    before its ctime, or a kill now would lose it for good."""
+    held = FilePattern(name="held", glob="*.raw", recipe="r", settle=30)
+    quick = FilePattern(name="quick", glob="*.go", recipe="r")
+    async with ws.runner([held, quick], [sh_recipe("r", "true")]):
+        pass  # a first run: the watermark starts here
+    ws.write("a.raw")  # while down
+    r2 = ws.runner([held, quick], [sh_recipe("r", "true")])
+    task = asyncio.create_task(r2.run())
+    async with asyncio.timeout(WAIT):
+        await r2.started.wait()
+        await poll_until(lambda: r2.files.oldest_held() is not None)
+        ws.write("x.go")  # handled: the runner checkpoints its watermark
+        await until(r2, 1)
+    task.cancel()  # killed: no clean stop, no last save
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    fast = FilePattern(name="held", glob="*.raw", recipe="r", settle=0.05)
+    async with ws.runner([fast, quick], [sh_recipe("r", "true")]) as r3:
+        await until(r3, 1)
+    assert inputs(ws, "held") == ["a.raw"]
+
+
+async def test_retries_are_counted_by_the_runner_whatever_the_conductor(ws: Workspace) -> None:
+    class Failing:
+        calls = 0
+
+        async def execute(self, job: Job) -> JobState:
+            Failing.calls += 1
+            return JobState.failed  # records no attempt
+
+    pattern = FilePattern(name="p", glob="*.go", recipe="r", retries=2, retry_backoff=0)
+    runner = Runner([pattern], [sh_recipe("r")], config=ws.config(), conductor=Failing())
+    async with runner:
+        ws.write("a.go")
+        await until(runner, 1)
+    assert Failing.calls == 3

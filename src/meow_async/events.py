@@ -35,6 +35,9 @@ class Event:
     #: retroactive scan): jobs are named from it, so handling it twice makes no second job.
     #: Empty: every event is new.
     key: str = ""
+    #: When the trigger happened on disk (a file's ctime): a restart's catch-up must look
+    #: back at least this far while the event is not handled. None: ``time``.
+    changed_at: float | None = None
     #: Called once the event has been turned into jobs (or failed to be): frees its payload.
     release: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from .events import Event
-from .jobs import META_FILE, PARAMS_FILE, Job, JobState, job_id_for, new_job_id, write_meta
+from .jobs import (
+    META_FILE,
+    PARAMS_FILE,
+    Job,
+    JobState,
+    fsync_dir,
+    job_id_for,
+    new_job_id,
+    write_meta,
+)
 from .templates import expand, keyword_values
 
 __all__ = ["Handler"]
@@ -80,9 +89,9 @@ class Handler:
             pattern.variable: path,
         }
         script = job_dir / f"script{recipe.suffix}"
-        script.write_text(recipe.render(params), encoding="utf-8")
         params_file = job_dir / PARAMS_FILE
-        params_file.write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+        _write(script, recipe.render(params), self.durable)
+        _write(params_file, json.dumps(params, indent=2) + "\n", self.durable)
         argv = recipe.command(script)
         env = {
             "MEOW_JOB_ID": job_id,
@@ -119,6 +128,8 @@ class Handler:
             "env": env,
         }
         write_meta(job_dir, meta, durable=self.durable)  # last: its presence means "made"
+        if self.durable:
+            fsync_dir(self.jobs_root)  # the job folder's own entry
         return Job(id=job_id, dir=job_dir, argv=argv, env=env, meta=meta, durable=self.durable)
 
 
@@ -132,3 +143,11 @@ def _adopt(payload: Path, job_dir: Path) -> Path:
             raise
         shutil.copyfile(payload, local)
     return local
+
+
+def _write(path: Path, text: str, durable: bool) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())

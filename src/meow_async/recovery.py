@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .conductors import process_start_time
-from .jobs import Job, JobState, iter_jobs, write_meta
+from .jobs import Job, JobState, fsync_dir, iter_jobs, write_meta
 from .rules import Rule
 
 __all__ = ["Recovered", "RunnerState", "recover_jobs"]
@@ -98,8 +98,9 @@ class RunnerState:
     files changed (ctime) after it, so what arrived while no runner watched triggers once.
     """
 
-    def __init__(self, jobs_root: Path) -> None:
+    def __init__(self, jobs_root: Path, *, durable: bool = False) -> None:
         self.path = jobs_root / STATE_FILE
+        self.durable = durable
         self.watermark: float | None = None
         with contextlib.suppress(OSError, ValueError, TypeError):
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -110,5 +111,11 @@ class RunnerState:
             return
         self.watermark = watermark
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"watermark": watermark}) + "\n", encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"watermark": watermark}) + "\n")
+            if self.durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        if self.durable:
+            fsync_dir(self.path.parent)

@@ -80,11 +80,14 @@ class Runner:
         self.spool_dir = self.config.spool_dir.absolute()
         self.conductor = conductor or LocalConductor(kill_timeout=self.config.kill_timeout)
         self.handler = Handler(self.jobs_dir, durable=self.config.durable)
-        self.state = RunnerState(self.jobs_dir)  # read again at run(), once the folder exists
+        self.state = RunnerState(
+            self.jobs_dir, durable=self.config.durable
+        )  # read again at run(), once the folder exists
         self._watching_since: float | None = None
         self._last_checkpoint = 0.0
         self._held_at_stop: float | None = None
         self._unhandled: float | None = None  # the oldest event that failed to make its job
+        self._handling = 0  # events a handler has taken and not finished
         self._later: set[asyncio.Task[None]] = set()  # retries waiting for their backoff
         self.files = FileMonitor(
             self.config.base_dir,
@@ -249,11 +252,12 @@ class Runner:
         self._notify()
         s = self.stats
         logger.info(
-            "runner stopped: %d events, %d jobs: %d done, %d failed, %d left queued",
+            "runner stopped: %d events, %d jobs: %d done, %d failed, %d skipped, %d left queued",
             s.events,
             s.jobs,
             s.done,
             s.failed,
+            s.skipped,
             s.left_queued,
         )
 
@@ -282,6 +286,7 @@ class Runner:
         if (
             self._watching_since is None
             or not events.empty()
+            or self._handling  # another handler is still making an event's jobs
             or not self.files.ready.is_set()
             or now - self._last_checkpoint < _CHECKPOINT_EVERY
         ):
@@ -333,13 +338,14 @@ class Runner:
             raise MeowError(
                 f"cannot write received messages in {self.spool_dir}: {e.strerror or e}"
             ) from None
-        self.state = RunnerState(self.jobs_dir)
+        self.state = RunnerState(self.jobs_dir, durable=self.config.durable)
         self.files.catch_up_since = self.state.watermark
 
     async def _handle(self, events: asyncio.Queue[Event], jobs: asyncio.Queue[Job]) -> None:
         while True:
             event = await events.get()
             handled = False
+            self._handling += 1
             try:
                 self.stats.events += 1
                 try:
@@ -348,7 +354,8 @@ class Runner:
                     self.stats.handler_errors += 1
                     # Not handled: the watermark stays before it and a network message stays
                     # spooled and journaled, so the next start tries again.
-                    self._unhandled = min(self._unhandled or event.time, event.time)
+                    when = event.changed_at or event.time
+                    self._unhandled = min(self._unhandled or when, when)
                     logger.error(
                         "%s (rule %s): could not make its job, kept for the next start: %s",
                         _what(event),
@@ -368,6 +375,7 @@ class Runner:
                 for job in made:
                     await jobs.put(job)
             finally:
+                self._handling -= 1
                 if handled and event.release is not None:
                     event.release()
                 events.task_done()
@@ -431,9 +439,11 @@ class Runner:
     def _retry(self, job: Job, jobs: asyncio.Queue[Job]) -> bool:
         """Queue a failed job again after its backoff, if its rule allows another attempt."""
         rule = self.workflow.rules.get(job.rule)
-        attempts = len(job.meta.get("attempts") or [])
-        if rule is None or attempts > rule.pattern.retries or self._stop.is_set():
+        retried = int(job.meta.get("retried") or 0)  # counted here, whatever the conductor
+        if rule is None or retried >= rule.pattern.retries or self._stop.is_set():
             return False
+        attempts = retried + 1
+        job.meta["retried"] = attempts
         delay = rule.pattern.retry_backoff * 2 ** (attempts - 1)
         self.stats.retries += 1
         logger.warning(

@@ -15,6 +15,7 @@ from .config import RunnerConfig
 from .exceptions import ConfigError, WorkflowFileError
 from .patterns import LISTENER_FIELDS, FilePattern, NetworkPattern, Pattern
 from .recipes import BashRecipe, PythonRecipe, Recipe
+from .rules import Rule
 
 __all__ = ["WorkflowSpec", "load_workflow"]
 
@@ -160,6 +161,14 @@ def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
                 f"patterns.{p.name}.recipe",
                 f"no recipe named {p.recipe!r}{_suggest(p.recipe, known)}",
             )
+    by_name = {r.name: r for r in recipes}
+    for p in patterns:  # what only the pair can tell (a Bash recipe and a shell name...)
+        if p.recipe in by_name and isinstance(raw_patterns, _Map):
+            try:
+                Rule(pattern=p, recipe=by_name[p.recipe])
+            except ConfigError as e:
+                entry = raw_patterns[p.name]
+                problems.add(entry.line, f"patterns.{p.name}", e.message)
     if not patterns and not problems.items:
         problems.add(doc.line, "patterns", "the workflow has no patterns, so nothing would run")
     if problems.items or config is None:

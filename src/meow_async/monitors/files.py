@@ -54,6 +54,7 @@ class _Change(NamedTuple):
     path: str
     src: str | None = None
     sig: _Seen | None = None  # the file's state, for created/modified/moved
+    ctime: float = 0.0  # when its inode last changed: how far back a restart must look
 
     def key(self) -> str:
         """The trigger's identity: a file in one state is one trigger, however often seen."""
@@ -117,6 +118,7 @@ class FileMonitor:
         self.catch_up_since = catch_up_since
         self._on_watch = on_watch
         self._gate = Gate(_nowhere)
+        self._emitting: float | None = None
         #: Set when no rule needs the watch any more; read by the watcher thread.
         self.unwatch = False
         workflow.add_validator(self._validate)
@@ -147,8 +149,10 @@ class FileMonitor:
             self._gate.close()
 
     def oldest_held(self) -> float | None:
-        """When the oldest trigger still held back (settle, sentinel...) was first seen."""
-        return self._gate.oldest()
+        """The oldest change (its file's ctime) seen but not yet on the event queue: held
+        back (settle, sentinel...) or being put there now."""
+        times = [t for t in (self._gate.oldest(), self._emitting) if t is not None]
+        return min(times, default=None)
 
     def _validate(self, rules: dict[str, Rule]) -> None:
         if any(isinstance(r.pattern, FilePattern) for r in rules.values()):
@@ -292,6 +296,22 @@ class FileMonitor:
         retroactive: bool = False,
         catch_up: bool = False,
     ) -> None:
+        changes = list(changes)
+        # Until each is on the queue, the runner's watermark must not pass these changes.
+        self._emitting = min((c.ctime for c in changes if c.sig), default=None)
+        try:
+            await self._emit_each(changes, events, rules, retroactive, catch_up)
+        finally:
+            self._emitting = None
+
+    async def _emit_each(
+        self,
+        changes: list[_Change],
+        events: asyncio.Queue[Event],
+        rules: list[Rule],
+        retroactive: bool,
+        catch_up: bool,
+    ) -> None:
         for ch in changes:
             self._gate.noticed(ch.path)  # it may be a sentinel a held trigger waits for
             rel = ch.path[len(self.base) + 1 :]  # every path here is below self.base
@@ -317,6 +337,7 @@ class FileMonitor:
                         change=ch.change,
                         extras=extras,
                         key=ch.key(),
+                        changed_at=ch.ctime,
                     )
                     if Gate.needed(pattern):
                         self._gate.offer(event)
@@ -330,7 +351,7 @@ class FileMonitor:
         for kind, path in batch:
             kinds.setdefault(path, set()).add(kind)
         out: list[_Change] = []
-        gone: dict[tuple[int, int], str] = {}  # (dev, ino) of vanished known files -> path
+        gone: dict[_Seen, str] = {}  # the last state of vanished known files -> path
         present: list[tuple[str, os.stat_result]] = []
         for path, ks in kinds.items():
             try:
@@ -341,7 +362,7 @@ class FileMonitor:
                 if path in self._dirs:
                     self._dirs.discard(path)  # a folder went: folders do not trigger
                 elif seen is not None:
-                    gone[(seen.dev, seen.ino)] = path
+                    gone[seen] = path
                 elif watchfiles.Change.added not in ks:
                     out.append(_Change(Change.deleted, path))  # existed before we started
                 continue
@@ -359,22 +380,24 @@ class FileMonitor:
             if before is not None and before == _sig(st):
                 continue  # the same file as when it last triggered: no new change
             sig = _sig(st)
-            src = gone.pop((st.st_dev, st.st_ino), None)
+            # A rename keeps inode, size and mtime; a new file that got a freed inode does not.
+            src = gone.pop(sig, None)
             if src is not None:
-                out.append(_Change(Change.moved, path, src, sig))
+                out.append(_Change(Change.moved, path, src, sig, st.st_ctime))
             elif before is None or (before.ino, before.dev) != (st.st_ino, st.st_dev):
                 ks = kinds[path]
                 new = watchfiles.Change.added in ks or before is not None
-                out.append(_Change(Change.created if new else Change.modified, path, None, sig))
+                change = Change.created if new else Change.modified
+                out.append(_Change(change, path, None, sig, st.st_ctime))
             else:
-                out.append(_Change(Change.modified, path, None, sig))
+                out.append(_Change(Change.modified, path, None, sig, st.st_ctime))
             self._remember(path, st)
         out.extend(_Change(Change.deleted, p) for p in gone.values())
         if len(batch) >= self.rescan_after:
             # inotify drops changes when its queue overflows, and watchfiles does not tell
             # Python when that happens. A batch this large is when it can: look again at
             # every folder it touched (what was seen already is skipped).
-            touched = {os.path.dirname(p) for _, p in batch} - {p for p, _ in present}
+            touched = {os.path.dirname(p) for _, p in batch}
             for folder in sorted(touched):
                 if os.path.isdir(folder):
                     out.extend(self._scan(folder, recurse=False))
@@ -421,7 +444,7 @@ class FileMonitor:
                         continue
                 if remember:
                     self._remember(path, st)
-                yield _Change(Change.created, path, None, _sig(st))
+                yield _Change(Change.created, path, None, _sig(st), st.st_ctime)
 
     def _remember(self, path: str, st: os.stat_result) -> None:
         with self._seen_lock:

@@ -48,8 +48,11 @@ class Gate:
         return bool(pattern.settle or pattern.min_age or pattern.sentinel or pattern.coalesce)
 
     def oldest(self) -> float | None:
-        """When the oldest held trigger was first seen (wall clock), if any is held."""
-        times = [h.first_seen for h in (*self._files.values(), *self._bursts.values())]
+        """When the oldest held trigger happened (its file's ctime), if any is held."""
+        times = [
+            h.event.changed_at or h.first_seen
+            for h in (*self._files.values(), *self._bursts.values())
+        ]
         return min(times, default=None)
 
     def held(self) -> int:
@@ -97,8 +100,10 @@ class Gate:
         assert isinstance(pattern, FilePattern)  # noqa: S101
         try:
             if held.sentinel is not None:
-                while not await asyncio.to_thread(os.path.exists, held.sentinel):
-                    held.arrived.clear()
+                while True:
+                    held.arrived.clear()  # before looking: an arrival after is not missed
+                    if await asyncio.to_thread(os.path.exists, held.sentinel):
+                        break
                     await held.arrived.wait()
             while True:
                 try:
@@ -163,4 +168,5 @@ def _with(event: Event, **extras: object) -> Event:
         extras={**event.extras, **extras},
         release=event.release,
         key=event.key,
+        changed_at=event.changed_at,
     )

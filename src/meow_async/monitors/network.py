@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ..events import Event
 from ..exceptions import MonitorError
@@ -289,9 +289,16 @@ class NetworkMonitor:
         self._connections.add(task)
         self._reading.add(task)
         peer = _peer(writer)
+        waiting = lst.slots.locked()
+        transport = cast("asyncio.Transport", writer.transport)  # a socket's: it reads too
+        if waiting:
+            # Over the limit: not read at all until a slot frees, so the data waits in the
+            # kernel's buffers and the sender feels TCP back-pressure, at no cost here.
+            transport.pause_reading()
         try:
-            # Over the limit, a connection waits here unread: the sender feels TCP back-pressure.
             async with lst.slots:
+                if waiting:
+                    transport.resume_reading()
                 framing = lst.pattern.framing
                 if framing == "connection":
                     await self._one_per_connection(lst, reader, writer, peer)
@@ -568,6 +575,8 @@ class _Journal:
     def _write(self, entry: dict[str, Any]) -> None:
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            if self.durable:
+                fsync_dir(self.path.parent)  # the journal's own entry
         self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
         self._file.flush()
         if self.durable:
@@ -585,6 +594,8 @@ class _Journal:
             if self.durable:
                 os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        if self.durable:
+            fsync_dir(self.path.parent)
         self._lines = len(self.pending)
 
 
