@@ -662,7 +662,7 @@ def test_one_signal_waits_for_the_running_job(tmp_path: Path, sig: signal.Signal
     assert meta["state"] == "done", run.report()
     assert meta["exit_code"] == 0
     assert (job_dir / "stdout.txt").read_text() == "finished\n"
-    assert "1 jobs: 1 done, 0 failed, 0 skipped, 0 left queued" in run.stderr
+    assert "1 job(s): 1 done, 0 failed, 0 skipped, 0 left queued" in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -742,7 +742,7 @@ def test_a_stop_leaves_jobs_that_had_not_started_queued(tmp_path: Path) -> None:
         wait_until_sync(lambda: len(job_metas(jobs_dir)) == 2, SHORT)
         run.signal(signal.SIGINT)
         assert run.wait_exit(SHORT) == 0, run.report()
-    assert "2 jobs: 0 done, 1 failed, 0 skipped, 1 left queued" in run.stderr, run.report()
+    assert "2 job(s): 0 done, 1 failed, 0 skipped, 1 left queued" in run.stderr, run.report()
     by_file = {Path(m["event"]["path"]).name: m for m in job_metas(jobs_dir)}
     assert by_file["one.txt"]["state"] == "failed"
     assert by_file["two.txt"]["state"] == "queued"
@@ -799,7 +799,7 @@ def test_run_rejects_a_bad_max_jobs(tmp_path: Path) -> None:
     write_workflow(tmp_path, RUNNER + RULES)
     with MeowRun("--max-jobs", "0", "workflow.yaml", cwd=tmp_path) as run:
         assert run.wait_exit() == 1
-    assert "max_jobs: expected a whole number of at least 1" in run.stderr
+    assert "--max-jobs must be at least 1, got 0" in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -841,3 +841,25 @@ def test_send_says_what_is_wrong(tmp_path: Path) -> None:
     res = meow("send", "127.0.0.1:9", tmp_path / "nope.bin", cwd=tmp_path)
     assert res.returncode == 1
     assert "no such file" in res.stderr
+
+
+def test_validate_warns_about_a_template_word_that_is_no_keyword(tmp_path: Path) -> None:
+    write_workflow(
+        tmp_path,
+        RUNNER + "recipes:\n  r: {kind: bash, script: 'true'}\n"
+        "patterns:\n  p: {glob: '*.txt', recipe: r, outputs: {out: '{BASE}/{PREFX}.json'}}\n",
+    )
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 0
+    assert "patterns.p.outputs: {PREFX} is not a keyword (did you mean {PREFIX}?)" in res.stderr
+
+
+def test_an_unquoted_glob_gets_a_hint(tmp_path: Path) -> None:
+    write_workflow(
+        tmp_path,
+        RUNNER + "recipes:\n  r: {kind: bash, script: 'true'}\n"
+        "patterns:\n  p:\n    glob: *.txt\n    recipe: r\n",
+    )
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 1
+    assert 'must be quoted, e.g. glob: "*.txt"' in res.stderr

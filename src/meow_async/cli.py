@@ -21,6 +21,7 @@ from .loops import loop_factory
 from .patterns import FilePattern, NetworkPattern
 from .runner import Runner
 from .send import client_tls_context, send
+from .templates import unknown_keywords
 from .workflow_file import WorkflowSpec, load_workflow
 
 __all__ = ["main"]
@@ -29,10 +30,11 @@ logger = logging.getLogger("meow_async.cli")
 
 _EPILOG = """\
 examples:
-  meow-async run examples/linked/workflow.yaml   run a workflow until Ctrl+C
-  meow-async validate workflow.yaml              list every problem in a workflow file
-  meow-async jobs --state failed                 list failed jobs under ./.meow/jobs
-  meow-async show 20261121-130501.042-1a2b3c4d   print one job: metadata, output, errors
+  meow-async run workflow.yaml                        run a workflow until Ctrl+C
+  meow-async validate workflow.yaml                   list every problem in a workflow file
+  meow-async jobs workflow.yaml --state failed        list the workflow's failed jobs
+  meow-async show incoming_text --jobs workflow.yaml  print one job (an id or its start)
+  printf 'hi' | meow-async send --ack 127.0.0.1:7300 -   send data to a network trigger
 
 docs: docs/cli.md and docs/workflow-file.md in the project
 """
@@ -182,7 +184,10 @@ def _run(args: argparse.Namespace) -> int:
     _setup_logging(
         logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     )
+    if args.max_jobs is not None and args.max_jobs < 1:
+        raise MeowError(f"--max-jobs must be at least 1, got {args.max_jobs}")
     spec = load_workflow(args.workflow)
+    _warn_templates(spec)
     runner = Runner.from_spec(spec, max_jobs=args.max_jobs)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as loop_runner:
@@ -368,6 +373,7 @@ def _send(args: argparse.Namespace) -> int:
 
 def _validate(path: Path) -> int:
     spec = load_workflow(path)
+    _warn_templates(spec)
     runner = Runner.from_spec(spec)  # rules are checked as they are made
     print(
         f"{path}: OK: {len(spec.patterns)} pattern(s), {len(spec.recipes)} recipe(s), "
@@ -381,12 +387,27 @@ def _validate(path: Path) -> int:
     return 0
 
 
+def _warn_templates(spec: WorkflowSpec) -> None:
+    """A {WORD} that is no keyword stays as written: most likely a typo that loses results."""
+    for p in spec.patterns:
+        for field, value in (("parameters", p.parameters), ("outputs", p.outputs)):
+            for word, close in unknown_keywords(value):
+                hint = f" (did you mean {{{close}}}?)" if close else ""
+                print(
+                    f"warning: {spec.path}: patterns.{p.name}.{field}: {{{word}}} is not a "
+                    f"keyword{hint}; it is passed on as written",
+                    file=sys.stderr,
+                )
+
+
 # -- jobs and show ------------------------------------------------------------------------------
 
 
 def _jobs_root(where: Path) -> Path:
     if where.is_file():
         return load_workflow(where).config.jobs_dir
+    if (where / ".meow" / "jobs").is_dir() and not any(where.glob("*/job.json")):
+        return where / ".meow" / "jobs"  # a project folder: its runner's jobs
     if not where.exists():
         raise MeowError(f"no jobs folder at {where} (give the jobs folder or the workflow file)")
     return where

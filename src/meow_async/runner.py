@@ -252,7 +252,8 @@ class Runner:
         self._notify()
         s = self.stats
         logger.info(
-            "runner stopped: %d events, %d jobs: %d done, %d failed, %d skipped, %d left queued",
+            "runner stopped: %d event(s), %d job(s): %d done, %d failed, %d skipped, "
+            "%d left queued",
             s.events,
             s.jobs,
             s.done,
@@ -322,7 +323,9 @@ class Runner:
         if not base.is_dir() and any(
             isinstance(p, FilePattern) for p in self.workflow.patterns.values()
         ):
-            raise MonitorError("files", f"the watched folder {base} does not exist")
+            raise MonitorError(
+                "files", f"the watched folder {base} does not exist (make it: mkdir -p {base})"
+            )
         try:
             self.jobs_dir.mkdir(parents=True, exist_ok=True)
             probe = self.jobs_dir / ".meow-write-test"

@@ -91,6 +91,7 @@ async def send(
             raise SendError(
                 f"{host}:{port} did not acknowledge the message"
                 + (f" (said {text!r})" if text else " (closed without a reply)")
+                + "; it may still have been delivered: does its pattern set ack: true?"
             )
         return text[3:]
     except OSError as e:  # ConnectionError, ssl.SSLError, ENOTCONN after a reset...

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["KEYWORDS", "expand", "keyword_values"]
+__all__ = ["KEYWORDS", "expand", "keyword_values", "unknown_keywords"]
 
 #: Each keyword and what it becomes, for docs and ``--help``.
 KEYWORDS: dict[str, str] = {
@@ -54,3 +55,23 @@ def expand(value: Any, values: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: expand(v, values) for k, v in value.items()}
     return value
+
+
+_WORD = re.compile(r"\{([A-Z][A-Z_]*)\}")
+
+
+def unknown_keywords(value: Any) -> list[tuple[str, str | None]]:
+    """{UPPERCASE} words in ``value`` that are no keyword, each with the nearest keyword."""
+    out: list[tuple[str, str | None]] = []
+    if isinstance(value, str):
+        for word in _WORD.findall(value):
+            if word not in KEYWORDS:
+                close = difflib.get_close_matches(word, KEYWORDS, n=1)
+                out.append((word, close[0] if close else None))
+    elif isinstance(value, list):
+        for v in value:
+            out.extend(unknown_keywords(v))
+    elif isinstance(value, dict):
+        for v in value.values():
+            out.extend(unknown_keywords(v))
+    return out

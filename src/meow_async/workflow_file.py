@@ -127,9 +127,10 @@ def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise WorkflowFileError(
-            str(path), [f"{path}{line}: not valid YAML: {getattr(e, 'problem', None) or e}"]
-        ) from None
+        problem = str(getattr(e, "problem", None) or e)
+        if "alphabetic or numeric character" in problem:  # *.txt read as a YAML alias
+            problem += ' (a value starting with * or & must be quoted, e.g. glob: "*.txt")'
+        raise WorkflowFileError(str(path), [f"{path}{line}: not valid YAML: {problem}"]) from None
     finally:
         loader.dispose()
     problems = _Problems(path)
@@ -244,7 +245,7 @@ def _recipe(name: str, raw: _Map, folder: Path, problems: _Problems) -> Recipe |
     cls = _RECIPE_KINDS[kind]
     kwargs = {k: v for k, v in raw.items() if k in _RECIPE_KEYS and k != "kind"}
     if isinstance(file, str):
-        kwargs["file"] = folder / file
+        kwargs["file"] = (folder / file).absolute()  # errors then say where it looked
     for key, owner in (("interpreter", "python"), ("shell", "bash")):
         if key in kwargs and kind != owner:
             raise ConfigError(f"only {owner} recipes take {key!r}", field=key, value=kwargs[key])
