@@ -35,6 +35,9 @@ def mypy(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def perf(session: nox.Session) -> None:
-    """Benchmarks (not in the default sessions): `nox -s perf -- files -n 500`."""
+    """Benchmarks, not in the default sessions: `nox -s perf` runs every suite at --size small
+    and writes perf/results/; `nox -s perf -- network --size full --json out.json` runs one."""
     session.install("-e", ".[perf]")
-    session.run("python", "-m", "perf", *(session.posargs or ["files"]))
+    out = "perf/results"
+    default = ["all", "--json", f"{out}/latest.json", "--markdown", f"{out}/latest.md"]
+    session.run("python", "-m", "perf", *(session.posargs or [*default, "--plots", out]))

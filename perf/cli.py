@@ -1,102 +1,149 @@
-"""``python -m perf``: run benchmarks and print (and optionally save) their results."""
+"""``python -m perf <suite>``: run benchmarks, print them, save JSON, Markdown and plots."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import dataclasses
 import json
 import os
-import platform
-import sys
+import shutil
+import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meow_async import __version__
-from meow_async.loops import loop_factory
+from . import chunks, files, jobs, memory, output, report_tests
+from .limits import raise_nofile
+from .loops import LOOPS
+from .machine import describe
+from .sizes import SIZES
 
-from . import files, network
-from .stats import line
+SUITES = {
+    "network": "the report's tests a, b, c (section 4.1) and per-event latency, against the "
+    "floor and meow_base",
+    "files": "file change -> event / job start latency; a burst of files -> events -> jobs",
+    "jobs": "network events -> finished jobs (Bash, Python) against the same subprocesses",
+    "memory": "peak RSS under 10,000 idle connections and under a flood",
+    "chunks": "network intake time by chunk size",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m perf",
+        description="meow_async benchmarks. The machine and above all the disk set the numbers: "
+        "compare variants within one run, as ratios.",
+        epilog="suites: " + "; ".join(f"{k}: {v}" for k, v in SUITES.items()),
+    )
+    p.add_argument("suite", choices=[*SUITES, "all"])
+    p.add_argument(
+        "--size",
+        choices=list(SIZES),
+        default="small",
+        help="small (default): minutes; full: the report's sizes and 50 repeats",
+    )
+    p.add_argument("--repeats", type=int, help="rounds per network point (default: by --size)")
+    p.add_argument("--json", type=Path, help="write every sample, the machine and versions here")
+    p.add_argument("--markdown", type=Path, help="write tables here")
+    p.add_argument("--plots", type=Path, help="write PNG plots into this folder")
+    p.add_argument("--loop", choices=LOOPS, default="asyncio", help="meow_async's event loop")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        help="scratch folders go under here (default: the "
+        "system temp dir); the disk matters, so say where it was",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=100,
+        help="connections the sender keeps in flight (default 100)",
+    )
+    p.add_argument("--payload", type=int, default=32, help="bytes per message (default 32)")
+    p.add_argument(
+        "--max-jobs",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="jobs at once, runner and direct (default: usable CPUs)",
+    )
+    p.add_argument("--no-meow-base", action="store_true", help="skip meow_base")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        help="do not measure: render --markdown/--plots from a saved --json",
+    )
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m perf",
-        description="meow_async benchmarks. Numbers depend on the machine and above all the "
-        "disk: compare variants within one run.",
-    )
-    p.add_argument(
-        "suite",
-        choices=["files", "network"],
-        help="files: file-event latency and bursts; network: TCP intake by chunk size",
-    )
-    p.add_argument("-n", type=int, default=200, help="files per burst (default 200)")
-    p.add_argument("--latency-n", type=int, default=50, help="single-file samples (default 50)")
-    p.add_argument("--max-jobs", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
-    p.add_argument("--dir", help="where scratch folders go (default: the system temp dir)")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
-    args = p.parse_args(argv)
-    root = files.scratch(args.dir)
-    results: dict[str, Any] = {
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "scratch": files.fs_of(root),
-            "loop": args.loop,
-            "meow_async": __version__,
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    }
-    try:
-        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as r:
-            if args.suite == "network":
-                results["network"] = _network(r, root)
-                return _save(args, results)
-            for step, debounce in ((50, 1600), (10, 100), (5, 50), (2, 20)):
-                d = root / f"lat-{step}"
-                d.mkdir()
-                res = r.run(files.latency(d, args.latency_n, step, debounce))
-                results.setdefault("latency", []).append(res)
-                print(line(f"step {step} ms: change -> event", res["change_to_event"]))
-                print(line(f"step {step} ms: change -> job start", res["change_to_job_start"]))
-            d = root / "burst"
-            d.mkdir()
-            b = r.run(files.burst(d, args.n, args.max_jobs))
-            results["burst"] = b
-            print(
-                f"burst of {b['n']} files: written in {b['write_s'] * 1000:.1f} ms, all events "
-                f"{b['events_s'] * 1000:.1f} ms; {b['jobs_done']} jobs done in "
-                f"{b['jobs_s'] * 1000:.0f} ms vs {b['floor_s'] * 1000:.0f} ms for the same "
-                f"subprocesses launched directly: {b['overhead_per_job_ms']:.2f} ms/job overhead "
-                f"(max_jobs={args.max_jobs})"
-            )
-    finally:
-        files.cleanup(root)
-    return _save(args, results)
-
-
-def _network(r: asyncio.Runner, root: Path) -> list[dict[str, Any]]:
-    out = []
-    for size, n, repeats in ((1000, 1000, 5), (4_000_000, 20, 3)):
-        for chunk in (2048, 16384, 65536, 262144):
-            d = root / f"net-{size}-{chunk}"
-            d.mkdir()
-            res = r.run(network.intake(d, n, size, chunk, repeats))
-            out.append(res)
-            t = res["total"]
-            print(
-                f"{n} messages of {size} B, chunk {chunk:>6}: median {t['p50_ms']:8.1f} ms "
-                f"(min {t['min_ms']:.1f}), {t['p50_ms'] / n:.3f} ms per message"
-            )
-    return out
-
-
-def _save(args: argparse.Namespace, results: dict[str, Any]) -> int:
+    args = _parser().parse_args(argv)
+    if args.from_json:
+        _write(args, json.loads(args.from_json.read_text()))
+        return 0
+    raise_nofile()
+    sizes = SIZES[args.size]
+    if args.repeats:
+        sizes = dataclasses.replace(sizes, repeats=args.repeats, jobs_repeats=args.repeats)
+    if args.dir:
+        args.dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="meow-perf-", dir=args.dir))
+    results: dict[str, Any] = {"machine": describe(scratch, args.loop), "size": sizes.name}
     m = results["machine"]
-    print(f"scratch: {m['scratch']}; python {m['python']}, {m['cpus']} CPUs, loop {m['loop']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    print(
+        f"{m['cpus']} CPUs, Python {m['python']}, loop {args.loop}, size {sizes.name}; scratch "
+        f"{scratch} on {m['scratch'].get('device', '?')} ({m['scratch'].get('fs', '?')})"
+    )
+    meow_base = not args.no_meow_base and m["versions"].get("meow_base") is not None
+    if not args.no_meow_base and not meow_base:
+        print("meow_base is not installed (pip install -e '.[perf]'): skipping it")
+    steps: dict[str, Callable[[], Any]] = {
+        "network": lambda: report_tests.run(
+            report_tests.Options(
+                sizes=sizes,
+                repeats=sizes.repeats,
+                loop=args.loop,
+                concurrency=args.concurrency,
+                payload=args.payload,
+                meow_base=meow_base,
+                scratch=scratch,
+            )
+        ),
+        "files": lambda: files.run(sizes, scratch, args.loop, args.max_jobs),
+        "jobs": lambda: jobs.run(
+            sizes.jobs_n, sizes.jobs_repeats, args.max_jobs, args.loop, scratch
+        ),
+        "memory": lambda: memory.run(sizes, scratch, args.loop),
+        "chunks": lambda: chunks.run(min(sizes.repeats, 5), scratch, args.loop),
+    }
+    chosen = list(SUITES) if args.suite == "all" else [args.suite]
+    try:
+        for name in chosen:
+            t0 = time.monotonic()
+            print(f"--- {name}: {SUITES[name]}")
+            try:
+                results[name] = steps[name]()
+            except Exception as e:  # keep the other suites' results
+                traceback.print_exc()
+                results.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"
+            results.setdefault("took_s", {})[name] = round(time.monotonic() - t0, 1)
+            print(f"--- {name} took {time.monotonic() - t0:.0f} s")
+            if args.json:
+                output.write_json(results, args.json)  # after each suite: a crash keeps the rest
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _write(args, results)
     return 0
+
+
+def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    if args.json:
+        output.write_json(results, args.json)
+        print(f"JSON: {args.json}")
+    if args.markdown:
+        output.write_markdown(results, args.markdown)
+        print(f"Markdown: {args.markdown}")
+    if args.plots:
+        for path in output.write_plots(results, args.plots):
+            print(f"plot: {path}")

@@ -7,30 +7,25 @@ say where it was). Latencies use wall-clock times recorded on both sides of the 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meow_async import (
-    FilePattern,
-    PythonRecipe,
-    Runner,
-    RunnerConfig,
-    RunnerStats,
-    Workflow,
-    iter_jobs,
-)
+from meow_async import FilePattern, PythonRecipe, Runner, RunnerConfig, Workflow, iter_jobs
 from meow_async.monitors.files import FileMonitor
 
-from .stats import summary
+from .loops import loop_factory
+from .sizes import Sizes
+from .stats import line, summary
+
+#: (step, debounce) in ms: ours (the default), then watchfiles' own defaults, then others.
+SETTINGS = ((5, 50), (50, 1600), (10, 100), (2, 20))
 
 
-def _finished_at_least(k: int) -> Callable[[RunnerStats], bool]:
+def _finished_at_least(k: int) -> Callable[[Any], bool]:
     return lambda s: s.finished >= k
 
 
@@ -101,7 +96,7 @@ async def burst(root: Path, n: int, max_jobs: int) -> dict[str, Any]:
         for i in range(n):
             (base / f"{i}.txt").write_text("x")
         async with asyncio.timeout(300):
-            await runner.wait_for(lambda s: s.finished >= n)
+            await runner.wait_for(_finished_at_least(n))
         out["jobs_s"] = time.perf_counter() - t0
         out["jobs_done"] = runner.stats.done
     # The floor: the same N subprocesses launched directly, same concurrency.
@@ -121,17 +116,33 @@ async def burst(root: Path, n: int, max_jobs: int) -> dict[str, Any]:
     return out
 
 
-def scratch(where: str | None) -> Path:
-    return Path(tempfile.mkdtemp(prefix="meow-perf-", dir=where))
-
-
-def cleanup(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def fs_of(path: Path) -> str:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return "?"
-    return f"{path} ({st.f_bsize}-byte blocks)"
+def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print) -> dict[str, Any]:
+    out: dict[str, Any] = {"latency": [], "bursts": []}
+    settings = SETTINGS if sizes.name == "full" else SETTINGS[:2]
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as r:
+        for step, debounce in settings:
+            d = scratch / f"files-lat-{step}"
+            d.mkdir()
+            try:
+                res = r.run(latency(d, sizes.file_latency_n, step, debounce))
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            out["latency"].append(res)
+            log(line(f"files step {step}/{debounce} ms: change -> event", res["change_to_event"]))
+            log(line(f"files step {step}/{debounce} ms: -> job start", res["change_to_job_start"]))
+        for i in range(sizes.jobs_repeats):
+            d = scratch / f"files-burst-{i}"
+            d.mkdir()
+            try:
+                b = r.run(burst(d, sizes.burst_n, max_jobs))
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            out["bursts"].append(b)
+            log(
+                f"files burst of {b['n']}: written in {b['write_s'] * 1000:.1f} ms, all events "
+                f"{b['events_s'] * 1000:.1f} ms; {b['jobs_done']} jobs done in "
+                f"{b['jobs_s'] * 1000:.0f} ms vs {b['floor_s'] * 1000:.0f} ms for the same "
+                f"subprocesses launched directly: {b['overhead_per_job_ms']:.2f} ms/job overhead "
+                f"(max_jobs={max_jobs})"
+            )
+    return out

@@ -1,20 +1,24 @@
-"""Network intake: N messages over short-lived TCP connections -> N events on the queue.
+"""Network intake by chunk size: how ``chunk_size`` (bytes per read) changes intake time.
 
-Timing follows the report (section 4.1): it starts after the monitor is listening, just
-before sending, and ends when every event is on the queue. Senders run in this process (the
-report's variant) unless a separate sender process is asked for.
+N messages of one size over short-lived TCP connections -> N events on the queue, timed as
+the report timed its tests (from just before sending until every event is queued). Senders
+run in this process, 100 at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from meow_async import Event, NetworkMonitor, NetworkPattern, PythonRecipe, Workflow
 
+from .loops import loop_factory
 from .stats import summary
+
+CHUNKS = (2048, 16384, 65536, 262144)
 
 
 async def _send(port: int, payload: bytes) -> None:
@@ -59,3 +63,24 @@ async def intake(
     stop.set()
     await task
     return {"n": n, "size": size, "chunk_size": chunk_size, "total": summary(samples)}
+
+
+def run(repeats: int, scratch: Path, loop: str, log: Any = print) -> list[dict[str, Any]]:
+    out = []
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as r:
+        for size, n in ((1000, 1000), (4_000_000, 20)):
+            for chunk in CHUNKS:
+                d = scratch / f"chunks-{size}-{chunk}"
+                d.mkdir()
+                try:
+                    res = r.run(intake(d, n, size, chunk, repeats))
+                finally:
+                    shutil.rmtree(d, ignore_errors=True)
+                out.append(res)
+                t = res["total"]
+                log(
+                    f"chunks: {n} messages of {size} B, chunk {chunk:>6}: median "
+                    f"{t['p50_ms']:8.1f} ms (min {t['min_ms']:.1f}), "
+                    f"{t['p50_ms'] / n:.3f} ms per message"
+                )
+    return out
