@@ -1,9 +1,11 @@
 """Peak RSS of the process that holds the connections, read from /proc/<pid>/status.
 
 idle: 10,000 connections opened by another process and held open, sending nothing, against a
-whole Runner (one network rule) and against the floor. flood: many senders at once (1,000
-connections in flight, 64 KiB each) against a NetworkMonitor whose events are released as
-they come, and against the floor. Growth = VmHWM at the end - VmRSS once listening.
+whole Runner (one network rule) and against the floor. held: 2,000 connections that each send
+64 KiB and stay open (slow uploads), against a Runner and the floor. flood: many senders at
+once (1,000 connections in flight, 64 KiB each) against a NetworkMonitor whose events are
+released as they come, and against the floor. Growth = VmHWM at the end - VmRSS once
+listening. All clients live in other processes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from .procs import ROOT, perf_argv, perf_env
 from .sender import Plan
 from .sender_process import SenderProcess
 from .sizes import Sizes
+
+#: Connections that each send 64 KiB and stay open, for the "held" load.
+HELD_CONNECTIONS = 2_000
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -61,13 +66,14 @@ async def _count(server: asyncio.subprocess.Process) -> int:
     return int((await server.stdout.readline()).split()[1])
 
 
-async def _idle(
-    server: asyncio.subprocess.Process, port: int, n: int
+async def _held(
+    server: asyncio.subprocess.Process, port: int, n: int, send: int = 0
 ) -> tuple[dict[str, Any], asyncio.subprocess.Process]:
-    """Open n idle connections; returns the clients, still holding them."""
+    """Open n connections that send ``send`` bytes each; returns the clients, still holding
+    them open."""
     base_fds = _fds(server.pid)
     clients = await asyncio.create_subprocess_exec(
-        *perf_argv("idle_clients", str(port), str(n)),
+        *perf_argv("idle_clients", str(port), str(n), str(send)),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=perf_env(),
@@ -83,9 +89,10 @@ async def _idle(
         if held >= int(connected):
             break
         await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)  # idle for a moment with all of them open
+    await asyncio.sleep(2.0 if send else 1.0)  # a moment with all of them open
     out = {
         "connections": n,
+        "bytes_each": send,
         "connected": int(connected),
         "connect_errors": int(errors),
         "held_by_server": held,
@@ -129,7 +136,9 @@ async def scenario(mode: str, kind: str, sizes: Sizes, folder: Path, loop: str) 
         await asyncio.sleep(0.5)
         base = _status_kb(server.pid, "VmRSS")
         if kind == "idle":
-            detail, clients = await _idle(server, port, sizes.idle_connections)
+            detail, clients = await _held(server, port, sizes.idle_connections)
+        elif kind == "held":
+            detail, clients = await _held(server, port, HELD_CONNECTIONS, sizes.flood_size)
         else:
             detail = await _flood(
                 server, port, sizes.flood_messages, sizes.flood_size, sizes.flood_concurrency
@@ -158,18 +167,27 @@ async def scenario(mode: str, kind: str, sizes: Sizes, folder: Path, loop: str) 
 
 def run(sizes: Sizes, scratch: Path, loop: str, log: Any = print) -> list[dict[str, Any]]:
     out = []
-    scenarios = (("runner", "idle"), ("floor", "idle"), ("monitor", "flood"), ("floor", "flood"))
+    scenarios = (
+        ("runner", "idle"),
+        ("floor", "idle"),
+        ("runner", "held"),
+        ("floor", "held"),
+        ("monitor", "flood"),
+        ("floor", "flood"),
+    )
     for mode, kind in scenarios:
         folder = scratch / f"mem-{mode}-{kind}"
         with asyncio.Runner() as r:
             res = r.run(scenario(mode, kind, sizes, folder, loop))
         out.append(res)
-        what = (
-            f"{res['held_by_server']} idle connections held"
-            if kind == "idle"
-            else f"{res['events']}/{res['messages']} messages of "
-            f"{res['message_bytes'] // 1024} KiB, {res['concurrency']} at once"
-        )
+        if kind == "flood":
+            what = (
+                f"{res['events']}/{res['messages']} messages of "
+                f"{res['message_bytes'] // 1024} KiB, {res['concurrency']} at once"
+            )
+        else:
+            each = f", {res['bytes_each'] // 1024} KiB sent on each" if res["bytes_each"] else ""
+            what = f"{res['held_by_server']} connections held open{each}"
         log(
             f"memory {kind:<5} {mode:<8} ({loop}): RSS {res['baseline_rss_mb']:.1f} MB -> peak "
             f"{res['peak_rss_mb']:.1f} MB (+{res['growth_mb']:.1f} MB); {what}"

@@ -148,7 +148,8 @@ def _account(res: RoundResult, arrivals: list[Arrival], sent: Sent | None) -> No
         except (OSError, ValueError):
             i = -1
         finally:
-            a.done()
+            with contextlib.suppress(OSError):
+                a.done()
         if i in seen:
             res.duplicates += 1
             continue

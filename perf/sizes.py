@@ -29,7 +29,7 @@ class Sizes:
 
 SMALL = Sizes(
     name="small",
-    repeats=5,
+    repeats=3,
     a=(1, 10, 100, 1000),
     b=(1, 10, 100, 1000),
     c=(1, 10, 100, 1000),
