@@ -103,6 +103,7 @@ class NetworkMonitor:
         self._reading: set[asyncio.Task[Any]] = set()  # connections mid-message
         self._connections: set[asyncio.Task[Any]] = set()
         self._sync_needed = asyncio.Event()
+        self._closed_some = False
         self.durable = durable
         self._journal = _Journal(self.spool_dir, durable=durable)
         workflow.add_validator(self._validate)
@@ -195,6 +196,7 @@ class NetworkMonitor:
                         self._listeners[key] = _Listener(key, want, _bind(want, quiet=True))
                     except MonitorError as e:  # taken meanwhile: the rest keeps serving
                         logger.error("%s; its rules receive nothing until it is changed", e)
+        await self._free_orphans()
         for lst in self._listeners.values():
             if lst.server is None:
                 await self._open(lst)
@@ -226,19 +228,28 @@ class NetworkMonitor:
             lst.sock.close()
             return
         lst.server.close()
-        # CPython 3.11: a connection accepted just before close() fails to get a transport
-        # (Server._attach asserts) and its socket is only freed by the cycle collector, so
-        # its sender would wait for a reply that never comes. Collect now: it gets a close
-        # (and the ResourceWarning for that orphan is expected, not news).
+        self._closed_some = True
+        logger.info("closed listener on %s", lst.describe())
+
+    async def _free_orphans(self) -> None:
+        """Once after a round of closes (not per listener: a full collection is costly).
+
+        CPython 3.11: a connection accepted just before close() fails to get a transport
+        (Server._attach asserts) and its socket is only freed by the cycle collector, so its
+        sender would wait for a reply that never comes. Collect now: it gets a close (and the
+        ResourceWarning for that orphan is expected, not news)."""
+        if not self._closed_some:
+            return
+        self._closed_some = False
         await asyncio.sleep(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
-        logger.info("closed listener on %s", lst.describe())
 
     async def _close_all(self) -> None:
         for lst in list(self._listeners.values()):
             await self._close(lst)
+        await self._free_orphans()
         self._listeners.clear()
         # Messages not yet complete were never accepted: drop them. Complete ones still
         # being queued finish, so nothing accepted is lost.
