@@ -225,4 +225,4 @@ def test_a_full_spool_refuses_the_message_and_keeps_serving(
     (job,) = _jobs(tmp_path)
     assert job["event"]["message_id"] == msg_id
     assert "not acknowledged" in run.stderr
-    assert not list((tmp_path / "spool").glob("*.part"))
+    assert not list((tmp_path / "spool").glob("*.msg"))  # the refused one is not kept

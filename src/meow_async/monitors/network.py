@@ -1,36 +1,32 @@
-"""The network monitor: TCP listeners (asyncio.start_server) whose messages become spool files.
+"""The network monitor: TCP listeners whose messages become spool files, then events.
 
-Each message is streamed to ``<spool>/<id>.part`` in chunks, renamed to ``<id>.msg`` at its end
-and handed to every rule on the port as an event whose path is that file, so recipes written
-for file events work unchanged. The file is removed once every rule's handler has made its
-jobs (each job keeps a hard link to it), and partial files never outlive their connection.
+Each message is streamed to ``<spool>/<id>.msg`` (see connection.py for how it is read) and
+handed to every rule on the port as an event whose path is that file, so recipes written for
+file events work unchanged. The file is removed once every rule's handler has made its jobs
+(each job keeps a hard link to it); an unfinished one never outlives its connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import gc
-import json
 import logging
-import os
-import secrets
 import socket
 import ssl
-import struct
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from ..events import Event
 from ..exceptions import MonitorError
-from ..jobs import fsync_dir
 from ..patterns import LISTENER_FIELDS, NetworkPattern
 from ..rules import Rule
 from ..workflow import Workflow
+from .connection import Connection, Key, Listener
+from .spool import Journal, Spool
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "NetworkMonitor"]
 
@@ -39,38 +35,7 @@ logger = logging.getLogger("meow_async.monitors.network")
 #: Bytes read per call; see docs/performance.md for how it was chosen.
 DEFAULT_CHUNK_SIZE = 64 * 1024
 _BACKLOG = 4096  # meow_base's listen(1) turns bursts into 1 s SYN retransmits
-_LENGTH = struct.Struct(">I")
-
-_Key = tuple[str, int, str]  # host, port, and the pattern name when port is 0 (its own port)
-
-
-class _MessageTooLarge(Exception):
-    pass
-
-
-@dataclass(eq=False)
-class _Listener:
-    key: _Key
-    pattern: NetworkPattern  # the first rule's pattern: all on this listener share its settings
-    sock: socket.socket
-    server: asyncio.Server | None = None
-    slots: asyncio.Semaphore = field(init=False)
-    port: int = field(init=False)
-    tls: ssl.SSLContext | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.slots = asyncio.Semaphore(self.pattern.max_connections)
-        self.port = self.sock.getsockname()[1]
-        try:
-            # Loaded now, with the bind: bad TLS files are an error at the call that asked.
-            self.tls = _tls_context(self.pattern) if self.pattern.tls else None
-        except MonitorError:
-            self.sock.close()
-            raise
-
-    def describe(self) -> str:
-        host = f"[{self.key[0]}]" if ":" in self.key[0] else self.key[0]
-        return f"{host}:{self.port}"
+_CLOSE_TIMEOUT = 5.0  # at stop, for connections closing after their last acknowledgement
 
 
 class NetworkMonitor:
@@ -81,6 +46,7 @@ class NetworkMonitor:
     """
 
     name = "network"
+    loop: asyncio.AbstractEventLoop  # the running one, once run() starts
 
     def __init__(
         self,
@@ -98,14 +64,22 @@ class NetworkMonitor:
         self.base = str(Path(base_dir if base_dir is not None else Path()).absolute())
         self.chunk_size = chunk_size
         self.ready = asyncio.Event()
-        self._listeners: dict[_Key, _Listener] = {}
-        self._events: asyncio.Queue[Event] | None = None
-        self._reading: set[asyncio.Task[Any]] = set()  # connections mid-message
-        self._connections: set[asyncio.Task[Any]] = set()
+        self.durable = durable
+        self._listeners: dict[Key, Listener] = {}
+        self._events: asyncio.Queue[Event] | None = None  # None: not accepting messages
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()  # kept while stopping
+        self._blocked = 0  # connections waiting for room in the queue
+        self._later: set[asyncio.Task[None]] = set()
+        self._rules_of: dict[str, Rule] | None = None  # the workflow rules _by_key is from
+        self._by_key: dict[Key, list[Rule]] = {}
         self._sync_needed = asyncio.Event()
         self._closed_some = False
-        self.durable = durable
-        self._journal = _Journal(self.spool_dir, durable=durable)
+        self._gone: asyncio.Event | None = None  # set when the last connection is gone
+        self._journal = Journal(self.spool_dir, durable=durable)
+        #: The connections of every listener (see connection.py).
+        self.connections: set[Connection] = set()
+        #: Where every connection's reads land, one at a time (see connection.py).
+        self.buffer = memoryview(bytearray(chunk_size))
         workflow.add_validator(self._validate)
 
     # -- what is open -------------------------------------------------------------------------
@@ -140,7 +114,7 @@ class NetworkMonitor:
             for key, pattern in wanted.items():
                 old = self._listeners.get(key)
                 if old is None:
-                    self._listeners[key] = _Listener(key, pattern, _bind(pattern))
+                    self._add_listener(key, pattern, _bind(pattern))
                 # Settings changed on an open port: _sync closes it first, then binds again.
         finally:
             self._sync_needed.set()  # whatever was bound is opened or closed by _sync
@@ -150,7 +124,7 @@ class NetworkMonitor:
         try:
             for key, pattern in self._wanted(self.rules()).items():
                 if key not in self._listeners:
-                    self._listeners[key] = _Listener(key, pattern, _bind(pattern))
+                    self._add_listener(key, pattern, _bind(pattern))
         except MonitorError:
             for lst in self._listeners.values():
                 lst.sock.close()
@@ -158,9 +132,10 @@ class NetworkMonitor:
             raise
 
     async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
+        self.loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
         self.bind()
-        self._events = events
+        self._events = self._queue = events
         unsubscribe = self.workflow.subscribe(self._sync_needed.set)
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -190,10 +165,11 @@ class NetworkMonitor:
             want = wanted.get(key)
             if want is None or want.listener_settings() != lst.pattern.listener_settings():
                 del self._listeners[key]
+                self._rules_of = None
                 await self._close(lst)
                 if want is not None:
                     try:
-                        self._listeners[key] = _Listener(key, want, _bind(want, quiet=True))
+                        self._add_listener(key, want, _bind(want, quiet=True))
                     except MonitorError as e:  # taken meanwhile: the rest keeps serving
                         logger.error("%s; its rules receive nothing until it is changed", e)
         await self._free_orphans()
@@ -201,29 +177,43 @@ class NetworkMonitor:
             if lst.server is None:
                 await self._open(lst)
 
-    async def _open(self, lst: _Listener) -> None:
-        pattern = lst.pattern
+    def _add_listener(self, key: Key, pattern: NetworkPattern, sock: socket.socket) -> None:
+        try:
+            # Loaded now, with the bind: bad TLS files are an error at the call that asked.
+            tls = _tls_context(pattern) if pattern.tls else None
+        except MonitorError:
+            sock.close()
+            raise
+        self._listeners[key] = Listener(key, pattern, sock, tls)
+        self._rules_of = None  # which listener a port-0 pattern's port belongs to may change
+
+    def _rules_on(self, lst: Listener) -> list[Rule]:
+        """The rules a listener's messages go to, worked out once per change of the rules."""
+        rules = self.workflow.rules
+        if self._rules_of is not rules:
+            by_key: dict[Key, list[Rule]] = {}
+            for rule in self.rules(rules):
+                by_key.setdefault(self._resolve(rule.pattern), []).append(rule)  # type: ignore[arg-type]
+            self._by_key, self._rules_of = by_key, rules
+        return self._by_key.get(lst.key, [])
+
+    async def _open(self, lst: Listener) -> None:
         ctx = lst.tls
-
-        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(lst, reader, writer)
-
-        lst.server = await asyncio.start_server(
-            on_connection,
+        lst.server = await self.loop.create_server(
+            lambda: Connection(self, lst),
             sock=lst.sock,
             backlog=_BACKLOG,
             ssl=ctx,
-            limit=max(self.chunk_size, 2**16),
-            ssl_handshake_timeout=pattern.idle_timeout if ctx else None,
+            ssl_handshake_timeout=lst.pattern.idle_timeout if ctx else None,
         )
         logger.info(
             "listening on %s%s for %s",
             lst.describe(),
             " (TLS)" if ctx else "",
-            ", ".join(r.name for r in self.rules() if self._resolve(r.pattern) == lst.key),  # type: ignore[arg-type]
+            ", ".join(r.name for r in self._rules_on(lst)),
         )
 
-    async def _close(self, lst: _Listener) -> None:
+    async def _close(self, lst: Listener) -> None:
         if lst.server is None:
             lst.sock.close()
             return
@@ -251,16 +241,32 @@ class NetworkMonitor:
             await self._close(lst)
         await self._free_orphans()
         self._listeners.clear()
+        self._rules_of = None
         # Messages not yet complete were never accepted: drop them. Complete ones still
         # being queued finish, so nothing accepted is lost.
-        for task in list(self._reading):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(list(self._connections))
+        for conn in list(self.connections):
+            conn.stop()
+        while self._later:
+            await asyncio.wait(list(self._later))
+        if self.connections:
+            self._gone = asyncio.Event()
+            try:
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await self._gone.wait()
+            except TimeoutError:  # a TLS peer that never answers the close
+                for conn in list(self.connections):
+                    conn.stop(abort=True)
+            self._gone = None
 
-    def _wanted(self, rules: list[Rule]) -> dict[_Key, NetworkPattern]:
+    def lost(self, conn: Connection) -> None:
+        """A connection is gone (called by it)."""
+        self.connections.discard(conn)
+        if not self.connections and self._gone is not None:
+            self._gone.set()
+
+    def _wanted(self, rules: list[Rule]) -> dict[Key, NetworkPattern]:
         """The listener each rule needs; rules sharing a port must agree on its settings."""
-        out: dict[_Key, NetworkPattern] = {}
+        out: dict[Key, NetworkPattern] = {}
         for rule in rules:
             p = rule.pattern
             assert isinstance(p, NetworkPattern)  # noqa: S101
@@ -280,7 +286,7 @@ class NetworkMonitor:
                     )
         return out
 
-    def _resolve(self, pattern: NetworkPattern) -> _Key:
+    def _resolve(self, pattern: NetworkPattern) -> Key:
         """The listener a pattern belongs to: naming the port another pattern got from
         port 0 joins that listener."""
         key = _key(pattern)
@@ -290,195 +296,64 @@ class NetworkMonitor:
                     return other
         return key
 
-    # -- one connection -----------------------------------------------------------------------
+    # -- messages (called by each Connection) ---------------------------------------------------
 
-    async def _serve(
-        self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # noqa: S101
-        self._connections.add(task)
-        self._reading.add(task)
-        peer = _peer(writer)
-        waiting = lst.slots.locked()
-        transport = cast("asyncio.Transport", writer.transport)  # a socket's: it reads too
-        if waiting:
-            # Over the limit: not read at all until a slot frees, so the data waits in the
-            # kernel's buffers and the sender feels TCP back-pressure, at no cost here.
-            transport.pause_reading()
+    def new_spool(self) -> Spool:
+        return Spool(self.spool_dir)
+
+    def accept(self, lst: Listener, spool: Spool, peer: str, subject: str | None) -> list[Event]:
+        """The message is complete: journal it and make its events (none if it is dropped)."""
+        path = spool.finish(durable=self.durable)
+        rules = self._rules_on(lst)
+        if not rules or self._events is None:
+            why = "stopping" if self._events is None else "no rule wants messages any more"
+            logger.warning("%s: %s; dropped %s, not acknowledged", lst.describe(), why, path.name)
+            path.unlink(missing_ok=True)
+            return []
+        extras: dict[str, Any] = {
+            "message_id": spool.id,
+            "peer": peer,
+            "host": lst.key[0],
+            "port": lst.port,
+            "size": spool.size,
+            "tls": lst.pattern.tls,
+        }
+        if subject is not None:
+            extras["peer_cert_subject"] = subject
+        entry = {
+            "id": spool.id,
+            "time": time.time(),
+            "rules": [r.name for r in rules],
+            "extras": extras,
+        }
+        self._journal.add(entry)  # accepted from here on: a restart will finish it
+        return self._events_for(entry, path, rules)
+
+    def offer(self, events: list[Event]) -> bool:
+        """Queue the events now if there is room and nobody is waiting before them."""
+        queue = self._queue
+        if self._blocked:
+            return False
+        if queue.maxsize > 0 and queue.qsize() + len(events) > queue.maxsize:
+            return False
+        for event in events:
+            queue.put_nowait(event)
+        return True
+
+    async def put(self, events: list[Event]) -> None:
+        """Queue the events, waiting for room: the back-pressure of a full queue."""
+        queue = self._queue  # still there while stopping: accepted events are not lost
+        self._blocked += 1
         try:
-            async with lst.slots:
-                if waiting:
-                    transport.resume_reading()
-                framing = lst.pattern.framing
-                if framing == "connection":
-                    await self._one_per_connection(lst, reader, writer, peer)
-                elif framing == "delimiter":
-                    await self._delimited(lst, reader, writer, peer)
-                else:
-                    await self._length_prefixed(lst, reader, writer, peer)
-        except TimeoutError:
-            logger.warning(
-                "%s from %s: idle for %.0fs, closed", lst.describe(), peer, lst.pattern.idle_timeout
-            )
-        except _MessageTooLarge:
-            logger.warning(
-                "%s from %s: message over max_size (%d bytes), dropped and closed",
-                lst.describe(),
-                peer,
-                lst.pattern.max_size,
-            )
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as e:
-            logger.warning(
-                "%s from %s: connection lost (%s); an unfinished message, if any, was dropped",
-                lst.describe(),
-                peer,
-                type(e).__name__,
-            )
-        except OSError as e:  # the spool: disk full, file too large, folder gone...
-            logger.error(
-                "%s from %s: could not store the message in %s (%s); nothing kept, not "
-                "acknowledged",
-                lst.describe(),
-                peer,
-                self.spool_dir,
-                e.strerror or e,
-            )
-        except asyncio.CancelledError:
-            pass  # stopping: an incomplete message was never accepted
+            for event in events:
+                await queue.put(event)
         finally:
-            self._reading.discard(task)
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._blocked -= 1
 
-    async def _one_per_connection(
-        self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> None:
-        spool = self._spool()
-        try:
-            while True:
-                async with asyncio.timeout(lst.pattern.idle_timeout):
-                    chunk = await reader.read(self.chunk_size)
-                if not chunk:
-                    break
-                spool.write(chunk, lst.pattern.max_size)
-        except BaseException:
-            spool.discard()
-            raise
-        await self._accept(lst, spool, writer, peer)
-
-    async def _delimited(
-        self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> None:
-        delim = lst.pattern.delimiter.encode()
-        keep = len(delim) - 1  # bytes that may be the start of a delimiter split across reads
-        spool: _Spool | None = None
-        pending = b""
-        try:
-            while True:
-                async with asyncio.timeout(lst.pattern.idle_timeout):
-                    chunk = await reader.read(self.chunk_size)
-                if not chunk:
-                    break
-                data = pending + chunk
-                start = 0
-                while (end := data.find(delim, start)) >= 0:
-                    spool = spool or self._spool()
-                    spool.write(data[start:end], lst.pattern.max_size)
-                    await self._accept(lst, spool, writer, peer)
-                    spool = None
-                    start = end + len(delim)
-                rest = data[start:]
-                cut = max(0, len(rest) - keep)
-                if cut:
-                    spool = spool or self._spool()
-                    spool.write(rest[:cut], lst.pattern.max_size)
-                pending = rest[cut:]
-            if pending or (spool is not None and spool.size):
-                spool = spool or self._spool()  # a last message without a delimiter counts
-                spool.write(pending, lst.pattern.max_size)
-                await self._accept(lst, spool, writer, peer)
-                spool = None
-        finally:
-            if spool is not None:
-                spool.discard()
-
-    async def _length_prefixed(
-        self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> None:
-        while True:
-            async with asyncio.timeout(lst.pattern.idle_timeout):
-                head = await reader.read(_LENGTH.size)
-                if not head:
-                    return  # a clean end between messages
-                if len(head) < _LENGTH.size:
-                    head += await reader.readexactly(_LENGTH.size - len(head))
-            (length,) = _LENGTH.unpack(head)
-            if length > lst.pattern.max_size:
-                raise _MessageTooLarge
-            spool = self._spool()
-            try:
-                left = length
-                while left:
-                    async with asyncio.timeout(lst.pattern.idle_timeout):
-                        chunk = await reader.read(min(self.chunk_size, left))
-                    if not chunk:
-                        raise asyncio.IncompleteReadError(b"", left)  # noqa: TRY301
-                    spool.write(chunk, lst.pattern.max_size)
-                    left -= len(chunk)
-            except BaseException:
-                spool.discard()
-                raise
-            await self._accept(lst, spool, writer, peer)
-
-    async def _accept(
-        self, lst: _Listener, spool: _Spool, writer: asyncio.StreamWriter, peer: str
-    ) -> None:
-        """The message is complete: make it an event for every rule on the port, then ack."""
-        task = asyncio.current_task()
-        self._reading.discard(task)
-        try:
-            path = spool.finish(durable=self.durable)
-            rules = [r for r in self.rules() if self._resolve(r.pattern) == lst.key]  # type: ignore[arg-type]
-            if not rules or self._events is None:
-                logger.warning(
-                    "%s: no rule wants messages any more; dropped %s", lst.describe(), path.name
-                )
-                path.unlink(missing_ok=True)
-                return
-            extras: dict[str, Any] = {
-                "message_id": spool.id,
-                "peer": peer,
-                "host": lst.key[0],
-                "port": lst.port,
-                "size": spool.size,
-                "tls": lst.pattern.tls,
-            }
-            subject = _cert_subject(writer)
-            if subject is not None:
-                extras["peer_cert_subject"] = subject
-            entry = {
-                "id": spool.id,
-                "time": time.time(),
-                "rules": [r.name for r in rules],
-                "extras": extras,
-            }
-            self._journal.add(entry)  # accepted from here on: a restart will finish it
-            for event in self._events_for(entry, path, rules):
-                await self._events.put(event)
-            if lst.pattern.ack:
-                # After it is on disk and queued. A raw sender that already left (nc) is fine.
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    writer.write(f"ok {spool.id}\n".encode())
-                    await writer.drain()
-        finally:
-            if task is not None:
-                self._reading.add(task)
-
-    def _spool(self) -> _Spool:
-        return _Spool(self.spool_dir)
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(work)
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     def _events_for(self, entry: dict[str, Any], path: Path, rules: list[Rule]) -> list[Event]:
         msg_id = str(entry["id"])
@@ -526,131 +401,7 @@ class NetworkMonitor:
         return out
 
 
-class _Journal:
-    """``accepted.log`` beside the spool files: one line per accepted message, written before
-    its events are queued and before any acknowledgement, so a restart finishes what a killed
-    runner had accepted. Rewritten short once most of its entries are done."""
-
-    def __init__(self, folder: Path, *, durable: bool) -> None:
-        self.path = folder / "accepted.log"
-        self.durable = durable
-        self.pending: dict[str, dict[str, Any]] = {}
-        self._file: IO[str] | None = None
-        self._lines = 0
-
-    def recover(self) -> list[dict[str, Any]]:
-        """Entries whose message is still spooled; removes what was never accepted."""
-        entries: dict[str, dict[str, Any]] = {}
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut short by a crash: its message was never acked
-                    if "done" in entry:
-                        entries.pop(entry["done"], None)
-                    else:
-                        entries[entry["id"]] = entry
-        except FileNotFoundError:
-            pass
-        folder = self.path.parent
-        for spooled in folder.iterdir():
-            if spooled.suffix == ".part" or (
-                spooled.suffix == ".msg" and spooled.stem not in entries
-            ):
-                spooled.unlink(missing_ok=True)  # never complete, or never accepted: not acked
-        self.pending = {i: e for i, e in entries.items() if (folder / f"{i}.msg").exists()}
-        self._rewrite()
-        return list(self.pending.values())
-
-    def add(self, entry: dict[str, Any]) -> None:
-        self.pending[entry["id"]] = entry
-        self._write(entry)
-
-    def done(self, msg_id: str) -> None:
-        if self.pending.pop(msg_id, None) is None:
-            return
-        if self._lines > 4096 and self._lines > 4 * len(self.pending):
-            self._rewrite()
-        else:
-            self._write({"done": msg_id})
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if not self.pending:
-            self.path.unlink(missing_ok=True)
-
-    def _write(self, entry: dict[str, Any]) -> None:
-        if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-            if self.durable:
-                fsync_dir(self.path.parent)  # the journal's own entry
-        self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        self._file.flush()
-        if self.durable:
-            os.fsync(self._file.fileno())
-        self._lines += 1
-
-    def _rewrite(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for entry in self.pending.values():
-                f.write(json.dumps(entry, separators=(",", ":")) + "\n")
-            if self.durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        if self.durable:
-            fsync_dir(self.path.parent)
-        self._lines = len(self.pending)
-
-
-class _Spool:
-    """One message on its way to disk: ``<id>.part`` until complete, then ``<id>.msg``.
-
-    Writes go straight to the page cache from the event loop: a chunk is at most
-    ``chunk_size`` bytes and a thread hop per chunk costs more than the copy (perf/).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
-        self.part = folder / f"{self.id}.part"
-        self.size = 0
-        self._file: IO[bytes] | None = None
-
-    def write(self, data: bytes, limit: int) -> None:
-        self.size += len(data)
-        if self.size > limit:
-            raise _MessageTooLarge
-        if self._file is None:
-            self._file = open(self.part, "wb")  # noqa: SIM115 - closed in finish/discard
-        self._file.write(data)
-
-    def finish(self, *, durable: bool = False) -> Path:
-        if self._file is None:
-            self._file = open(self.part, "wb")  # noqa: SIM115 - an empty message is a message
-        if durable:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._file.close()
-        final = self.part.with_suffix(".msg")
-        os.replace(self.part, final)
-        if durable:
-            fsync_dir(final.parent)
-        return final
-
-    def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self.part.unlink(missing_ok=True)
-
-
-def _key(pattern: NetworkPattern) -> _Key:
+def _key(pattern: NetworkPattern) -> Key:
     return (pattern.host, pattern.port, pattern.name if pattern.port == 0 else "")
 
 
@@ -704,21 +455,3 @@ def _tls_context(pattern: NetworkPattern) -> ssl.SSLContext:
             "network", f"pattern {pattern.name!r}: cannot load TLS files: {e}"
         ) from None
     return ctx
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    addr = writer.get_extra_info("peername")
-    if addr is None:
-        return "an unknown peer (gone already)"
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = f"[{addr[0]}]" if ":" in str(addr[0]) else str(addr[0])
-        return f"{host}:{addr[1]}"
-    return str(addr)
-
-
-def _cert_subject(writer: asyncio.StreamWriter) -> str | None:
-    cert = writer.get_extra_info("peercert")
-    if not cert:
-        return None
-    parts = [f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
-    return ",".join(parts) or None
