@@ -110,7 +110,7 @@ class Journal:
 
     def add(self, entry: dict[str, Any]) -> None:
         self.pending[entry["id"]] = entry
-        self._write(entry)
+        self._write(entry, flush=True)
 
     def done(self, msg_id: str) -> None:
         if self.pending.pop(msg_id, None) is None:
@@ -118,7 +118,9 @@ class Journal:
         if self._lines > 4096 and self._lines > 4 * len(self.pending):
             self._rewrite()
         else:
-            self._write({"done": msg_id})
+            # Not flushed on its own (the next entry or close() does): a lost "done" line
+            # costs nothing, as recovery skips messages whose spool file is gone.
+            self._write({"done": msg_id}, flush=False)
 
     def close(self) -> None:
         if self._file is not None:
@@ -127,15 +129,16 @@ class Journal:
         if not self.pending:
             self.path.unlink(missing_ok=True)
 
-    def _write(self, entry: dict[str, Any]) -> None:
+    def _write(self, entry: dict[str, Any], *, flush: bool) -> None:
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
             if self.durable:
                 fsync_dir(self.path.parent)  # the journal's own entry
         self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        self._file.flush()
-        if self.durable:
-            os.fsync(self._file.fileno())
+        if flush:
+            self._file.flush()
+            if self.durable:
+                os.fsync(self._file.fileno())
         self._lines += 1
 
     def _rewrite(self) -> None:
