@@ -1,4 +1,4 @@
-"""Conductors run jobs. The local one runs each as a subprocess of the runner's event loop."""
+"""Conductors run jobs. The local one runs each as a subprocess, watched from the event loop."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
+import threading
 import time
-from typing import IO, Protocol
+from typing import Protocol
 
 from .jobs import STDERR_FILE, STDOUT_FILE, Job, JobState
 
@@ -29,6 +31,45 @@ class _Vanished(Exception):
     pass
 
 
+class _NotStarted(Exception):
+    pass
+
+
+class _Child:
+    """A started job process and a future for its exit code (make it on the loop's thread).
+
+    Where the kernel has pidfds (Linux 5.3+) the loop watches the process's pidfd, so no
+    thread waits for it; elsewhere one thread per process waits, as asyncio's default child
+    watcher on Python 3.11 would.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        try:
+            fd = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):
+            threading.Thread(target=self._wait_in_thread, args=(loop,), daemon=True).start()
+            return
+        loop.add_reader(fd, self._on_exit, loop, fd)
+
+    def _on_exit(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        self._set(self.popen.wait())  # it has exited: this reaps it at once
+
+    def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        code = self.popen.wait()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(self._set, code)
+
+    def _set(self, code: int) -> None:
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+
 class LocalConductor:
     """Runs jobs as local subprocesses, in the job's directory, output captured to files.
 
@@ -41,51 +82,28 @@ class LocalConductor:
         self.kill_timeout = kill_timeout
 
     async def execute(self, job: Job) -> JobState:
-        opening = asyncio.ensure_future(asyncio.to_thread(self._open_outputs, job))
+        # One thread hop checks the trigger, opens the outputs, starts the process and records
+        # it as running: neither the disk nor fork/exec runs on the loop's thread.
+        starting = asyncio.ensure_future(asyncio.to_thread(self._start, job))
         try:
-            out, err = await asyncio.shield(opening)
+            proc = _Child(await asyncio.shield(starting))
         except _Vanished as e:
             return await asyncio.to_thread(self._finish, job, None, str(e), JobState.skipped)
+        except _NotStarted as e:
+            return await asyncio.to_thread(self._finish, job, None, str(e))
         except asyncio.CancelledError:
-            # Stopped before the start: close what opened, record why.
-            with contextlib.suppress(BaseException):
-                for f in await opening:
-                    f.close()
-            self._finish(job, None, "stopped: the runner shut down before the job started")
-            raise
-        try:
+            # Stopped while starting: let the start end, then stop what it started.
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *job.argv,
-                    cwd=job.dir,
-                    env={**os.environ, **job.env},
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    # Own process group: a terminal's Ctrl+C reaches the runner, which decides,
-                    # and stopping a job stops whatever it started too.
-                    start_new_session=True,
-                )
-            except OSError as e:
-                why = f"could not start {job.argv[0]}: {e.strerror or e}"
-                return await asyncio.to_thread(self._finish, job, None, why)
-        finally:
-            out.close()
-            err.close()
-        started = time.time()
-        # One write for 'running', with the process's identity, so a restart can find it.
-        await asyncio.to_thread(
-            job.update,
-            state=JobState.running.value,
-            started=started,
-            finished=None,
-            pid=proc.pid,
-            pid_start=process_start_time(proc.pid),
-        )
+                proc = _Child(await starting)
+            except Exception:
+                self._finish(job, None, "stopped: the runner shut down before the job started")
+            else:
+                self._finish(job, await self._stop(proc), "stopped: the runner shut down first")
+            raise
         limit = job.meta.get("timeout")
         try:
             async with asyncio.timeout(limit):
-                code: int | None = await proc.wait()
+                code: int | None = await asyncio.shield(proc.exited)
         except TimeoutError:
             code = await self._stop(proc)
             why = f"timed out after {limit:g}s"
@@ -95,25 +113,56 @@ class LocalConductor:
             raise
         return await asyncio.to_thread(self._finish, job, code, None)
 
-    def _open_outputs(self, job: Job) -> tuple[IO[bytes], IO[bytes]]:
+    def _start(self, job: Job) -> subprocess.Popen[bytes]:
+        """In a worker thread: the job's process, started and recorded as running."""
         event = job.meta.get("event") or {}
         if event.get("kind") == "file" and event.get("change") != "deleted":
             path = event.get("path")
             if isinstance(path, str) and not os.path.exists(path):
                 raise _Vanished(f"the triggering file {path} vanished before the job started")
-        return open(job.dir / STDOUT_FILE, "wb"), open(job.dir / STDERR_FILE, "wb")
+        with open(job.dir / STDOUT_FILE, "wb") as out, open(job.dir / STDERR_FILE, "wb") as err:
+            try:
+                popen = subprocess.Popen(
+                    job.argv,
+                    cwd=job.dir,
+                    env={**os.environ, **job.env},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    # Own process group: a terminal's Ctrl+C reaches the runner, which decides,
+                    # and stopping a job stops whatever it started too.
+                    start_new_session=True,
+                )
+            except OSError as e:
+                raise _NotStarted(f"could not start {job.argv[0]}: {e.strerror or e}") from None
+        try:
+            # One write for 'running', with the process's identity, so a restart can find it.
+            job.update(
+                state=JobState.running.value,
+                started=time.time(),
+                finished=None,
+                pid=popen.pid,
+                pid_start=process_start_time(popen.pid),
+            )
+        except BaseException:
+            # Not recorded, a restart could not find it: it must not outlive this error.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            raise
+        return popen
 
-    async def _stop(self, proc: asyncio.subprocess.Process) -> int | None:
+    async def _stop(self, proc: _Child) -> int | None:
         """SIGTERM the job's process group, then SIGKILL if it is still there."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
             try:
                 async with asyncio.timeout(self.kill_timeout):
-                    return await asyncio.shield(proc.wait())
+                    return await asyncio.shield(proc.exited)
             except TimeoutError:
                 logger.warning("job process %d ignored %s", proc.pid, sig.name)
-        return proc.returncode
+        return proc.popen.returncode
 
     def _finish(
         self,

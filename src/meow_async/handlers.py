@@ -91,7 +91,7 @@ class Handler:
         script = job_dir / f"script{recipe.suffix}"
         params_file = job_dir / PARAMS_FILE
         _write(script, recipe.render(params), self.durable)
-        _write(params_file, json.dumps(params, indent=2) + "\n", self.durable)
+        _write(params_file, json.dumps(params) + "\n", self.durable)  # one line: C encoder
         argv = recipe.command(script)
         env = {
             "MEOW_JOB_ID": job_id,

@@ -79,9 +79,13 @@ class Job:
 
 def write_meta(job_dir: Path, meta: Mapping[str, Any], *, durable: bool = False) -> None:
     """Write-then-rename, so a reader never sees half a file; ``durable`` also fsyncs, so
-    the record survives a machine crash, not only the runner's."""
+    the record survives a machine crash, not only the runner's.
+
+    One line, unsorted: ``json`` has a C encoder only without ``indent``, and this is written
+    three times per job (``meow-async show --json`` prints it indented).
+    """
     tmp = job_dir / f".{META_FILE}.tmp"
-    data = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    data = (json.dumps(meta) + "\n").encode()
     with open(tmp, "wb") as f:
         f.write(data)
         if durable:
