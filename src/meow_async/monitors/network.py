@@ -326,7 +326,11 @@ class NetworkMonitor:
             "rules": [r.name for r in rules],
             "extras": extras,
         }
-        self._journal.add(entry)  # accepted from here on: a restart will finish it
+        try:
+            self._journal.add(entry)  # accepted from here on: a restart will finish it
+        except OSError:
+            path.unlink(missing_ok=True)  # not accepted: nothing of it stays
+            raise
         return self._events_for(entry, path, rules)
 
     def offer(self, events: list[Event]) -> bool:
