@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ class Event:
     rule: Rule
     change: Change | None = None
     time: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: secrets.token_hex(16))  # uuid4's cost, a third
     extras: Mapping[str, Any] = field(default_factory=dict)
     #: What makes this trigger the same trigger if it is seen again (after a restart, or by a
     #: retroactive scan): jobs are named from it, so handling it twice makes no second job.

@@ -26,7 +26,7 @@ from ..patterns import LISTENER_FIELDS, NetworkPattern
 from ..rules import Rule
 from ..workflow import Workflow
 from .connection import Connection, Key, Listener
-from .spool import Journal, Spool
+from .spool import Journal, Spool, unlink
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "NetworkMonitor"]
 
@@ -59,6 +59,7 @@ class NetworkMonitor:
     ) -> None:
         self.workflow = workflow
         self.spool_dir = Path(spool_dir).absolute()
+        self._spool_str = str(self.spool_dir)
         #: Events' ``base`` ({BASE} in templates): the runner's watched folder, so outputs
         #: named from it land where file rules can pick them up.
         self.base = str(Path(base_dir if base_dir is not None else Path()).absolute())
@@ -299,7 +300,7 @@ class NetworkMonitor:
     # -- messages (called by each Connection) ---------------------------------------------------
 
     def new_spool(self) -> Spool:
-        return Spool(self.spool_dir)
+        return Spool(self._spool_str)
 
     def accept(self, lst: Listener, spool: Spool, peer: str, subject: str | None) -> list[Event]:
         """The message is complete: journal it and make its events (none if it is dropped)."""
@@ -307,8 +308,8 @@ class NetworkMonitor:
         rules = self._rules_on(lst)
         if not rules or self._events is None:
             why = "stopping" if self._events is None else "no rule wants messages any more"
-            logger.warning("%s: %s; dropped %s, not acknowledged", lst.describe(), why, path.name)
-            path.unlink(missing_ok=True)
+            logger.warning("%s: %s; dropped %s, not acknowledged", lst.describe(), why, path)
+            unlink(path)
             return []
         extras: dict[str, Any] = {
             "message_id": spool.id,
@@ -329,7 +330,7 @@ class NetworkMonitor:
         try:
             self._journal.add(entry)  # accepted from here on: a restart will finish it
         except OSError:
-            path.unlink(missing_ok=True)  # not accepted: nothing of it stays
+            unlink(path)  # not accepted: nothing of it stays
             raise
         return self._events_for(entry, path, rules)
 
@@ -359,7 +360,7 @@ class NetworkMonitor:
         self._later.add(task)
         task.add_done_callback(self._later.discard)
 
-    def _events_for(self, entry: dict[str, Any], path: Path, rules: list[Rule]) -> list[Event]:
+    def _events_for(self, entry: dict[str, Any], path: str, rules: list[Rule]) -> list[Event]:
         msg_id = str(entry["id"])
         left = len(rules)
 
@@ -367,13 +368,13 @@ class NetworkMonitor:
             nonlocal left
             left -= 1
             if left == 0:  # every rule has its jobs (each holds a link): the spool copy goes
-                path.unlink(missing_ok=True)
+                unlink(path)
                 self._journal.done(msg_id)
 
         return [
             Event(
                 kind="network",
-                path=str(path),
+                path=path,
                 base=self.base,
                 rule=rule,
                 time=float(entry["time"]),
@@ -390,13 +391,13 @@ class NetworkMonitor:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         out: list[Event] = []
         for entry in self._journal.recover():
-            path = self.spool_dir / f"{entry['id']}.msg"
+            path = f"{self._spool_str}/{entry['id']}.msg"
             rules = [self.workflow.rules[n] for n in entry["rules"] if n in self.workflow.rules]
             if not rules:
                 logger.warning(
                     "message %s: its rules %s are gone; dropped", entry["id"], entry["rules"]
                 )
-                path.unlink(missing_ok=True)
+                unlink(path)
                 self._journal.done(str(entry["id"]))
                 continue
             out.extend(self._events_for(entry, path, rules))

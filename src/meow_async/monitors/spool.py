@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -11,7 +12,7 @@ from typing import IO, Any
 
 from ..jobs import fsync_dir
 
-__all__ = ["Journal", "MessageTooLarge", "Spool"]
+__all__ = ["Journal", "MessageTooLarge", "Spool", "unlink"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -31,9 +32,9 @@ class Spool:
 
     __slots__ = ("_fd", "id", "path", "size")
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: str) -> None:
         self.id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
-        self.path = folder / f"{self.id}.msg"
+        self.path = f"{folder}/{self.id}.msg"  # a str: made for every message, Path costs
         self.size = 0
         self._fd = -1
 
@@ -47,7 +48,7 @@ class Spool:
         while view:
             view = view[os.write(self._fd, view) :]
 
-    def finish(self, *, durable: bool = False) -> Path:
+    def finish(self, *, durable: bool = False) -> str:
         """Close the complete message (an empty one is a message too) and return its path."""
         if self._fd < 0:
             self._fd = os.open(self.path, _FLAGS, 0o666)
@@ -58,7 +59,7 @@ class Spool:
             os.close(self._fd)
             self._fd = -1
         if durable:
-            fsync_dir(self.path.parent)
+            fsync_dir(Path(self.path).parent)
         return self.path
 
     def discard(self) -> None:
@@ -66,7 +67,12 @@ class Spool:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self.path.unlink(missing_ok=True)
+        unlink(self.path)
+
+
+def unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 class Journal:
