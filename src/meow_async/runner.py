@@ -201,6 +201,39 @@ class Runner:
         cfg = self.config
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
         jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
+        try:
+            await self._serve(events, jobs, recovered_events, recovered.to_run)
+        finally:
+            self.network.close_journal()  # cancelled too: no open file left behind
+        if self._watching_since is not None and self._held_at_stop is None and not self._unhandled:
+            # Every change seen was drained into jobs: the next start looks from here on.
+            try:
+                await asyncio.to_thread(self.state.save, time.time() - _MARGIN)
+            except OSError as e:
+                logger.warning("could not save the runner's state in %s: %s", self.jobs_dir, e)
+        self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
+        self._notify()
+        s = self.stats
+        logger.info(
+            "runner stopped: %d event(s), %d job(s): %d done, %d failed, %d skipped, "
+            "%d left queued",
+            s.events,
+            s.jobs,
+            s.done,
+            s.failed,
+            s.skipped,
+            s.left_queued,
+        )
+
+    async def _serve(
+        self,
+        events: asyncio.Queue[Event],
+        jobs: asyncio.Queue[Job],
+        recovered_events: list[Event],
+        recovered_jobs: list[Job],
+    ) -> None:
+        """Monitors, handlers and conductors, until stopped and drained."""
+        cfg = self.config
         async with asyncio.TaskGroup() as tg:
             monitors = [
                 tg.create_task(m.run(events, self._stop), name=f"monitor:{m.name}")
@@ -214,7 +247,7 @@ class Runner:
                 tg.create_task(self._conduct(jobs), name=f"conductor:{i}")
                 for i in range(cfg.max_jobs)
             ]
-            tg.create_task(self._requeue(events, jobs, recovered_events, recovered.to_run))
+            tg.create_task(self._requeue(events, jobs, recovered_events, recovered_jobs))
             await self._monitors_ready(monitors)
             self.started.set()
             logger.info(
@@ -241,26 +274,6 @@ class Runner:
                 logger.warning("stopping %d running job(s)", self.stats.running)
             for t in (force, drained, *workers, *self._later):
                 t.cancel()
-        self.network.close_journal()
-        if self._watching_since is not None and self._held_at_stop is None and not self._unhandled:
-            # Every change seen was drained into jobs: the next start looks from here on.
-            try:
-                await asyncio.to_thread(self.state.save, time.time() - _MARGIN)
-            except OSError as e:
-                logger.warning("could not save the runner's state in %s: %s", self.jobs_dir, e)
-        self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
-        self._notify()
-        s = self.stats
-        logger.info(
-            "runner stopped: %d event(s), %d job(s): %d done, %d failed, %d skipped, "
-            "%d left queued",
-            s.events,
-            s.jobs,
-            s.done,
-            s.failed,
-            s.skipped,
-            s.left_queued,
-        )
 
     async def _requeue(
         self,

@@ -2,9 +2,9 @@
 
 A protocol, not a StreamReader and a task per connection: each callback does its work at once
 (write the bytes, or finish the message and queue its events), so a short message costs a few
-callbacks and no coroutine switches. Reads land in a buffer the monitor shares between all its
-connections (each read is consumed before the next one starts), so a connection holds no read
-buffer of its own, idle or busy.
+callbacks and no coroutine switches. Reads land in one buffer per thread, shared by every
+connection of every monitor on that thread's loop (each read is consumed before the next one
+starts), so a connection holds no read buffer of its own, idle or busy.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import logging
 import ssl
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,13 +28,23 @@ if TYPE_CHECKING:
     from ..events import Event
     from .network import NetworkMonitor
 
-__all__ = ["Connection", "Listener"]
+__all__ = ["Connection", "Listener", "read_buffer"]
 
 logger = logging.getLogger("meow_async.monitors.network")
 
 _LENGTH = struct.Struct(">I")
 
 Key = tuple[str, int, str]  # host, port, and the pattern name when port is 0 (its own port)
+
+_buffers = threading.local()
+
+
+def read_buffer(size: int) -> memoryview:
+    """This thread's read buffer of ``size`` bytes (a loop's callbacks all run on its thread)."""
+    mine: dict[int, memoryview] = _buffers.__dict__.setdefault("by_size", {})
+    if size not in mine:
+        mine[size] = memoryview(bytearray(size))
+    return mine[size]
 
 
 @dataclass(eq=False)

@@ -25,7 +25,7 @@ from ..exceptions import MonitorError
 from ..patterns import LISTENER_FIELDS, NetworkPattern
 from ..rules import Rule
 from ..workflow import Workflow
-from .connection import Connection, Key, Listener
+from .connection import Connection, Key, Listener, read_buffer
 from .spool import Journal, Spool, unlink
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "NetworkMonitor"]
@@ -47,6 +47,7 @@ class NetworkMonitor:
 
     name = "network"
     loop: asyncio.AbstractEventLoop  # the running one, once run() starts
+    buffer: memoryview
 
     def __init__(
         self,
@@ -79,8 +80,6 @@ class NetworkMonitor:
         self._journal = Journal(self.spool_dir, durable=durable)
         #: The connections of every listener (see connection.py).
         self.connections: set[Connection] = set()
-        #: Where every connection's reads land, one at a time (see connection.py).
-        self.buffer = memoryview(bytearray(chunk_size))
         workflow.add_validator(self._validate)
 
     # -- what is open -------------------------------------------------------------------------
@@ -134,7 +133,9 @@ class NetworkMonitor:
 
     async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
         self.loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
+        #: Where every connection's reads land, one at a time (see connection.py).
+        self.buffer = read_buffer(self.chunk_size)
+        await asyncio.to_thread(self._prepare)
         self.bind()
         self._events = self._queue = events
         unsubscribe = self.workflow.subscribe(self._sync_needed.set)
@@ -154,6 +155,10 @@ class NetworkMonitor:
             unsubscribe()
             self._events = None
             await self._close_all()
+
+    def _prepare(self) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._journal.open()  # now, not at the first message, which would wait for it
 
     def close_journal(self) -> None:
         """After the last event is handled: the journal goes if nothing is pending."""

@@ -135,11 +135,17 @@ class Journal:
         if not self.pending:
             self.path.unlink(missing_ok=True)
 
-    def _write(self, entry: dict[str, Any], *, flush: bool) -> None:
+    def open(self) -> None:
+        """Open (or make) the journal file, ready for the first message."""
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
             if self.durable:
                 fsync_dir(self.path.parent)  # the journal's own entry
+
+    def _write(self, entry: dict[str, Any], *, flush: bool) -> None:
+        if self._file is None:
+            self.open()
+        assert self._file is not None  # noqa: S101 - opened just now
         self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
         if flush:
             self._file.flush()
