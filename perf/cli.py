@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-meow-base", action="store_true", help="skip meow_base")
     p.add_argument(
+        "--tests",
+        default="a,b,c,paced",
+        help="network suite: which of the report's tests a, b, c and the paced latency test "
+        "to run, comma-separated (default: all)",
+    )
+    p.add_argument(
         "--from-json",
         type=Path,
         help="do not measure: render --markdown/--plots from a saved --json",
@@ -108,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload=args.payload,
                 meow_base=meow_base,
                 scratch=scratch,
+                tests=_tests(args.tests),
             )
         ),
         "files": lambda: files.run(sizes, scratch, args.loop, args.max_jobs),
@@ -135,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     _write(args, results)
     return 0
+
+
+def _tests(text: str) -> tuple[str, ...]:
+    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = sorted(set(chosen) - {"a", "b", "c", "paced"})
+    if unknown or not chosen:
+        raise SystemExit(f"--tests: unknown {', '.join(unknown) or 'empty'}: use a, b, c, paced")
+    return chosen
 
 
 def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:

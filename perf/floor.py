@@ -1,9 +1,9 @@
 """The floor for network intake: the least an asyncio server can do with the same connections.
 
-An ``asyncio.Protocol`` per connection opens a file at the first data (as meow_async does),
-writes what arrives, closes it at EOF and
-puts the path on a queue, then closes the connection: no streams, no tasks, no timeouts,
-no rename, no limits. Run on the stdlib loop and on uvloop, in the same run as meow_async.
+An ``asyncio.Protocol`` per connection opens a file at the first data (as meow_async does,
+in a folder per monitor, as meow_async's monitors have), writes what arrives, closes it at EOF
+and puts the path on a queue, then closes the connection: no journal, no message ids, no
+timeouts, no limits. Run on the stdlib loop and on uvloop, in the same run as meow_async.
 """
 
 from __future__ import annotations
@@ -56,16 +56,23 @@ class FloorIntake:
 
     async def start(self, monitors: int, listeners: int) -> list[int]:
         loop = asyncio.get_running_loop()
-        self.spool.mkdir(parents=True, exist_ok=True)
-        for _ in range(monitors * listeners):
-            server = await loop.create_server(
-                lambda: _Spooler(self.spool, self._queue, self._ids),
-                "127.0.0.1",
-                0,
-                backlog=4096,
-            )
-            self._servers.append(server)
+        for m in range(monitors):
+            # A folder per monitor, as meow_async's monitors (each a runner's) have: the same
+            # directory work on the disk.
+            folder = self.spool / f"m{m}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for _ in range(listeners):
+                await self._serve(loop, folder)
         return [s.sockets[0].getsockname()[1] for s in self._servers]
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, folder: Path) -> None:
+        server = await loop.create_server(
+            lambda: _Spooler(folder, self._queue, self._ids),
+            "127.0.0.1",
+            0,
+            backlog=4096,
+        )
+        self._servers.append(server)
 
     async def next(self) -> Arrival:
         path = await self._queue.get()

@@ -50,6 +50,7 @@ class Options:
     payload: int
     meow_base: bool
     scratch: Path
+    tests: tuple[str, ...] = ("a", "b", "c", "paced")
 
 
 def variants(opts: Options, *, paced: bool = False) -> list[Variant]:
@@ -85,8 +86,10 @@ CHUNKS = 5
 def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     points: list[dict[str, Any]] = []
     plan = [(s, variants(opts), opts.repeats, 0.0) for s in specs(opts.sizes)]
-    paced = PointSpec("paced", opts.sizes.paced_n, opts.sizes.paced_n, 1, 1)
-    plan.append((paced, variants(opts, paced=True), min(opts.repeats, 3), PACED_INTERVAL_S))
+    plan = [p for p in plan if p[0].test in opts.tests]
+    if "paced" in opts.tests:
+        paced = PointSpec("paced", opts.sizes.paced_n, opts.sizes.paced_n, 1, 1)
+        plan.append((paced, variants(opts, paced=True), min(opts.repeats, 3), PACED_INTERVAL_S))
     for spec, vs, repeats, interval in plan:
         recs = run_turns([v for v in vs if v.impl != "meow_base"], spec, opts, repeats, interval)
         # meow_base in one block: its child process runs under one time cap.
