@@ -161,12 +161,7 @@ class Connection(asyncio.BufferedProtocol):
         unfinished = self.spool is not None or self._head or self._left >= 0
         self._drop_message()
         if not self._closing and (exc is not None or unfinished):
-            logger.warning(
-                "%s from %s: connection lost (%s); an unfinished message, if any, was dropped",
-                self.lst.describe(),
-                self.peer,
-                type(exc).__name__ if exc is not None else "closed mid-message",
-            )
+            self._warn_lost(type(exc).__name__ if exc is not None else "closed mid-message")
         self.transport = None
         if self.slot:
             self.slot = False
@@ -261,13 +256,16 @@ class Connection(asyncio.BufferedProtocol):
                     return
         elif self._head or self._left >= 0:
             self._drop_message()
-            logger.warning(
-                "%s from %s: connection lost (IncompleteReadError); an unfinished message, "
-                "if any, was dropped",
-                self.lst.describe(),
-                self.peer,
-            )
+            self._warn_lost("IncompleteReadError")  # a length-framed message cut short
         self._close()
+
+    def _warn_lost(self, why: str) -> None:
+        logger.warning(
+            "%s from %s: connection lost (%s); an unfinished message, if any, was dropped",
+            self.lst.describe(),
+            self.peer,
+            why,
+        )
 
     def _write(self, data: memoryview | bytes) -> None:
         if self.spool is None:

@@ -47,6 +47,7 @@ class NetworkMonitor:
 
     name = "network"
     loop: asyncio.AbstractEventLoop  # the running one, once run() starts
+    _queue: asyncio.Queue[Event]  # run()'s, kept while stopping: accepted events are not lost
     buffer: memoryview
 
     def __init__(
@@ -68,8 +69,7 @@ class NetworkMonitor:
         self.ready = asyncio.Event()
         self.durable = durable
         self._listeners: dict[Key, Listener] = {}
-        self._events: asyncio.Queue[Event] | None = None  # None: not accepting messages
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()  # kept while stopping
+        self._accepting = False  # True while run() serves; the queue stays while stopping
         self._blocked = 0  # connections waiting for room in the queue
         self._later: set[asyncio.Task[None]] = set()
         self._rules_of: dict[str, Rule] | None = None  # the workflow rules _by_key is from
@@ -107,7 +107,7 @@ class NetworkMonitor:
         """Refuse inconsistent listeners; while running, bind new ports now so errors are
         raised by the very call that asked for them."""
         wanted = self._wanted(self.rules(rules))
-        if self._events is None:
+        if not self._accepting:
             return
         self.ready.clear()  # set again once _sync has opened and closed what changed
         try:
@@ -137,7 +137,7 @@ class NetworkMonitor:
         self.buffer = read_buffer(self.chunk_size)
         await asyncio.to_thread(self._prepare)
         self.bind()
-        self._events = self._queue = events
+        self._queue, self._accepting = events, True
         unsubscribe = self.workflow.subscribe(self._sync_needed.set)
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -153,7 +153,7 @@ class NetworkMonitor:
         finally:
             stopping.cancel()
             unsubscribe()
-            self._events = None
+            self._accepting = False
             await self._close_all()
 
     def _prepare(self) -> None:
@@ -311,8 +311,8 @@ class NetworkMonitor:
         """The message is complete: journal it and make its events (none if it is dropped)."""
         path = spool.finish(durable=self.durable)
         rules = self._rules_on(lst)
-        if not rules or self._events is None:
-            why = "stopping" if self._events is None else "no rule wants messages any more"
+        if not rules or not self._accepting:
+            why = "no rule wants messages any more" if self._accepting else "stopping"
             logger.warning("%s: %s; dropped %s, not acknowledged", lst.describe(), why, path)
             unlink(path)
             return []
@@ -352,7 +352,7 @@ class NetworkMonitor:
 
     async def put(self, events: list[Event]) -> None:
         """Queue the events, waiting for room: the back-pressure of a full queue."""
-        queue = self._queue  # still there while stopping: accepted events are not lost
+        queue = self._queue
         self._blocked += 1
         try:
             for event in events:
