@@ -135,7 +135,10 @@ class NetworkMonitor:
         self.loop = asyncio.get_running_loop()
         #: Where every connection's reads land, one at a time (see connection.py).
         self.buffer = read_buffer(self.chunk_size)
-        await asyncio.to_thread(self._prepare)
+        await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
+        # Opened now, not at the first message (which would wait for it), and on the loop's
+        # thread: a recovered message's release may already be writing to it.
+        self._journal.open()
         self.bind()
         self._queue, self._accepting = events, True
         unsubscribe = self.workflow.subscribe(self._sync_needed.set)
@@ -155,10 +158,6 @@ class NetworkMonitor:
             unsubscribe()
             self._accepting = False
             await self._close_all()
-
-    def _prepare(self) -> None:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._journal.open()  # now, not at the first message, which would wait for it
 
     def close_journal(self) -> None:
         """After the last event is handled: the journal goes if nothing is pending."""
