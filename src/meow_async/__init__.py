@@ -7,7 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 from .conductors import Conductor, LocalConductor
 from .config import RunnerConfig
 from .events import Event
-from .exceptions import ConfigError, JobError, MeowError, MonitorError, WorkflowFileError
+from .exceptions import (
+    ConfigError,
+    JobError,
+    MeowError,
+    MonitorError,
+    RunnerStopped,
+    WorkflowFileError,
+)
 from .handlers import Handler
 from .jobs import Job, JobState, iter_jobs, read_meta
 from .monitors import FileMonitor, Monitor, NetworkMonitor
@@ -42,6 +49,7 @@ __all__ = [
     "MeowError",
     "Monitor",
     "MonitorError",
+    "RunnerStopped",
     "NetworkMonitor",
     "NetworkPattern",
     "Pattern",

@@ -9,7 +9,7 @@ from typing import Literal
 
 from ._checks import check_count, check_flag, check_seconds
 from .exceptions import ConfigError
-from .monitors.files import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS
+from .monitors.files import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, WATCHERS, WatcherName
 from .monitors.network import DEFAULT_CHUNK_SIZE
 
 __all__ = ["LoopName", "RunnerConfig"]
@@ -34,7 +34,10 @@ class RunnerConfig:
         queue_size: events waiting for a handler before monitors are made to wait.
         shutdown_timeout: seconds running jobs get to finish on a graceful stop.
         kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
-        watch_step_ms / watch_debounce_ms: watchfiles' batching (see docs/performance.md).
+        file_watcher: ``auto`` (inotify on Linux, else watchfiles), ``inotify`` or
+            ``watchfiles`` (the portable backend, which batches instead of waiting for a
+            writer's close; see docs/concepts.md).
+        watch_step_ms / watch_debounce_ms: watchfiles' batching, for that backend only.
         chunk_size: bytes read from a network connection at a time.
         durable: fsync spool files (before any acknowledgement), the spool journal and job
             metadata, so they survive a machine crash too, not only the runner's.
@@ -48,6 +51,7 @@ class RunnerConfig:
     handlers: int = 2
     shutdown_timeout: float = 10.0
     kill_timeout: float = 5.0
+    file_watcher: WatcherName = "auto"
     watch_step_ms: int = DEFAULT_STEP_MS
     watch_debounce_ms: int = DEFAULT_DEBOUNCE_MS
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -73,6 +77,13 @@ class RunnerConfig:
         for name in ("shutdown_timeout", "kill_timeout"):
             check_seconds("runner", name, getattr(self, name))
         check_flag("runner", "durable", self.durable)
+        if self.file_watcher not in WATCHERS:
+            raise ConfigError(
+                f"expected one of {', '.join(WATCHERS)}",
+                where="runner",
+                field="file_watcher",
+                value=self.file_watcher,
+            )
         if self.watch_debounce_ms < self.watch_step_ms:
             raise ConfigError(
                 "must be at least watch_step_ms",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ConfigError", "JobError", "MeowError", "MonitorError", "WorkflowFileError"]
+__all__ = [
+    "ConfigError",
+    "JobError",
+    "MeowError",
+    "MonitorError",
+    "RunnerStopped",
+    "WorkflowFileError",
+]
 
 
 class MeowError(Exception):
@@ -65,3 +72,14 @@ class JobError(MeowError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.job_dir, str(self).partition(": ")[2]))
+
+
+class RunnerStopped(MeowError):
+    """``Runner.wait_for`` gave up: the runner stopped before the condition held."""
+
+    def __init__(self, stats: Any) -> None:
+        self.stats = stats
+        super().__init__(f"the runner stopped before the condition held ({stats})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stats,))

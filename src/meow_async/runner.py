@@ -15,7 +15,7 @@ from typing import Any, Self
 from .conductors import Conductor, LocalConductor
 from .config import RunnerConfig
 from .events import Event
-from .exceptions import MeowError, MonitorError
+from .exceptions import MeowError, MonitorError, RunnerStopped
 from .handlers import Handler
 from .jobs import Job, JobState
 from .monitors import FileMonitor, Monitor, NetworkMonitor
@@ -93,6 +93,7 @@ class Runner:
             self.config.base_dir,
             self.workflow,
             ignore=[self.jobs_dir, self.spool_dir],
+            watcher=self.config.file_watcher,
             step_ms=self.config.watch_step_ms,
             debounce_ms=self.config.watch_debounce_ms,
             on_watch=self._watch_started,
@@ -113,6 +114,7 @@ class Runner:
         self._tick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ran = False
+        self._finished = False  # run() returned or raised: wait_for gives up
 
     @classmethod
     def from_spec(cls, spec: WorkflowSpec, **overrides: Any) -> Self:
@@ -171,8 +173,14 @@ class Runner:
         self._stop.set()
 
     async def wait_for(self, predicate: Callable[[RunnerStats], bool]) -> RunnerStats:
-        """Wait until ``predicate(stats)`` holds; bound it with ``asyncio.timeout``."""
+        """Wait until ``predicate(stats)`` holds; bound it with ``asyncio.timeout``.
+
+        Raises:
+            RunnerStopped: the runner stopped before the condition held.
+        """
         while not predicate(self.stats):
+            if self._finished:
+                raise RunnerStopped(self.stats)
             await self._tick.wait()
         return self.stats
 
@@ -180,6 +188,13 @@ class Runner:
         if self._ran:
             raise RuntimeError("a Runner runs once; make a new one")
         self._ran = True
+        try:
+            await self._run()
+        finally:
+            self._finished = True
+            self._notify()
+
+    async def _run(self) -> None:
         await asyncio.to_thread(self._preflight)
         self.network.bind()  # a port in use is an error here, before anything starts
         # What a previous run left: accepted messages, queued and running jobs, file changes

@@ -1,89 +1,52 @@
-"""The file monitor: watchfiles (inotify on Linux) turned into one event per change per rule."""
+"""The file monitor: one event per complete write per rule, from inotify on Linux (read on the
+event loop) or watchfiles elsewhere."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import re
 import stat
-import tempfile
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
-
-import watchfiles
-from watchfiles._rust_notify import RustNotify
+from typing import Literal
 
 from ..events import Event
 from ..exceptions import MonitorError
 from ..patterns import Change, FilePattern
 from ..rules import Rule
 from ..workflow import Workflow
+from . import inotify
+from .file_changes import FileChange, FileState, PathFilter, chronological, fs_now, state_of
 from .gate import Gate
+from .inotify_watch import InotifyWatch
+from .portable_watch import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, PortableWatch
+from .writing import being_written
 
-__all__ = ["FileMonitor"]
+__all__ = ["DEFAULT_DEBOUNCE_MS", "DEFAULT_STEP_MS", "WATCHERS", "FileMonitor", "WatcherName"]
 
 logger = logging.getLogger("meow_async.monitors.files")
 
-#: Measured on Linux (perf/): watchfiles yields a batch once ``step`` ms pass with no new change,
-#: so ``step`` is the latency floor. 5 ms gives ~7 ms median change-to-event, coalesces the
-#: create/write/close of one write, and costs <1 % of a core while idle. watchfiles' own
-#: default (step 50, debounce 1600) keeps growing a batch while writes continue.
-DEFAULT_STEP_MS = 5
-DEFAULT_DEBOUNCE_MS = 50
-
+WatcherName = Literal["auto", "inotify", "watchfiles"]
+WATCHERS: tuple[str, ...] = ("auto", "inotify", "watchfiles")
 
 #: A file found changed at restart may have been made, changed or moved in while no one watched.
 _CATCH_UP = frozenset({Change.created, Change.modified, Change.moved})
-
-
-class _Seen(NamedTuple):
-    """What a file looked like when it last made an event: same again means no new change."""
-
-    ino: int
-    dev: int
-    size: int
-    mtime_ns: int
-
-
-class _Change(NamedTuple):
-    change: Change
-    path: str
-    src: str | None = None
-    sig: _Seen | None = None  # the file's state, for created/modified/moved
-    ctime: float = 0.0  # when its inode last changed: how far back a restart must look
-
-    def key(self) -> str:
-        """The trigger's identity: a file in one state is one trigger, however often seen."""
-        if self.sig is None:
-            return ""  # a deletion: every one is new
-        s = self.sig
-        return f"file:{self.path}:{s.dev}:{s.ino}:{s.size}:{s.mtime_ns}"
-
-
-class _StopWhen:
-    """A stop_event for the watcher thread: the runner stops, the task is cancelled, or no
-    rule needs the folder any more. Only read from that thread, so a plain flag is enough."""
-
-    def __init__(self, stop: asyncio.Event, monitor: FileMonitor) -> None:
-        self._stop = stop
-        self._monitor = monitor
-        self.cancelled = False
-
-    def is_set(self) -> bool:
-        return self.cancelled or self._stop.is_set() or self._monitor.unwatch
+#: The kernel stamps files with a coarse clock that can lag time.time() by a tick.
+_CLOCK_SLACK = 0.05
 
 
 class FileMonitor:
     """Watches ``base_dir`` recursively while some rule has a file pattern.
 
-    One write makes one event per matching rule: changes are grouped per batch and a change
-    that leaves the file exactly as it was when it last triggered (same inode, size and
-    mtime) is dropped, so a create reported across two batches does not run a job twice.
-    A rename inside the folder is reported as ``moved`` when the source was seen before.
+    One complete write makes one event per matching rule. With inotify (Linux, the default
+    there) the event is made when the writer closes the file, or when a finished file is
+    renamed or linked into place; elsewhere watchfiles' batches stand in for that (see
+    portable_watch.py). A change that leaves the file exactly as it was when it last triggered
+    (same inode, size and mtime) is dropped either way.
     """
 
     name = "files"
@@ -94,6 +57,7 @@ class FileMonitor:
         workflow: Workflow,
         *,
         ignore: Iterable[Path] = (),
+        watcher: WatcherName = "auto",
         step_ms: int = DEFAULT_STEP_MS,
         debounce_ms: int = DEFAULT_DEBOUNCE_MS,
         memory: int = 100_000,
@@ -101,40 +65,55 @@ class FileMonitor:
         catch_up_since: float | None = None,
         on_watch: Callable[[float], None] | None = None,
     ) -> None:
+        if watcher not in WATCHERS:
+            raise MonitorError(
+                self.name, f"unknown watcher {watcher!r}: expected one of {', '.join(WATCHERS)}"
+            )
         self.base = str(Path(base_dir).absolute())
         self.workflow = workflow
         self.ignore = [str(Path(p).absolute()) for p in ignore]
+        self.watcher = watcher
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
-        self._filter = _Filter(self.base, self.ignore)
-        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self.filter = PathFilter(self.base, self.ignore)
+        self._seen: OrderedDict[str, FileState] = OrderedDict()
         self._seen_lock = threading.Lock()
         self._memory = memory
         self._retro_done: set[str] = set()
-        self._dirs: set[str] = set()  # folders seen, so their deletion is not a file's
         self.rescan_after = rescan_after
         #: Files whose inode changed since then trigger once when the watch starts: the
         #: changes made while no runner watched (the runner keeps the time in its state).
         self.catch_up_since = catch_up_since
+        #: When the first file rule was added while nothing was watched: files changed since
+        #: then trigger once the watch is live, so a file written right after add_pattern
+        #: returns is never missed.
+        self._added_at: float | None = None
         self._on_watch = on_watch
         self._gate = Gate(_nowhere)
         self._emitting: float | None = None
-        #: Set when no rule needs the watch any more; read by the watcher thread.
+        #: Set when no rule needs the watch any more.
         self.unwatch = False
         workflow.add_validator(self._validate)
-        self._notify: RustNotify | None = None
+        self._watch_now: InotifyWatch | PortableWatch | None = None
         #: Set while every change under ``base_dir`` that a rule needs will be seen.
         self.ready = asyncio.Event()
 
     @property
     def watching(self) -> bool:
-        """Whether an inotify watch is open now (only while some rule needs one)."""
-        return self._notify is not None
+        """Whether a watch is open now (only while some rule needs one)."""
+        return self._watch_now is not None
+
+    @property
+    def exact(self) -> bool:
+        """Whether files are handed on at their writer's close (inotify), not by batch."""
+        return self.watcher == "inotify" or (self.watcher == "auto" and inotify.available())
 
     def rules(self) -> list[Rule]:
         return [r for r in self.workflow.rules.values() if isinstance(r.pattern, FilePattern)]
 
     async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
+        if self.watcher == "inotify" and not inotify.available():
+            raise MonitorError(self.name, "inotify is not available here: use watcher auto")
         if self.rules():
             await asyncio.to_thread(self._check_base)
         changed = asyncio.Event()
@@ -150,9 +129,11 @@ class FileMonitor:
 
     def oldest_held(self) -> float | None:
         """The oldest change (its file's ctime) seen but not yet on the event queue: held
-        back (settle, sentinel...) or being put there now."""
-        times = [t for t in (self._gate.oldest(), self._emitting) if t is not None]
-        return min(times, default=None)
+        back (settle, sentinel...), being put there now, or still open for writing."""
+        times = [self._gate.oldest(), self._emitting]
+        if self._watch_now is not None:
+            times.append(self._watch_now.held_since())
+        return min((t for t in times if t is not None), default=None)
 
     def _validate(self, rules: dict[str, Rule]) -> None:
         if any(isinstance(r.pattern, FilePattern) for r in rules.values()):
@@ -186,15 +167,20 @@ class FileMonitor:
 
         def on_change() -> None:
             wake.set()
-            if self.rules() and (self._notify is None or self.unwatch):
-                self.ready.clear()  # a watch is about to start: not ready until it is live
+            if self.rules() and (self._watch_now is None or self.unwatch):
+                # A watch is about to start: not ready until it is live, and what changes
+                # from now on is looked for once it is.
+                self.ready.clear()
+                if self._added_at is None:
+                    self._added_at = time.time() - _CLOCK_SLACK
             # Decide on stopping the watch once the caller's changes are all made: rules
             # removed and added back in one go never stop it.
             asyncio.get_running_loop().call_soon(review)
 
         def review() -> None:
-            if not self.rules() and self._notify is not None:
-                self.unwatch = True  # the watcher thread returns within step_ms
+            if not self.rules() and self._watch_now is not None:
+                self.unwatch = True
+                self._watch_now.stop()
 
         unsubscribe = self.workflow.subscribe(on_change)
         try:
@@ -214,53 +200,60 @@ class FileMonitor:
             unsubscribe()
 
     async def _watch_while_needed(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
-        """One inotify watch, from set-up (then ``ready``) until no rule needs it."""
-        until = _StopWhen(stop, self)
+        """One watch, from set-up (then ``ready``) until no rule needs it."""
         self.unwatch = False
-        # RustNotify sets its (recursive) watches when made: after this, no change is missed.
-        # awatch would hide that moment, which ``ready`` and the runner's ``started`` need.
-        notify = await asyncio.to_thread(RustNotify, [self.base], False, False, 300, True, False)
-        self._notify = notify
-        # From here the watcher reports every change: a scan leaves changes at or after this
-        # moment to it, so it never reports a file half-way through a write it also sees.
-        since = await asyncio.to_thread(_fs_now)
-        if self.catch_up_since is not None:
-            # Changes made while nobody watched (after the last run's watch began): found
-            # now the watch is live, so none falls between. Jobs already made are skipped.
-            cutoff = self.catch_up_since
-            self.catch_up_since = None
-            found = await asyncio.to_thread(
-                lambda: _chronological(
-                    list(self._scan(self.base, skip_seen=False, changed_since=cutoff, before=since))
-                )
-            )
-            await self._emit(found, events, self.rules(), catch_up=True)
-        if self._on_watch is not None:
-            self._on_watch(since)
-        self.ready.set()
-        logger.debug("watching %s", self.base)
+        watch: InotifyWatch | PortableWatch
+        if self.exact:
+            watch = InotifyWatch(self)
+        else:
+            watch = PortableWatch(self, self.step_ms, self.debounce_ms, self.rescan_after)
+        await watch.start()
+        self._watch_now = watch
+        stopping = asyncio.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: watch.stop())
         try:
-            while True:
-                try:
-                    result = await asyncio.to_thread(
-                        notify.watch, self.debounce_ms, self.step_ms, 0, until
-                    )
-                except asyncio.CancelledError:
-                    until.cancelled = True  # the watcher thread returns within step_ms
-                    raise
-                if result == "stop":
-                    return
-                if isinstance(result, str):  # 'signal' or 'timeout': nothing changed
-                    continue
-                batch = {
-                    (c, p) for raw, p in result if self._filter(c := watchfiles.Change(raw), p)
-                }
-                changes = await asyncio.to_thread(self._classify, batch)
+            # From here the watcher reports every change: a scan leaves changes at or after
+            # this moment to a batching watcher, so it never reports a half-written file
+            # twice; inotify's closes are checked against what the scan remembered instead.
+            since = await asyncio.to_thread(fs_now)
+            await self._catch_up(watch, events, since)
+            if self._on_watch is not None:
+                self._on_watch(since)
+            self.ready.set()
+            logger.debug("watching %s", self.base)
+            while (changes := await watch.changes()) is not None:
                 await self._emit(changes, events, self.rules())
         finally:
-            self._notify = None
-            notify.close()
+            stopping.cancel()
+            self._watch_now = None
+            watch.close()
             logger.debug("stopped watching %s", self.base)
+
+    async def _catch_up(
+        self, watch: InotifyWatch | PortableWatch, events: asyncio.Queue[Event], since: float
+    ) -> None:
+        """Changes made while nobody watched: since the last run's watch began (a restart),
+        or since a rule was added to a runner that watched nothing. Found now the watch is
+        live, so none falls between; jobs already made are skipped by their ids."""
+        restart = self.catch_up_since is not None
+        cutoffs = [t for t in (self.catch_up_since, self._added_at) if t is not None]
+        self.catch_up_since = self._added_at = None
+        if not cutoffs:
+            return
+        still: list[tuple[str, float]] = []
+        found = await asyncio.to_thread(
+            lambda: chronological(
+                self.scan(
+                    self.base,
+                    skip_seen=False,
+                    changed_since=min(cutoffs),
+                    before=None if self.exact else since,
+                    still_open=still if self.exact else None,
+                )
+            )
+        )
+        found += watch.still_open(still)
+        await self._emit(found, events, self.rules(), catch_up=restart)
 
     async def _retroactive(self, events: asyncio.Queue[Event]) -> None:
         rules = self.rules()
@@ -277,19 +270,29 @@ class FileMonitor:
             return
         await self.ready.wait()  # scan only once the watch is live, so no file falls between
         self._retro_done.update(r.name for r in new)
-        before = await asyncio.to_thread(_fs_now)  # later changes: the live watch has them
+        before = await asyncio.to_thread(fs_now)  # later changes: the live watch has them
+        still: list[tuple[str, float]] = []
         # Not remembered as seen: these events are for the new rules only, and the others
         # must still hear of a change the watcher reports meanwhile (job ids dedupe).
         found = await asyncio.to_thread(
-            lambda: _chronological(
-                list(self._scan(self.base, skip_seen=False, remember=False, before=before))
+            lambda: chronological(
+                self.scan(
+                    self.base,
+                    skip_seen=False,
+                    remember=False,
+                    before=None if self.exact else before,
+                    still_open=still if self.exact else None,
+                )
             )
         )
+        if self._watch_now is not None:
+            # Files still being written: their close is reported to every rule, these too.
+            await self._emit(self._watch_now.still_open(still), events, self.rules())
         await self._emit(found, events, new, retroactive=True)
 
     async def _emit(
         self,
-        changes: Iterable[_Change],
+        changes: Iterable[FileChange],
         events: asyncio.Queue[Event],
         rules: list[Rule],
         *,
@@ -297,8 +300,10 @@ class FileMonitor:
         catch_up: bool = False,
     ) -> None:
         changes = list(changes)
+        if not changes:
+            return
         # Until each is on the queue, the runner's watermark must not pass these changes.
-        self._emitting = min((c.ctime for c in changes if c.sig), default=None)
+        self._emitting = min((c.ctime for c in changes if c.state), default=None)
         try:
             await self._emit_each(changes, events, rules, retroactive, catch_up)
         finally:
@@ -306,7 +311,7 @@ class FileMonitor:
 
     async def _emit_each(
         self,
-        changes: list[_Change],
+        changes: list[FileChange],
         events: asyncio.Queue[Event],
         rules: list[Rule],
         retroactive: bool,
@@ -344,66 +349,43 @@ class FileMonitor:
                     else:
                         await events.put(event)
 
-    # -- in a worker thread -------------------------------------------------------------------
+    # -- what was seen: shared with the watchers, which may ask from a worker thread ------------
 
-    def _classify(self, batch: set[tuple[watchfiles.Change, str]]) -> list[_Change]:
-        kinds: dict[str, set[watchfiles.Change]] = {}
-        for kind, path in batch:
-            kinds.setdefault(path, set()).add(kind)
-        out: list[_Change] = []
-        gone: dict[_Seen, str] = {}  # the last state of vanished known files -> path
-        present: list[tuple[str, os.stat_result]] = []
-        for path, ks in kinds.items():
-            try:
-                st = os.stat(path)
-            except OSError:
-                with self._seen_lock:
-                    seen = self._seen.pop(path, None)
-                if path in self._dirs:
-                    self._dirs.discard(path)  # a folder went: folders do not trigger
-                elif seen is not None:
-                    gone[seen] = path
-                elif watchfiles.Change.added not in ks:
-                    out.append(_Change(Change.deleted, path))  # existed before we started
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                self._dirs.add(path)
-                if watchfiles.Change.added in ks:
-                    # Files made in a new folder before its watch was set up are not
-                    # reported by inotify: look for them.
-                    out.extend(self._scan(path))
-            elif stat.S_ISREG(st.st_mode):
-                present.append((path, st))
-        for path, st in present:
-            with self._seen_lock:
-                before = self._seen.get(path)
-            if before is not None and before == _sig(st):
-                continue  # the same file as when it last triggered: no new change
-            sig = _sig(st)
-            # A rename keeps inode, size and mtime; a new file that got a freed inode does not.
-            src = gone.pop(sig, None)
-            if src is not None:
-                out.append(_Change(Change.moved, path, src, sig, st.st_ctime))
-            elif before is None or (before.ino, before.dev) != (st.st_ino, st.st_dev):
-                ks = kinds[path]
-                new = watchfiles.Change.added in ks or before is not None
-                change = Change.created if new else Change.modified
-                out.append(_Change(change, path, None, sig, st.st_ctime))
-            else:
-                out.append(_Change(Change.modified, path, None, sig, st.st_ctime))
-            self._remember(path, st)
-        out.extend(_Change(Change.deleted, p) for p in gone.values())
-        if len(batch) >= self.rescan_after:
-            # inotify drops changes when its queue overflows, and watchfiles does not tell
-            # Python when that happens. A batch this large is when it can: look again at
-            # every folder it touched (what was seen already is skipped).
-            touched = {os.path.dirname(p) for _, p in batch}
-            for folder in sorted(touched):
-                if os.path.isdir(folder):
-                    out.extend(self._scan(folder, recurse=False))
-        return _chronological(out)
+    def seen(self, path: str) -> FileState | None:
+        with self._seen_lock:
+            return self._seen.get(path)
 
-    def _scan(
+    def remember(self, path: str, state: FileState) -> None:
+        with self._seen_lock:
+            self._seen[path] = state
+            self._seen.move_to_end(path)
+            while len(self._seen) > self._memory:
+                self._seen.popitem(last=False)
+
+    def forget(self, path: str) -> FileState | None:
+        with self._seen_lock:
+            return self._seen.pop(path, None)
+
+    def forget_below(self, folder: str) -> set[str]:
+        """Forget every file remembered below ``folder``; returns their paths."""
+        prefix = folder + os.sep
+        with self._seen_lock:
+            gone = {p for p in self._seen if p.startswith(prefix)}
+            for p in gone:
+                del self._seen[p]
+        return gone
+
+    def forget_missing(self) -> list[str]:
+        """Forget the remembered files that no longer exist; returns their paths."""
+        with self._seen_lock:
+            known = list(self._seen)
+        gone = [p for p in known if not os.path.lexists(p)]
+        with self._seen_lock:
+            for p in gone:
+                self._seen.pop(p, None)
+        return gone
+
+    def scan(
         self,
         top: str,
         *,
@@ -412,22 +394,24 @@ class FileMonitor:
         changed_since: float | None = None,
         before: float | None = None,
         remember: bool = True,
-    ) -> Iterator[_Change]:
+        still_open: list[tuple[str, float]] | None = None,
+        dirs: set[str] | None = None,
+    ) -> list[FileChange]:
         """Regular files below ``top`` (ignored folders pruned) as fresh creations; with
         ``skip_seen``, not those that already made an event in their current state; with
-        ``changed_since``, only those whose inode changed (ctime) since then."""
+        ``changed_since``, only those whose inode changed (ctime) since then. With
+        ``still_open``, files someone is still writing go there instead of being returned:
+        they are complete only once closed."""
+        out: list[FileChange] = []
         for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = [
-                d
-                for d in dirnames
-                if self._filter(watchfiles.Change.added, os.path.join(dirpath, d))
-            ]
-            self._dirs.update(os.path.join(dirpath, d) for d in dirnames)
+            dirnames[:] = [d for d in dirnames if self.filter(os.path.join(dirpath, d))]
+            if dirs is not None:
+                dirs.update(os.path.join(dirpath, d) for d in dirnames)
             if not recurse:
                 dirnames.clear()
             for name in filenames:
                 path = os.path.join(dirpath, name)
-                if not self._filter(watchfiles.Change.added, path):
+                if not self.filter(path):
                     continue
                 try:
                     st = os.stat(path)
@@ -439,60 +423,17 @@ class FileMonitor:
                     continue
                 if before is not None and st.st_ctime >= before:
                     continue  # changed while the watch was live: the watcher reports it
-                with self._seen_lock:
-                    if skip_seen and self._seen.get(path) == _sig(st):
-                        continue
+                state = state_of(st)
+                if skip_seen and self.seen(path) == state:
+                    continue
+                if still_open is not None and being_written(path):
+                    still_open.append((path, st.st_ctime))
+                    continue
                 if remember:
-                    self._remember(path, st)
-                yield _Change(Change.created, path, None, _sig(st), st.st_ctime)
-
-    def _remember(self, path: str, st: os.stat_result) -> None:
-        with self._seen_lock:
-            self._seen[path] = _sig(st)
-            self._seen.move_to_end(path)
-            while len(self._seen) > self._memory:
-                self._seen.popitem(last=False)
-
-
-class _Filter:
-    """What the monitor never reports: the runner's own folders (by path, not by a text
-    prefix that would also hide ``jobs2/``), and watchfiles' default junk (``.git``,
-    ``__pycache__``, editor swap files...) judged only below the watched folder, so a
-    watched folder that itself lives under, say, ``.venv`` still works."""
-
-    def __init__(self, base: str, ignore: list[str]) -> None:
-        self.base = base
-        self.ignore = ignore
-        self.dirs = set(watchfiles.DefaultFilter.ignore_dirs)
-        self.names = [re.compile(p) for p in watchfiles.DefaultFilter.ignore_entity_patterns]
-
-    def __call__(self, change: watchfiles.Change, path: str) -> bool:
-        for top in self.ignore:
-            if path == top or path.startswith(top + os.sep):
-                return False
-        rel = path[len(self.base) + 1 :] if path.startswith(self.base + os.sep) else path
-        parts = rel.split(os.sep)
-        if any(p in self.dirs for p in parts):
-            return False
-        return not any(r.search(parts[-1]) for r in self.names)
-
-
-def _chronological(changes: list[_Change]) -> list[_Change]:
-    """In the order the files were written (then by name), deletions last: so "the latest"
-    of a burst means something."""
-    return sorted(changes, key=lambda c: (c.sig.mtime_ns if c.sig else 1 << 63, c.path))
+                    self.remember(path, state)
+                out.append(FileChange(Change.created, path, None, state, st.st_ctime))
+        return out
 
 
 async def _nowhere(event: Event) -> None:
     raise RuntimeError("the file monitor is not running")
-
-
-def _fs_now() -> float:
-    """Now, on the clock file times are stamped with (the kernel's coarse clock, which can
-    lag time.time() by a tick): compared with ctimes, it puts no file on the wrong side."""
-    with tempfile.TemporaryFile() as f:
-        return os.fstat(f.fileno()).st_ctime
-
-
-def _sig(st: os.stat_result) -> _Seen:
-    return _Seen(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
