@@ -8,11 +8,17 @@ from .network_tables import network_section
 from .tables import ms, table
 
 
+def _watcher(r: dict[str, Any]) -> str:
+    if r.get("watcher", "watchfiles") == "inotify":
+        return "inotify (default)"
+    return f"watchfiles {r['step_ms']} / {r['debounce_ms']}"
+
+
 def files_section(files: dict[str, Any]) -> list[str]:
     out = ["## Files", ""]
     rows = [
         [
-            f"{r['step_ms']} / {r['debounce_ms']}",
+            _watcher(r),
             f"{ms(r['change_to_event']['p50_ms'])} / {ms(r['change_to_event']['p99_ms'])}",
             f"{ms(r['change_to_job_start']['p50_ms'])} / {ms(r['change_to_job_start']['p99_ms'])}",
         ]
@@ -20,9 +26,9 @@ def files_section(files: dict[str, Any]) -> list[str]:
     ]
     out += table(
         [
-            "watcher step / debounce (ms)",
-            "change -> event p50 / p99",
-            "change -> job start p50 / p99",
+            "watcher (step / debounce ms)",
+            "closed -> event p50 / p99",
+            "closed -> job start p50 / p99",
         ],
         rows,
     )

@@ -320,17 +320,18 @@ def test_durable_mode_writes_the_same_records(ws: Workspace) -> None:
 
 
 async def test_settle_waits_for_a_file_written_in_pieces(ws: Workspace) -> None:
+    """A writer that closes and opens the file again for each piece (a logger, an instrument
+    appending) makes a complete version per close: settle makes them one job."""
     pattern = FilePattern(name="p", glob="*.raw", recipe="r", settle=0.4)
     async with ws.runner([pattern], [sh_recipe("r", 'wc -c < "$input_file"')]) as r:
-        with open(ws.base / "a.raw", "w") as f:  # an instrument writing slowly
-            for _ in range(4):
+        for _ in range(4):
+            with open(ws.base / "a.raw", "a") as f:
                 f.write("x" * 1000)
-                f.flush()
-                await asyncio.sleep(0.1)  # the writer's pace, shorter than settle
+            await asyncio.sleep(0.1)  # the writer's pace, shorter than settle
         await until(r, 1)
     (meta,) = ws.jobs_list()
     assert (Path(meta["dir"]) / "stdout.txt").read_text().strip() == "4000"
-    assert meta["event"]["changes_seen"] >= 2
+    assert meta["event"]["changes_seen"] == 4
     assert r.stats.jobs == 1
 
 

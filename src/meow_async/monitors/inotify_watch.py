@@ -57,6 +57,8 @@ _CLOCK_SLACK = 1.0
 #: Records read but not yet translated, at most; then they are dropped and a rescan made, as
 #: the kernel does past fs.inotify.max_queued_events (16384 by default).
 _BUFFERED = 65536
+#: Seconds between two warnings about overflows (each says how many there were).
+_WARN_EVERY = 60.0
 
 
 @dataclass(slots=True)
@@ -84,6 +86,8 @@ class InotifyWatch:
         self._readable = asyncio.Event()
         self._stopped = False
         self._synced_at = 0.0  # when the kernel's queue was last read empty, nothing dropped
+        self._overflows = 0
+        self._warned = -_WARN_EVERY
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -139,7 +143,7 @@ class InotifyWatch:
             out.extend(self._moved_out(time.monotonic()))
             if out:
                 return out
-            if self._records:
+            if self._records or self._stopped:  # either may have come while translating
                 continue
             timeout = None
             if self._moves:
@@ -155,20 +159,24 @@ class InotifyWatch:
     def _on_readable(self) -> None:
         """Read what the kernel has, whenever it has something, even while the monitor waits
         for room on a full event queue: a reader left pending would make a level-triggered
-        loop spin, and removing and re-adding it races uvloop's deferred handle close. Past
-        ``_BUFFERED`` records we drop what comes, as the kernel would, and say so once."""
+        loop spin, and removing and re-adding it races uvloop's deferred handle close.
+
+        After a kernel overflow, or past ``_BUFFERED`` unread records, what comes is dropped
+        until the monitor takes the one rescan marker queued for it: a single rescan covers
+        every drop until then."""
         while True:
             records, drained = self._ino.read()
-            if self._dropping:
-                pass
-            elif len(self._records) + len(records) > _BUFFERED:
-                self._dropping = True
-                self._records.append(Record(-1, IN_Q_OVERFLOW, 0, ""))
-            else:
-                self._records.extend(records)
-                if drained:
-                    self._synced_at = time.time()
+            for r in records:
+                if self._dropping:
+                    break
+                if r.mask & IN_Q_OVERFLOW or len(self._records) >= _BUFFERED:
+                    self._dropping = True
+                    self._records.append(Record(-1, IN_Q_OVERFLOW, 0, ""))
+                else:
+                    self._records.append(r)
             if drained:
+                if not self._dropping:
+                    self._synced_at = time.time()
                 break
         self._readable.set()
 
@@ -347,11 +355,16 @@ class InotifyWatch:
     async def _rescan(self, since: float) -> list[FileChange]:
         """The kernel's queue overflowed and changes were lost: look again at every file
         changed since the queue was last read empty, and at every file remembered."""
-        logger.warning(
-            "the kernel dropped file events (inotify queue overflow; raise "
-            "fs.inotify.max_queued_events): looking again at %s",
-            self._m.base,
-        )
+        self._overflows += 1
+        now = time.monotonic()
+        if now - self._warned >= _WARN_EVERY:
+            self._warned = now
+            logger.warning(
+                "file events were dropped (%d inotify queue overflow(s) so far; raise "
+                "fs.inotify.max_queued_events): looking again at %s",
+                self._overflows,
+                self._m.base,
+            )
         added, found, still = await asyncio.to_thread(self._watch_and_scan, self._m.base, since)
         self._adopt(added)
         gone = await asyncio.to_thread(self._m.forget_missing)
