@@ -238,9 +238,9 @@ async def test_a_retroactive_rule_added_later_sees_files_other_rules_saw(tmp_pat
 
 
 async def test_a_kernel_queue_overflow_is_caught_by_a_rescan(tmp_path: Path) -> None:
-    """inotify drops changes past max_queued_events and watchfiles does not say so: after a
-    large batch the monitor looks again at the folders it touched. The limit is read when an
-    inotify instance is made, so lowering it only while ours is made touches nothing else."""
+    """inotify drops changes past max_queued_events and says so (IN_Q_OVERFLOW): the monitor
+    walks for what changed since. The limit is read when an inotify instance is made, so
+    lowering it only while ours is made touches nothing else."""
     knob = Path("/proc/sys/fs/inotify/max_queued_events")
     try:
         old = knob.read_text()
@@ -249,9 +249,7 @@ async def test_a_kernel_queue_overflow_is_caught_by_a_rescan(tmp_path: Path) -> 
         pytest.skip("needs root to lower fs.inotify.max_queued_events")
     (tmp_path / "in").mkdir()  # watched from the start: only inotify reports its files
     try:
-        monitor = FileMonitor(
-            tmp_path, Workflow([pat("p", "in/*.dat")], [py_recipe("r")]), rescan_after=50
-        )
+        monitor = FileMonitor(tmp_path, Workflow([pat("p", "in/*.dat")], [py_recipe("r")]))
         events: asyncio.Queue[Event] = asyncio.Queue()
         stop = asyncio.Event()
         task = asyncio.create_task(monitor.run(events, stop))
