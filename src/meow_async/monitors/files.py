@@ -398,7 +398,8 @@ class FileMonitor:
         dirs: set[str] | None = None,
     ) -> list[FileChange]:
         """Regular files below ``top`` (ignored folders pruned) as fresh creations; with
-        ``skip_seen``, not those that already made an event in their current state; with
+        ``skip_seen``, not those that already made an event in their current state (and those
+        seen before with the same inode as ``modified``); with
         ``changed_since``, only those whose inode changed (ctime) since then. With
         ``still_open``, files someone is still writing go there instead of being returned:
         they are complete only once closed."""
@@ -424,14 +425,18 @@ class FileMonitor:
                 if before is not None and st.st_ctime >= before:
                     continue  # changed while the watch was live: the watcher reports it
                 state = state_of(st)
-                if skip_seen and self.seen(path) == state:
-                    continue
+                change = Change.created
+                if skip_seen and (known := self.seen(path)) is not None:
+                    if known == state:
+                        continue
+                    if (known.ino, known.dev) == (st.st_ino, st.st_dev):
+                        change = Change.modified  # rewritten in place since it was seen
                 if still_open is not None and being_written(path):
                     still_open.append((path, st.st_ctime))
                     continue
                 if remember:
                     self.remember(path, state)
-                out.append(FileChange(Change.created, path, None, state, st.st_ctime))
+                out.append(FileChange(change, path, None, state, st.st_ctime))
         return out
 
 
