@@ -13,11 +13,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import (
-    AbstractContextManager,
-    ExitStack,
-    asynccontextmanager,
     contextmanager,
     suppress,
 )
@@ -29,16 +26,15 @@ import pytest
 from meow_async import (
     Change,
     Event,
-    FileMonitor,
     FilePattern,
     Runner,
     RunnerStopped,
-    Workflow,
 )
 from meow_async.jobs import STDOUT_FILE
 
 from .conftest import PYTHON, WAIT, Workspace, py_recipe, wait_until_sync
 from .test_cli import MeowRun, finished_jobs, job_metas, write_workflow
+from .watching import pat, watching
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -58,62 +54,6 @@ def name_of(job: dict[str, Any]) -> str:
 
 def of_rule(ws: Workspace, rule: str) -> list[dict[str, Any]]:
     return [j for j in ws.jobs_list() if j["rule"] == rule]
-
-
-class Watch:
-    """A FileMonitor running in the background, its events on a queue (as in
-    test_file_monitor.py)."""
-
-    def __init__(self, base: Path, monitor: FileMonitor) -> None:
-        self.base = base
-        self.monitor = monitor
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-
-    async def next(self) -> Event:
-        async with asyncio.timeout(WAIT):
-            return await self.events.get()
-
-    async def until(self, path: Path) -> list[Event]:
-        """Every event up to the batch that holds the first one for ``path``: a batch is put
-        on the queue without yielding, so once the sentinel is out its batch is queued."""
-        got: list[Event] = []
-        while not got or got[-1].path != str(path):
-            got.append(await self.next())
-        while not self.events.empty():
-            got.append(self.events.get_nowait())
-        return got
-
-
-@asynccontextmanager
-async def watching(
-    base: Path, *patterns: FilePattern, starting: AbstractContextManager[None] | None = None
-) -> AsyncIterator[Watch]:
-    """The monitor, live; ``starting`` is held from its start until it is ready."""
-    recipes = [py_recipe(name) for name in {p.recipe for p in patterns}]
-    monitor = FileMonitor(base, Workflow(patterns, recipes))
-    w = Watch(base, monitor)
-    stop = asyncio.Event()
-    held = ExitStack()
-    if starting is not None:
-        held.enter_context(starting)
-    task = asyncio.create_task(monitor.run(w.events, stop))
-    try:
-        try:
-            async with asyncio.timeout(WAIT):
-                await monitor.ready.wait()
-        finally:
-            held.close()
-        yield w
-    finally:
-        stop.set()
-        async with asyncio.timeout(WAIT):
-            await task
-
-
-def pat(name: str, glob: str, *changes: Change, **kw: Any) -> FilePattern:
-    if changes:
-        kw["changes"] = frozenset(changes)
-    return FilePattern(name=name, glob=glob, recipe="r", **kw)
 
 
 # -- 1. chained rules: the downstream rule sees whole files -------------------------------------

@@ -4,64 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from meow_async import Change, Event, FileMonitor, FilePattern, MonitorError, Workflow
+from meow_async import Change, Event, FileMonitor, MonitorError, Workflow
 
 from .conftest import WAIT, poll_until, py_recipe
-
-
-class Watch:
-    def __init__(self, base: Path, monitor: FileMonitor) -> None:
-        self.base = base
-        self.monitor = monitor
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-
-    async def next(self) -> Event:
-        async with asyncio.timeout(WAIT):
-            return await self.events.get()
-
-    async def until(self, path: Path) -> list[Event]:
-        """Every event up to the batch that holds the first one for ``path``.
-
-        A batch is put on the queue without yielding, so once the sentinel is out its whole
-        batch is already queued; changes made before the sentinel are in that batch or earlier.
-        """
-        got: list[Event] = []
-        while not got or got[-1].path != str(path):
-            got.append(await self.next())
-        while not self.events.empty():
-            got.append(self.events.get_nowait())
-        return got
-
-
-@asynccontextmanager
-async def watching(
-    base: Path, *patterns: FilePattern, ignore: tuple[Path, ...] = ()
-) -> AsyncIterator[Watch]:
-    recipes = [py_recipe(name) for name in {p.recipe for p in patterns}]
-    monitor = FileMonitor(base, Workflow(patterns, recipes), ignore=ignore)
-    w = Watch(base, monitor)
-    stop = asyncio.Event()
-    task = asyncio.create_task(monitor.run(w.events, stop))
-    try:
-        async with asyncio.timeout(WAIT):
-            await monitor.ready.wait()
-        yield w
-    finally:
-        stop.set()
-        async with asyncio.timeout(WAIT):
-            await task
-
-
-def pat(name: str, glob: str, *changes: Change, **kw: object) -> FilePattern:
-    if changes:
-        kw["changes"] = frozenset(changes)
-    return FilePattern(name=name, glob=glob, recipe="r", **kw)  # type: ignore[arg-type]
+from .watching import pat, watching
 
 
 async def test_created_event_fields(tmp_path: Path) -> None:

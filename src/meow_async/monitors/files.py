@@ -240,20 +240,30 @@ class FileMonitor:
         self.catch_up_since = self._added_at = None
         if not cutoffs:
             return
+        found, still = await self._scan_live(since, changed_since=min(cutoffs))
+        found += watch.still_open(still)
+        await self._emit(found, events, self.rules(), catch_up=restart)
+
+    async def _scan_live(
+        self, since: float, *, changed_since: float | None = None, remember: bool = True
+    ) -> tuple[list[FileChange], list[tuple[str, float]]]:
+        """The whole folder, while the watch is live: in write order, and apart the files
+        still being written (inotify only). A batching watcher reports what changed from
+        ``since`` on; inotify's closes are checked against what the scan remembered."""
         still: list[tuple[str, float]] = []
         found = await asyncio.to_thread(
             lambda: chronological(
                 self.scan(
                     self.base,
                     skip_seen=False,
-                    changed_since=min(cutoffs),
+                    changed_since=changed_since,
                     before=None if self.exact else since,
+                    remember=remember,
                     still_open=still if self.exact else None,
                 )
             )
         )
-        found += watch.still_open(still)
-        await self._emit(found, events, self.rules(), catch_up=restart)
+        return found, still
 
     async def _retroactive(self, events: asyncio.Queue[Event]) -> None:
         rules = self.rules()
@@ -271,20 +281,9 @@ class FileMonitor:
         await self.ready.wait()  # scan only once the watch is live, so no file falls between
         self._retro_done.update(r.name for r in new)
         before = await asyncio.to_thread(fs_now)  # later changes: the live watch has them
-        still: list[tuple[str, float]] = []
         # Not remembered as seen: these events are for the new rules only, and the others
         # must still hear of a change the watcher reports meanwhile (job ids dedupe).
-        found = await asyncio.to_thread(
-            lambda: chronological(
-                self.scan(
-                    self.base,
-                    skip_seen=False,
-                    remember=False,
-                    before=None if self.exact else before,
-                    still_open=still if self.exact else None,
-                )
-            )
-        )
+        found, still = await self._scan_live(before, remember=False)
         if self._watch_now is not None:
             # Files still being written: their close is reported to every rule, these too.
             await self._emit(self._watch_now.still_open(still), events, self.rules())
