@@ -260,6 +260,10 @@ LISTENER_FIELDS = (
     "max_connections",
     "idle_timeout",
     "ack",
+    "allow_empty",
+    "max_waiting",
+    "max_waiting_per_peer",
+    "handshake_timeout",
     "tls_cert",
     "tls_key",
     "tls_client_ca",
@@ -274,6 +278,12 @@ class NetworkPattern(_PatternBase):
     connection (default), or many per connection split by ``delimiter`` or by a 4-byte
     big-endian length prefix. With ``tls_cert``/``tls_key`` the listener speaks TLS; with
     ``tls_client_ca`` too, clients must present a certificate signed by that CA.
+
+    A connection holds one of ``max_connections`` slots only from its first byte (after its
+    TLS handshake): connections that send nothing (or are handshaking) wait without one, at
+    most ``max_waiting`` per listener and ``max_waiting_per_peer`` per address (past that, the
+    one waiting longest is closed), for at most ``idle_timeout`` (``handshake_timeout`` for
+    the handshake). An empty message makes no job unless ``allow_empty``.
     """
 
     port: int
@@ -284,6 +294,10 @@ class NetworkPattern(_PatternBase):
     max_connections: int = 256
     idle_timeout: float = 30.0
     ack: bool = False
+    allow_empty: bool = False
+    max_waiting: int = 1024
+    max_waiting_per_peer: int = 256
+    handshake_timeout: float = 5.0
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -319,10 +333,12 @@ class NetworkPattern(_PatternBase):
             raise ConfigError(
                 "expected a non-empty string", where=where, field="delimiter", value=delimiter
             )
-        for name in ("max_size", "max_connections"):
+        for name in ("max_size", "max_connections", "max_waiting", "max_waiting_per_peer"):
             check_count(where, name, getattr(self, name))
-        check_seconds(where, "idle_timeout", self.idle_timeout, above_zero=True)
+        for name in ("idle_timeout", "handshake_timeout"):
+            check_seconds(where, name, getattr(self, name), above_zero=True)
         check_flag(where, "ack", self.ack)
+        check_flag(where, "allow_empty", self.allow_empty)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError(
                 "TLS needs both tls_cert and tls_key",

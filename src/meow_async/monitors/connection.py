@@ -5,14 +5,26 @@ A protocol, not a StreamReader and a task per connection: each callback does its
 callbacks and no coroutine switches. Reads land in one buffer per thread, shared by every
 connection of every monitor on that thread's loop (each read is consumed before the next one
 starts), so a connection holds no read buffer of its own, idle or busy.
+
+A connection takes one of the listener's ``max_connections`` slots only when its first byte
+arrives (read into a one-byte buffer): connections that send nothing wait without one, capped
+per listener and per peer address, so idle ones cannot starve senders. TLS handshakes run
+here too (each accepted socket handed to ``loop.connect_accepted_socket``), counted with the
+waiting connections, timed out on their own, and logged when they fail. Acknowledgements are
+written once the kernel's receive buffer is read empty, and a connection whose peer went away
+is read to the end before it is let go: a sender that writes its messages and closes without
+reading the replies loses nothing that reached us.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import ssl
 import struct
+import termios
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from ..patterns import NetworkPattern
+from .log_limit import LogLimit
 from .spool import MessageTooLarge, Spool
 
 if TYPE_CHECKING:
@@ -31,8 +44,13 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Listener", "read_buffer"]
 
 logger = logging.getLogger("meow_async.monitors.network")
+#: Lines any peer can cause (handshake failures, caps, probes): a few, never a flood.
+peer_log = LogLimit(logger)
 
 _LENGTH = struct.Struct(">I")
+_FIONREAD = struct.Struct("i")
+#: Seconds a new connection may wait without sending before a cap can close it for newer ones.
+_GRACE = 1.0
 
 Key = tuple[str, int, str]  # host, port, and the pattern name when port is 0 (its own port)
 
@@ -56,12 +74,58 @@ class Listener:
     sock: socket.socket
     tls: ssl.SSLContext | None
     server: asyncio.Server | None = None
+    accepting: asyncio.Task[None] | None = None  # a TLS listener's accept loop
     port: int = field(init=False)
     active: int = 0  # connections being read (at most max_connections)
-    waiting: deque[Connection] = field(default_factory=deque)  # paused until a slot frees
+    waiting: deque[Connection] = field(default_factory=deque)  # sent a byte; wait for a slot
+    #: Connections with no slot that have sent nothing yet (or are in their TLS handshake),
+    #: oldest first, all and per peer address: what max_waiting(_per_peer) caps.
+    idle: dict[Connection, None] = field(default_factory=dict)
+    idle_by_peer: dict[str, dict[Connection, None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.port = self.sock.getsockname()[1]
+
+    def hold(self, conn: Connection) -> None:
+        """A new connection waits without a slot; past a cap, the one waiting longest goes."""
+        self.idle[conn] = None
+        mine = self.idle_by_peer.setdefault(conn.host, {})
+        mine[conn] = None
+        p = self.pattern
+        self._trim(mine, p.max_waiting_per_peer, "max_waiting_per_peer")
+        self._trim(self.idle, p.max_waiting, "max_waiting")
+
+    def _trim(self, waiting: dict[Connection, None], cap: int, name: str) -> None:
+        """Close the longest-waiting connections past ``cap``, but not a burst's newcomers
+        (younger than _GRACE: their first bytes may just not be read yet), nor one whose
+        bytes wait in the kernel (a sender: it leaves the count, its read takes a slot)."""
+        while len(waiting) > cap:
+            oldest = next(iter(waiting))
+            if oldest.monitor.loop.time() - oldest.since < _GRACE:
+                return
+            if oldest.has_bytes():
+                self.release(oldest)
+                continue
+            self._evict(oldest, f"{name} ({cap})")
+
+    def release(self, conn: Connection) -> None:
+        if self.idle.pop(conn, 0) is None:
+            mine = self.idle_by_peer[conn.host]
+            del mine[conn]
+            if not mine:
+                del self.idle_by_peer[conn.host]
+
+    def _evict(self, conn: Connection, cap: str) -> None:
+        peer_log.log(
+            logging.WARNING,
+            f"cap:{self.key}",
+            "%s: over %s: closed the connection from %s that waited longest without sending",
+            self.describe(),
+            cap,
+            conn.peer,
+        )
+        self.release(conn)
+        conn.stop(abort=True)
 
     def describe(self) -> str:
         host = f"[{self.key[0]}]" if ":" in self.key[0] else self.key[0]
@@ -76,20 +140,28 @@ class Connection(asyncio.BufferedProtocol):
     """
 
     __slots__ = (
+        "_acks",
         "_busy",
         "_closing",
         "_eof",
+        "_fd",
         "_head",
         "_held",
         "_left",
+        "_lost",
         "_replied",
+        "_shake",
+        "_sniff",
         "_stopping",
         "_tail",
         "_timer",
+        "host",
         "last",
         "lst",
+        "messages",
         "monitor",
         "peer",
+        "since",
         "slot",
         "spool",
         "transport",
@@ -100,16 +172,24 @@ class Connection(asyncio.BufferedProtocol):
         self.lst = lst
         self.transport: asyncio.Transport | None = None
         self.peer = "an unknown peer"
+        self.host = ""  # the peer's address without its port: what max_waiting_per_peer counts
         self.spool: Spool | None = None  # the message being received
         self.slot = False  # counted in lst.active
+        self.messages = 0  # complete messages accepted from this connection
         self.last = 0.0  # loop time of the last read, for the idle timeout
+        self.since = 0.0  # loop time it connected
+        self._fd = -1  # the socket, to ask how much is left to read
         self._timer: asyncio.TimerHandle | None = None
         self._busy = False  # a message waits for room in the event queue: reading paused
-        self._held = b""  # what arrived after that message, read once it is queued
+        self._held = b""  # what arrived while paused, read once it can be
+        self._acks: list[str] = []  # acknowledgements not yet written
         self._eof = False
+        self._lost: Exception | None = None  # the transport died; what was left is being read
         self._closing = False
         self._stopping = False
         self._replied = False  # connection framing: its one message is done
+        self._sniff: bytes | None = None if lst.tls else b""  # first bytes: a TLS hello?
+        self._shake: asyncio.Task[None] | None = None  # the TLS handshake, while it runs
         self._head = b""  # length framing: header bytes so far
         self._left = -1  # length framing: body bytes still to come; -1 between messages
         self._tail = b""  # delimiter framing: bytes that may start a delimiter
@@ -118,50 +198,96 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)  # a stream's (uvloop's too)
-        self.peer = _peer(transport)
-        self.monitor.connections.add(self)
-        lst = self.lst
-        if lst.active >= lst.pattern.max_connections:
-            # Over the limit: not read at all until a slot frees, so the data waits in the
-            # kernel's buffers and the sender feels TCP back-pressure, at no cost here.
-            self.transport.pause_reading()
-            lst.waiting.append(self)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+        if self.lst.tls is not None:  # the handshake is done (accepted in handshake())
+            self._shake = None
+            self.last = self.monitor.loop.time()
         else:
-            self._start()
+            self._arrived(_peer(transport))
+            if self.transport.is_closing():
+                return  # closed at once: over a cap
+        self._arm(self.lst.pattern.idle_timeout)
+
+    def _arrived(self, peer: str) -> None:
+        self.peer = peer
+        self.host = peer.rpartition(":")[0] or peer
+        self.monitor.connections.add(self)
+        self.last = self.since = self.monitor.loop.time()
+        self.lst.hold(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.monitor.buffer
+        # Until a slot is taken, one byte: enough to know the peer is a sender.
+        return self.monitor.buffer if self.slot else self.monitor.first_byte
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._closing:
+        if self._closing or self._lost is not None:
             return
         self.last = self.monitor.loop.time()
-        data = self.monitor.buffer[:nbytes]
         if self._busy or not self.slot:
-            # Read before a pause took effect (TLS; uvloop starts reading after
-            # connection_made): keep it, in order, and pause (again).
-            self._held += bytes(data)
+            # A first byte, or a read before a pause took effect (TLS; uvloop starts
+            # reading after connection_made): keep it, in order, and pause (again).
+            buf = self.monitor.buffer if self.slot else self.monitor.first_byte
+            self._held += bytes(buf[:nbytes])
             assert self.transport is not None  # noqa: S101 - reading
             self.transport.pause_reading()
+            if not self.slot:
+                self._take_slot()
             return
-        self._guard(self._feed, data)
+        self._guard(self._feed, self.monitor.buffer[:nbytes])
+        if nbytes < len(self.monitor.buffer) or not self._more_to_read():
+            self._send_acks()  # the kernel's buffer is read: a sender that quits now lost nothing
 
     def eof_received(self) -> bool:
         self._eof = True
-        if self.slot and not self._busy and not self._closing:
+        if not self.slot and not self._held:
+            # Nothing sent: a port probe or a health check, no message unless asked for.
+            if self.lst.pattern.allow_empty and self.lst.pattern.framing == "connection":
+                self._take_slot()
+            else:
+                logger.debug("%s from %s: closed without sending", self.lst.describe(), self.peer)
+                self._close()
+        elif self.slot and not self._busy and not self._closing:
             self._guard(self._at_eof)
         # Open for writing, so an acknowledgement can still go out (TLS cannot half-close).
         return self.lst.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.monitor.lost(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        unfinished = self.spool is not None or self._head or self._left >= 0
-        self._drop_message()
-        if not self._closing and (exc is not None or unfinished):
-            self._warn_lost(type(exc).__name__ if exc is not None else "closed mid-message")
+        if exc is not None and self.slot and not self._closing and self.lst.tls is None:
+            # Died under us (often an acknowledgement written to a peer that had gone): what
+            # the peer sent before is still in the kernel's buffer. Read it all.
+            self._lost = exc
+            self._drain()
+        self._gone()
+        if self._lost is None or not self._busy:
+            self._finish(exc)
+
+    # -- slots ----------------------------------------------------------------------------------
+
+    def _take_slot(self) -> None:
+        """A first byte came (or an allowed empty message ended): serve it when a slot frees."""
+        self.lst.release(self)
+        if self.lst.active < self.lst.pattern.max_connections:
+            self._wake()
+        else:
+            self.lst.waiting.append(self)  # not idle: waits for us, not the other way round
+
+    def _wake(self) -> None:
+        """A slot is ours: read what waited, then the rest."""
+        self.slot = True
+        self.lst.active += 1
+        self.last = self.monitor.loop.time()
+        self._arm(self.lst.pattern.idle_timeout)
+        held, self._held = self._held, b""
+        self._guard(self._go_on, held)
+
+    def _gone(self) -> None:
+        """The transport is gone: give back what it held, let the next sender in."""
+        self.monitor.lost(self)
+        self.lst.release(self)
         self.transport = None
         if self.slot:
             self.slot = False
@@ -173,23 +299,97 @@ class Connection(asyncio.BufferedProtocol):
                     nxt._wake()
                     break
 
+    def _drain(self) -> None:
+        """Read what the kernel still holds for this connection, to its end."""
+        try:
+            fd = os.dup(self._fd)
+        except OSError:
+            return
+        data = [self._held]
+        try:
+            # Ends with b"" or an error either way (the socket's reset error may have been
+            # reported already): only an end of file seen before says the peer ended cleanly.
+            while chunk := os.read(fd, len(self.monitor.buffer)):
+                data.append(chunk)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        self._held = b"".join(data)
+        if not self._busy:
+            held, self._held = self._held, b""
+            self._guard(self._go_on, held)
+
+    def _finish(self, exc: Exception | None) -> None:
+        """Log how the connection ended: how many messages it delivered, what was dropped."""
+        dropped = (self.spool.size if self.spool else 0) + len(self._head) + len(self._tail)
+        unfinished = self.spool is not None or self._head or self._left >= 0 or self._tail
+        self._drop_message()
+        self._acks.clear()
+        if self._closing or (exc is None and not unfinished):
+            return
+        why = type(exc).__name__ if exc is not None else "closed mid-message"
+        if not unfinished and not self.messages:
+            logger.debug(
+                "%s from %s: reset (%s) before sending", self.lst.describe(), self.peer, why
+            )
+        elif unfinished:
+            logger.warning(
+                "%s from %s: connection lost (%s) after %d complete message(s); an unfinished "
+                "message of %d bytes was dropped",
+                self.lst.describe(),
+                self.peer,
+                why,
+                self.messages,
+                dropped,
+            )
+        else:
+            logger.info(
+                "%s from %s: connection lost (%s) after %d complete message(s)",
+                self.lst.describe(),
+                self.peer,
+                why,
+                self.messages,
+            )
+
+    # -- TLS ------------------------------------------------------------------------------------
+
+    async def handshake(self, sock: socket.socket, peer: str, ctx: ssl.SSLContext) -> None:
+        """A TLS listener accepted ``sock``: count it as waiting, then shake hands (at most
+        ``handshake_timeout`` s); ``connection_made`` follows once it is done."""
+        self._arrived(peer)
+        if self._closing:
+            sock.close()  # over a cap at once
+            return
+        timeout = self.lst.pattern.handshake_timeout
+        loop = self.monitor.loop
+        self._shake = asyncio.current_task()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: self, sock, ssl=ctx, ssl_handshake_timeout=timeout
+            )
+        except (OSError, TimeoutError, asyncio.CancelledError, ssl.SSLError) as e:
+            self._shake = None
+            if not self._closing:
+                peer_log.log(
+                    logging.WARNING,
+                    f"tls:{self.lst.key}",
+                    "%s: TLS handshake with %s failed: %s",
+                    self.lst.describe(),
+                    self.peer,
+                    _tls_why(e, timeout),
+                )
+            self._closing = True
+            sock.close()  # closed already unless cancelled mid-way
+            self._gone()
+            if isinstance(e, asyncio.CancelledError) and not self._stopping:
+                raise
+
     # -- framing --------------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        self.slot = True
-        self.lst.active += 1
-        self.last = self.monitor.loop.time()
-        self._timer = self.monitor.loop.call_at(
-            self.last + self.lst.pattern.idle_timeout, self._check_idle
-        )
-
-    def _wake(self) -> None:
-        """A slot is free: read what waited."""
-        self._start()
-        held, self._held = self._held, b""
-        self._guard(self._go_on, held)
-
     def _feed(self, data: memoryview | bytes) -> None:
+        if self._sniff is not None and not self._sniffed(data):
+            return
         framing = self.lst.pattern.framing
         if framing == "connection":
             self._write(data)
@@ -197,6 +397,31 @@ class Connection(asyncio.BufferedProtocol):
             self._feed_delimited(bytes(data))
         else:
             self._feed_length(data)
+
+    def _sniffed(self, data: memoryview | bytes) -> bool:
+        """A plain listener's first bytes: True to go on (with them, held back until now),
+        False while they may still be a TLS client hello, or once they are one."""
+        assert self._sniff is not None  # noqa: S101
+        first = self._sniff + bytes(data[:3])
+        if len(first) >= 3 and first[0] == 0x16 and first[1] == 0x03 and first[2] <= 0x04:
+            peer_log.log(
+                logging.WARNING,
+                f"hello:{self.lst.key}",
+                "%s: a TLS client connected to a plain port (from %s): closed, no job; "
+                "is the client meant for a listener with tls_cert?",
+                self.lst.describe(),
+                self.peer,
+            )
+            self._sniff = None
+            self._close()
+            return False
+        if len(first) < 3 and first == bytes([0x16, 0x03])[: len(first)]:
+            self._sniff = first  # too short to tell: wait for more
+            return False
+        held, self._sniff = self._sniff, None
+        if held:
+            self._feed(held)
+        return True
 
     def _feed_delimited(self, data: bytes) -> None:
         if self._tail:
@@ -242,11 +467,19 @@ class Connection(asyncio.BufferedProtocol):
 
     def _at_eof(self) -> None:
         """The sender is done; called once nothing waits for room in the queue."""
+        if self._sniff:  # one or two bytes that looked like a TLS hello's start: data after all
+            held, self._sniff = self._sniff, None
+            self._feed(held)
+            if self._busy:
+                return
         framing = self.lst.pattern.framing
         if framing == "connection":
             if not self._replied:
                 self._replied = True
-                if not self._complete():
+                empty = self.spool is None or not self.spool.size
+                if empty and not self.lst.pattern.allow_empty:
+                    self._drop_message()  # sent nothing: no message (allow_empty to change)
+                elif not self._complete():
                     return
         elif framing == "delimiter":
             if self._tail or (self.spool is not None and self.spool.size):
@@ -255,17 +488,17 @@ class Connection(asyncio.BufferedProtocol):
                 if not self._complete():
                     return
         elif self._head or self._left >= 0:
+            got = len(self._head) + (self.spool.size if self.spool else 0)
             self._drop_message()
-            self._warn_lost("IncompleteReadError")  # a length-framed message cut short
+            logger.warning(
+                "%s from %s: closed after %d complete message(s), mid-way through a "
+                "length-framed one: its %d bytes were dropped",
+                self.lst.describe(),
+                self.peer,
+                self.messages,
+                got,
+            )
         self._close()
-
-    def _warn_lost(self, why: str) -> None:
-        logger.warning(
-            "%s from %s: connection lost (%s); an unfinished message, if any, was dropped",
-            self.lst.describe(),
-            self.peer,
-            why,
-        )
 
     def _write(self, data: memoryview | bytes) -> None:
         if self.spool is None:
@@ -281,12 +514,13 @@ class Connection(asyncio.BufferedProtocol):
         events = self.monitor.accept(self.lst, spool, self.peer, self._subject())
         if not events:
             return True
+        self.messages += 1
         if self.monitor.offer(events):
             self._ack(spool.id)
             return True
         self._busy = True
-        assert self.transport is not None  # noqa: S101 - only called while connected
-        self.transport.pause_reading()
+        if self.transport is not None:
+            self.transport.pause_reading()
         self.monitor.later(self._queue_later(events, spool.id))
         return False
 
@@ -294,29 +528,54 @@ class Connection(asyncio.BufferedProtocol):
         await self.monitor.put(events)
         self._busy = False
         self._ack(msg_id)
-        if self.transport is None or self._closing:
+        self._send_acks()  # reading is paused: the sender may be waiting for this one
+        if self._lost is None and (self.transport is None or self._closing):
             return
-        if self._stopping:
+        if self._stopping and self._lost is None:
             self._close()
             return
         held, self._held = self._held, b""
         self._guard(self._go_on, held)
+        if self._lost is not None and not self._busy:
+            self._finish(self._lost)
 
     def _go_on(self, held: bytes) -> None:
         self.last = self.monitor.loop.time()
         if held:
             self._feed(held)
-        if self._busy:
+        if self._busy or self._closing:
             return
         if self._eof:
             self._at_eof()
-        elif self.transport is not None:
+        elif self.transport is not None and self._lost is None:
             self.transport.resume_reading()
 
     def _ack(self, msg_id: str) -> None:
-        if self.lst.pattern.ack and self.transport is not None and not self.transport.is_closing():
-            # After it is on disk and queued. A raw sender that already left (nc) is fine.
-            self.transport.write(f"ok {msg_id}\n".encode())
+        if self.lst.pattern.ack:
+            self._acks.append(f"ok {msg_id}\n")
+            if self.lst.tls is not None:
+                self._send_acks()  # the raw socket's count says nothing of decrypted bytes
+
+    def _send_acks(self) -> None:
+        """Write the acknowledgements due, in one write. A raw sender that already left
+        (nc) is fine: what it sent was read before this could fail."""
+        if not self._acks:
+            return
+        text, self._acks = "".join(self._acks), []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(text.encode())
+
+    def has_bytes(self) -> bool:
+        """Whether the kernel holds bytes from this peer not read yet (plain TCP only)."""
+        return self.lst.tls is None and self._more_to_read()
+
+    def _more_to_read(self) -> bool:
+        """Whether the kernel holds more of this connection's bytes (after a full read)."""
+        try:
+            got = fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return bool(_FIONREAD.unpack(got)[0])
 
     def _subject(self) -> str | None:
         if self.lst.tls is None or self.transport is None:
@@ -333,9 +592,18 @@ class Connection(asyncio.BufferedProtocol):
         """The monitor stops: a message being queued finishes (it was accepted), an unfinished
         one is dropped (it never was). ``abort``: close at once, whatever it is doing."""
         self._stopping = True
+        if self._shake is not None:
+            self._closing = True
+            self._shake.cancel()  # mid-handshake: it cleans up
+            return
         if abort or not self._busy:
             self._drop_message()
             self._close(abort=True)
+
+    def _arm(self, timeout: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.monitor.loop.call_at(self.last + timeout, self._check_idle)
 
     def _check_idle(self) -> None:
         self._timer = None
@@ -344,12 +612,23 @@ class Connection(asyncio.BufferedProtocol):
         timeout = self.lst.pattern.idle_timeout
         due = self.last + timeout
         now = self.monitor.loop.time()
-        if self._busy:  # waiting for room in the queue is not the sender's idleness
-            due = now + timeout
+        if self._busy or (self._held and not self.slot):
+            due = now + timeout  # waiting for us (queue room, a slot) is not the sender idle
         elif now >= due:
-            logger.warning(
-                "%s from %s: idle for %.0fs, closed", self.lst.describe(), self.peer, timeout
-            )
+            unfinished = self.spool is not None or self._head or self._left >= 0 or self._tail
+            if unfinished:
+                logger.warning(
+                    "%s from %s: idle for %gs mid-message, closed; its %d bytes so far "
+                    "were dropped",
+                    self.lst.describe(),
+                    self.peer,
+                    timeout,
+                    (self.spool.size if self.spool else 0) + len(self._head) + len(self._tail),
+                )
+            else:  # between messages, or never sent one: normal
+                logger.debug(
+                    "%s from %s: idle for %gs, closed", self.lst.describe(), self.peer, timeout
+                )
             self._drop_message()
             self._close()
             return
@@ -392,10 +671,21 @@ class Connection(asyncio.BufferedProtocol):
             self._timer.cancel()
             self._timer = None
         if self.transport is not None:
+            self._send_acks()
             if abort:
                 self.transport.abort()
             else:
                 self.transport.close()  # after any acknowledgement still buffered
+
+
+def _tls_why(e: BaseException, timeout: float) -> str:
+    if isinstance(e, TimeoutError):
+        return f"no handshake within {timeout:g}s (handshake_timeout)"
+    if isinstance(e, ssl.SSLError):
+        return e.reason or e.strerror or str(e)
+    if isinstance(e, asyncio.CancelledError):
+        return "the listener stopped"
+    return e.strerror or type(e).__name__ if isinstance(e, OSError) else str(e)
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:

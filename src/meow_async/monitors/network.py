@@ -49,6 +49,7 @@ class NetworkMonitor:
     loop: asyncio.AbstractEventLoop  # the running one, once run() starts
     _queue: asyncio.Queue[Event]  # run()'s, kept while stopping: accepted events are not lost
     buffer: memoryview
+    first_byte: memoryview
 
     def __init__(
         self,
@@ -135,6 +136,7 @@ class NetworkMonitor:
         self.loop = asyncio.get_running_loop()
         #: Where every connection's reads land, one at a time (see connection.py).
         self.buffer = read_buffer(self.chunk_size)
+        self.first_byte = read_buffer(1)  # a connection without a slot reads one byte
         await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
         # Opened now, not at the first message (which would wait for it), and on the loop's
         # thread: a recovered message's release may already be writing to it.
@@ -179,7 +181,7 @@ class NetworkMonitor:
                         logger.error("%s; its rules receive nothing until it is changed", e)
         await self._free_orphans()
         for lst in self._listeners.values():
-            if lst.server is None:
+            if lst.server is None and lst.accepting is None:
                 await self._open(lst)
 
     def _add_listener(self, key: Key, pattern: NetworkPattern, sock: socket.socket) -> None:
@@ -204,13 +206,15 @@ class NetworkMonitor:
 
     async def _open(self, lst: Listener) -> None:
         ctx = lst.tls
-        lst.server = await self.loop.create_server(
-            lambda: Connection(self, lst),
-            sock=lst.sock,
-            backlog=_BACKLOG,
-            ssl=ctx,
-            ssl_handshake_timeout=lst.pattern.idle_timeout if ctx else None,
-        )
+        if ctx is None:
+            lst.server = await self.loop.create_server(
+                lambda: Connection(self, lst), sock=lst.sock, backlog=_BACKLOG
+            )
+        else:
+            # Accepted here, each socket then shaking hands in its own task: handshakes are
+            # counted, capped and timed out with the waiting connections, and a failed one is
+            # logged (a server made with ssl= would do all of it out of sight).
+            lst.accepting = self.loop.create_task(self._accept_tls(lst, ctx))
         logger.info(
             "listening on %s%s for %s",
             lst.describe(),
@@ -218,7 +222,25 @@ class NetworkMonitor:
             ", ".join(r.name for r in self._rules_on(lst)),
         )
 
+    async def _accept_tls(self, lst: Listener, ctx: ssl.SSLContext) -> None:
+        while True:
+            try:
+                sock, addr = await self.loop.sock_accept(lst.sock)
+            except OSError as e:  # out of file descriptors, say: say so, and go on
+                logger.error("%s: cannot accept: %s", lst.describe(), e.strerror or e)
+                await asyncio.sleep(0.1)
+                continue
+            peer = f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
+            self.later(Connection(self, lst).handshake(sock, peer, ctx))
+
     async def _close(self, lst: Listener) -> None:
+        if lst.accepting is not None:
+            lst.accepting.cancel()
+            await asyncio.gather(lst.accepting, return_exceptions=True)
+            lst.accepting = None
+            lst.sock.close()
+            logger.info("closed listener on %s", lst.describe())
+            return
         if lst.server is None:
             lst.sock.close()
             return

@@ -1,0 +1,36 @@
+"""Log lines a remote peer can cause, at a rate no peer can turn into a flood.
+
+A port scanner, a TLS client without a certificate, or 5000 idle connections over a cap would
+each write a line per connection; the first line of a kind is written at once, later ones at
+most once per ``every`` seconds, each saying how many were held back since.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+__all__ = ["LogLimit"]
+
+
+class LogLimit:
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self._logger = logger
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
+        """Log ``msg`` unless a line of this ``kind`` went out less than ``every`` s ago."""
+        if not self._logger.isEnabledFor(level):
+            return
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._every:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        if held and last is not None:
+            msg += f" ({held} more like this in the last {now - last:.0f}s)"
+        self._logger.log(level, msg, *args)
