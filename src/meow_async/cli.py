@@ -277,6 +277,7 @@ def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
             opts = "".join(
                 [
                     " --tls --cafile CA.pem" if p.tls else "",
+                    " --cert CLIENT.pem --key CLIENT.key" if p.tls_client_ca else "",
                     f" --framing {p.framing}" if p.framing != "connection" else "",
                     " --ack" if p.ack else "",
                 ]
@@ -360,6 +361,11 @@ def _send(args: argparse.Namespace) -> int:
     try:
         msg_id = asyncio.run(go())
     except TimeoutError:
+        if args.ack:
+            raise MeowError(
+                f"{args.address}: no acknowledgement within {args.timeout:g}s; the message may "
+                "still have been accepted (a retry can make a second job)"
+            ) from None
         raise MeowError(f"{args.address}: no answer within {args.timeout:g}s") from None
     except ValueError as e:
         raise MeowError(str(e)) from None

@@ -7,6 +7,7 @@ import contextlib
 import os
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 
@@ -64,15 +65,19 @@ async def send(
         size, chunks = await asyncio.to_thread(_sized, data)
     else:
         size, chunks = 0, _chunks(data)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    started = time.monotonic()
     try:
         reader, writer = await asyncio.open_connection(
             host, port, ssl=tls, server_hostname=server_hostname if tls else None
         )
     except ConnectionRefusedError:
-        raise SendError(f"cannot connect to {host}:{port}: connection refused") from None
+        raise SendError(f"cannot connect to {where}: connection refused") from None
     except OSError as e:
-        raise SendError(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
+        raise SendError(f"cannot connect to {where}: {e.strerror or e}") from None
     try:
+        if tls is not None:
+            await _tls_verdict(reader, where, time.monotonic() - started)
         if framing == "length":
             writer.write(struct.pack(">I", size))
         async for chunk in chunks:
@@ -89,17 +94,36 @@ async def send(
         text = line.decode("utf-8", "replace").strip()
         if not text.startswith("ok "):
             raise SendError(
-                f"{host}:{port} did not acknowledge the message"
+                f"{where} did not acknowledge the message"
                 + (f" (said {text!r})" if text else " (closed without a reply)")
                 + "; it may still have been delivered: does its pattern set ack: true?"
             )
         return text[3:]
     except OSError as e:  # ConnectionError, ssl.SSLError, ENOTCONN after a reset...
-        raise SendError(f"{host}:{port}: connection lost while sending: {e}") from None
+        raise SendError(f"{where}: connection lost while sending: {e}") from None
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def _tls_verdict(reader: asyncio.StreamReader, where: str, handshake: float) -> None:
+    """With TLS 1.3 the client's handshake ends before the server has checked the client's
+    certificate; a server that refuses it closes the connection one round trip later. Wait
+    that long (three times the handshake, 20 ms to 1 s) for such a close, so a refusal is an
+    error here rather than a message silently lost."""
+    wait = min(max(3 * handshake, 0.02), 1.0)
+    try:
+        got = await asyncio.wait_for(reader.read(1), wait)
+    except TimeoutError:
+        return  # nothing said: accepted
+    except (ssl.SSLError, ConnectionError) as e:
+        raise SendError(f"{where}: the TLS server refused the connection: {e}") from None
+    if not got:
+        raise SendError(
+            f"{where}: the server closed the connection right after the TLS handshake: it "
+            "refused our client certificate, or needs one (--cert/--key)"
+        )
 
 
 def _sized(

@@ -118,7 +118,7 @@ class Listener:
     def _evict(self, conn: Connection, cap: str) -> None:
         peer_log.log(
             logging.WARNING,
-            f"cap:{self.key}",
+            f"cap:{self.describe()}",
             "%s: over %s: closed the connection from %s that waited longest without sending",
             self.describe(),
             cap,
@@ -373,7 +373,7 @@ class Connection(asyncio.BufferedProtocol):
             if not self._closing:
                 peer_log.log(
                     logging.WARNING,
-                    f"tls:{self.lst.key}",
+                    f"tls:{self.lst.describe()}",
                     "%s: TLS handshake with %s failed: %s",
                     self.lst.describe(),
                     self.peer,
@@ -406,7 +406,7 @@ class Connection(asyncio.BufferedProtocol):
         if len(first) >= 3 and first[0] == 0x16 and first[1] == 0x03 and first[2] <= 0x04:
             peer_log.log(
                 logging.WARNING,
-                f"hello:{self.lst.key}",
+                f"hello:{self.lst.describe()}",
                 "%s: a TLS client connected to a plain port (from %s): closed, no job; "
                 "is the client meant for a listener with tls_cert?",
                 self.lst.describe(),
@@ -679,13 +679,15 @@ class Connection(asyncio.BufferedProtocol):
 
 
 def _tls_why(e: BaseException, timeout: float) -> str:
-    if isinstance(e, TimeoutError):
+    if isinstance(e, TimeoutError) or "taking longer" in str(e):  # asyncio aborts on timeout
         return f"no handshake within {timeout:g}s (handshake_timeout)"
     if isinstance(e, ssl.SSLError):
         return e.reason or e.strerror or str(e)
     if isinstance(e, asyncio.CancelledError):
         return "the listener stopped"
-    return e.strerror or type(e).__name__ if isinstance(e, OSError) else str(e)
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:

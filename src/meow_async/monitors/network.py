@@ -438,7 +438,8 @@ def _key(pattern: NetworkPattern) -> Key:
 
 def _bind(pattern: NetworkPattern, *, quiet: bool = False) -> socket.socket:
     """Bind now, so a bad port is an error raised by the call that asked for it."""
-    where = f"port {pattern.port} on {pattern.host} (pattern {pattern.name!r})"
+    host = f"[{pattern.host}]" if ":" in pattern.host else pattern.host
+    where = f"port {pattern.port} on {host} (pattern {pattern.name!r})"
     try:
         infos = socket.getaddrinfo(
             pattern.host, pattern.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
