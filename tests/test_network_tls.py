@@ -25,7 +25,7 @@ NETWORK_LOG = "meow_async.monitors.network"
 
 
 def tls_net(pki: dict[str, Any], *, client_ca: bool = True, **kw: Any) -> Any:
-    extra = {"tls_client_ca": str(pki["ca"])} if client_ca else {}
+    extra: dict[str, Any] = {"tls_client_ca": str(pki["ca"])} if client_ca else {}
     return net(
         framing="length",
         ack=True,
