@@ -51,6 +51,33 @@ _LENGTH = struct.Struct(">I")
 _FIONREAD = struct.Struct("i")
 #: Seconds a new connection may wait without sending before a cap can close it for newer ones.
 _GRACE = 1.0
+#: Acknowledgements held while a sender keeps the receive buffer full, at most (then written).
+_MAX_HELD_ACKS = 1024
+#: A TLS record header carrying a ClientHello: type 0x16, version 3.0-3.4, a length, then
+#: handshake type 1. A plain message that starts with these 6 bytes is taken for one.
+_HELLO = b"\x16\x03?LL\x01"
+
+
+def _is_hello(b: bytes) -> bool:
+    return (
+        len(b) >= len(_HELLO)
+        and b[0] == 0x16
+        and b[1] == 0x03
+        and b[2] <= 0x04
+        and 0 < (b[3] << 8 | b[4]) <= 0x4800
+        and b[5] == 0x01
+    )
+
+
+def _could_be_hello(b: bytes) -> bool:
+    """Whether ``b`` (shorter than a hello's header) may still grow into one."""
+    return (
+        (len(b) < 1 or b[0] == 0x16)
+        and (len(b) < 2 or b[1] == 0x03)
+        and (len(b) < 3 or b[2] <= 0x04)
+        and (len(b) < 5 or 0 < (b[3] << 8 | b[4]) <= 0x4800)
+    )
+
 
 Key = tuple[str, int, str]  # host, port, and the pattern name when port is 0 (its own port)
 
@@ -82,6 +109,7 @@ class Listener:
     #: oldest first, all and per peer address: what max_waiting(_per_peer) caps.
     idle: dict[Connection, None] = field(default_factory=dict)
     idle_by_peer: dict[str, dict[Connection, None]] = field(default_factory=dict)
+    trim_timer: asyncio.TimerHandle | None = None  # caps to apply once a burst's grace ends
 
     def __post_init__(self) -> None:
         self.port = self.sock.getsockname()[1]
@@ -101,12 +129,22 @@ class Listener:
         bytes wait in the kernel (a sender: it leaves the count, its read takes a slot)."""
         while len(waiting) > cap:
             oldest = next(iter(waiting))
-            if oldest.monitor.loop.time() - oldest.since < _GRACE:
+            loop = oldest.monitor.loop
+            if loop.time() - oldest.since < _GRACE:
+                if self.trim_timer is None:  # look again when the oldest's grace is over
+                    self.trim_timer = loop.call_at(oldest.since + _GRACE, self._trim_all)
                 return
             if oldest.has_bytes():
                 self.release(oldest)
                 continue
             self._evict(oldest, f"{name} ({cap})")
+
+    def _trim_all(self) -> None:
+        self.trim_timer = None
+        p = self.pattern
+        for mine in list(self.idle_by_peer.values()):
+            self._trim(mine, p.max_waiting_per_peer, "max_waiting_per_peer")
+        self._trim(self.idle, p.max_waiting, "max_waiting")
 
     def release(self, conn: Connection) -> None:
         if self.idle.pop(conn, 0) is None:
@@ -402,8 +440,8 @@ class Connection(asyncio.BufferedProtocol):
         """A plain listener's first bytes: True to go on (with them, held back until now),
         False while they may still be a TLS client hello, or once they are one."""
         assert self._sniff is not None  # noqa: S101
-        first = self._sniff + bytes(data[:3])
-        if len(first) >= 3 and first[0] == 0x16 and first[1] == 0x03 and first[2] <= 0x04:
+        first = self._sniff + bytes(data[: len(_HELLO)])
+        if _is_hello(first):
             peer_log.log(
                 logging.WARNING,
                 f"hello:{self.lst.describe()}",
@@ -415,7 +453,7 @@ class Connection(asyncio.BufferedProtocol):
             self._sniff = None
             self._close()
             return False
-        if len(first) < 3 and first == bytes([0x16, 0x03])[: len(first)]:
+        if len(first) < len(_HELLO) and _could_be_hello(first):
             self._sniff = first  # too short to tell: wait for more
             return False
         held, self._sniff = self._sniff, None
@@ -553,8 +591,10 @@ class Connection(asyncio.BufferedProtocol):
     def _ack(self, msg_id: str) -> None:
         if self.lst.pattern.ack:
             self._acks.append(f"ok {msg_id}\n")
-            if self.lst.tls is not None:
-                self._send_acks()  # the raw socket's count says nothing of decrypted bytes
+            if self.lst.tls is not None or len(self._acks) >= _MAX_HELD_ACKS:
+                # TLS: the raw socket's count says nothing of decrypted bytes. Too many: a
+                # sender that keeps the buffer full still hears of its messages.
+                self._send_acks()
 
     def _send_acks(self) -> None:
         """Write the acknowledgements due, in one write. A raw sender that already left

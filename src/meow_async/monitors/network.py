@@ -234,6 +234,9 @@ class NetworkMonitor:
             self.later(Connection(self, lst).handshake(sock, peer, ctx))
 
     async def _close(self, lst: Listener) -> None:
+        if lst.trim_timer is not None:
+            lst.trim_timer.cancel()
+            lst.trim_timer = None
         if lst.accepting is not None:
             lst.accepting.cancel()
             await asyncio.gather(lst.accepting, return_exceptions=True)
