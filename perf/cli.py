@@ -25,7 +25,8 @@ SUITES = {
     "floor and meow_base",
     "files": "file change -> event / job start latency; a burst of files -> events -> jobs",
     "jobs": "network events -> finished jobs (Bash, Python) against the same subprocesses",
-    "memory": "peak RSS under 10,000 idle connections and under a flood",
+    "memory": "peak RSS under 10,000 idle connections, under a flood, and under TLS (idle "
+    "connections, stalled handshakes)",
     "chunks": "network intake time by chunk size",
 }
 
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         "to run, comma-separated (default: all)",
     )
     p.add_argument(
+        "--memory-loads",
+        default=",".join(memory.LOADS),
+        help="memory suite: which loads to run, comma-separated, of "
+        f"{', '.join(memory.LOADS)} (default: all; tls needs trustme)",
+    )
+    p.add_argument(
         "--from-json",
         type=Path,
         help="do not measure: render --markdown/--plots from a saved --json",
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         _write(args, json.loads(args.from_json.read_text()))
         return 0
+    loads = _loads(args.memory_loads)
     raise_nofile()
     sizes = SIZES[args.size]
     if args.repeats:
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": lambda: jobs.run(
             sizes.jobs_n, sizes.jobs_repeats, args.max_jobs, args.loop, scratch
         ),
-        "memory": lambda: memory.run(sizes, scratch, args.loop),
+        "memory": lambda: memory.run(sizes, scratch, args.loop, loads=loads),
         "chunks": lambda: chunks.run(min(sizes.repeats, 5), scratch, args.loop),
     }
     chosen = list(SUITES) if args.suite == "all" else [args.suite]
@@ -149,6 +157,17 @@ def _tests(text: str) -> tuple[str, ...]:
     unknown = sorted(set(chosen) - {"a", "b", "c", "paced"})
     if unknown or not chosen:
         raise SystemExit(f"--tests: unknown {', '.join(unknown) or 'empty'}: use a, b, c, paced")
+    return chosen
+
+
+def _loads(text: str) -> tuple[str, ...]:
+    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = sorted(set(chosen) - set(memory.LOADS))
+    if unknown or not chosen:
+        raise SystemExit(
+            f"--memory-loads: unknown {', '.join(unknown) or 'empty'}: use "
+            + ", ".join(memory.LOADS)
+        )
     return chosen
 
 

@@ -76,9 +76,61 @@ def jobs_section(jobs: list[dict[str, Any]]) -> list[str]:
     return ["## End to end: network events -> finished jobs", "", *table(head, rows)]
 
 
+def _tls_rows(m: dict[str, Any]) -> list[list[str]]:
+    """A row per wave of idle TLS connections, or per round of stalled handshakes."""
+    base = f"{m['baseline_rss_mb']:.1f} MB"
+    rows = []
+    for w in m.get("waves", []):
+        what = (
+            f"wave {w['wave']}: {w['held_by_server']}/{w['connections']} TLS connections "
+            f"held idle, {w['kb_per_connection']:.0f} kB each (RSS at the wave's start "
+            f"{w['start_rss_mb']:.1f} MB); all gone {w['gone_s']:.1f} s after they left: "
+            f"{w['rss_when_gone_mb']:.1f} MB, then {w['rss_settled_mb']:.1f} MB"
+        )
+        if w["left_on_server"]:
+            what += f"; {w['left_on_server']} still held by the server"
+        rows.append(
+            [
+                "tls idle",
+                m["mode"],
+                what,
+                base,
+                f"{w['peak_rss_mb']:.1f} MB",
+                f"+{w['peak_rss_mb'] - m['baseline_rss_mb']:.1f} MB",
+            ]
+        )
+    shake = m.get("settings", {}).get("handshake_timeout")
+    for r in m.get("rounds", []):
+        what = (
+            f"round {r['round']}: {r['connected']} connections never sending a ClientHello "
+            f"(handshake_timeout {shake} s, default caps; at most {r['most_held']} held), "
+            f"all closed in {r['closed_s']:.1f} s; RSS after {r['rss_after_mb']:.1f} MB"
+        )
+        if r["left_on_server"] or r["open_when_leaving"]:
+            what += (
+                f"; {r['left_on_server']} still held by the server, "
+                f"{r['open_when_leaving']} open at the client"
+            )
+        peak = f"{r['peak_rss_mb']:.1f} MB" + ("" if r["peak_exact"] else " (sampled)")
+        rows.append(["tls stalled", m["mode"], what, base, peak, f"+{r['growth_mb']:.1f} MB"])
+    if "rss_after_trim_mb" in m:
+        last = "wave" if m.get("waves") else "round"
+        what = (
+            f"diagnostic, after the last {last}: a full gc ({m['gc_found']} objects) -> RSS "
+            f"{m['rss_after_gc_mb']:.1f} MB; then glibc malloc_trim -> "
+            f"{m['rss_after_trim_mb']:.1f} MB"
+        )
+        load = "tls idle" if m.get("waves") else "tls stalled"
+        rows.append([load, m["mode"], what, base, "-", "-"])
+    return rows
+
+
 def memory_section(mem: list[dict[str, Any]]) -> list[str]:
     rows = []
     for m in mem:
+        if m["kind"].startswith("tls-"):
+            rows += _tls_rows(m)
+            continue
         if m["kind"] == "flood":
             what = (
                 f"{m['events']}/{m['messages']} messages x {m['message_bytes'] // 1024} KiB, "

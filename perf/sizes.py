@@ -25,6 +25,9 @@ class Sizes:
     flood_messages: int
     flood_concurrency: int
     flood_size: int
+    tls_idle_connections: int  # idle TLS connections held (caps raised above them)
+    tls_stalled_connections: int  # per round: TCP connections that never send a ClientHello
+    tls_stalled_rounds: int
 
 
 SMALL = Sizes(
@@ -46,6 +49,9 @@ SMALL = Sizes(
     flood_messages=5_000,
     flood_concurrency=1_000,
     flood_size=64 * 1024,
+    tls_idle_connections=300,
+    tls_stalled_connections=2_000,
+    tls_stalled_rounds=3,
 )
 
 FULL = Sizes(
@@ -67,6 +73,9 @@ FULL = Sizes(
     flood_messages=20_000,
     flood_concurrency=2_000,
     flood_size=64 * 1024,
+    tls_idle_connections=1_500,
+    tls_stalled_connections=2_000,
+    tls_stalled_rounds=3,
 )
 
 SIZES = {"small": SMALL, "full": FULL}

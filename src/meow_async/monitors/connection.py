@@ -51,6 +51,8 @@ _LENGTH = struct.Struct(">I")
 _FIONREAD = struct.Struct("i")
 #: Seconds a new connection may wait without sending before a cap can close it for newer ones.
 _GRACE = 1.0
+#: TLS handshakes a listener runs at once.
+_HANDSHAKES = 64
 #: Acknowledgements held while a sender keeps the receive buffer full, at most (then written).
 _MAX_HELD_ACKS = 1024
 #: A TLS record header carrying a ClientHello: type 0x16, version 3.0-3.4, a length, then
@@ -110,6 +112,8 @@ class Listener:
     idle: dict[Connection, None] = field(default_factory=dict)
     idle_by_peer: dict[str, dict[Connection, None]] = field(default_factory=dict)
     trim_timer: asyncio.TimerHandle | None = None  # caps to apply once a burst's grace ends
+    #: TLS handshakes under way at once, at most (others wait their turn as bare sockets).
+    shaking: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_HANDSHAKES))
 
     def __post_init__(self) -> None:
         self.port = self.sock.getsockname()[1]
@@ -145,6 +149,13 @@ class Listener:
         for mine in list(self.idle_by_peer.values()):
             self._trim(mine, p.max_waiting_per_peer, "max_waiting_per_peer")
         self._trim(self.idle, p.max_waiting, "max_waiting")
+
+    def has_room(self) -> bool:
+        """A slot is free and no sender waits for one before a newcomer."""
+        waiting = self.waiting
+        while waiting and waiting[0].transport is None:
+            waiting.popleft()  # gone while it waited
+        return self.active < self.pattern.max_connections and not waiting
 
     def release(self, conn: Connection) -> None:
         if self.idle.pop(conn, 0) is None:
@@ -250,18 +261,22 @@ class Connection(asyncio.BufferedProtocol):
     def _arrived(self, peer: str) -> None:
         self.peer = peer
         self.host = peer.rpartition(":")[0] or peer
-        self.monitor.connections.add(self)
+        self.monitor.joined(self)
         self.last = self.since = self.monitor.loop.time()
         self.lst.hold(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # Until a slot is taken, one byte: enough to know the peer is a sender.
-        return self.monitor.buffer if self.slot else self.monitor.first_byte
+        # Asked just before a read, when data is there: a slot free now is this sender's
+        # (taken in buffer_updated); none free, one byte, enough to know it is a sender.
+        return self.monitor.buffer if self.slot or self.lst.has_room() else self.monitor.first_byte
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._closing or self._lost is not None:
             return
         self.last = self.monitor.loop.time()
+        if not self.slot and not self._held and self.lst.has_room():
+            self.lst.release(self)  # its first bytes, and a slot free: no pause, no copy
+            self._take()
         if self._busy or not self.slot:
             # A first byte, or a read before a pause took effect (TLS; uvloop starts
             # reading after connection_made): keep it, in order, and pause (again).
@@ -313,12 +328,15 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self.lst.waiting.append(self)  # not idle: waits for us, not the other way round
 
-    def _wake(self) -> None:
-        """A slot is ours: read what waited, then the rest."""
+    def _take(self) -> None:
         self.slot = True
         self.lst.active += 1
-        self.last = self.monitor.loop.time()
         self._arm(self.lst.pattern.idle_timeout)
+
+    def _wake(self) -> None:
+        """A slot is ours: read what waited, then the rest."""
+        self.last = self.monitor.loop.time()
+        self._take()
         held, self._held = self._held, b""
         self._guard(self._go_on, held)
 
@@ -402,10 +420,21 @@ class Connection(asyncio.BufferedProtocol):
         timeout = self.lst.pattern.handshake_timeout
         loop = self.monitor.loop
         self._shake = asyncio.current_task()
+        deadline = loop.time() + timeout
         try:
-            await loop.connect_accepted_socket(
-                lambda: self, sock, ssl=ctx, ssl_handshake_timeout=timeout
-            )
+            # A few at a time: each costs a TLS state and (on asyncio's loop) a 256 KiB read
+            # buffer from its start, where a socket waiting for its turn costs next to nothing.
+            async with asyncio.timeout_at(deadline):
+                await self.lst.shaking.acquire()
+            try:
+                await loop.connect_accepted_socket(
+                    lambda: self,
+                    sock,
+                    ssl=ctx,
+                    ssl_handshake_timeout=max(deadline - loop.time(), 0.001),
+                )
+            finally:
+                self.lst.shaking.release()
         except (OSError, TimeoutError, asyncio.CancelledError, ssl.SSLError) as e:
             self._shake = None
             if not self._closing:

@@ -7,6 +7,7 @@ most once per ``every`` seconds, each saying how many were held back since.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -21,16 +22,24 @@ class LogLimit:
         self._held: dict[str, int] = {}
 
     def log(self, level: int, kind: str, msg: str, *args: object) -> None:
-        """Log ``msg`` unless a line of this ``kind`` went out less than ``every`` s ago."""
+        """Log ``msg`` unless a line of this ``kind`` went out less than ``every`` s ago; then
+        count it, and say how many were held back once the ``every`` s are over."""
         if not self._logger.isEnabledFor(level):
             return
         now = time.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < self._every:
             self._held[kind] = self._held.get(kind, 0) + 1
+            if self._held[kind] == 1:  # a burst then quiet must still say how big it was
+                loop = asyncio.get_running_loop()
+                loop.call_later(last + self._every - now, self._summary, level, kind, msg, args)
             return
         self._last[kind] = now
         held = self._held.pop(kind, 0)
         if held and last is not None:
             msg += f" ({held} more like this in the last {now - last:.0f}s)"
         self._logger.log(level, msg, *args)
+
+    def _summary(self, level: int, kind: str, msg: str, args: tuple[object, ...]) -> None:
+        if self._held.get(kind):
+            self.log(level, kind, msg, *args)  # one of them, with the count

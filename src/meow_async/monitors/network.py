@@ -9,6 +9,7 @@ file events work unchanged. The file is removed once every rule's handler has ma
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import gc
 import logging
@@ -36,6 +37,7 @@ logger = logging.getLogger("meow_async.monitors.network")
 DEFAULT_CHUNK_SIZE = 64 * 1024
 _BACKLOG = 4096  # meow_base's listen(1) turns bursts into 1 s SYN retransmits
 _CLOSE_TIMEOUT = 5.0  # at stop, for connections closing after their last acknowledgement
+_BURST = 256  # connections at once after which their memory is handed back once all are gone
 
 
 class NetworkMonitor:
@@ -81,6 +83,8 @@ class NetworkMonitor:
         self._journal = Journal(self.spool_dir, durable=durable)
         #: The connections of every listener (see connection.py).
         self.connections: set[Connection] = set()
+        self._peak = 0  # most connections at once since memory was last given back
+        self._trim: asyncio.TimerHandle | None = None
         workflow.add_validator(self._validate)
 
     # -- what is open -------------------------------------------------------------------------
@@ -267,6 +271,9 @@ class NetworkMonitor:
             gc.collect()
 
     async def _close_all(self) -> None:
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         for lst in list(self._listeners.values()):
             await self._close(lst)
         await self._free_orphans()
@@ -288,11 +295,28 @@ class NetworkMonitor:
                     conn.stop(abort=True)
             self._gone = None
 
+    def joined(self, conn: Connection) -> None:
+        """A connection arrived (called by it)."""
+        self.connections.add(conn)
+        self._peak = max(self._peak, len(self.connections))
+
     def lost(self, conn: Connection) -> None:
         """A connection is gone (called by it)."""
         self.connections.discard(conn)
-        if not self.connections and self._gone is not None:
+        if self.connections:
+            return
+        if self._gone is not None:
             self._gone.set()
+        if self._peak >= _BURST and self._trim is None:
+            # The burst is over: glibc keeps what its TLS states and buffers freed in its
+            # arenas (hundreds of MB after thousands of handshakes); give it back to the OS.
+            self._trim = self.loop.call_later(1.0, self._give_back)
+
+    def _give_back(self) -> None:
+        self._trim = None
+        if not self.connections:
+            self._peak = 0
+            _malloc_trim()
 
     def _wanted(self, rules: list[Rule]) -> dict[Key, NetworkPattern]:
         """The listener each rule needs; rules sharing a port must agree on its settings."""
@@ -433,6 +457,16 @@ class NetworkMonitor:
         if out:
             logger.info("recovered %d accepted message(s) from %s", len(out), self.spool_dir)
         return out
+
+
+def _malloc_trim() -> None:
+    """glibc's malloc_trim(0), where there is one (not musl, not macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 def _key(pattern: NetworkPattern) -> Key:
