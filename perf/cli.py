@@ -49,7 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write every sample, the machine and versions here")
     p.add_argument("--markdown", type=Path, help="write tables here")
     p.add_argument("--plots", type=Path, help="write PNG plots into this folder")
-    p.add_argument("--loop", choices=LOOPS, default="asyncio", help="meow_async's event loop")
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="asyncio",
+        help="meow_async's event loop (network: the in-process variants; with a separate sender "
+        "meow_async runs on both loops; jobs, files: the direct-spawn baseline always runs on "
+        "asyncio's loop)",
+    )
     p.add_argument(
         "--dir",
         type=Path,

@@ -6,6 +6,7 @@ from typing import Any
 
 from .report_tests import TITLES, X_NAMES
 from .summaries import (
+    cut_off,
     label,
     latency_summary,
     lost,
@@ -43,10 +44,10 @@ def comparisontable(points: list[dict[str, Any]], test: str, sender: str) -> lis
     xs = sorted({p["x"] for p in recs})
     impls = sorted({(p["impl"], p["loop"]) for p in recs}, key=_order)
     head = [X_NAMES[test], *(f"{i} ({loop})" for i, loop in impls)]
-    ma = next((k for k in impls if k[0] == "meow_async"), None)
-    same_floor = ("floor", ma[1]) if ma else None
+    mas = [k for k in impls if k[0] == "meow_async"]
+    ma = mas[0] if mas else None
     has_base = any(k[0] == "meow_base" for k in impls)
-    head.append("meow_async / floor")
+    head += [f"meow_async / floor ({k[1]})" for k in mas]
     if has_base:
         head += ["meow_async / meow_base", "meow_base lost / connects stalled"]
     rows = []
@@ -54,8 +55,8 @@ def comparisontable(points: list[dict[str, Any]], test: str, sender: str) -> lis
         at = {(p["impl"], p["loop"]): p for p in recs if p["x"] == x}
         med = {k: median_ms(v) for k, v in at.items()}
         cells = [str(x), *(_cell(at.get(k)) for k in impls)]
+        cells += [times(ratio(med.get(k), med.get(("floor", k[1])))) for k in mas]
         m = med.get(ma) if ma else None
-        cells.append(times(ratio(m, med.get(same_floor)) if same_floor else None))
         if has_base:
             cells.append(times(ratio(m, med.get(("meow_base", "threads")))))
             mb = at.get(("meow_base", "threads"))
@@ -74,7 +75,9 @@ def _cell(rec: dict[str, Any] | None) -> str:
         return "-"
     med = median_ms(rec)
     if med is None:
-        return "did not finish" if not rec.get("error") else "failed"
+        if rec.get("error"):
+            return "failed"
+        return "cut off by the time cap" if cut_off(rec) else "no complete round"
     return ms(med) + (" *" if status(rec) else "")
 
 

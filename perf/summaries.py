@@ -38,7 +38,18 @@ def latency_summary(rec: dict[str, Any]) -> dict[str, float] | None:
 
 
 def lost(rec: dict[str, Any]) -> int:
-    return sum(r["n"] - r["delivered"] for r in rec["rounds"])
+    """Messages that never arrived although their sender had finished: a round cut off by
+    the time cap (sender still sending) loses nothing, it just did not finish."""
+    return sum(r["n"] - r["delivered"] for r in rec["rounds"] if _gave_up_after_sending(r))
+
+
+def cut_off(rec: dict[str, Any]) -> bool:
+    """Whether the harness's time cap ended the point (a round or the whole process)."""
+    return bool(rec.get("killed_at_cap")) or any(r.get("timed_out") for r in rec["rounds"])
+
+
+def _gave_up_after_sending(r: dict[str, Any]) -> bool:
+    return r["total_s"] is None and not r.get("timed_out")
 
 
 def stalls(rec: dict[str, Any]) -> int:
@@ -58,12 +69,15 @@ def status(rec: dict[str, Any]) -> str:
     parts = []
     if done < want:
         parts.append(f"{done} of {want} rounds complete")
-    gave_up = [r for r in rec["rounds"] if r["total_s"] is None]
+    gave_up = [r for r in rec["rounds"] if _gave_up_after_sending(r)]
     if gave_up:
         n_lost = lost(rec)
-        parts.append(f"{n_lost} message(s) never arrived in {len(gave_up)} round(s)")
-    if rec.get("killed_at_cap") or (done < want and not gave_up):
-        parts.append(f"did not finish within the {rec['cap_s']:.0f} s cap")
+        parts.append(
+            f"{n_lost} message(s) never arrived in {len(gave_up)} round(s) whose sender "
+            "had finished"
+        )
+    if cut_off(rec) or (done < want and not gave_up):
+        parts.append(f"cut off by the harness's {rec['cap_s']:.0f} s time cap")
     return "; ".join(parts)
 
 
