@@ -316,6 +316,13 @@ async def _free(server: asyncio.subprocess.Process) -> dict[str, Any]:
     }
 
 
+async def _dismiss(clients: asyncio.subprocess.Process) -> None:
+    """Close the client process's stdin (its cue to leave) and reap it."""
+    if clients.stdin is not None and not clients.stdin.is_closing():
+        clients.stdin.close()
+    await clients.wait()
+
+
 async def _tls_wave(
     server: asyncio.subprocess.Process, port: int, n: int, ca: str, wave: int
 ) -> dict[str, Any]:
@@ -339,9 +346,7 @@ async def _tls_wave(
         await asyncio.sleep(SETTLE_S)
         rss_settled = _status_kb(server.pid, "VmRSS")
     finally:
-        if clients.stdin is not None and not clients.stdin.is_closing():
-            clients.stdin.close()
-        await clients.wait()
+        await _dismiss(clients)
     return {
         "wave": wave,
         "connections": n,
@@ -390,9 +395,7 @@ async def _stalled_round(
         peak = _status_kb(server.pid, "VmHWM") if exact else sampled
         still = await _leave(clients)
     finally:
-        if clients.stdin is not None and not clients.stdin.is_closing():
-            clients.stdin.close()
-        await clients.wait()
+        await _dismiss(clients)
     return {
         "round": rnd,
         "connections": n,
