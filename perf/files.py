@@ -113,11 +113,11 @@ async def burst(root: Path, n: int, max_jobs: int) -> dict[str, Any]:
     return out
 
 
-async def direct(root: Path, n: int, max_jobs: int) -> float:
+async def direct(root: Path, n: int, max_jobs: int, script_text: str = "pass\n") -> float:
     """The floor: the same N subprocesses launched directly, same concurrency (seconds)."""
     sem = asyncio.Semaphore(max_jobs)
     script = root / "floor.py"
-    script.write_text("pass\n")
+    script.write_text(script_text)
 
     async def one() -> None:
         async with sem:
@@ -129,8 +129,41 @@ async def direct(root: Path, n: int, max_jobs: int) -> float:
     return time.perf_counter() - t0
 
 
+#: The job start path (issue 15): plain Python jobs, and jobs that import numpy, as scientists'
+#: jobs do. Each line of the script is what the job runs.
+STARTUP_SCRIPTS = {"python": "pass\n", "numpy": "import numpy\n"}
+
+
+async def startup(root: Path, n: int, max_jobs: int, script_text: str) -> dict[str, Any]:
+    """N files at once -> N Python jobs through a Runner: from the first write to the last job
+    finished, and how long after its file the first job started."""
+    base, jobs = root / "startup-runner", root / "startup-jobs"
+    base.mkdir()
+    cfg = RunnerConfig(base_dir=base, jobs_dir=jobs, max_jobs=max_jobs, queue_size=max(n, 1))
+    recipe = PythonRecipe(name="r", script=script_text, interpreter=sys.executable)
+    written: dict[str, float] = {}
+    async with Runner([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg) as r:
+        t0 = time.perf_counter()
+        for i in range(n):
+            path = base / f"{i}.txt"
+            path.write_text("x")
+            written[str(path)] = time.time()
+        async with asyncio.timeout(600):
+            await r.wait_for(_finished_at_least(n))
+        took = time.perf_counter() - t0
+        done = r.stats.done
+    metas = list(iter_jobs(jobs))
+    first = min(metas, key=lambda m: m["started"])
+    return {
+        "n": n,
+        "jobs_s": took,
+        "jobs_done": done,
+        "first_job_start_ms": (first["started"] - written[first["event"]["path"]]) * 1000,
+    }
+
+
 def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print) -> dict[str, Any]:
-    out: dict[str, Any] = {"latency": [], "bursts": []}
+    out: dict[str, Any] = {"latency": [], "bursts": [], "startup": []}
     settings = SETTINGS if sizes.name == "full" else SETTINGS[:3]
     with asyncio.Runner(loop_factory=loop_factory(loop)) as r:
         for watcher, step, debounce in settings:
@@ -163,4 +196,24 @@ def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print)
                 f"subprocesses launched directly: {b['overhead_per_job_ms']:.2f} ms/job overhead "
                 f"(max_jobs={max_jobs})"
             )
+        for i in range(sizes.jobs_repeats):
+            for kind, text in STARTUP_SCRIPTS.items():
+                d = scratch / f"files-startup-{kind}-{i}"
+                d.mkdir()
+                try:
+                    st = r.run(startup(d, sizes.burst_n, max_jobs, text))
+                    with asyncio.Runner() as floor_loop:  # the baseline on asyncio's loop
+                        st["floor_s"] = floor_loop.run(direct(d, sizes.burst_n, max_jobs, text))
+                finally:
+                    shutil.rmtree(d, ignore_errors=True)
+                st.update(kind=kind, ratio=st["jobs_s"] / st["floor_s"])
+                st["overhead_per_job_ms"] = (st["jobs_s"] - st["floor_s"]) / st["n"] * 1000
+                out["startup"].append(st)
+                log(
+                    f"files -> {kind} jobs: {st['jobs_done']} of {st['n']} done in "
+                    f"{st['jobs_s'] * 1000:.0f} ms vs {st['floor_s'] * 1000:.0f} ms spawning the "
+                    f"same script directly: {st['ratio']:.2f}x ({st['overhead_per_job_ms']:.2f} "
+                    f"ms/job); first job started {st['first_job_start_ms']:.1f} ms after its file "
+                    f"(max_jobs={max_jobs})"
+                )
     return out

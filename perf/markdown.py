@@ -54,6 +54,21 @@ def files_section(files: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    rows = [
+        [
+            st["kind"],
+            str(st["n"]),
+            ms(st["jobs_s"] * 1000),
+            ms(st["floor_s"] * 1000),
+            f"{st['ratio']:.2f}x",
+            ms(st["overhead_per_job_ms"]),
+            ms(st["first_job_start_ms"]),
+        ]
+        for st in files.get("startup", [])
+    ]
+    if rows:
+        head = ["jobs", "files", "-> all done", "same script spawned", "ratio", "overhead/job"]
+        out += table([*head, "first job started after its file"], rows)
     return out
 
 
