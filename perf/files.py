@@ -70,8 +70,8 @@ async def latency(
 
 
 async def burst(root: Path, n: int, max_jobs: int) -> dict[str, Any]:
-    """N files written at once: time to N events (monitor alone) and to N done jobs (runner);
-    the direct-spawn baseline is ``direct``, run on asyncio's own loop whatever ``--loop``."""
+    """N files written at once: time to N events (the monitor alone). Their jobs through a
+    whole runner are ``startup``'s measurement."""
     out: dict[str, Any] = {"n": n}
     # Monitor alone: events on the queue.
     base = root / "burst-monitor"
@@ -96,20 +96,6 @@ async def burst(root: Path, n: int, max_jobs: int) -> dict[str, Any]:
     out["write_s"] = t_written - t0
     stop.set()
     await task
-    # Whole runner: done jobs.
-    base, jobs = root / "burst-runner", root / "burst-jobs"
-    base.mkdir()
-    cfg = RunnerConfig(base_dir=base, jobs_dir=jobs, max_jobs=max_jobs, queue_size=max(n, 1))
-    async with Runner(
-        [FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg
-    ) as runner:
-        t0 = time.perf_counter()
-        for i in range(n):
-            (base / f"{i}.txt").write_text("x")
-        async with asyncio.timeout(300):
-            await runner.wait_for(_finished_at_least(n))
-        out["jobs_s"] = time.perf_counter() - t0
-        out["jobs_done"] = runner.stats.done
     return out
 
 
@@ -162,6 +148,22 @@ async def startup(root: Path, n: int, max_jobs: int, script_text: str) -> dict[s
     }
 
 
+def _startup_point(
+    r: asyncio.Runner, d: Path, sizes: Sizes, max_jobs: int, text: str
+) -> dict[str, Any]:
+    """The runner on ``r``'s loop, then the direct-spawn baseline on asyncio's own loop."""
+    d.mkdir()
+    try:
+        st = r.run(startup(d, sizes.burst_n, max_jobs, text))
+        with asyncio.Runner() as floor_loop:
+            st["floor_s"] = floor_loop.run(direct(d, sizes.burst_n, max_jobs, text))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    st["ratio"] = st["jobs_s"] / st["floor_s"]
+    st["overhead_per_job_ms"] = (st["jobs_s"] - st["floor_s"]) / st["n"] * 1000
+    return st
+
+
 def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print) -> dict[str, Any]:
     out: dict[str, Any] = {"latency": [], "bursts": [], "startup": []}
     settings = SETTINGS if sizes.name == "full" else SETTINGS[:3]
@@ -182,32 +184,11 @@ def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print)
             d.mkdir()
             try:
                 b = r.run(burst(d, sizes.burst_n, max_jobs))
-                # The baseline always spawns from asyncio's own loop (see jobs.py).
-                with asyncio.Runner() as floor_loop:
-                    b["floor_s"] = floor_loop.run(direct(d, sizes.burst_n, max_jobs))
-                b["overhead_per_job_ms"] = (b["jobs_s"] - b["floor_s"]) / b["n"] * 1000
             finally:
                 shutil.rmtree(d, ignore_errors=True)
-            out["bursts"].append(b)
-            log(
-                f"files burst of {b['n']}: written in {b['write_s'] * 1000:.1f} ms, all events "
-                f"{b['events_s'] * 1000:.1f} ms; {b['jobs_done']} jobs done in "
-                f"{b['jobs_s'] * 1000:.0f} ms vs {b['floor_s'] * 1000:.0f} ms for the same "
-                f"subprocesses launched directly: {b['overhead_per_job_ms']:.2f} ms/job overhead "
-                f"(max_jobs={max_jobs})"
-            )
-        for i in range(sizes.jobs_repeats):
             for kind, text in STARTUP_SCRIPTS.items():
-                d = scratch / f"files-startup-{kind}-{i}"
-                d.mkdir()
-                try:
-                    st = r.run(startup(d, sizes.burst_n, max_jobs, text))
-                    with asyncio.Runner() as floor_loop:  # the baseline on asyncio's loop
-                        st["floor_s"] = floor_loop.run(direct(d, sizes.burst_n, max_jobs, text))
-                finally:
-                    shutil.rmtree(d, ignore_errors=True)
-                st.update(kind=kind, ratio=st["jobs_s"] / st["floor_s"])
-                st["overhead_per_job_ms"] = (st["jobs_s"] - st["floor_s"]) / st["n"] * 1000
+                st = _startup_point(r, scratch / f"files-startup-{kind}-{i}", sizes, max_jobs, text)
+                st["kind"] = kind
                 out["startup"].append(st)
                 log(
                     f"files -> {kind} jobs: {st['jobs_done']} of {st['n']} done in "
@@ -216,4 +197,15 @@ def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print)
                     f"ms/job); first job started {st['first_job_start_ms']:.1f} ms after its file "
                     f"(max_jobs={max_jobs})"
                 )
+                if kind == "python":  # the burst's jobs: the same measurement
+                    b.update({k: st[k] for k in ("jobs_s", "jobs_done", "floor_s")})
+                    b["overhead_per_job_ms"] = st["overhead_per_job_ms"]
+            out["bursts"].append(b)
+            log(
+                f"files burst of {b['n']}: written in {b['write_s'] * 1000:.1f} ms, all events "
+                f"{b['events_s'] * 1000:.1f} ms; {b['jobs_done']} jobs done in "
+                f"{b['jobs_s'] * 1000:.0f} ms vs {b['floor_s'] * 1000:.0f} ms for the same "
+                f"subprocesses launched directly: {b['overhead_per_job_ms']:.2f} ms/job overhead "
+                f"(max_jobs={max_jobs})"
+            )
     return out

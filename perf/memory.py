@@ -91,21 +91,22 @@ async def _start_server(
     return server, int(line.split()[1])
 
 
-async def _count(server: asyncio.subprocess.Process) -> int:
+async def _ask(server: asyncio.subprocess.Process, command: str) -> list[bytes]:
+    """One command to the memory server; its one-line answer, split."""
     assert server.stdin is not None
     assert server.stdout is not None
-    server.stdin.write(b"count\n")
+    server.stdin.write(command.encode() + b"\n")
     await server.stdin.drain()
-    return int((await server.stdout.readline()).split()[1])
+    return (await server.stdout.readline()).split()
+
+
+async def _count(server: asyncio.subprocess.Process) -> int:
+    return int((await _ask(server, "count"))[1])
 
 
 async def _conns(server: asyncio.subprocess.Process) -> tuple[int, int]:
     """The connections the server's monitor holds, and how many are past their handshake."""
-    assert server.stdin is not None
-    assert server.stdout is not None
-    server.stdin.write(b"conns\n")
-    await server.stdin.drain()
-    line = (await server.stdout.readline()).split()
+    line = await _ask(server, "conns")
     if len(line) != 3 or line[0] != b"conns":
         raise RuntimeError(f"memory server: no connection count ({line!r}); see server.log")
     return int(line[1]), int(line[2])
@@ -294,20 +295,12 @@ def _log_summary(path: Path, most: int = 8) -> list[str]:
     return out
 
 
-async def _ask(server: asyncio.subprocess.Process, what: str) -> int:
-    assert server.stdin is not None
-    assert server.stdout is not None
-    server.stdin.write(what.encode() + b"\n")
-    await server.stdin.drain()
-    return int((await server.stdout.readline()).split()[1])
-
-
 async def _free(server: asyncio.subprocess.Process) -> dict[str, Any]:
     """After the last wave or round: what a full collection, then glibc's malloc_trim, give
     back. RSS that only the trim returns was free memory the heap kept, not a leak."""
-    found = await _ask(server, "gc")
+    found = int((await _ask(server, "gc"))[1])
     rss_gc = _status_kb(server.pid, "VmRSS")
-    trimmed = await _ask(server, "trim")
+    trimmed = int((await _ask(server, "trim"))[1])
     return {
         "gc_found": found,
         "rss_after_gc_mb": rss_gc / 1024,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .addresses import host_port
 from .exceptions import MeowError
 from .jobs import META_FILE, STDERR_FILE, STDOUT_FILE, JobState, iter_jobs, read_meta
 from .loops import loop_factory
@@ -250,7 +251,7 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
         if isinstance(p, FilePattern):
             trigger = p.glob
         else:
-            trigger = f"tcp {_hostport(p.host, ports.get(name, p.port))}" + (
+            trigger = f"tcp {host_port(p.host, ports.get(name, p.port))}" + (
                 " tls" if p.tls else ""
             )
         out.append(
@@ -282,7 +283,7 @@ def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
                     " --ack" if p.ack else "",
                 ]
             )
-            where = _hostport(p.host, ports.get(rule.name, p.port))
+            where = host_port(p.host, ports.get(rule.name, p.port))
             out.append(f"printf 'hello world' | {_prog()} send{opts} {where} -")
             break
     return out
@@ -301,10 +302,6 @@ def _prog() -> str:
 def _short(path: str) -> str:
     rel = _rel(Path(path))
     return rel if not rel.startswith("..") else path
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _rel(path: Path) -> str:

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 
+from .addresses import host_port
 from .exceptions import MeowError
 from .patterns import FRAMINGS
 
@@ -65,7 +66,7 @@ async def send(
         size, chunks = await asyncio.to_thread(_sized, data)
     else:
         size, chunks = 0, _chunks(data)
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = host_port(host, port)
     started = time.monotonic()
     try:
         reader, writer = await asyncio.open_connection(

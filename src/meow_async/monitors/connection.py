@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from ..addresses import host_port
 from ..patterns import NetworkPattern
 from .log_limit import LogLimit
 from .spool import MessageTooLarge, Spool
@@ -57,12 +58,12 @@ _HANDSHAKES = 64
 _MAX_HELD_ACKS = 1024
 #: A TLS record header carrying a ClientHello: type 0x16, version 3.0-3.4, a length, then
 #: handshake type 1. A plain message that starts with these 6 bytes is taken for one.
-_HELLO = b"\x16\x03?LL\x01"
+_HELLO_LEN = 6
 
 
 def _is_hello(b: bytes) -> bool:
     return (
-        len(b) >= len(_HELLO)
+        len(b) >= _HELLO_LEN
         and b[0] == 0x16
         and b[1] == 0x03
         and b[2] <= 0x04
@@ -177,8 +178,7 @@ class Listener:
         conn.stop(abort=True)
 
     def describe(self) -> str:
-        host = f"[{self.key[0]}]" if ":" in self.key[0] else self.key[0]
-        return f"{host}:{self.port}"
+        return host_port(self.key[0], self.port)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -193,7 +193,6 @@ class Connection(asyncio.BufferedProtocol):
         "_busy",
         "_closing",
         "_eof",
-        "_fd",
         "_head",
         "_held",
         "_left",
@@ -227,7 +226,6 @@ class Connection(asyncio.BufferedProtocol):
         self.messages = 0  # complete messages accepted from this connection
         self.last = 0.0  # loop time of the last read, for the idle timeout
         self.since = 0.0  # loop time it connected
-        self._fd = -1  # the socket, to ask how much is left to read
         self._timer: asyncio.TimerHandle | None = None
         self._busy = False  # a message waits for room in the event queue: reading paused
         self._held = b""  # what arrived while paused, read once it can be
@@ -247,8 +245,6 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)  # a stream's (uvloop's too)
-        sock = transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
         if self.lst.tls is not None:  # the handshake is done (accepted in handshake())
             self._shake = None
             self.last = self.monitor.loop.time()
@@ -358,7 +354,7 @@ class Connection(asyncio.BufferedProtocol):
     def _drain(self) -> None:
         """Read what the kernel still holds for this connection, to its end."""
         try:
-            fd = os.dup(self._fd)
+            fd = os.dup(self._fileno())
         except OSError:
             return
         data = [self._held]
@@ -378,8 +374,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def _finish(self, exc: Exception | None) -> None:
         """Log how the connection ended: how many messages it delivered, what was dropped."""
-        dropped = (self.spool.size if self.spool else 0) + len(self._head) + len(self._tail)
-        unfinished = self.spool is not None or self._head or self._left >= 0 or self._tail
+        dropped = self._partial()
+        unfinished = dropped is not None
         self._drop_message()
         self._acks.clear()
         if self._closing or (exc is None and not unfinished):
@@ -469,7 +465,7 @@ class Connection(asyncio.BufferedProtocol):
         """A plain listener's first bytes: True to go on (with them, held back until now),
         False while they may still be a TLS client hello, or once they are one."""
         assert self._sniff is not None  # noqa: S101
-        first = self._sniff + bytes(data[: len(_HELLO)])
+        first = self._sniff + bytes(data[:_HELLO_LEN])
         if _is_hello(first):
             peer_log.log(
                 logging.WARNING,
@@ -482,7 +478,7 @@ class Connection(asyncio.BufferedProtocol):
             self._sniff = None
             self._close()
             return False
-        if len(first) < len(_HELLO) and _could_be_hello(first):
+        if len(first) < _HELLO_LEN and _could_be_hello(first):
             self._sniff = first  # too short to tell: wait for more
             return False
         held, self._sniff = self._sniff, None
@@ -554,8 +550,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._tail = b""
                 if not self._complete():
                     return
-        elif self._head or self._left >= 0:
-            got = len(self._head) + (self.spool.size if self.spool else 0)
+        elif (got := self._partial()) is not None:
             self._drop_message()
             logger.warning(
                 "%s from %s: closed after %d complete message(s), mid-way through a "
@@ -641,10 +636,15 @@ class Connection(asyncio.BufferedProtocol):
     def _more_to_read(self) -> bool:
         """Whether the kernel holds more of this connection's bytes (after a full read)."""
         try:
-            got = fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0")
+            got = fcntl.ioctl(self._fileno(), termios.FIONREAD, b"\0\0\0\0")
         except OSError:
             return False
         return bool(_FIONREAD.unpack(got)[0])
+
+    def _fileno(self) -> int:
+        """The socket's descriptor (asked only off the common path: full reads, a drain)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        return sock.fileno() if sock is not None else -1
 
     def _subject(self) -> str | None:
         if self.lst.tls is None or self.transport is None:
@@ -684,15 +684,14 @@ class Connection(asyncio.BufferedProtocol):
         if self._busy or (self._held and not self.slot):
             due = now + timeout  # waiting for us (queue room, a slot) is not the sender idle
         elif now >= due:
-            unfinished = self.spool is not None or self._head or self._left >= 0 or self._tail
-            if unfinished:
+            if (partial := self._partial()) is not None:
                 logger.warning(
                     "%s from %s: idle for %gs mid-message, closed; its %d bytes so far "
                     "were dropped",
                     self.lst.describe(),
                     self.peer,
                     timeout,
-                    (self.spool.size if self.spool else 0) + len(self._head) + len(self._tail),
+                    partial,
                 )
             else:  # between messages, or never sent one: normal
                 logger.debug(
@@ -727,6 +726,12 @@ class Connection(asyncio.BufferedProtocol):
             )
             self._drop_message()
             self._close()
+
+    def _partial(self) -> int | None:
+        """Bytes of a message under way (header and tail included), None between messages."""
+        if self.spool is None and not self._head and self._left < 0 and not self._tail:
+            return None
+        return (self.spool.size if self.spool else 0) + len(self._head) + len(self._tail)
 
     def _drop_message(self) -> None:
         if self.spool is not None:
@@ -763,7 +768,11 @@ def _peer(transport: asyncio.BaseTransport) -> str:
     addr = transport.get_extra_info("peername")
     if addr is None:
         return "an unknown peer (gone already)"
+    return peer_name(addr)
+
+
+def peer_name(addr: object) -> str:
+    """A socket address as ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
     if isinstance(addr, tuple) and len(addr) >= 2:
-        host = f"[{addr[0]}]" if ":" in str(addr[0]) else str(addr[0])
-        return f"{host}:{addr[1]}"
+        return host_port(str(addr[0]), addr[1])
     return str(addr)

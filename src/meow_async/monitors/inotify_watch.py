@@ -78,7 +78,6 @@ class InotifyWatch:
         self._ino = Inotify()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._folders: dict[int, str] = {}  # watch descriptor -> folder path
-        self._wds: dict[str, int] = {}
         self._open: dict[str, _Open] = {}  # made or changed, waiting for the writer's close
         self._moves: dict[int, tuple[str, bool, float]] = {}  # cookie -> (src, is_dir, deadline)
         self._records: deque[Record] = deque()  # read, not yet translated
@@ -123,13 +122,10 @@ class InotifyWatch:
     def still_open(self, found: list[tuple[str, float]]) -> list[FileChange]:
         """Files a scan found open for writing: wait for their close (asked again here, on the
         loop, so a close between the scan and now is not missed)."""
-        out = []
-        for path, ctime in found:
-            if being_written(path):
-                self._open.setdefault(path, _Open(Change.created, None, ctime))
-            elif (c := self._complete(path, Change.created, None)) is not None:
-                out.append(c)
-        return out
+        found_now = (
+            self._complete(path, Change.created, None, ctime=ctime) for path, ctime in found
+        )
+        return [c for c in found_now if c is not None]
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -335,10 +331,7 @@ class InotifyWatch:
         inode); every file below it is ``moved``."""
         for wd, folder in list(self._folders.items()):
             if folder == src or folder.startswith(src + os.sep):
-                new = dst + folder[len(src) :]
-                self._wds.pop(folder, None)
-                self._folders[wd] = new
-                self._wds[new] = wd
+                self._folders[wd] = dst + folder[len(src) :]
         for p in [p for p in self._open if p.startswith(src + os.sep)]:
             self._open[dst + p[len(src) :]] = self._open.pop(p)
         moved = await asyncio.to_thread(self._m.forget_below, src)
@@ -371,17 +364,10 @@ class InotifyWatch:
         return found + self.still_open(still) + [FileChange(Change.deleted, p) for p in gone]
 
     def _adopt(self, added: list[tuple[int, str]]) -> None:
-        for wd, folder in added:
-            old = self._folders.get(wd)
-            if old is not None and old != folder:
-                self._wds.pop(old, None)
-            self._folders[wd] = folder
-            self._wds[folder] = wd
+        self._folders.update(added)
 
     def _drop(self, wd: int) -> None:
-        folder = self._folders.pop(wd, None)
-        if folder is not None and self._wds.get(folder) == wd:
-            del self._wds[folder]
+        self._folders.pop(wd, None)
 
     # -- in a worker thread --------------------------------------------------------------------
 

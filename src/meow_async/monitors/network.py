@@ -21,12 +21,13 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from ..addresses import bracket
 from ..events import Event
 from ..exceptions import MonitorError
 from ..patterns import LISTENER_FIELDS, NetworkPattern
 from ..rules import Rule
 from ..workflow import Workflow
-from .connection import Connection, Key, Listener, read_buffer
+from .connection import Connection, Key, Listener, peer_name, read_buffer
 from .spool import Journal, Spool, unlink
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "NetworkMonitor"]
@@ -234,8 +235,7 @@ class NetworkMonitor:
                 logger.error("%s: cannot accept: %s", lst.describe(), e.strerror or e)
                 await asyncio.sleep(0.1)
                 continue
-            peer = f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
-            self.later(Connection(self, lst).handshake(sock, peer, ctx))
+            self.later(Connection(self, lst).handshake(sock, peer_name(addr), ctx))
 
     async def _close(self, lst: Listener) -> None:
         if lst.trim_timer is not None:
@@ -475,8 +475,7 @@ def _key(pattern: NetworkPattern) -> Key:
 
 def _bind(pattern: NetworkPattern, *, quiet: bool = False) -> socket.socket:
     """Bind now, so a bad port is an error raised by the call that asked for it."""
-    host = f"[{pattern.host}]" if ":" in pattern.host else pattern.host
-    where = f"port {pattern.port} on {host} (pattern {pattern.name!r})"
+    where = f"port {pattern.port} on {bracket(pattern.host)} (pattern {pattern.name!r})"
     try:
         infos = socket.getaddrinfo(
             pattern.host, pattern.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
