@@ -647,7 +647,8 @@ def start_one_job(run: MeowRun, root: Path, marker: str) -> Path:
     (root / "data" / "go.txt").write_text("go\n")
     wait_until_sync(lambda: any((root / "jobs").glob(f"*/{marker}")), SHORT)
     (job_dir,) = (p.parent for p in (root / "jobs").glob(f"*/{marker}"))
-    assert json.loads((job_dir / "job.json").read_text())["state"] == "running"
+    assert json.loads((job_dir / "job.json").read_text())["state"] == "queued"  # until it ends
+    assert (job_dir / "process.log").read_text().splitlines()[1].startswith("pid ")  # started
     return job_dir
 
 

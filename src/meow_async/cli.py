@@ -20,6 +20,7 @@ from .exceptions import MeowError
 from .jobs import META_FILE, STDERR_FILE, STDOUT_FILE, JobState, iter_jobs, read_meta
 from .loops import loop_factory
 from .patterns import FilePattern, NetworkPattern
+from .process_log import current
 from .runner import Runner
 from .send import client_tls_context, send
 from .templates import unknown_keywords
@@ -418,7 +419,8 @@ def _jobs_root(where: Path) -> Path:
 
 def _jobs(args: argparse.Namespace) -> int:
     root = _jobs_root(args.where)
-    rows = [m for m in iter_jobs(root) if args.state is None or m.get("state") == args.state]
+    jobs = (current(m) for m in iter_jobs(root))
+    rows = [m for m in jobs if args.state is None or m.get("state") == args.state]
     if args.json:
         for m in rows:
             print(json.dumps(m, sort_keys=True))
@@ -458,7 +460,7 @@ def _show(args: argparse.Namespace) -> int:
         if len(matches) > 1:
             raise MeowError(f"{args.job!r} matches {len(matches)} jobs; give more of the id")
         job_dir = matches[0]
-    meta = read_meta(job_dir)
+    meta = current({**read_meta(job_dir), "dir": str(job_dir)})
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True))
         return 0
@@ -471,7 +473,8 @@ def _show(args: argparse.Namespace) -> int:
         f"{meta.get('recipe_kind')} recipe {meta.get('recipe')})",
         f"event     {event.get('change') or event.get('kind')} {event.get('path')}",
         f"created   {_when(meta.get('created'))}",
-        f"started   {_when(meta.get('started'))}",
+        f"started   {_when(meta.get('started'))}"
+        + (f"  (pid {meta['pid']})" if meta.get("pid") else ""),
         f"finished  {_when(meta.get('finished'))}  (took {_took(meta)})",
         f"folder    {job_dir}",
     ]

@@ -1,4 +1,10 @@
-"""Conductors run jobs. The local one runs each as a subprocess, watched from the event loop."""
+"""Conductors run jobs. The local one runs each as a process, watched from the event loop.
+
+Python jobs start as forks of a warm interpreter (the fork server, ``zygote.py``); other jobs,
+and Python jobs with their own interpreter or ``fork: false``, are spawned. Either way the job
+gets its own session, its folder as cwd, stdout/stderr in files, and writes ``process.log``
+(start, pid, exit), so ``job.json`` is written only when the job is made and when it ends.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +16,36 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Protocol
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
 
+from .forkserver import SPAWN_BOOT, log_line, start_time_of
 from .jobs import STDERR_FILE, STDOUT_FILE, Job, JobState
+from .process_log import PROCESS_LOG, last_attempt, stop_orphan
+from .zygote import ForkServer, ForkServerDied, StartRefused, fork_supported
 
-__all__ = ["Conductor", "LocalConductor", "process_start_time"]
+__all__ = ["Conductor", "JobInterrupted", "LocalConductor", "process_start_time", "stderr_tail"]
 
 logger = logging.getLogger("meow_async.conductors")
 
 _TAIL_BYTES = 2048
+#: A fork server that dies this many times within _DEATH_WINDOW seconds is given up on.
+_MAX_DEATHS = 3
+_DEATH_WINDOW = 60.0
+
+process_start_time = start_time_of
 
 
 class Conductor(Protocol):
     """**Protocol:** runs one job to its end and records it; cancellation stops the job."""
 
     async def execute(self, job: Job) -> JobState: ...
+
+
+class JobInterrupted(Exception):
+    """The job's process was lost with what supervised it; the rule's ``on_restart`` decides,
+    as after a runner that died."""
 
 
 class _Vanished(Exception):
@@ -35,19 +56,36 @@ class _NotStarted(Exception):
     pass
 
 
-class _Child:
-    """A started job process and a future for its exit code (make it on the loop's thread).
+class _Process:
+    """A started job process and a future for its exit code (make it on the loop's thread)."""
 
-    Where the kernel has pidfds (Linux 5.3+) the loop watches the process's pidfd, so no
-    thread waits for it; elsewhere one thread per process waits, as asyncio's default child
-    watcher on Python 3.11 would.
-    """
+    def __init__(self, pid: int, started: float, exited: asyncio.Future[int]) -> None:
+        self.pid = pid
+        self.started = started
+        self.exited = exited
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self.popen = popen
-        self.pid = popen.pid
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+
+class _Forked(_Process):
+    def __init__(self, server: ForkServer, pid: int, started: float) -> None:
+        super().__init__(pid, started, server.exited(pid))
+        self.server = server
+
+    def signal(self, sig: int) -> None:
+        self.server.kill(self.pid, sig)
+
+
+class _Spawned(_Process):
+    """Where the kernel has pidfds (Linux 5.3+) the loop watches the process's pidfd, so no
+    thread waits for it; elsewhere one thread per process waits."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], started: float) -> None:
         loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[int] = loop.create_future()
+        super().__init__(popen.pid, started, loop.create_future())
+        self.popen = popen
         try:
             fd = os.pidfd_open(popen.pid)
         except (AttributeError, OSError):
@@ -71,35 +109,132 @@ class _Child:
 
 
 class LocalConductor:
-    """Runs jobs as local subprocesses, in the job's directory, output captured to files.
+    """Runs jobs as local processes, in the job's directory, output captured to files.
 
     A failing script is data: the job is recorded as failed and the runner goes on. A job
     over its recipe's ``timeout``, or whose task is cancelled (shutdown), gets SIGTERM on its
     process group, then SIGKILL after ``kill_timeout`` seconds, and is recorded with why.
+    ``warm=False`` spawns every job (no fork server).
     """
 
-    def __init__(self, *, kill_timeout: float = 5.0) -> None:
+    def __init__(self, *, kill_timeout: float = 5.0, warm: bool = True) -> None:
         self.kill_timeout = kill_timeout
+        self.warm = warm and fork_supported()
+        self._server: ForkServer | None = None
+        self._launching: asyncio.Task[ForkServer] | None = None
+        self._deaths: list[float] = []
+        self._reaping: set[asyncio.Future[None]] = set()
+        self._records = _Records()
+
+    # -- the fork server ----------------------------------------------------------------------
+
+    async def prepare(self, recipes: Iterable[Any]) -> None:
+        """Start the fork server before the first job, if any recipe starts warm."""
+        warm = [r for r in recipes if getattr(r, "warm", False)]
+        if self.warm and warm:
+            await self._fork_server(sorted({m for r in warm for m in r.preload}))
+
+    async def close(self) -> None:
+        """Stop the fork server (running jobs go on; the runner has stopped them by now)."""
+        if self._launching is not None:
+            self._launching.cancel()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    async def _fork_server(self, preload: list[str]) -> ForkServer | None:
+        """The live fork server, started (again) if need be; None: spawn instead."""
+        server = self._server
+        if server is None or server.dead is not None:
+            if server is not None:
+                self._server = None
+                self._reap(server)
+            now = time.monotonic()
+            self._deaths = [t for t in self._deaths if now - t < _DEATH_WINDOW]
+            if len(self._deaths) >= _MAX_DEATHS:
+                return None
+            if self._launching is None:
+                self._launching = asyncio.ensure_future(ForkServer.launch(preload))
+            launching = self._launching
+            try:
+                server = await asyncio.shield(launching)
+            except (OSError, ForkServerDied, TimeoutError) as e:
+                if self._launching is launching:
+                    self._launching = None
+                    self._deaths.append(time.monotonic())
+                    logger.error(
+                        "could not start the fork server: %s; spawning jobs", str(e) or repr(e)
+                    )
+                return None
+            if self._launching is launching:
+                self._launching = None
+                self._server = server
+                logger.info(
+                    "fork server %d started (preloaded: %s)",
+                    server.pid,
+                    ", ".join(preload) or "nothing",
+                )
+        if preload and not server.preloaded.issuperset(preload):
+            try:
+                failed = await server.preload(preload)
+            except ForkServerDied:
+                return await self._fork_server(preload)
+            for name, why in failed.items():
+                logger.warning("fork server: preloading %s failed (%s)", name, why)
+        return server
+
+    def _died(self, server: ForkServer) -> None:
+        if self._server is server:
+            self._server = None
+            self._deaths.append(time.monotonic())
+            logger.warning(
+                "%s; its running jobs are settled as after a runner's death, "
+                "and the next job starts a new one",
+                server.dead,
+            )
+            self._reap(server)
+
+    def _reap(self, server: ForkServer) -> None:
+        task = asyncio.ensure_future(server.wait_closed())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    # -- one job ------------------------------------------------------------------------------
 
     async def execute(self, job: Job) -> JobState:
-        # One thread hop checks the trigger, opens the outputs, starts the process and records
-        # it as running: neither the disk nor fork/exec runs on the loop's thread.
-        starting = asyncio.ensure_future(asyncio.to_thread(self._start, job))
+        attempt = len(job.meta.get("attempts") or []) + 1
+        server = None
+        if self.warm and job.meta.get("start") == "fork":
+            server = await self._fork_server(list(job.meta.get("preload") or ()))
+        starting = asyncio.ensure_future(
+            self._fork(job, server, attempt) if server is not None else self._spawned(job, attempt)
+        )
         try:
-            proc = _Child(await asyncio.shield(starting))
+            proc = await asyncio.shield(starting)
         except _Vanished as e:
-            return await asyncio.to_thread(self._finish, job, None, str(e), JobState.skipped)
+            return await self._records.finish(job, None, str(e), JobState.skipped)
         except _NotStarted as e:
-            return await asyncio.to_thread(self._finish, job, None, str(e))
+            return await self._records.finish(job, None, str(e))
+        except ForkServerDied:
+            assert server is not None  # noqa: S101
+            self._died(server)
+            return await self._settle_orphan(job, attempt, server) or await self.execute(job)
         except asyncio.CancelledError:
             # Stopped while starting: let the start end, then stop what it started.
             try:
-                proc = _Child(await starting)
+                proc = await starting
             except Exception:
-                self._finish(job, None, "stopped: the runner shut down before the job started")
+                self._records.finish_now(
+                    job, None, "stopped: the runner shut down before the job started"
+                )
             else:
-                self._finish(job, await self._stop(proc), "stopped: the runner shut down first")
+                self._records.finish_now(
+                    job, await self._stop(proc), "stopped: the runner shut down first"
+                )
             raise
+        # Running: in memory only; process.log says so on disk.
+        job.meta.update(state=JobState.running.value, started=proc.started, pid=proc.pid)
         limit = job.meta.get("timeout")
         try:
             async with asyncio.timeout(limit):
@@ -107,64 +242,120 @@ class LocalConductor:
         except TimeoutError:
             code = await self._stop(proc)
             why = f"timed out after {limit:g}s"
-            return await asyncio.to_thread(self._finish, job, code, why, JobState.failed, True)
+            return await self._records.finish(job, code, why, JobState.failed, True)
+        except ForkServerDied:
+            assert server is not None  # noqa: S101
+            self._died(server)
+            settled = await self._settle_orphan(job, attempt, server)
+            assert settled is not None  # noqa: S101 - it had started
+            return settled
         except asyncio.CancelledError:
-            self._finish(job, await self._stop(proc), "stopped: the runner shut down first")
-            raise
-        return await asyncio.to_thread(self._finish, job, code, None)
-
-    def _start(self, job: Job) -> subprocess.Popen[bytes]:
-        """In a worker thread: the job's process, started and recorded as running."""
-        event = job.meta.get("event") or {}
-        if event.get("kind") == "file" and event.get("change") != "deleted":
-            path = event.get("path")
-            if isinstance(path, str) and not os.path.exists(path):
-                raise _Vanished(f"the triggering file {path} vanished before the job started")
-        with open(job.dir / STDOUT_FILE, "wb") as out, open(job.dir / STDERR_FILE, "wb") as err:
-            try:
-                popen = subprocess.Popen(
-                    job.argv,
-                    cwd=job.dir,
-                    env={**os.environ, **job.env},
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    # Own process group: a terminal's Ctrl+C reaches the runner, which decides,
-                    # and stopping a job stops whatever it started too.
-                    start_new_session=True,
-                )
-            except OSError as e:
-                raise _NotStarted(f"could not start {job.argv[0]}: {e.strerror or e}") from None
-        try:
-            # One write for 'running', with the process's identity, so a restart can find it.
-            job.update(
-                state=JobState.running.value,
-                started=time.time(),
-                finished=None,
-                pid=popen.pid,
-                pid_start=process_start_time(popen.pid),
+            self._records.finish_now(
+                job, await self._stop(proc), "stopped: the runner shut down first"
             )
-        except BaseException:
-            # Not recorded, a restart could not find it: it must not outlive this error.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
             raise
-        return popen
+        return await self._records.finish(job, code, None)
 
-    async def _stop(self, proc: _Child) -> int | None:
+    async def _fork(self, job: Job, server: ForkServer, attempt: int) -> _Process:
+        check = _trigger_to_check(job)
+        env = {**os.environ, **job.env}
+        script = job.argv[1] if len(job.argv) > 1 else ""
+        try:
+            pid, started = await server.start(job.id, job.dir, script, env, attempt, check)
+        except StartRefused as e:
+            raise (_Vanished if e.vanished else _NotStarted)(str(e)) from None
+        return _Forked(server, pid, started)
+
+    async def _settle_orphan(self, job: Job, attempt: int, server: ForkServer) -> JobState | None:
+        """The fork server died with this job's attempt under way: what became of it.
+
+        None: its process never began (start it again); a state: it ended and is recorded;
+        JobInterrupted: it was cut off, so ``on_restart`` decides.
+        """
+        last = await asyncio.to_thread(last_attempt, job.dir)
+        if last is None or last.number != attempt or not last.reached_the_script:
+            return None
+        if last.exit_code is not None:
+            job.meta.update(started=last.started)
+            return await self._records.finish(job, last.exit_code, None)
+        await asyncio.to_thread(stop_orphan, job.dir, last)
+        job.meta.update(started=last.started)
+        raise JobInterrupted(f"{server.dead} while the job was running")
+
+    async def _spawned(self, job: Job, attempt: int) -> _Spawned:
+        popen, started = await asyncio.to_thread(self._spawn, job, attempt)
+        return _Spawned(popen, started)
+
+    def _spawn(self, job: Job, attempt: int) -> tuple[subprocess.Popen[bytes], float]:
+        """In a worker thread: the job's process, started, and its start in process.log."""
+        check = _trigger_to_check(job)
+        if check is not None and not os.path.exists(check):
+            raise _Vanished(f"the triggering file {check} vanished before the job started")
+        log_path = job.dir / PROCESS_LOG
+        argv = job.argv
+        if job.meta.get("recipe_kind") == "python" and len(argv) == 2:
+            argv = [argv[0], "-c", SPAWN_BOOT, argv[1]]  # records its own exit
+        try:
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _NotStarted(f"cannot write {log_path}: {e.strerror or e}") from None
+        try:
+            started = time.time()
+            log_line(log, "start", attempt, f"{started:.6f}", "spawn")
+            with open(job.dir / STDOUT_FILE, "wb") as out, open(job.dir / STDERR_FILE, "wb") as err:
+                try:
+                    popen = subprocess.Popen(
+                        argv,
+                        cwd=job.dir,
+                        env={**os.environ, **job.env, "MEOW_PROCESS_LOG": str(log_path)},
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        # Own process group: a terminal's Ctrl+C reaches the runner, which
+                        # decides, and stopping a job stops whatever it started too.
+                        start_new_session=True,
+                        # Held open for the process's life: a restart asks the kernel whether
+                        # anyone still has it open, i.e. whether the job still runs.
+                        pass_fds=(log,),
+                    )
+                except OSError as e:
+                    raise _NotStarted(f"could not start {argv[0]}: {e.strerror or e}") from None
+            try:
+                log_line(log, "pid", popen.pid, start_time_of(popen.pid), f"{time.time():.6f}")
+            except BaseException:
+                # Not recorded, a restart would have to search for it: it must not outlive this.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait()
+                raise
+        finally:
+            os.close(log)
+        return popen, started
+
+    async def _stop(self, proc: _Process) -> int | None:
         """SIGTERM the job's process group, then SIGKILL if it is still there."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
+            proc.signal(sig)
             try:
                 async with asyncio.timeout(self.kill_timeout):
                     return await asyncio.shield(proc.exited)
             except TimeoutError:
                 logger.warning("job process %d ignored %s", proc.pid, sig.name)
-        return proc.popen.returncode
+            except ForkServerDied:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                return None
+        return None
 
-    def _finish(
+
+class _Records:
+    """Job ends written to ``job.json``: under a burst, many in one thread hop."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Job, asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def finish(
         self,
         job: Job,
         code: int | None,
@@ -172,48 +363,89 @@ class LocalConductor:
         state: JobState | None = None,
         timed_out: bool = False,
     ) -> JobState:
-        if error is None and code != 0:
-            error = f"exit code {code}" + _last_line(job)
-        if state is None:
-            state = JobState.done if error is None else JobState.failed
-        now = time.time()
-        attempt = {
-            "started": job.meta.get("started"),
-            "finished": now,
-            "exit_code": code,
-            "error": error,
-        }
-        if timed_out:
-            attempt["timed_out"] = True
-        attempts = [*(job.meta.get("attempts") or []), attempt]
-        job.update(
-            state=state.value,
-            finished=now,
-            exit_code=code,
-            error=error,
-            timed_out=timed_out,
-            attempts=attempts,
-        )
+        state = _ended(job, code, error, state, timed_out)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((job, fut))
+        if self._writing is None:
+            self._writing = asyncio.ensure_future(self._write())
+        await fut
         return state
 
+    def finish_now(self, job: Job, code: int | None, error: str) -> None:
+        """On the loop's thread, at shutdown, when no thread may be waited for."""
+        _ended(job, code, error, None, False)
+        job.update()
 
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot): with the pid, it tells
-    a job's process from a later one that reused its number."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # Fields after the command name, which is in parentheses and may hold spaces.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                errors = await asyncio.to_thread(_write_all, [job for job, _ in batch])
+                for (_, fut), err in zip(batch, errors, strict=True):
+                    if fut.done():
+                        continue
+                    if err is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(err)
+        finally:
+            self._writing = None
 
 
-def _last_line(job: Job) -> str:
+def _write_all(jobs: list[Job]) -> list[Exception | None]:
+    errors: list[Exception | None] = []
+    for job in jobs:
+        try:
+            job.update()
+        except Exception as e:
+            errors.append(e)
+        else:
+            errors.append(None)
+    return errors
+
+
+def _ended(
+    job: Job, code: int | None, error: str | None, state: JobState | None, timed_out: bool
+) -> JobState:
+    """The end of the job's attempt, in its metadata (not yet on disk)."""
+    if error is None and code != 0:
+        error = f"exit code {code}" + stderr_tail(job.dir)
+    if state is None:
+        state = JobState.done if error is None else JobState.failed
+    now = time.time()
+    attempt: dict[str, Any] = {
+        "started": job.meta.get("started"),
+        "finished": now,
+        "exit_code": code,
+        "error": error,
+    }
+    if timed_out:
+        attempt["timed_out"] = True
+    job.meta.update(
+        state=state.value,
+        finished=now,
+        exit_code=code,
+        error=error,
+        timed_out=timed_out,
+        attempts=[*(job.meta.get("attempts") or []), attempt],
+    )
+    return state
+
+
+def _trigger_to_check(job: Job) -> str | None:
+    """The file whose disappearance makes the job pointless (a file job not about a delete)."""
+    event = job.meta.get("event") or {}
+    if event.get("kind") == "file" and event.get("change") != "deleted":
+        path = event.get("path")
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def stderr_tail(job_dir: Path) -> str:
     """The end of stderr, which is where scripts say why they failed."""
     try:
-        with open(job.dir / STDERR_FILE, "rb") as f:
+        with open(job_dir / STDERR_FILE, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - _TAIL_BYTES))
             lines = f.read().decode("utf-8", "replace").strip().splitlines()

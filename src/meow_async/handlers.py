@@ -126,6 +126,9 @@ class Handler:
             "attempts": [],
             "timeout": recipe.timeout,
             "env": env,
+            # How its process starts: a fork of the warm interpreter, or a new one.
+            "start": "fork" if getattr(recipe, "warm", False) else "spawn",
+            "preload": list(getattr(recipe, "preload", ())),
         }
         write_meta(job_dir, meta, durable=self.durable)  # last: its presence means "made"
         if self.durable:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._checks import check_name, check_params, check_seconds
+from ._checks import check_flag, check_name, check_params, check_seconds
 from .exceptions import ConfigError
 
 __all__ = ["BashRecipe", "PythonRecipe", "Recipe"]
@@ -88,13 +89,27 @@ class _RecipeBase:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PythonRecipe(_RecipeBase):
-    """A Python script, run with ``interpreter`` (default: the runner's own Python)."""
+    """A Python script, run with ``interpreter`` (default: the runner's own Python).
+
+    With the runner's own Python, jobs start as forks of a warm interpreter that has imported
+    ``preload`` already (see docs/concepts.md#warm-starts); ``fork=False`` spawns each job as
+    a new interpreter, as does any ``interpreter`` given.
+    """
 
     kind: ClassVar[str] = "python"
     suffix: ClassVar[str] = ".py"
-    interpreter: str = sys.executable
+    interpreter: str | None = None
+    #: Modules the warm interpreter imports before forking jobs (e.g. ``numpy``).
+    preload: Sequence[str] = ()
+    fork: bool = True
+
+    @property
+    def warm(self) -> bool:
+        """Jobs start as forks of the fork server, not as new interpreters."""
+        return self.fork and self.interpreter is None
 
     def _check_source(self, where: str) -> None:
+        self._check_start(where)
         try:
             tree = ast.parse(self.source)
         except SyntaxError as e:
@@ -128,7 +143,40 @@ class PythonRecipe(_RecipeBase):
         return "".join([*lines[:at], *header, *lines[at:]])
 
     def command(self, script: Path) -> list[str]:
-        return [self.interpreter, str(script)]
+        return [self.interpreter or sys.executable, str(script)]
+
+    def _check_start(self, where: str) -> None:
+        check_flag(where, "fork", self.fork)
+        interpreter: object = self.interpreter
+        if interpreter is not None and (not isinstance(interpreter, str) or not interpreter):
+            raise ConfigError(
+                "give the interpreter as a program name or path",
+                where=where,
+                field="interpreter",
+                value=self.interpreter,
+            )
+        preload = self.preload
+        if isinstance(preload, str) or not all(isinstance(m, str) for m in preload):
+            raise ConfigError(
+                "give preload as a list of module names, e.g. [numpy, pandas]",
+                where=where,
+                field="preload",
+                value=preload,
+            )
+        for module in preload:
+            if not all(part.isidentifier() for part in module.split(".")):
+                raise ConfigError(
+                    f"{module!r} is not a module name", where=where, field="preload", value=module
+                )
+            top = module.split(".")[0]
+            if importlib.util.find_spec(top) is None:  # finds it without importing it
+                raise ConfigError(
+                    f"cannot preload {module!r}: no module {top!r} in {sys.executable}",
+                    where=where,
+                    field="preload",
+                    value=module,
+                )
+        object.__setattr__(self, "preload", tuple(preload))
 
     _insert_at: int = field(init=False, default=0, repr=False, compare=False)
 
@@ -148,11 +196,20 @@ class BashRecipe(_RecipeBase):
             _BEGIN + "\n",
             *(f"{k}={shlex.quote(_bash_text(v))}\n" for k, v in params.items()),
             _END + "\n",
+            _EXIT_TRAP,
         ]
         return "".join([*lines[:at], *header, *lines[at:]])
 
     def command(self, script: Path) -> list[str]:
         return [self.shell, str(script)]
+
+
+#: The job records its own exit in process.log, so a restart knows it finished even when the
+#: runner was not there to see it (a script that sets its own EXIT trap replaces this one).
+_EXIT_TRAP = (
+    'trap \'__meow=$?; [ -n "${MEOW_PROCESS_LOG:-}" ] && '
+    'echo "exit $__meow ${EPOCHREALTIME:-}" >> "$MEOW_PROCESS_LOG"\' EXIT\n'
+)
 
 
 def _bash_text(value: Any) -> str:

@@ -1,9 +1,10 @@
-"""What a restart finds: jobs a killed runner left queued or running, and where it had got to.
+"""What a restart finds: jobs a killed runner left queued or started, and where it had got to.
 
-The job folders are the record. A job still ``queued`` runs; a job still ``running`` had its
-process orphaned when the runner died: that process group is killed (if it is still the
-same process), then the rule's ``on_restart`` policy decides: ``rerun`` queues it again,
-``fail`` records it failed with the reason.
+The job folders are the record: ``job.json`` and, once a job has started, ``process.log``.
+A job not started runs; a job that finished while no runner watched is recorded with its
+exit code; a job cut off has its process group killed (if it is still the same process),
+then the rule's ``on_restart`` policy decides: ``rerun`` queues it again, ``fail`` records it
+failed with the reason.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .conductors import process_start_time
+from .conductors import process_start_time, stderr_tail
 from .jobs import Job, JobState, fsync_dir, iter_jobs, write_meta
+from .process_log import Attempt, last_attempt, stop_orphan
 from .rules import Rule
 
 __all__ = ["Recovered", "RunnerState", "recover_jobs"]
@@ -35,40 +37,87 @@ class Recovered:
     rerun: int = 0
     failed: int = 0
     killed: int = 0
+    finished: int = 0  # ended while no runner watched: recorded, not run again
 
 
 def recover_jobs(jobs_root: Path, rules: dict[str, Rule], *, durable: bool = False) -> Recovered:
-    """Queued jobs to run again, and running ones settled by their rule's policy."""
+    """Queued jobs to run again, and jobs a dead runner had started, settled.
+
+    A started job's ``process.log`` says how far it got: an attempt whose process recorded
+    its exit is recorded with that exit code and never runs again; one whose process never
+    began is simply queued; one cut off (its process killed with the runner, or still alive
+    and killed now) is settled by its rule's ``on_restart``.
+    """
     out = Recovered()
     for meta in iter_jobs(jobs_root):
         state = meta.get("state")
+        job_dir = Path(meta["dir"])
         if state == JobState.queued:
-            out.to_run.append(_job(meta, durable))
-        elif state == JobState.running:
+            attempt = last_attempt(job_dir)
+            if attempt is None or attempt.number <= len(meta.get("attempts") or []):
+                out.to_run.append(_job(meta, durable))  # not started since its last record
+            elif attempt.exit_code is not None:
+                stop_orphan(job_dir, attempt)  # whatever it left running in its group
+                _record_exit(meta, attempt, durable)
+                out.finished += 1
+            else:
+                if stop_orphan(job_dir, attempt):
+                    out.killed += 1
+                if attempt.reached_the_script:
+                    meta["started"] = attempt.started
+                    _settle(meta, rules, out, durable)
+                else:
+                    out.to_run.append(_job(meta, durable))  # it never began
+        elif state == JobState.running:  # written by meow_async before process.log
             if _kill_orphan(meta):
                 out.killed += 1
-            rule = rules.get(str(meta.get("rule")))
-            policy = rule.pattern.on_restart if rule is not None else "fail"
-            attempt = {
-                "started": meta.get("started"),
-                "finished": time.time(),
-                "exit_code": None,
-                "error": "the runner died while the job was running",
-            }
-            meta["attempts"] = [*(meta.get("attempts") or []), attempt]
-            if policy == "rerun":
-                meta.update(state=JobState.queued.value, error=None, exit_code=None)
-                write_meta(Path(meta["dir"]), meta, durable=durable)
-                out.to_run.append(_job(meta, durable))
-                out.rerun += 1
-            else:
-                why = "the runner died while the job was running" + (
-                    "" if rule is not None else " (and its rule no longer exists)"
-                )
-                meta.update(state=JobState.failed.value, error=why, finished=time.time())
-                write_meta(Path(meta["dir"]), meta, durable=durable)
-                out.failed += 1
+            _settle(meta, rules, out, durable)
     return out
+
+
+def _settle(meta: dict[str, Any], rules: dict[str, Rule], out: Recovered, durable: bool) -> None:
+    """A job cut off by a runner's death: ``on_restart`` reruns it or fails it."""
+    rule = rules.get(str(meta.get("rule")))
+    policy = rule.pattern.on_restart if rule is not None else "fail"
+    attempt = {
+        "started": meta.get("started"),
+        "finished": time.time(),
+        "exit_code": None,
+        "error": "the runner died while the job was running",
+    }
+    meta["attempts"] = [*(meta.get("attempts") or []), attempt]
+    if policy == "rerun":
+        meta.update(state=JobState.queued.value, error=None, exit_code=None)
+        write_meta(Path(meta["dir"]), meta, durable=durable)
+        out.to_run.append(_job(meta, durable))
+        out.rerun += 1
+    else:
+        why = "the runner died while the job was running" + (
+            "" if rule is not None else " (and its rule no longer exists)"
+        )
+        meta.update(state=JobState.failed.value, error=why, finished=time.time())
+        write_meta(Path(meta["dir"]), meta, durable=durable)
+        out.failed += 1
+
+
+def _record_exit(meta: dict[str, Any], attempt: Attempt, durable: bool) -> None:
+    """A job that ended while no runner watched: recorded as it ended, not run again."""
+    code = attempt.exit_code
+    finished = attempt.finished or time.time()
+    error = None if code == 0 else f"exit code {code}" + stderr_tail(Path(meta["dir"]))
+    meta["attempts"] = [
+        *(meta.get("attempts") or []),
+        {"started": attempt.started, "finished": finished, "exit_code": code, "error": error},
+    ]
+    meta.update(
+        state=(JobState.done if code == 0 else JobState.failed).value,
+        started=attempt.started,
+        finished=finished,
+        exit_code=code,
+        error=error,
+        pid=attempt.pid,
+    )
+    write_meta(Path(meta["dir"]), meta, durable=durable)
 
 
 def _job(meta: dict[str, Any], durable: bool) -> Job:

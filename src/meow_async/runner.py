@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from .conductors import Conductor, LocalConductor
+from .conductors import Conductor, JobInterrupted, LocalConductor
 from .config import RunnerConfig
 from .events import Event
 from .exceptions import MeowError, MonitorError, RunnerStopped
@@ -203,15 +203,16 @@ class Runner:
         recovered = await asyncio.to_thread(
             recover_jobs, self.jobs_dir, self.workflow.rules, durable=self.config.durable
         )
-        if recovered.to_run or recovered.failed:
+        if recovered.to_run or recovered.failed or recovered.finished:
             logger.info(
-                "recovered %d job(s) to run (%d were running: %d to rerun, %d failed; %d "
-                "orphaned process group(s) killed)",
+                "recovered %d job(s) to run (%d were cut off: %d to rerun, %d failed; %d "
+                "orphaned process group(s) killed); %d finished while no runner watched",
                 len(recovered.to_run),
                 recovered.rerun + recovered.failed,
                 recovered.rerun,
                 recovered.failed,
                 recovered.killed,
+                recovered.finished,
             )
         cfg = self.config
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
@@ -220,6 +221,9 @@ class Runner:
             await self._serve(events, jobs, recovered_events, recovered.to_run)
         finally:
             self.network.close_journal()  # cancelled too: no open file left behind
+            close = getattr(self.conductor, "close", None)
+            if close is not None:
+                await close()
         if self._watching_since is not None and self._held_at_stop is None and not self._unhandled:
             # Every change seen was drained into jobs: the next start looks from here on.
             try:
@@ -262,6 +266,9 @@ class Runner:
                 tg.create_task(self._conduct(jobs), name=f"conductor:{i}")
                 for i in range(cfg.max_jobs)
             ]
+            prepare = getattr(self.conductor, "prepare", None)
+            if prepare is not None:  # e.g. start the fork server before the first job
+                await prepare(self.workflow.recipes.values())
             tg.create_task(self._requeue(events, jobs, recovered_events, recovered_jobs))
             await self._monitors_ready(monitors)
             self.started.set()
@@ -441,6 +448,11 @@ class Runner:
             self.stats.failed += 1  # the conductor recorded why
             logger.warning("job %s stopped (rule %s)", job.id, job.rule)
             raise
+        except JobInterrupted as e:
+            if await self._interrupted(job, jobs, str(e)) is not None:
+                self.stats.failed += 1
+                logger.warning("job %s failed (rule %s): %s", job.id, job.rule, e)
+            return
         except Exception as e:  # e.g. metadata unwritable; record what we can and go on
             state = JobState.failed
             job.meta["error"] = f"conductor error: {e}"
@@ -466,6 +478,37 @@ class Runner:
                 job.rule,
                 job.meta.get("error"),
             )
+
+    async def _interrupted(self, job: Job, jobs: asyncio.Queue[Job], why: str) -> JobState | None:
+        """A job cut off with what supervised its process: its rule's ``on_restart`` decides,
+        as after a restart. None: queued again."""
+        rule = self.workflow.rules.get(job.rule)
+        rerun = rule is not None and rule.pattern.on_restart == "rerun" and not self._stop.is_set()
+        attempt = {
+            "started": job.meta.get("started"),
+            "finished": time.time(),
+            "exit_code": None,
+            "error": why,
+        }
+        attempts = [*(job.meta.get("attempts") or []), attempt]
+        if rerun:
+            job.meta.update(attempts=attempts, error=None, exit_code=None)
+            logger.warning(
+                "job %s interrupted (%s): running it again (on_restart: rerun)", job.id, why
+            )
+            self.stats.retries += 1
+            task = asyncio.create_task(self._retry_later(job, 0, jobs))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+            return None
+        await asyncio.to_thread(
+            job.update,
+            state=JobState.failed.value,
+            error=why,
+            finished=time.time(),
+            attempts=attempts,
+        )
+        return JobState.failed
 
     def _retry(self, job: Job, jobs: asyncio.Queue[Job]) -> bool:
         """Queue a failed job again after its backoff, if its rule allows another attempt."""

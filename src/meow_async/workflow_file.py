@@ -26,7 +26,17 @@ _RECIPE_KINDS: dict[str, Callable[..., Recipe]] = {
     "bash": BashRecipe,
 }
 _SUFFIX_KINDS = {".py": "python", ".sh": "bash", ".bash": "bash"}
-_RECIPE_KEYS = {"kind", "script", "file", "parameters", "interpreter", "shell", "timeout"}
+_RECIPE_KEYS = {
+    "kind",
+    "script",
+    "file",
+    "parameters",
+    "interpreter",
+    "shell",
+    "timeout",
+    "preload",
+    "fork",
+}
 _COMMON_KEYS = {
     "recipe",
     "variable",
@@ -246,7 +256,12 @@ def _recipe(name: str, raw: _Map, folder: Path, problems: _Problems) -> Recipe |
     kwargs = {k: v for k, v in raw.items() if k in _RECIPE_KEYS and k != "kind"}
     if isinstance(file, str):
         kwargs["file"] = (folder / file).absolute()  # errors then say where it looked
-    for key, owner in (("interpreter", "python"), ("shell", "bash")):
+    for key, owner in (
+        ("interpreter", "python"),
+        ("preload", "python"),
+        ("fork", "python"),
+        ("shell", "bash"),
+    ):
         if key in kwargs and kind != owner:
             raise ConfigError(f"only {owner} recipes take {key!r}", field=key, value=kwargs[key])
     return _strip_where(lambda: cls(name=name, **kwargs))

@@ -1,0 +1,133 @@
+"""``process.log``: a job's process, as it started and ended, written without the runner.
+
+One line per fact, appended (so no rename and no rewrite of ``job.json`` while a job runs):
+
+    start ATTEMPT TIME MODE   the intent, written before any process exists (fork or spawn)
+    pid PID PID_START TIME    the process, written by it (fork) or right after spawning it
+    exit CODE TIME            written by the job's process itself as it ends
+
+``job.json`` is written when a job is made and when its end is recorded; in between, this file
+says whether it is running. While the job's process lives it holds the file open, so a
+restart asks the kernel (a read-lease probe) whether an attempt is still alive, rather than
+trusting a pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .forkserver import PROCESS_LOG, start_time_of
+from .monitors.writing import being_written
+
+__all__ = ["PROCESS_LOG", "Attempt", "current", "last_attempt", "stop_orphan"]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """The last attempt in a job's ``process.log``."""
+
+    number: int
+    started: float
+    mode: str = ""
+    pid: int | None = None
+    pid_start: int | None = None
+    exit_code: int | None = None
+    finished: float | None = None
+
+    @property
+    def reached_the_script(self) -> bool:
+        """Its process existed: the script may have run (part of) its course."""
+        return self.pid is not None
+
+
+def last_attempt(job_dir: Path) -> Attempt | None:
+    """The last attempt recorded in ``job_dir``'s ``process.log``; None if it never started."""
+    try:
+        text = (job_dir / PROCESS_LOG).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    last: Attempt | None = None
+    for line in text.splitlines():
+        f = line.split()
+        try:
+            if f[0] == "start":
+                mode = f[3] if len(f) > 3 else ""
+                last = Attempt(number=int(f[1]), started=float(f[2]), mode=mode)
+            elif last is None:
+                continue
+            elif f[0] == "pid":
+                last.pid = int(f[1])
+                last.pid_start = int(f[2]) if f[2] != "None" else None
+            elif f[0] == "exit":
+                last.exit_code = int(f[1])
+                last.finished = float(f[2]) if len(f) > 2 and f[2] else None
+        except (IndexError, ValueError):
+            continue  # a line cut short by a crash: what it would have said is unknown
+    return last
+
+
+def stop_orphan(job_dir: Path, attempt: Attempt) -> bool | None:
+    """Kill what is left of an attempt whose runner (or fork server) died.
+
+    True: a live process group was killed; False: nothing of it runs; None: it may still run
+    (the kernel could not say and the pid alone does not prove it).
+    """
+    log = str(job_dir / PROCESS_LOG)
+    held = being_written(log)
+    pids: set[int] = set()
+    if attempt.pid is not None and start_time_of(attempt.pid) == attempt.pid_start:
+        pids.add(attempt.pid)
+    if held:
+        pids.update(_holders(log))  # e.g. spawned, then the runner died before the pid line
+    killed = False
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group == os.getpgrp():  # never our own group (a fork server mid-start)
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.killpg(group, signal.SIGKILL)
+            killed = True
+    if held and not pids:
+        return None
+    return killed
+
+
+def _holders(path: str) -> set[int]:
+    """Our processes that have ``path`` open (their descriptors' links in /proc)."""
+    found: set[int] = set()
+    me = os.getpid()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            with contextlib.suppress(OSError):
+                for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(fd.path) == path:
+                            found.add(int(entry.name))
+                            break
+    return found
+
+
+def current(meta: dict[str, Any]) -> dict[str, Any]:
+    """A job's metadata as of now: ``job.json`` says ``queued`` until the end is recorded,
+    ``process.log`` says whether it has started since (for listings; a copy, not written)."""
+    if meta.get("state") != "queued" or "dir" not in meta:
+        return meta
+    attempt = last_attempt(Path(meta["dir"]))
+    if attempt is None or attempt.number <= len(meta.get("attempts") or []):
+        return meta
+    now = {**meta, "started": attempt.started, "pid": attempt.pid, "state": "running"}
+    if attempt.exit_code is not None:  # ended; the runner records it (or the next one will)
+        now.update(
+            state="done" if attempt.exit_code == 0 else "failed",
+            exit_code=attempt.exit_code,
+            finished=attempt.finished,
+        )
+    return now

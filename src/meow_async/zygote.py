@@ -1,0 +1,219 @@
+"""The runner's end of the fork server (``forkserver.py``): warm starts for Python jobs.
+
+One socket, one JSON line per message each way, read by an asyncio protocol: starting a job
+is one write on the loop's thread, and its exit arrives as a message (the server reaps its
+children), so no thread waits for any job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from . import forkserver
+
+__all__ = ["ForkServer", "ForkServerDied", "StartRefused", "fork_supported"]
+
+logger = logging.getLogger("meow_async.zygote")
+
+#: Seconds the server may take to start and import what the recipes preload.
+READY_TIMEOUT = 120.0
+
+
+def fork_supported() -> bool:
+    """Warm starts need fork, /proc and the parent-death signal: Linux."""
+    return sys.platform == "linux" and hasattr(os, "fork")
+
+
+class ForkServerDied(Exception):
+    """The fork server went away; jobs it had started are orphans to settle."""
+
+
+class StartRefused(Exception):
+    def __init__(self, why: str, *, vanished: bool = False) -> None:
+        super().__init__(why)
+        self.vanished = vanished
+
+
+class ForkServer(asyncio.Protocol):
+    """One running fork server. Made with :meth:`launch`; dead once :attr:`dead` is set."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.dead: str | None = None  # why it died
+        self.preloaded: set[str] = set()
+        self._preloads: deque[asyncio.Future[dict[str, str]]] = deque()
+        self._starts: dict[str, asyncio.Future[tuple[int, float]]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._buf = b""
+
+    @classmethod
+    async def launch(cls, preload: list[str]) -> ForkServer:
+        """Start a server and wait until it has imported ``preload``.
+
+        Started from the loop's thread on purpose: the parent-death signal that ends the
+        server with the runner is tied to the thread that started it.
+        """
+        self = cls()
+        ours, theirs = socket.socketpair()
+        try:
+            self.popen = subprocess.Popen(  # noqa: ASYNC220 - once; the loop's thread on purpose
+                [sys.executable, forkserver.__file__, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # jobs' buffering then matches a spawned script's
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        await self.loop.create_connection(lambda: self, sock=ours)
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await asyncio.shield(self.ready)
+                failed = await self.preload(preload)
+        except BaseException:
+            self.close()
+            raise
+        for name, why in failed.items():
+            logger.warning(
+                "fork server: preloading %s failed (%s); jobs import it themselves", name, why
+            )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    async def preload(self, modules: list[str]) -> dict[str, str]:
+        """Import ``modules`` in the server (once each); what failed, with why."""
+        todo = [m for m in modules if m not in self.preloaded]
+        if not todo:
+            return {}
+        self.preloaded.update(todo)
+        fut: asyncio.Future[dict[str, str]] = self.loop.create_future()
+        self._preloads.append(fut)
+        self._send({"op": "preload", "modules": todo})
+        return await fut
+
+    async def start(
+        self,
+        job_id: str,
+        job_dir: Path,
+        script: str,
+        env: dict[str, str],
+        attempt: int,
+        check: str | None,
+    ) -> tuple[int, float]:
+        """Fork the job's process; its pid and start time. Raises StartRefused, ForkServerDied."""
+        fut: asyncio.Future[tuple[int, float]] = self.loop.create_future()
+        self._starts[job_id] = fut
+        msg = {
+            "op": "start",
+            "id": job_id,
+            "dir": str(job_dir),
+            "script": script,
+            "env": env,
+            "attempt": attempt,
+            "check": check,
+        }
+        self._send(msg)
+        return await fut
+
+    def exited(self, pid: int) -> asyncio.Future[int]:
+        """The job's exit code (negative: killed by that signal), as Popen gives it."""
+        return self._exits[pid]
+
+    def kill(self, pid: int, sig: int) -> None:
+        """Signal the job's process group, through the server while it lives (it knows
+        whether the pid is still the job's), directly otherwise."""
+        if self.dead is None:
+            self._send({"op": "kill", "pid": pid, "sig": int(sig)})
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+
+    def close(self) -> None:
+        """Close our end: the server exits; its running jobs go on as orphans."""
+        if self.transport is not None:
+            self.transport.close()
+
+    async def wait_closed(self) -> None:
+        if self.popen is not None:
+            await asyncio.to_thread(self.popen.wait)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        if self.dead is not None or self.transport is None:
+            raise ForkServerDied(self.dead or "not started")
+        self.transport.write((json.dumps(msg) + "\n").encode())
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self._buf = (self._buf + data).split(b"\n")
+        for line in lines:
+            msg = json.loads(line)
+            op = msg["op"]
+            if op == "exit":
+                fut = self._exits.pop(msg["pid"], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(os.waitstatus_to_exitcode(msg["status"]))
+            elif op == "started":
+                self._exits[msg["pid"]] = self.loop.create_future()
+                _resolve(self._starts.pop(msg["id"], None), (msg["pid"], msg["t"]))
+            elif op == "refused":
+                start = self._starts.pop(msg["id"], None)
+                if start is not None and not start.done():
+                    start.set_exception(StartRefused(msg["why"], vanished=msg.get("vanished")))
+            elif op == "preloaded":
+                _resolve(self._preloads.popleft(), msg["failed"])
+            elif op == "ready":
+                _resolve(self.ready, None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        code = self.popen.poll() if self.popen is not None else None
+        self.dead = f"the fork server (pid {self.pid}) died" + (
+            "" if code is None else f" ({_how(code)})"
+        )
+        err = ForkServerDied(self.dead)
+        pending: list[asyncio.Future[Any]] = [
+            self.ready,
+            *self._preloads,
+            *self._starts.values(),
+            *self._exits.values(),
+        ]
+        for fut in pending:
+            if not fut.done():
+                fut.set_exception(err)
+                fut.exception()  # retrieved: nobody may be waiting on this one
+        self._preloads.clear()
+        self._starts.clear()
+        self._exits.clear()
+
+
+def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(value)
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
