@@ -46,7 +46,7 @@ async def latency(
     steps = {"watch_step_ms": step_ms, "watch_debounce_ms": debounce_ms} if step_ms else {}
     cfg = RunnerConfig(base_dir=base, jobs_dir=jobs, file_watcher=watcher, **steps)  # type: ignore[arg-type]
     pattern = FilePattern(name="p", glob="*.txt", recipe="r")
-    recipe = PythonRecipe(name="r", script="pass\n", interpreter=sys.executable)
+    recipe = PythonRecipe(name="r", script="pass\n")  # warm: a fork of the fork server
     written: dict[str, float] = {}
     async with Runner([pattern], [recipe], config=cfg) as runner:
         for i in range(n):
@@ -115,18 +115,21 @@ async def direct(root: Path, n: int, max_jobs: int, script_text: str = "pass\n")
     return time.perf_counter() - t0
 
 
-#: The job start path (issue 15): plain Python jobs, and jobs that import numpy, as scientists'
-#: jobs do. Each line of the script is what the job runs.
-STARTUP_SCRIPTS = {"python": "pass\n", "numpy": "import numpy\n"}
+#: The job start path: plain Python jobs, and jobs that import numpy, as scientists' jobs do.
+#: Each line of the script is what the job runs; the warm recipe preloads the modules.
+STARTUP_SCRIPTS = {"python": ("pass\n", ()), "numpy": ("import numpy\n", ("numpy",))}
 
 
-async def startup(root: Path, n: int, max_jobs: int, script_text: str) -> dict[str, Any]:
+async def startup(
+    root: Path, n: int, max_jobs: int, script_text: str, *, warm: bool, preload: tuple[str, ...]
+) -> dict[str, Any]:
     """N files at once -> N Python jobs through a Runner: from the first write to the last job
-    finished, and how long after its file the first job started."""
+    finished, and how long after its file the first job started. ``warm``: forked from the
+    fork server (the default); else spawned as new interpreters (``fork: false``)."""
     base, jobs = root / "startup-runner", root / "startup-jobs"
     base.mkdir()
     cfg = RunnerConfig(base_dir=base, jobs_dir=jobs, max_jobs=max_jobs, queue_size=max(n, 1))
-    recipe = PythonRecipe(name="r", script=script_text, interpreter=sys.executable)
+    recipe = PythonRecipe(name="r", script=script_text, fork=warm, preload=preload if warm else ())
     written: dict[str, float] = {}
     async with Runner([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg) as r:
         t0 = time.perf_counter()
@@ -149,18 +152,31 @@ async def startup(root: Path, n: int, max_jobs: int, script_text: str) -> dict[s
 
 
 def _startup_point(
-    r: asyncio.Runner, d: Path, sizes: Sizes, max_jobs: int, text: str
+    r: asyncio.Runner,
+    d: Path,
+    sizes: Sizes,
+    max_jobs: int,
+    text: str,
+    preload: tuple[str, ...],
 ) -> dict[str, Any]:
-    """The runner on ``r``'s loop, then the direct-spawn baseline on asyncio's own loop."""
-    d.mkdir()
+    """Warm runner, spawning runner (on ``r``'s loop), then the direct-spawn baseline on
+    asyncio's own loop, one after the other on the same disk."""
+    st: dict[str, Any] = {}
     try:
-        st = r.run(startup(d, sizes.burst_n, max_jobs, text))
+        for warm in (True, False):
+            sub = d / ("warm" if warm else "spawn")
+            sub.mkdir(parents=True)
+            res = r.run(startup(sub, sizes.burst_n, max_jobs, text, warm=warm, preload=preload))
+            st.update(res) if warm else st.update(
+                {f"spawn_{k}": v for k, v in res.items() if k != "n"}
+            )
         with asyncio.Runner() as floor_loop:
             st["floor_s"] = floor_loop.run(direct(d, sizes.burst_n, max_jobs, text))
     finally:
         shutil.rmtree(d, ignore_errors=True)
     st["ratio"] = st["jobs_s"] / st["floor_s"]
-    st["overhead_per_job_ms"] = (st["jobs_s"] - st["floor_s"]) / st["n"] * 1000
+    st["spawn_ratio"] = st["spawn_jobs_s"] / st["floor_s"]
+    st["overhead_per_job_ms"] = (st["spawn_jobs_s"] - st["floor_s"]) / st["n"] * 1000
     return st
 
 
@@ -186,20 +202,24 @@ def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print)
                 b = r.run(burst(d, sizes.burst_n, max_jobs))
             finally:
                 shutil.rmtree(d, ignore_errors=True)
-            for kind, text in STARTUP_SCRIPTS.items():
-                st = _startup_point(r, scratch / f"files-startup-{kind}-{i}", sizes, max_jobs, text)
+            for kind, (text, preload) in STARTUP_SCRIPTS.items():
+                d = scratch / f"files-startup-{kind}-{i}"
+                st = _startup_point(r, d, sizes, max_jobs, text, preload)
                 st["kind"] = kind
                 out["startup"].append(st)
                 log(
                     f"files -> {kind} jobs: {st['jobs_done']} of {st['n']} done in "
-                    f"{st['jobs_s'] * 1000:.0f} ms vs {st['floor_s'] * 1000:.0f} ms spawning the "
-                    f"same script directly: {st['ratio']:.2f}x ({st['overhead_per_job_ms']:.2f} "
-                    f"ms/job); first job started {st['first_job_start_ms']:.1f} ms after its file "
+                    f"{st['jobs_s'] * 1000:.0f} ms warm, {st['spawn_jobs_s'] * 1000:.0f} ms "
+                    f"spawned, vs {st['floor_s'] * 1000:.0f} ms spawning the same script "
+                    f"directly: warm {st['ratio']:.3f}x, spawned {st['spawn_ratio']:.2f}x "
+                    f"({st['overhead_per_job_ms']:.2f} ms/job over direct); first job started "
+                    f"{st['first_job_start_ms']:.1f} ms (warm), "
+                    f"{st['spawn_first_job_start_ms']:.1f} ms (spawned) after its file "
                     f"(max_jobs={max_jobs})"
                 )
-                if kind == "python":  # the burst's jobs: the same measurement
-                    b.update({k: st[k] for k in ("jobs_s", "jobs_done", "floor_s")})
-                    b["overhead_per_job_ms"] = st["overhead_per_job_ms"]
+                if kind == "python":  # the burst's jobs: the same measurement (spawned)
+                    b.update({"jobs_s": st["spawn_jobs_s"], "jobs_done": st["spawn_jobs_done"]})
+                    b.update(floor_s=st["floor_s"], overhead_per_job_ms=st["overhead_per_job_ms"])
             out["bursts"].append(b)
             log(
                 f"files burst of {b['n']}: written in {b['write_s'] * 1000:.1f} ms, all events "

@@ -59,16 +59,19 @@ def files_section(files: dict[str, Any]) -> list[str]:
             st["kind"],
             str(st["n"]),
             ms(st["jobs_s"] * 1000),
+            ms(st["spawn_jobs_s"] * 1000),
             ms(st["floor_s"] * 1000),
-            f"{st['ratio']:.2f}x",
-            ms(st["overhead_per_job_ms"]),
+            f"{st['ratio']:.3f}x",
+            f"{st['spawn_ratio']:.2f}x",
             ms(st["first_job_start_ms"]),
+            ms(st["spawn_first_job_start_ms"]),
         ]
         for st in files.get("startup", [])
     ]
     if rows:
-        head = ["jobs", "files", "-> all done", "same script spawned", "ratio", "overhead/job"]
-        out += table([*head, "first job started after its file"], rows)
+        head = ["jobs", "files", "warm: all done", "spawned: all done", "direct spawn"]
+        head += ["warm / direct", "spawned / direct", "first job (warm)", "first job (spawned)"]
+        out += table(head, rows)
     return out
 
 

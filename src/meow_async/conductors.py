@@ -70,8 +70,10 @@ class _Process:
 
 
 class _Forked(_Process):
-    def __init__(self, server: ForkServer, pid: int, started: float) -> None:
-        super().__init__(pid, started, server.exited(pid))
+    def __init__(
+        self, server: ForkServer, pid: int, started: float, exited: asyncio.Future[int]
+    ) -> None:
+        super().__init__(pid, started, exited)
         self.server = server
 
     def signal(self, sig: int) -> None:
@@ -261,10 +263,10 @@ class LocalConductor:
         env = {**os.environ, **job.env}
         script = job.argv[1] if len(job.argv) > 1 else ""
         try:
-            pid, started = await server.start(job.id, job.dir, script, env, attempt, check)
+            pid, started, exited = await server.start(job.id, job.dir, script, env, attempt, check)
         except StartRefused as e:
             raise (_Vanished if e.vanished else _NotStarted)(str(e)) from None
-        return _Forked(server, pid, started)
+        return _Forked(server, pid, started, exited)
 
     async def _settle_orphan(self, job: Job, attempt: int, server: ForkServer) -> JobState | None:
         """The fork server died with this job's attempt under way: what became of it.

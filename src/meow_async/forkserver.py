@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import json
 import os
 import selectors
@@ -37,9 +38,15 @@ PROCESS_LOG = "process.log"
 #: spawned Python jobs (whose interpreter may not have meow_async installed).
 RUN_SCRIPT = r"""
 def _meow_run_script(path):
-    import runpy, sys, traceback
+    import sys
+    main = type(sys)("__main__")  # a fresh __main__, as the interpreter makes for a script
+    main.__file__ = path
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
     try:
-        runpy.run_path(path, run_name="__main__")
+        with open(path, "rb") as f:
+            code = compile(f.read(), path, "exec")
+        exec(code, main.__dict__)
     except SystemExit as e:
         code = e.code
         if code is None:
@@ -51,40 +58,34 @@ def _meow_run_script(path):
     except BaseException as e:
         tb = e.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != path:
-            tb = tb.tb_next  # runpy's own frames: a spawned script's traceback has none
+            tb = tb.tb_next  # our own frames: a script run by `python script.py` has none
         sys.excepthook(type(e), e, tb or e.__traceback__)
         return 130 if isinstance(e, KeyboardInterrupt) else 1
     return 0
-
-
-def _meow_log_exit(code):
-    import os, time
-    try:
-        fd = os.open(os.path.join(os.environ["MEOW_JOB_DIR"], "process.log"),
-                     os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            os.write(fd, ("exit %d %.6f\n" % (code & 0xFF, time.time())).encode())
-        finally:
-            os.close(fd)
-    except (OSError, KeyError):
-        pass
 """
 
-#: ``python -c SPAWN_BOOT script.py``: a spawned Python job that records its own exit.
+#: ``python -c SPAWN_BOOT script.py``: a spawned Python job that records its own exit (in
+#: the file named by $MEOW_PROCESS_LOG, set by the conductor).
 SPAWN_BOOT = (
     RUN_SCRIPT
     + r"""
-import os as _os, sys as _sys
+import atexit as _atexit, os as _os, sys as _sys, time as _time
 _path = _os.path.abspath(_sys.argv[1])
 _sys.argv = _sys.argv[1:]
 _sys.path[0] = _os.path.dirname(_path)
 _code = _meow_run_script(_path)
+_atexit._run_exitfuncs()
 for _f in (_sys.stdout, _sys.stderr):
     try:
         _f.flush()
     except Exception:
         pass
-_meow_log_exit(_code)
+try:
+    _fd = _os.open(_os.environ["MEOW_PROCESS_LOG"], _os.O_WRONLY | _os.O_APPEND | _os.O_CLOEXEC)
+    _os.write(_fd, ("exit %d %.6f\n" % (_code & 0xFF, _time.time())).encode())
+    _os.close(_fd)
+except (OSError, KeyError):
+    pass
 _sys.exit(_code)
 """
 )
@@ -125,6 +126,9 @@ class Server:
         self.sock.sendall((json.dumps(msg) + "\n").encode())
 
     def serve(self) -> None:
+        # Objects that exist now are never collected in a child: a collection there would
+        # touch (and so copy) every page they live on. About 1 ms less CPU per job.
+        gc.freeze()
         self.send({"op": "ready", "pid": os.getpid()})
         while True:
             for key, _ in self.selector.select():
@@ -170,6 +174,7 @@ class Server:
                 __import__(name)
             except BaseException as e:
                 failed[name] = f"{type(e).__name__}: {e}"
+        gc.freeze()  # see serve()
         self.send({"op": "preloaded", "failed": failed})
 
     def op_kill(self, msg: dict[str, Any]) -> None:
@@ -246,8 +251,7 @@ class Server:
         for src, dst in ((null, 0), (out, 1), (err, 2)):
             os.dup2(src, dst)
             os.close(src)
-        os.environ.clear()
-        os.environ.update(msg["env"])
+        _set_environ(msg["env"])
         sys.argv = [script]
         sys.path.insert(0, job_dir)  # as `python script.py` puts its folder first
         _reseed()
@@ -257,6 +261,16 @@ class Server:
             with contextlib.suppress(Exception):  # a closed stream: nothing to flush
                 f.flush()
         return code
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    """Make the environment ``env``, changing only what differs (each change is a putenv)."""
+    current = os.environ
+    for key in [k for k in current if k not in env]:
+        del current[key]
+    for key, value in env.items():
+        if current.get(key) != value:
+            current[key] = value
 
 
 def _reseed() -> None:

@@ -15,14 +15,14 @@ from typing import Any
 
 from .events import Event
 from .jobs import (
-    META_FILE,
     PARAMS_FILE,
     Job,
     JobState,
+    create_meta,
     fsync_dir,
     job_id_for,
     new_job_id,
-    write_meta,
+    read_meta,
 )
 from .templates import expand, keyword_values
 
@@ -70,7 +70,7 @@ class Handler:
         try:
             job_dir.mkdir()
         except FileExistsError:
-            if (job_dir / META_FILE).exists():
+            if _complete(job_dir):
                 return None  # made before (then the runner stopped, or a scan saw it again)
             shutil.rmtree(job_dir)  # half made when a runner was killed: make it again
             job_dir.mkdir()
@@ -130,10 +130,20 @@ class Handler:
             "start": "fork" if getattr(recipe, "warm", False) else "spawn",
             "preload": list(getattr(recipe, "preload", ())),
         }
-        write_meta(job_dir, meta, durable=self.durable)  # last: its presence means "made"
+        # Last, and written in place: a job.json that parses means "made" (a reader skips one
+        # cut short by a crash, and the next start makes that job again).
+        create_meta(job_dir, meta, durable=self.durable)
         if self.durable:
             fsync_dir(self.jobs_root)  # the job folder's own entry
         return Job(id=job_id, dir=job_dir, argv=argv, env=env, meta=meta, durable=self.durable)
+
+
+def _complete(job_dir: Path) -> bool:
+    try:
+        read_meta(job_dir)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _adopt(payload: Path, job_dir: Path) -> Path:

@@ -13,7 +13,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["META_FILE", "Job", "JobState", "iter_jobs", "new_job_id", "read_meta", "write_meta"]
+__all__ = [
+    "META_FILE",
+    "Job",
+    "JobState",
+    "create_meta",
+    "iter_jobs",
+    "new_job_id",
+    "read_meta",
+    "write_meta",
+]
 
 META_FILE = "job.json"
 PARAMS_FILE = "params.json"
@@ -81,8 +90,8 @@ def write_meta(job_dir: Path, meta: Mapping[str, Any], *, durable: bool = False)
     """Write-then-rename, so a reader never sees half a file; ``durable`` also fsyncs, so
     the record survives a machine crash, not only the runner's.
 
-    One line, unsorted: ``json`` has a C encoder only without ``indent``, and this is written
-    three times per job (``meow-async show --json`` prints it indented).
+    One line, unsorted: ``json`` has a C encoder only without ``indent`` (``meow-async show
+    --json`` prints it indented).
     """
     tmp = job_dir / f".{META_FILE}.tmp"
     data = (json.dumps(meta) + "\n").encode()
@@ -91,6 +100,17 @@ def write_meta(job_dir: Path, meta: Mapping[str, Any], *, durable: bool = False)
         if durable:
             os.fsync(f.fileno())
     os.replace(tmp, job_dir / META_FILE)
+    if durable:
+        fsync_dir(job_dir)
+
+
+def create_meta(job_dir: Path, meta: Mapping[str, Any], *, durable: bool = False) -> None:
+    """The first ``job.json`` of a new job folder: written in place (no file to rename).
+    Until it is complete it does not parse, which readers take as "being made"."""
+    with open(job_dir / META_FILE, "xb") as f:
+        f.write((json.dumps(meta) + "\n").encode())
+        if durable:
+            os.fsync(f.fileno())
     if durable:
         fsync_dir(job_dir)
 

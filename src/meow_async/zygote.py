@@ -57,7 +57,7 @@ class ForkServer(asyncio.Protocol):
         self.dead: str | None = None  # why it died
         self.preloaded: set[str] = set()
         self._preloads: deque[asyncio.Future[dict[str, str]]] = deque()
-        self._starts: dict[str, asyncio.Future[tuple[int, float]]] = {}
+        self._starts: dict[str, asyncio.Future[tuple[int, float, asyncio.Future[int]]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._buf = b""
 
@@ -117,9 +117,10 @@ class ForkServer(asyncio.Protocol):
         env: dict[str, str],
         attempt: int,
         check: str | None,
-    ) -> tuple[int, float]:
-        """Fork the job's process; its pid and start time. Raises StartRefused, ForkServerDied."""
-        fut: asyncio.Future[tuple[int, float]] = self.loop.create_future()
+    ) -> tuple[int, float, asyncio.Future[int]]:
+        """Fork the job's process: its pid, start time and a future for its exit code
+        (negative: killed by that signal, as Popen says). Raises StartRefused, ForkServerDied."""
+        fut: asyncio.Future[tuple[int, float, asyncio.Future[int]]] = self.loop.create_future()
         self._starts[job_id] = fut
         msg = {
             "op": "start",
@@ -132,10 +133,6 @@ class ForkServer(asyncio.Protocol):
         }
         self._send(msg)
         return await fut
-
-    def exited(self, pid: int) -> asyncio.Future[int]:
-        """The job's exit code (negative: killed by that signal), as Popen gives it."""
-        return self._exits[pid]
 
     def kill(self, pid: int, sig: int) -> None:
         """Signal the job's process group, through the server while it lives (it knows
@@ -175,8 +172,8 @@ class ForkServer(asyncio.Protocol):
                 if fut is not None and not fut.done():
                     fut.set_result(os.waitstatus_to_exitcode(msg["status"]))
             elif op == "started":
-                self._exits[msg["pid"]] = self.loop.create_future()
-                _resolve(self._starts.pop(msg["id"], None), (msg["pid"], msg["t"]))
+                exited = self._exits[msg["pid"]] = self.loop.create_future()
+                _resolve(self._starts.pop(msg["id"], None), (msg["pid"], msg["t"], exited))
             elif op == "refused":
                 start = self._starts.pop(msg["id"], None)
                 if start is not None and not start.done():
