@@ -243,6 +243,7 @@ class LocalConductor:
                 code: int | None = await asyncio.shield(proc.exited)
         except TimeoutError:
             code = await self._stop(proc)
+            job.process_ended()
             why = f"timed out after {limit:g}s"
             return await self._records.finish(job, code, why, JobState.failed, True)
         except ForkServerDied:
@@ -256,14 +257,16 @@ class LocalConductor:
                 job, await self._stop(proc), "stopped: the runner shut down first"
             )
             raise
+        job.process_ended()
         return await self._records.finish(job, code, None)
 
     async def _fork(self, job: Job, server: ForkServer, attempt: int) -> _Process:
         check = _trigger_to_check(job)
-        env = {**os.environ, **job.env}
         script = job.argv[1] if len(job.argv) > 1 else ""
         try:
-            pid, started, exited = await server.start(job.id, job.dir, script, env, attempt, check)
+            pid, started, exited = await server.start(
+                job.id, job.dir, script, job.env, attempt, check
+            )
         except StartRefused as e:
             raise (_Vanished if e.vanished else _NotStarted)(str(e)) from None
         return _Forked(server, pid, started, exited)
@@ -298,7 +301,7 @@ class LocalConductor:
         if job.meta.get("recipe_kind") == "python" and len(argv) == 2:
             argv = [argv[0], "-c", SPAWN_BOOT, argv[1]]  # records its own exit
         try:
-            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
         except OSError as e:
             raise _NotStarted(f"cannot write {log_path}: {e.strerror or e}") from None
         try:

@@ -10,7 +10,8 @@ so its start and its exit are on disk whether or not the runner lives to see the
 
 Protocol, one JSON object per line each way:
   runner -> server  {"op": "preload", "modules": [...]}
-                    {"op": "start", "id", "dir", "script", "env", "attempt", "check"}
+                    {"op": "start", "id", "dir", "script", "env" | "env_add", "attempt",
+                     "check"}
                     {"op": "kill", "pid", "sig"}
   server -> runner  {"op": "ready"} | {"op": "preloaded", "failed": {module: why}}
                     {"op": "started", "id", "pid", "t"} | {"op": "refused", "id", "why", "vanished"}
@@ -193,7 +194,7 @@ class Server:
             fd = os.open(
                 os.path.join(job_dir, PROCESS_LOG),
                 os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                0o644,
+                0o666,
             )
         except OSError as e:
             self.send({"op": "refused", "id": job_id, "why": f"cannot start: {e}"})
@@ -246,12 +247,15 @@ class Server:
         job_dir, script = msg["dir"], msg["script"]
         os.chdir(job_dir)
         null = os.open(os.devnull, os.O_RDONLY)
-        out = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        err = os.open("stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        out = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        err = os.open("stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         for src, dst in ((null, 0), (out, 1), (err, 2)):
             os.dup2(src, dst)
             os.close(src)
-        _set_environ(msg["env"])
+        if "env" in msg:
+            _set_environ(msg["env"])  # the runner's environment changed since we started
+        else:
+            os.environ.update(msg["env_add"])
         sys.argv = [script]
         sys.path.insert(0, job_dir)  # as `python script.py` puts its folder first
         _reseed()

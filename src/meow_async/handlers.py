@@ -46,6 +46,20 @@ class Handler:
         """The jobs this event makes; none for a trigger whose jobs already exist."""
         return await asyncio.to_thread(self.make_jobs, event)
 
+    async def handle_many(self, events: list[Event]) -> list[list[Job] | Exception]:
+        """Each event's jobs, or the error that kept them from being made: a burst's events
+        in one thread hop."""
+        return await asyncio.to_thread(self._make_many, events)
+
+    def _make_many(self, events: list[Event]) -> list[list[Job] | Exception]:
+        out: list[list[Job] | Exception] = []
+        for event in events:
+            try:
+                out.append(self.make_jobs(event))
+            except Exception as e:  # one event's disk error must not stop the others
+                out.append(e)
+        return out
+
     def make_jobs(self, event: Event) -> list[Job]:
         jobs = (self._make_job(event, point) for point in event.rule.pattern.sweep_points())
         return [job for job in jobs if job is not None]
@@ -159,8 +173,12 @@ def _adopt(payload: Path, job_dir: Path) -> Path:
 
 
 def _write(path: Path, text: str, durable: bool) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data) :]
         if durable:
-            f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)

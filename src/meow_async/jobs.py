@@ -7,7 +7,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -64,6 +64,8 @@ class Job:
     env: dict[str, str]
     meta: dict[str, Any] = field(default_factory=dict)
     durable: bool = False
+    #: Set by the runner while the job holds one of its ``max_jobs`` slots.
+    on_end: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def rule(self) -> str:
@@ -79,6 +81,12 @@ class Job:
             env={str(k): str(v) for k, v in (meta.get("env") or {}).items()},
             meta=meta,
         )
+
+    def process_ended(self) -> None:
+        """The job's process is gone: its slot may start the next job while the end is
+        being recorded. (Conductors call it; the runner does too once ``execute`` returns.)"""
+        if self.on_end is not None:
+            self.on_end()
 
     def update(self, **changes: Any) -> None:
         """Change the metadata and rewrite it atomically (call from a worker thread)."""

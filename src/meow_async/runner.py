@@ -113,6 +113,7 @@ class Runner:
         self._force = asyncio.Event()
         self._tick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(self.config.max_jobs)  # job processes at once
         self._ran = False
         self._finished = False  # run() returned or raised: wait_for gives up
 
@@ -264,7 +265,9 @@ class Runner:
             ]
             workers += [
                 tg.create_task(self._conduct(jobs), name=f"conductor:{i}")
-                for i in range(cfg.max_jobs)
+                # Twice the slots: a job whose process has ended gives its slot to the next
+                # while its end is still being written.
+                for i in range(2 * cfg.max_jobs)
             ]
             prepare = getattr(self.conductor, "prepare", None)
             if prepare is not None:  # e.g. start the fork server before the first job
@@ -381,54 +384,75 @@ class Runner:
 
     async def _handle(self, events: asyncio.Queue[Event], jobs: asyncio.Queue[Job]) -> None:
         while True:
-            event = await events.get()
-            handled = False
-            self._handling += 1
+            # The events waiting now (a burst) make their jobs in one thread hop.
+            batch = [await events.get()]
+            while len(batch) < _HANDLE_AT_ONCE and not events.empty():
+                batch.append(events.get_nowait())
+            self._handling += len(batch)
             try:
-                self.stats.events += 1
+                self.stats.events += len(batch)
+                made = await self.handler.handle_many(batch)
+            except BaseException:
+                self._handling -= len(batch)
+                for _ in batch:
+                    events.task_done()
+                raise
+            for event, result in zip(batch, made, strict=True):
                 try:
-                    made = await self.handler.handle(event)
-                except Exception as e:  # a disk error must not stop other rules
-                    self.stats.handler_errors += 1
-                    # Not handled: the watermark stays before it and a network message stays
-                    # spooled and journaled, so the next start tries again.
-                    when = event.changed_at or event.time
-                    self._unhandled = min(self._unhandled or when, when)
-                    logger.error(
-                        "%s (rule %s): could not make its job, kept for the next start: %s",
-                        _what(event),
-                        event.rule.name,
-                        e,
-                    )
-                    continue
-                handled = True
-                self.stats.jobs += len(made)
-                if logger.isEnabledFor(logging.INFO):
-                    logger.info(
-                        "%s -> rule %s: %s",
-                        _what(event),
-                        event.rule.name,
-                        "job " + ", ".join(j.id for j in made) if made else "jobs made before",
-                    )
-                for job in made:
-                    await jobs.put(job)
-            finally:
-                self._handling -= 1
-                if handled and event.release is not None:
-                    event.release()
-                events.task_done()
-                self._checkpoint(events)
-                self._notify()
+                    if isinstance(result, Exception):
+                        self._not_handled(event, result)
+                        continue
+                    self.stats.jobs += len(result)
+                    if logger.isEnabledFor(logging.INFO):
+                        logger.info(
+                            "%s -> rule %s: %s",
+                            _what(event),
+                            event.rule.name,
+                            "job " + ", ".join(j.id for j in result)
+                            if result
+                            else "jobs made before",
+                        )
+                    for job in result:
+                        await jobs.put(job)
+                    if event.release is not None:
+                        event.release()
+                finally:
+                    self._handling -= 1
+                    events.task_done()
+                    self._checkpoint(events)
+                    self._notify()
+
+    def _not_handled(self, event: Event, error: Exception) -> None:
+        """A disk error must not stop other rules. Not handled: the watermark stays before it
+        and a network message stays spooled and journaled, so the next start tries again."""
+        self.stats.handler_errors += 1
+        when = event.changed_at or event.time
+        self._unhandled = min(self._unhandled or when, when)
+        logger.error(
+            "%s (rule %s): could not make its job, kept for the next start: %s",
+            _what(event),
+            event.rule.name,
+            error,
+        )
 
     async def _conduct(self, jobs: asyncio.Queue[Job]) -> None:
         while True:
             job = await jobs.get()
             try:
+                if not self._stop.is_set():
+                    try:
+                        await self._slots.acquire()
+                    except asyncio.CancelledError:
+                        self.stats.left_queued += 1  # stopped at once: it stays queued
+                        raise
+                    job.on_end = _once(self._slots.release)
                 if self._stop.is_set():
                     self.stats.left_queued += 1  # stays queued on disk
                     continue
                 await self._execute(job, jobs)
             finally:
+                job.process_ended()  # the slot, if the conductor has not given it back yet
+                job.on_end = None
                 jobs.task_done()
                 self._notify()
 
@@ -565,10 +589,24 @@ class Runner:
         await self._task
 
 
+#: Events a handler task makes jobs for in one thread hop, at most.
+_HANDLE_AT_ONCE = 32
 #: Seconds of slack for changes still in the watcher's batch when the watermark is taken.
 _MARGIN = 2.0
 #: The watermark is written at most this often (seconds) while running.
 _CHECKPOINT_EVERY = 5.0
+
+
+def _once(release: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            release()
+
+    return once
 
 
 def _what(event: Event) -> str:

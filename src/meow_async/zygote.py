@@ -60,6 +60,7 @@ class ForkServer(asyncio.Protocol):
         self._starts: dict[str, asyncio.Future[tuple[int, float, asyncio.Future[int]]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._buf = b""
+        self._environ_at_start = dict(getattr(os.environ, "_data", {}))
 
     @classmethod
     async def launch(cls, preload: list[str]) -> ForkServer:
@@ -114,7 +115,7 @@ class ForkServer(asyncio.Protocol):
         job_id: str,
         job_dir: Path,
         script: str,
-        env: dict[str, str],
+        job_env: dict[str, str],
         attempt: int,
         check: str | None,
     ) -> tuple[int, float, asyncio.Future[int]]:
@@ -122,17 +123,20 @@ class ForkServer(asyncio.Protocol):
         (negative: killed by that signal, as Popen says). Raises StartRefused, ForkServerDied."""
         fut: asyncio.Future[tuple[int, float, asyncio.Future[int]]] = self.loop.create_future()
         self._starts[job_id] = fut
-        msg = {
-            "op": "start",
-            "id": job_id,
-            "dir": str(job_dir),
-            "script": script,
-            "env": env,
-            "attempt": attempt,
-            "check": check,
-        }
+        msg: dict[str, Any] = {"op": "start", "id": job_id, "dir": str(job_dir), "script": script}
+        msg.update(attempt=attempt, check=check)
+        # The server started with the runner's environment: while that is unchanged, only the
+        # job's own variables travel (a whole environment is a few kB of JSON per job).
+        if self._environ_changed():
+            msg["env"] = {**os.environ, **job_env}
+        else:
+            msg["env_add"] = job_env
         self._send(msg)
         return await fut
+
+    def _environ_changed(self) -> bool:
+        data = getattr(os.environ, "_data", None)  # the raw bytes: compared without decoding
+        return data is None or data != self._environ_at_start
 
     def kill(self, pid: int, sig: int) -> None:
         """Signal the job's process group, through the server while it lives (it knows
