@@ -11,12 +11,15 @@ Real runners, real processes and real files; every wait is on a condition with a
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import json
 import os
 import re
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +39,9 @@ from meow_async import (
     load_workflow,
     read_meta,
 )
+from meow_async.forkserver import start_time_of
 from meow_async.patterns import Change
+from meow_async.process_log import last_attempt, stop_orphan
 from meow_async.zygote import fork_supported
 
 from .conftest import PYTHON, WAIT, Workspace, poll_until, py_recipe, wait_until_sync
@@ -44,16 +49,11 @@ from .conftest import PYTHON, WAIT, Workspace, poll_until, py_recipe, wait_until
 NEEDS_FORK = pytest.mark.skipif(not fork_supported(), reason="the fork server needs Linux")
 
 
-def start_modes(*, fork_bug: str = "", spawn_bug: str = "") -> list[Any]:
-    """Parameters ``fork`` (True: warm, a fork of the fork server; False: spawned), each marked
-    as a known bug in src/ (strict xfail) when a reason is given."""
-
-    def bug(reason: str) -> list[pytest.MarkDecorator]:
-        return [pytest.mark.xfail(strict=True, reason=f"src bug: {reason}")] if reason else []
-
+def start_modes() -> list[Any]:
+    """Parameters ``fork`` (True: warm, a fork of the fork server; False: spawned)."""
     return [
-        pytest.param(True, id="fork", marks=[NEEDS_FORK, *bug(fork_bug)]),
-        pytest.param(False, id="spawn", marks=bug(spawn_bug)),
+        pytest.param(True, id="fork", marks=[NEEDS_FORK]),
+        pytest.param(False, id="spawn"),
     ]
 
 
@@ -138,10 +138,9 @@ from pathlib import Path
 
 atexit.register(print, "atexit ran")
 case = Path(input_file).stem
-if case == "probe":
+if case.startswith("probe"):
     print(json.dumps({
-        "env": {k: os.environ.get(k) for k in
-                ("MEOW_JOB_ID", "MEOW_JOB_DIR", "MEOW_PARAMS", "MEOW_TEST_ORDINARY")},
+        "env": dict(os.environ),
         "cwd": os.getcwd(),
         "name": __name__,
         "file": __file__,
@@ -183,18 +182,26 @@ while True:
 
 
 def check_process_log(meta: dict[str, Any], mode: str, *, exited: bool) -> None:
-    """start (mode), pid (the job's), exit (its code): the attempt as the job wrote it."""
+    """start (mode), pid (the job's), exit (its code): the attempt as the job wrote it.
+
+    A forked job writes its pid line itself before its script runs; a spawned job's is written
+    by the runner once the process exists, so a quick job's exit line may come first."""
     job_dir = Path(meta["dir"])
     lines = log_lines(job_dir)
-    assert kinds(job_dir) == (["start", "pid", "exit"] if exited else ["start", "pid"]), lines
-    start, pid = lines[0], lines[1]
+    start, *rest = lines
+    by_kind = {fields[0]: fields for fields in rest}
+    assert start[0] == "start", lines
+    assert sorted(kinds(job_dir)[1:]) == (["exit", "pid"] if exited else ["pid"]), lines
+    if mode == "fork":
+        assert kinds(job_dir)[1] == "pid", lines
     assert start[1] == "1"
     assert start[3] == mode
     assert float(start[2]) == pytest.approx(meta["started"], abs=1e-5)
+    pid = by_kind["pid"]
     assert int(pid[1]) == meta["pid"]
     assert int(pid[2]) > 0  # the kernel's start time: tells the process from a reused pid
     if exited:
-        exit_line = lines[2]
+        exit_line = by_kind["exit"]
         assert int(exit_line[1]) == meta["exit_code"] & 0xFF
         assert float(start[2]) <= float(exit_line[2]) <= meta["finished"]
 
@@ -204,6 +211,7 @@ async def test_a_job_behaves_the_same_forked_or_spawned(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch, fork: bool
 ) -> None:
     monkeypatch.setenv("MEOW_TEST_ORDINARY", "from the runner's environment")
+    monkeypatch.setenv("MEOW_TEST_GONE", "unset while the runner runs")
     mode = "fork" if fork else "spawn"
     patterns = [
         FilePattern(name="p", glob="*.in", recipe="r"),
@@ -217,11 +225,23 @@ async def test_a_job_behaves_the_same_forked_or_spawned(
         for name in ("probe.in", "exit3.in", "raise.in", "message.in", "stubborn.slow"):
             ws.write(name)
         await until(r, 5)
+        # The runner's environment changes while it runs: a later job sees it as it is then.
+        monkeypatch.setenv("MEOW_TEST_LATER", "set while the runner runs")
+        monkeypatch.delenv("MEOW_TEST_GONE")
+        env_later = dict(os.environ)
+        ws.write("probe-later.in")
+        await until(r, 6)
 
     for meta in ws.jobs_list():
         assert meta["start"] == mode
         assert (Path(meta["dir"]) / "stdout.txt").exists()
         assert (Path(meta["dir"]) / "stderr.txt").exists()
+
+    later = job_for(ws, "probe-later.in")
+    seen_later = json.loads((Path(later["dir"]) / "stdout.txt").read_text().splitlines()[0])
+    assert seen_later["env"] == job_env(env_later, later, mode)
+    assert seen_later["env"]["MEOW_TEST_LATER"] == "set while the runner runs"
+    assert "MEOW_TEST_GONE" not in seen_later["env"]
 
     # The job's world: environment, folder, name, argv, import path, stdin, own session.
     probe = job_for(ws, "probe.in")
@@ -229,12 +249,14 @@ async def test_a_job_behaves_the_same_forked_or_spawned(
     out = (job_dir / "stdout.txt").read_text().splitlines()
     assert out[1:] == ["atexit ran"]
     seen = json.loads(out[0])
-    assert seen["env"] == {
+    mine = {
         "MEOW_JOB_ID": probe["id"],
         "MEOW_JOB_DIR": str(job_dir),
         "MEOW_PARAMS": str(job_dir / "params.json"),
         "MEOW_TEST_ORDINARY": "from the runner's environment",
+        "MEOW_TEST_GONE": "unset while the runner runs",
     }
+    assert {k: seen["env"].get(k) for k in mine} == mine
     script = str(job_dir / "script.py")
     assert seen["cwd"] == str(job_dir)
     assert seen["name"] == "__main__"
@@ -284,6 +306,38 @@ async def test_a_job_behaves_the_same_forked_or_spawned(
     await poll_until(lambda: not alive(child), timeout=SHORT)
 
 
+def job_env(runner_env: dict[str, str], meta: dict[str, Any], mode: str) -> dict[str, str]:
+    """The runner's environment and the job's variables; a spawned job is also told where to
+    write its exit (MEOW_PROCESS_LOG), as a Bash job's EXIT trap needs."""
+    env = {**runner_env, **meta["env"]}
+    if mode == "spawn":
+        env["MEOW_PROCESS_LOG"] = str(Path(meta["dir"]) / "process.log")
+    return env
+
+
+@pytest.mark.parametrize("fork", start_modes())
+async def test_a_job_s_environment_is_os_environ_and_its_own_variables(
+    ws: Workspace, fork: bool
+) -> None:
+    """Exactly the runner's os.environ plus the job's variables, not what C code in the
+    runner's process set with setenv() behind os.environ's back."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.setenv(b"MEOW_TEST_C_ONLY", b"set by C code", 1) == 0
+    try:
+        assert "MEOW_TEST_C_ONLY" not in os.environ
+        pattern = FilePattern(name="p", glob="*.in", recipe="r")
+        script = "import json, os\nprint(json.dumps(dict(os.environ)))\n"
+        async with ws.runner([pattern], [py_recipe("r", script, fork=fork)]) as r:
+            ws.write("a.in")
+            await until(r, 1)
+        runner_env = dict(os.environ)
+    finally:
+        libc.unsetenv(b"MEOW_TEST_C_ONLY")
+    meta = job_for(ws, "a.in")
+    seen = json.loads((Path(meta["dir"]) / "stdout.txt").read_text())
+    assert seen == job_env(runner_env, meta, "fork" if fork else "spawn")
+
+
 TRACEBACK = r"""
 def check(value):
     raise ValueError(f"bad input: {value}")
@@ -294,13 +348,9 @@ check(1)
 #: The job's own frames as `python script.py` shows them, however it was started.
 #: Python 3.11's excepthook prints the exception's own __traceback__ and ignores the one it is
 #: given (CPython's PyErr_Display only uses it when the exception has none).
-TRACEBACK_BUG = (
-    "forkserver.RUN_SCRIPT trims the traceback by passing a shorter tb to sys.excepthook, "
-    "which prints e.__traceback__ anyway: stderr shows a '_meow_run_script' frame"
-)
 
 
-@pytest.mark.parametrize("fork", start_modes(fork_bug=TRACEBACK_BUG, spawn_bug=TRACEBACK_BUG))
+@pytest.mark.parametrize("fork", start_modes())
 async def test_a_traceback_shows_the_script_s_frames_only(ws: Workspace, fork: bool) -> None:
     pattern = FilePattern(name="p", glob="*.in", recipe="r")
     async with ws.runner([pattern], [py_recipe("r", TRACEBACK, fork=fork)]) as r:
@@ -350,11 +400,6 @@ def stamp(name):
 atexit.register(stamp, "atexit.txt")
 """
 
-THREAD_KILLED = (
-    "forkserver.Server.child ends with os._exit() after atexit, without "
-    "threading._shutdown(): a forked job's non-daemon threads are killed, not joined"
-)
-
 
 def stamps(job_dir: Path) -> dict[str, float]:
     """When the thread finished, atexit ran and the exit line was written (those that did)."""
@@ -369,7 +414,7 @@ def stamps(job_dir: Path) -> dict[str, float]:
     return found
 
 
-@pytest.mark.parametrize("fork", start_modes(fork_bug=THREAD_KILLED))
+@pytest.mark.parametrize("fork", start_modes())
 async def test_a_job_waits_for_its_non_daemon_threads(ws: Workspace, fork: bool) -> None:
     """As `python script.py` does: the interpreter joins them before it exits."""
     pattern = FilePattern(name="p", glob="*.in", recipe="r")
@@ -393,14 +438,7 @@ async def test_the_exit_line_is_written_after_atexit_handlers(ws: Workspace, for
     assert when["atexit"] <= when["exit"]
 
 
-@pytest.mark.parametrize(
-    "fork",
-    start_modes(
-        fork_bug=THREAD_KILLED,
-        spawn_bug="forkserver.SPAWN_BOOT runs atexit handlers and writes the exit line before "
-        "sys.exit(), i.e. before the interpreter joins non-daemon threads",
-    ),
-)
+@pytest.mark.parametrize("fork", start_modes())
 async def test_a_job_ends_in_python_s_order_and_then_records_its_exit(
     ws: Workspace, fork: bool
 ) -> None:
@@ -417,10 +455,9 @@ async def test_a_job_ends_in_python_s_order_and_then_records_its_exit(
 # -- warm starts --------------------------------------------------------------------------------
 
 
+@NEEDS_FORK
 async def test_forked_jobs_each_get_their_own_numpy_random_state(ws: Workspace) -> None:
     pytest.importorskip("numpy")
-    if not fork_supported():
-        pytest.skip("fork server: Linux")
     script = (
         "import sys\n"
         "preloaded = 'numpy' in sys.modules\n"
@@ -459,7 +496,8 @@ async def test_a_fork_server_killed_mid_burst_loses_no_job(ws: Workspace) -> Non
     pattern = FilePattern(name="p", glob="*.in", recipe="r")  # on_restart: rerun
     recipe = py_recipe("r", BLOCKED, parameters={"release": str(release)})
     names = [f"{i:02d}.in" for i in range(10)]
-    async with ws.runner([pattern], [recipe], max_jobs=4) as r:
+    slots = 4
+    async with ws.runner([pattern], [recipe], max_jobs=slots) as r:
         conductor = r.conductor
         assert isinstance(conductor, LocalConductor)
         server = conductor._server
@@ -468,11 +506,12 @@ async def test_a_fork_server_killed_mid_burst_loses_no_job(ws: Workspace) -> Non
         assert first is not None
         for name in names:
             ws.write(name)
-        await poll_until(lambda: any(ws.jobs.glob("*/ran.txt")))  # a job is in its script
+        # Every slot's job is in its script, the rest queued: the server is between starts.
+        await poll_until(lambda: len(list(ws.jobs.glob("*/ran.txt"))) == slots)
         os.kill(first, signal.SIGKILL)
-        # The cut-off job's process is killed before it is queued again: only then release.
+        # Each cut-off job's process is killed before the job is queued again.
         async with asyncio.timeout(WAIT):
-            await r.wait_for(lambda s: s.retries >= 1)
+            await r.wait_for(lambda s: s.retries == slots)
         release.touch()
         await until(r, len(names))
         server = conductor._server
@@ -484,6 +523,7 @@ async def test_a_fork_server_killed_mid_burst_loses_no_job(ws: Workspace) -> Non
         ws.write("after.in")  # and on it goes, warm
         await until(r, len(names) + 1)
     assert (r.stats.done, r.stats.failed, r.stats.skipped) == (len(names) + 1, 0, 0)
+    assert r.stats.retries == slots
 
     jobs = ws.jobs_list()
     assert sorted(Path(j["event"]["path"]).name for j in jobs) == sorted([*names, "after.in"])
@@ -497,31 +537,56 @@ async def test_a_fork_server_killed_mid_burst_loses_no_job(ws: Workspace) -> Non
         assert meta["state"] == "done", meta
         *cut, last = meta["attempts"]
         assert (last["exit_code"], last["error"]) == (0, None)
-        for attempt in cut:
-            assert died.fullmatch(attempt["error"]), attempt
-        interrupted += bool(cut)
-        # One process per recorded attempt; exactly one ran to the end: the last one.
+        assert len(cut) <= 1
+        interrupted += len(cut)
         ran = [
             (int(pid), int(parent))
             for pid, parent in (
                 line.split() for line in (job_dir / "ran.txt").read_text().splitlines()
             )
         ]
-        finished = (job_dir / "finished.txt").read_text().split()
+        # One process per attempt; the last ran to its end, from the new fork server.
         assert len(ran) == len(meta["attempts"]), (ran, meta["attempts"])
-        assert finished == [str(ran[-1][0])]
-        for pid, _ in ran[:-1]:
-            assert not alive(pid)  # the cut-off attempt's process was killed
-        # Forked by the first server (or an orphan by the time it asked); the rerun by the new.
-        assert all(parent != second for _, parent in ran[:-1])
+        assert (job_dir / "finished.txt").read_text().split() == [str(ran[-1][0])]
+        assert ran[-1][1] == second
         if cut:
-            assert ran[-1][1] == second
+            assert died.fullmatch(cut[0]["error"]), cut
+            (pid, parent), _ = ran
+            assert parent == first
+            assert not alive(pid)  # killed, not left to finish
         assert {f[3] for f in log_lines(job_dir) if f[0] == "start"} == {"fork"}
         assert log_lines(job_dir)[-1][:2] == ["exit", "0"]
-    assert interrupted >= 1
-    assert r.stats.retries == interrupted
-    after = job_for(ws, "after.in")
-    assert (Path(after["dir"]) / "ran.txt").read_text().split()[1] == str(second)
+    assert interrupted == slots
+
+
+@NEEDS_FORK
+async def test_a_job_that_ends_while_its_dead_fork_server_is_settled_is_not_rerun(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving, made certain: the job ends after its attempt was read as unfinished,
+    before the kill."""
+    release = ws.root / "release"
+
+    def job_ends_first(job_dir: Path, attempt: Any) -> bool | None:
+        release.touch()
+        wait_until_sync(lambda: "exit" in kinds(job_dir), SHORT)
+        return stop_orphan(job_dir, attempt)
+
+    monkeypatch.setattr("meow_async.process_log.stop_orphan", job_ends_first)
+    pattern = FilePattern(name="p", glob="*.in", recipe="r")
+    recipe = py_recipe("r", BLOCKED, parameters={"release": str(release)})
+    async with ws.runner([pattern], [recipe]) as r:
+        conductor = r.conductor
+        assert isinstance(conductor, LocalConductor)
+        assert conductor._server is not None
+        assert conductor._server.pid is not None
+        ws.write("a.in")
+        await poll_until(lambda: any(ws.jobs.glob("*/ran.txt")))
+        os.kill(conductor._server.pid, signal.SIGKILL)
+        await until(r, 1)
+    meta = job_for(ws, "a.in")
+    assert (Path(meta["dir"]) / "finished.txt").read_text().count("\n") == 1  # ran once
+    assert [a["error"] for a in meta["attempts"]] == [None]
 
 
 # -- restarts: what process.log tells ------------------------------------------------------------
@@ -635,8 +700,8 @@ def test_a_job_that_ended_while_its_runner_was_stopped_is_recorded_after_a_kill(
         with cli_runner(tmp_path, "first") as (proc, _):
             (tmp_path / "data" / "a.in").write_text("x")
             wait_until_sync(lambda: counter.exists(), SHORT)
-            (job_dir,) = jobs.glob("*/process.log")
-            job_dir = job_dir.parent
+            (log,) = jobs.glob("*/process.log")
+            job_dir = log.parent
             wait_until_sync(lambda: "pid" in kinds(job_dir), SHORT)
             job_pids.append(int(log_lines(job_dir)[1][1]))
             proc.send_signal(signal.SIGSTOP)
@@ -685,27 +750,7 @@ def orphan_holding(job_dir: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-@pytest.mark.parametrize(
-    "policy",
-    [
-        pytest.param(
-            "fail",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="src bug: recovery.recover_jobs runs an attempt without a pid line as "
-                "'never began' even when a live holder of process.log was found and killed",
-            ),
-        ),
-        pytest.param(
-            "rerun",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="src bug: recovery.recover_jobs does not settle (record) an attempt "
-                "without a pid line whose live process it killed",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("policy", ["fail", "rerun"])
 async def test_a_job_spawned_just_before_the_runner_died_is_killed_then_on_restart(
     ws: Workspace, policy: str
 ) -> None:
@@ -757,6 +802,62 @@ async def test_a_job_spawned_just_before_the_runner_died_is_killed(ws: Workspace
     assert counter.read_text() == "ran\n"
 
 
+async def test_a_job_that_ends_while_a_restart_settles_it_is_not_rerun(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving, made certain: the job's process ends (its exit line written) after
+    the restart read its attempt as unfinished, before the kill."""
+    counter = ws.root / "counter.txt"
+    pattern = FilePattern(name="p", glob="*.in", recipe="r", on_restart="rerun")
+    recipe = py_recipe("r", COUNTS, parameters={"counter": str(counter)})
+    job_dir = make_queued_job(ws, pattern, recipe, "a.in")
+    job = subprocess.Popen(["sleep", "60"], start_new_session=True)  # noqa: ASYNC220 - the job
+    try:
+        pid_start = start_time_of(job.pid)
+        (job_dir / "process.log").write_text(
+            f"start 1 {time.time():.6f} fork\npid {job.pid} {pid_start} {time.time():.6f}\n"
+        )
+        counter.write_text("ran\n")
+
+        def job_ends_first(where: Path, attempt: Any) -> bool | None:
+            with open(where / "process.log", "a") as f:
+                f.write(f"exit 0 {time.time():.6f}\n")
+            job.kill()  # gone, as a process that wrote its exit line is a moment later
+            job.wait()
+            return stop_orphan(where, attempt)
+
+        monkeypatch.setattr("meow_async.process_log.stop_orphan", job_ends_first)
+        async with ws.runner([pattern], [recipe]):
+            pass  # recovery happens before the runner counts as started
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    meta = read_meta(job_dir)
+    assert counter.read_text() == "ran\n"  # not run again
+    assert (meta["state"], meta["exit_code"]) == ("done", 0)
+    assert [a["error"] for a in meta["attempts"]] == [None]
+
+
+def test_finding_who_holds_process_log_closes_what_it_opens(tmp_path: Path) -> None:
+    (tmp_path / "process.log").write_text(f"start 1 {time.time():.6f} spawn\n")
+    attempt = last_attempt(tmp_path)
+    assert attempt is not None
+    orphan = orphan_holding(tmp_path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            killed = stop_orphan(tmp_path, attempt)
+            gc.collect()
+        assert killed is True
+        assert orphan.wait(timeout=WAIT) == -signal.SIGKILL
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 async def test_an_attempt_that_never_started_a_process_simply_runs(ws: Workspace) -> None:
     """Only the start line: the runner died before spawning; nothing ran, so nothing was cut
     off, and even ``on_restart: fail`` runs it."""
@@ -771,7 +872,8 @@ async def test_an_attempt_that_never_started_a_process_simply_runs(ws: Workspace
     assert (meta["state"], meta["exit_code"], meta["error"]) == ("done", 0, None)
     assert len(meta["attempts"]) == 1
     assert counter.read_text() == "ran\n"
-    assert kinds(job_dir) == ["start", "start", "pid", "exit"]
+    assert kinds(job_dir)[:2] == ["start", "start"]  # the hand-made one, then the real one
+    assert sorted(kinds(job_dir)[2:]) == ["exit", "pid"]
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .forkserver import SPAWN_BOOT, log_line, start_time_of
 from .jobs import STDERR_FILE, STDOUT_FILE, Job, JobState
-from .process_log import PROCESS_LOG, last_attempt, stop_orphan
+from .process_log import PROCESS_LOG, last_attempt, outcome
 from .zygote import ForkServer, ForkServerDied, StartRefused, fork_supported
 
 __all__ = ["Conductor", "JobInterrupted", "LocalConductor", "process_start_time", "stderr_tail"]
@@ -277,14 +277,15 @@ class LocalConductor:
         None: its process never began (start it again); a state: it ended and is recorded;
         JobInterrupted: it was cut off, so ``on_restart`` decides.
         """
-        last = await asyncio.to_thread(last_attempt, job.dir)
-        if last is None or last.number != attempt or not last.reached_the_script:
+        read = await asyncio.to_thread(last_attempt, job.dir)
+        if read is None or read.number != attempt:
             return None
-        if last.exit_code is not None:
-            job.meta.update(started=last.started)
-            return await self._records.finish(job, last.exit_code, None)
-        await asyncio.to_thread(stop_orphan, job.dir, last)
+        last, cut_off, _ = await asyncio.to_thread(outcome, job.dir, read)
         job.meta.update(started=last.started)
+        if last.exit_code is not None:
+            return await self._records.finish(job, last.exit_code, None)
+        if not cut_off:
+            return None
         raise JobInterrupted(f"{server.dead} while the job was running")
 
     async def _spawned(self, job: Job, attempt: int) -> _Spawned:

@@ -20,7 +20,6 @@ Protocol, one JSON object per line each way:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import gc
 import json
@@ -60,27 +59,38 @@ def _meow_run_script(path):
         tb = e.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != path:
             tb = tb.tb_next  # our own frames: a script run by `python script.py` has none
-        sys.excepthook(type(e), e, tb or e.__traceback__)
+        e.__traceback__ = tb or e.__traceback__  # what the hook prints (not its argument)
+        sys.excepthook(type(e), e, e.__traceback__)
         return 130 if isinstance(e, KeyboardInterrupt) else 1
     return 0
+
+
+def _meow_finish():
+    # As the interpreter ends: wait for non-daemon threads, then atexit, then flush.
+    import atexit, sys
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    atexit._run_exitfuncs()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            pass
 """
 
 #: ``python -c SPAWN_BOOT script.py``: a spawned Python job that records its own exit (in
-#: the file named by $MEOW_PROCESS_LOG, set by the conductor).
+#: the file named by $MEOW_PROCESS_LOG, set by the conductor) once it has ended as the
+#: interpreter would end it.
 SPAWN_BOOT = (
     RUN_SCRIPT
     + r"""
-import atexit as _atexit, os as _os, sys as _sys, time as _time
+import os as _os, sys as _sys, time as _time
 _path = _os.path.abspath(_sys.argv[1])
 _sys.argv = _sys.argv[1:]
 _sys.path[0] = _os.path.dirname(_path)
 _code = _meow_run_script(_path)
-_atexit._run_exitfuncs()
-for _f in (_sys.stdout, _sys.stderr):
-    try:
-        _f.flush()
-    except Exception:
-        pass
+_meow_finish()
 try:
     _fd = _os.open(_os.environ["MEOW_PROCESS_LOG"], _os.O_WRONLY | _os.O_APPEND | _os.O_CLOEXEC)
     _os.write(_fd, ("exit %d %.6f\n" % (_code & 0xFF, _time.time())).encode())
@@ -260,10 +270,7 @@ class Server:
         sys.path.insert(0, job_dir)  # as `python script.py` puts its folder first
         _reseed()
         code: int = _namespace["_meow_run_script"](script)
-        atexit._run_exitfuncs()  # as an interpreter's exit would
-        for f in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):  # a closed stream: nothing to flush
-                f.flush()
+        _namespace["_meow_finish"]()
         return code
 
 

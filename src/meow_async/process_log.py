@@ -24,7 +24,7 @@ from typing import Any
 from .forkserver import PROCESS_LOG, start_time_of
 from .monitors.writing import being_written
 
-__all__ = ["PROCESS_LOG", "Attempt", "current", "last_attempt", "stop_orphan"]
+__all__ = ["PROCESS_LOG", "Attempt", "current", "last_attempt", "outcome", "stop_orphan"]
 
 
 @dataclass(slots=True)
@@ -102,12 +102,12 @@ def _holders(path: str) -> set[int]:
     """Our processes that have ``path`` open (their descriptors' links in /proc)."""
     found: set[int] = set()
     me = os.getpid()
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
+    with contextlib.suppress(OSError), os.scandir("/proc") as procs:
+        for entry in procs:
             if not entry.name.isdigit() or int(entry.name) == me:
                 continue
-            with contextlib.suppress(OSError):
-                for fd in os.scandir(f"/proc/{entry.name}/fd"):
+            with contextlib.suppress(OSError), os.scandir(f"/proc/{entry.name}/fd") as fds:
+                for fd in fds:
                     with contextlib.suppress(OSError):
                         if os.readlink(fd.path) == path:
                             found.add(int(entry.name))
@@ -131,3 +131,24 @@ def current(meta: dict[str, Any]) -> dict[str, Any]:
             finished=attempt.finished,
         )
     return now
+
+
+def outcome(job_dir: Path, attempt: Attempt) -> tuple[Attempt, bool, bool]:
+    """What became of an attempt whose supervisor (runner or fork server) died: whatever of
+    it still runs is killed first, then ``process.log`` is read again, since the process may
+    have written its exit in between (and, killed, can write nothing more).
+
+    Returns the attempt as read last; whether it was cut off (so ``on_restart`` decides;
+    else it ended, see ``exit_code``, or never began); whether a live process was killed.
+    """
+    if attempt.exit_code is not None:
+        return attempt, False, bool(stop_orphan(job_dir, attempt))  # what its group left
+    stopped = stop_orphan(job_dir, attempt)
+    attempt = last_attempt(job_dir) or attempt
+    if attempt.exit_code is not None:
+        return attempt, False, bool(stopped)
+    # Killed now, or gone without an exit line (a signal, exec, the machine), or still held
+    # by a process we could not find (None): cut off, unless it never reached its pid line
+    # and nothing of it was running.
+    cut_off = attempt.reached_the_script or stopped is not False
+    return attempt, cut_off, bool(stopped)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .conductors import process_start_time, stderr_tail
 from .jobs import Job, JobState, fsync_dir, iter_jobs, write_meta
-from .process_log import Attempt, last_attempt, stop_orphan
+from .process_log import Attempt, last_attempt, outcome
 from .rules import Rule
 
 __all__ = ["Recovered", "RunnerState", "recover_jobs"]
@@ -56,18 +56,17 @@ def recover_jobs(jobs_root: Path, rules: dict[str, Rule], *, durable: bool = Fal
             attempt = last_attempt(job_dir)
             if attempt is None or attempt.number <= len(meta.get("attempts") or []):
                 out.to_run.append(_job(meta, durable))  # not started since its last record
-            elif attempt.exit_code is not None:
-                stop_orphan(job_dir, attempt)  # whatever it left running in its group
+                continue
+            attempt, cut_off, killed = outcome(job_dir, attempt)
+            out.killed += killed
+            if attempt.exit_code is not None:
                 _record_exit(meta, attempt, durable)
                 out.finished += 1
+            elif cut_off:
+                meta["started"] = attempt.started
+                _settle(meta, rules, out, durable)
             else:
-                if stop_orphan(job_dir, attempt):
-                    out.killed += 1
-                if attempt.reached_the_script:
-                    meta["started"] = attempt.started
-                    _settle(meta, rules, out, durable)
-                else:
-                    out.to_run.append(_job(meta, durable))  # it never began
+                out.to_run.append(_job(meta, durable))  # it never began
         elif state == JobState.running:  # written by meow_async before process.log
             if _kill_orphan(meta):
                 out.killed += 1

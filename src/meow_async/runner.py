@@ -589,8 +589,9 @@ class Runner:
         await self._task
 
 
-#: Events a handler task makes jobs for in one thread hop, at most.
-_HANDLE_AT_ONCE = 32
+#: Events a handler task makes jobs for in one thread hop, at most: fewer hops in a burst,
+#: while the first job of a burst waits for no more than a few folders to be made.
+_HANDLE_AT_ONCE = 8
 #: Seconds of slack for changes still in the watcher's batch when the watermark is taken.
 _MARGIN = 2.0
 #: The watermark is written at most this often (seconds) while running.

@@ -77,6 +77,9 @@ class ForkServer(asyncio.Protocol):
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # jobs' buffering then matches a spawned script's
+                # os.environ, as a spawned job gets it (C code may have changed the process's
+                # own environment behind its back, e.g. readline sets LINES and COLUMNS).
+                env=dict(os.environ),
                 close_fds=True,
             )
         finally:
