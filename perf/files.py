@@ -8,6 +8,7 @@ the moment the writer's close returned.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sys
 import time
@@ -120,6 +121,20 @@ async def direct(root: Path, n: int, max_jobs: int, script_text: str = "pass\n")
 STARTUP_SCRIPTS = {"python": ("pass\n", ()), "numpy": ("import numpy\n", ("numpy",))}
 
 
+#: Writes N files, each closed before the next, and prints when each close returned.
+_WRITER = """
+import json, sys, time
+base, n, written = sys.argv[1], int(sys.argv[2]), {}
+start = time.time()
+for i in range(n):
+    path = f"{base}/{i}.txt"
+    with open(path, "w") as f:
+        f.write("x")
+    written[path] = time.time()
+print(json.dumps({"start": start, "written": written}))
+"""
+
+
 async def startup(
     root: Path, n: int, max_jobs: int, script_text: str, *, warm: bool, preload: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -130,16 +145,17 @@ async def startup(
     base.mkdir()
     cfg = RunnerConfig(base_dir=base, jobs_dir=jobs, max_jobs=max_jobs, queue_size=max(n, 1))
     recipe = PythonRecipe(name="r", script=script_text, fork=warm, preload=preload if warm else ())
-    written: dict[str, float] = {}
     async with Runner([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg) as r:
-        t0 = time.perf_counter()
-        for i in range(n):
-            path = base / f"{i}.txt"
-            path.write_text("x")
-            written[str(path)] = time.time()
+        # Another process writes, as an instrument or a user would: the loop stays free.
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await writer.communicate()
+        report = json.loads(out)
+        written: dict[str, float] = report["written"]
         async with asyncio.timeout(600):
             await r.wait_for(_finished_at_least(n))
-        took = time.perf_counter() - t0
+        took = time.time() - report["start"]  # from its first write
         done = r.stats.done
     metas = list(iter_jobs(jobs))
     first = min(metas, key=lambda m: m["started"])
@@ -158,25 +174,28 @@ def _startup_point(
     max_jobs: int,
     text: str,
     preload: tuple[str, ...],
+    warm_first: bool,
 ) -> dict[str, Any]:
-    """Warm runner, spawning runner (on ``r``'s loop), then the direct-spawn baseline on
-    asyncio's own loop, one after the other on the same disk."""
+    """Warm runner and spawning runner (on ``r``'s loop, in turns: ``warm_first`` says which
+    leads), then the direct-spawn baseline on asyncio's own loop, on the same disk.
+
+    Their folders stay until the whole suite ends: on ext4, thousands of files just deleted
+    make the next variant's file creations several times slower for minutes, which would
+    favour whichever variant ran first (a jobs folder in use grows; it is not emptied
+    between bursts)."""
     st: dict[str, Any] = {}
-    try:
-        for warm in (True, False):
-            sub = d / ("warm" if warm else "spawn")
-            sub.mkdir(parents=True)
-            res = r.run(startup(sub, sizes.burst_n, max_jobs, text, warm=warm, preload=preload))
-            st.update(res) if warm else st.update(
-                {f"spawn_{k}": v for k, v in res.items() if k != "n"}
-            )
-        with asyncio.Runner() as floor_loop:
-            st["floor_s"] = floor_loop.run(direct(d, sizes.burst_n, max_jobs, text))
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    for warm in (True, False) if warm_first else (False, True):
+        sub = d / ("warm" if warm else "spawn")
+        sub.mkdir(parents=True)
+        res = r.run(startup(sub, sizes.burst_n, max_jobs, text, warm=warm, preload=preload))
+        prefix = "" if warm else "spawn_"
+        st.update({f"{prefix}{k}": v for k, v in res.items() if k != "n" or warm})
+    with asyncio.Runner() as floor_loop:
+        st["floor_s"] = floor_loop.run(direct(d, sizes.burst_n, max_jobs, text))
     st["ratio"] = st["jobs_s"] / st["floor_s"]
     st["spawn_ratio"] = st["spawn_jobs_s"] / st["floor_s"]
     st["overhead_per_job_ms"] = (st["spawn_jobs_s"] - st["floor_s"]) / st["n"] * 1000
+    st["warm_first"] = warm_first
     return st
 
 
@@ -203,8 +222,8 @@ def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             for kind, (text, preload) in STARTUP_SCRIPTS.items():
-                d = scratch / f"files-startup-{kind}-{i}"
-                st = _startup_point(r, d, sizes, max_jobs, text, preload)
+                d = scratch / "files-startup" / f"{kind}-{i}"
+                st = _startup_point(r, d, sizes, max_jobs, text, preload, warm_first=i % 2 == 0)
                 st["kind"] = kind
                 out["startup"].append(st)
                 log(
@@ -228,4 +247,5 @@ def run(sizes: Sizes, scratch: Path, loop: str, max_jobs: int, log: Any = print)
                 f"subprocesses launched directly: {b['overhead_per_job_ms']:.2f} ms/job overhead "
                 f"(max_jobs={max_jobs})"
             )
+    shutil.rmtree(scratch / "files-startup", ignore_errors=True)
     return out

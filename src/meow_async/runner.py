@@ -383,10 +383,12 @@ class Runner:
         self.files.catch_up_since = self.state.watermark
 
     async def _handle(self, events: asyncio.Queue[Event], jobs: asyncio.Queue[Job]) -> None:
+        at_once = 1
         while True:
-            # The events waiting now (a burst) make their jobs in one thread hop.
+            # The events waiting now (a burst) make their jobs in one thread hop. The first of
+            # a burst goes alone, so its job starts at once; then 2, 4, ... while more wait.
             batch = [await events.get()]
-            while len(batch) < _HANDLE_AT_ONCE and not events.empty():
+            while len(batch) < at_once and not events.empty():
                 batch.append(events.get_nowait())
             self._handling += len(batch)
             try:
@@ -397,6 +399,7 @@ class Runner:
                 for _ in batch:
                     events.task_done()
                 raise
+            at_once = min(2 * at_once, _HANDLE_AT_ONCE) if not events.empty() else 1
             for event, result in zip(batch, made, strict=True):
                 try:
                     if isinstance(result, Exception):
