@@ -15,6 +15,7 @@ trusting a pid.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from typing import Any
 
 from .forkserver import PROCESS_LOG, start_time_of
 from .monitors.writing import being_written
+
+logger = logging.getLogger("meow_async.recovery")
 
 __all__ = ["PROCESS_LOG", "Attempt", "current", "last_attempt", "outcome", "stop_orphan"]
 
@@ -93,6 +96,12 @@ def stop_orphan(job_dir: Path, attempt: Attempt) -> bool | None:
             else:
                 os.killpg(group, signal.SIGKILL)
             killed = True
+            logger.warning(
+                "killed process group %d of job %s, left behind when its runner or fork "
+                "server died",
+                group,
+                job_dir.name,
+            )
     if held and not pids:
         return None
     return killed

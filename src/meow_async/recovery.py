@@ -133,7 +133,9 @@ def _kill_orphan(meta: dict[str, Any]) -> bool:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
         logger.warning(
-            "killed process group %d of job %s, left by a runner that died", pid, meta.get("id")
+            "killed process group %d of job %s, left behind when its runner or fork server died",
+            pid,
+            meta.get("id"),
         )
         return True
     return False
