@@ -585,3 +585,50 @@ async def test_an_overflow_still_reports_files_modified_in_place_and_deleted(
         "new": [],
     }
     assert by_rule["end"] == ["z.sentinel"]
+
+
+# -- a writer that closes between the scan's look and its probe ---------------------------------
+
+
+@pytest.mark.parametrize("where", ["new folder scan", "close of a renamed file"])
+async def test_a_file_closed_between_stat_and_probe_triggers_once_as_closed(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The writer finishes and closes in the instant between the monitor's ``stat`` and its
+    read-lease probe: the event carries the state the file was closed in, and the close's own
+    record makes no second one (it did, once jobs started as fast as warm forks)."""
+    import meow_async.monitors.files as files_module
+    import meow_async.monitors.inotify_watch as watch_module
+
+    real = files_module.being_written
+    writer: list[Any] = []
+
+    def closes_first(path: str) -> bool | None:
+        if writer and path.endswith("a.dat"):
+            f = writer.pop()
+            f.write("-and-the-rest")
+            f.close()
+        return real(path)
+
+    module = files_module if where == "new folder scan" else watch_module
+    monkeypatch.setattr(module, "being_written", closes_first)
+    recipe = py_recipe("size", "import os\nprint(os.path.getsize(input_file))\n")
+    async with ws.runner([FilePattern(name="p", glob="**/*.dat", recipe="size")], [recipe]) as r:
+        if where == "new folder scan":
+            # Made before the monitor runs again: its watch is added, then the folder scanned.
+            (ws.base / "new").mkdir()
+            f = open(ws.base / "new" / "a.dat", "w")  # noqa: SIM115 - the writer
+        else:
+            # Renamed into place while still open: the monitor probes it at the rename.
+            f = open(ws.base / "a.part", "w")  # noqa: SIM115 - the writer
+            os.rename(ws.base / "a.part", ws.base / "a.dat")
+        f.write("partial")
+        f.flush()
+        writer.append(f)
+        ws.write("sentinel.dat")
+        await until(r, 2)
+    assert not writer  # the probe ran while the file was open
+    jobs = {name_of(j): j for j in ws.jobs_list()}
+    assert sorted(jobs) == ["a.dat", "sentinel.dat"]
+    assert stdout_of(jobs["a.dat"]) == f"{len('partial-and-the-rest')}\n"
+    assert r.stats.events == 2

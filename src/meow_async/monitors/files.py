@@ -430,9 +430,22 @@ class FileMonitor:
                         continue
                     if (known.ino, known.dev) == (st.st_ino, st.st_dev):
                         change = Change.modified  # rewritten in place since it was seen
-                if still_open is not None and being_written(path):
-                    still_open.append((path, st.st_ctime))
-                    continue
+                if still_open is not None:
+                    if being_written(path):
+                        still_open.append((path, st.st_ctime))
+                        continue
+                    # Its writer may have closed it between the stat and the probe: what
+                    # triggers is the state it was closed in.
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    if before is not None and st.st_ctime >= before:
+                        continue
+                    if state_of(st) != state:
+                        state = state_of(st)
+                        if skip_seen and self.seen(path) == state:
+                            continue
                 if remember:
                     self.remember(path, state)
                 out.append(FileChange(change, path, None, state, st.st_ctime))

@@ -282,11 +282,16 @@ class InotifyWatch:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        if probe and being_written(path):
-            # Another writer still has it open (or the one that renamed it here): its close
-            # is the moment. Keep the earliest ctime: the watermark must not pass it.
-            self._open[path] = _Open(change, src, min(st.st_ctime, ctime or st.st_ctime))
-            return None
+        if probe:
+            if being_written(path):
+                # Another writer still has it open (or the one that renamed it here): its
+                # close is the moment. Keep the earliest ctime: the watermark must not pass it.
+                self._open[path] = _Open(change, src, min(st.st_ctime, ctime or st.st_ctime))
+                return None
+            try:  # its writer may have closed it between the stat and the probe
+                st = os.stat(path)
+            except OSError:
+                return None
         state = state_of(st)
         before = self._m.seen(path)
         if before == state:
