@@ -599,8 +599,7 @@ async def test_a_file_closed_between_stat_and_probe_triggers_once_as_closed(
     record makes no second one (it did, once jobs started as fast as warm forks)."""
     import meow_async.monitors.files as files_module
     import meow_async.monitors.inotify_watch as watch_module
-
-    real = files_module.being_written
+    from meow_async.monitors.writing import being_written as real
     writer: list[Any] = []
 
     def closes_first(path: str) -> bool | None:
