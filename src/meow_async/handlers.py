@@ -15,14 +15,14 @@ from typing import Any
 
 from .events import Event
 from .jobs import (
+    META_FILE,
     PARAMS_FILE,
     Job,
     JobState,
-    create_meta,
     fsync_dir,
     job_id_for,
     new_job_id,
-    read_meta,
+    write_meta,
 )
 from .templates import expand, keyword_values
 
@@ -84,7 +84,7 @@ class Handler:
         try:
             job_dir.mkdir()
         except FileExistsError:
-            if _complete(job_dir):
+            if (job_dir / META_FILE).exists():
                 return None  # made before (then the runner stopped, or a scan saw it again)
             shutil.rmtree(job_dir)  # half made when a runner was killed: make it again
             job_dir.mkdir()
@@ -144,20 +144,10 @@ class Handler:
             "start": "fork" if getattr(recipe, "warm", False) else "spawn",
             "preload": list(getattr(recipe, "preload", ())),
         }
-        # Last, and written in place: a job.json that parses means "made" (a reader skips one
-        # cut short by a crash, and the next start makes that job again).
-        create_meta(job_dir, meta, durable=self.durable)
+        write_meta(job_dir, meta, durable=self.durable)  # last: its presence means "made"
         if self.durable:
             fsync_dir(self.jobs_root)  # the job folder's own entry
         return Job(id=job_id, dir=job_dir, argv=argv, env=env, meta=meta, durable=self.durable)
-
-
-def _complete(job_dir: Path) -> bool:
-    try:
-        read_meta(job_dir)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def _adopt(payload: Path, job_dir: Path) -> Path:

@@ -17,7 +17,6 @@ __all__ = [
     "META_FILE",
     "Job",
     "JobState",
-    "create_meta",
     "iter_jobs",
     "new_job_id",
     "read_meta",
@@ -108,17 +107,6 @@ def write_meta(job_dir: Path, meta: Mapping[str, Any], *, durable: bool = False)
         if durable:
             os.fsync(f.fileno())
     os.replace(tmp, job_dir / META_FILE)
-    if durable:
-        fsync_dir(job_dir)
-
-
-def create_meta(job_dir: Path, meta: Mapping[str, Any], *, durable: bool = False) -> None:
-    """The first ``job.json`` of a new job folder: written in place (no file to rename).
-    Until it is complete it does not parse, which readers take as "being made"."""
-    with open(job_dir / META_FILE, "xb") as f:
-        f.write((json.dumps(meta) + "\n").encode())
-        if durable:
-            os.fsync(f.fileno())
     if durable:
         fsync_dir(job_dir)
 
