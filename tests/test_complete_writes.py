@@ -600,6 +600,7 @@ async def test_a_file_closed_between_stat_and_probe_triggers_once_as_closed(
     import meow_async.monitors.files as files_module
     import meow_async.monitors.inotify_watch as watch_module
     from meow_async.monitors.writing import being_written as real
+
     writer: list[Any] = []
 
     def closes_first(path: str) -> bool | None:
