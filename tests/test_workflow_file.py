@@ -143,7 +143,7 @@ patterns:
         (23, "patterns.b.recipe", "no recipe named 'gooood' (did you mean 'good'?)"),
         (27, "patterns.c.variable", "invalid variable name '2x'"),
         (31, "patterns.d.sweep.t.jump", "moves away"),
-        (32, "patterns.e.glob", "either 'glob'"),
+        (32, "patterns.e.glob", "a pattern needs 'glob' (files"),
     ]
     assert len(got) == len(expected), got
     for line, (n, where, says) in zip(got, expected, strict=True):

@@ -18,7 +18,7 @@ from .exceptions import (
 from .handlers import Handler
 from .jobs import Job, JobState, iter_jobs, read_meta
 from .monitors import FileMonitor, Monitor, NetworkMonitor
-from .patterns import Change, FilePattern, NetworkPattern, Pattern, Sweep
+from .patterns import Change, FilePattern, HttpPattern, NetworkPattern, Pattern, Sweep
 from .recipes import BashRecipe, PythonRecipe, Recipe
 from .rules import Rule
 from .runner import Runner, RunnerStats
@@ -42,6 +42,7 @@ __all__ = [
     "FileMonitor",
     "FilePattern",
     "Handler",
+    "HttpPattern",
     "Job",
     "JobError",
     "JobState",

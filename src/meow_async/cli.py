@@ -19,7 +19,7 @@ from .addresses import host_port
 from .exceptions import MeowError
 from .jobs import META_FILE, STDERR_FILE, STDOUT_FILE, JobState, iter_jobs, read_meta
 from .loops import loop_factory
-from .patterns import FilePattern, NetworkPattern
+from .patterns import FilePattern, HttpPattern, NetworkPattern
 from .process_log import current
 from .runner import Runner
 from .send import client_tls_context, send
@@ -251,6 +251,9 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
         p = rule.pattern
         if isinstance(p, FilePattern):
             trigger = p.glob
+        elif isinstance(p, HttpPattern):
+            where = host_port(p.host, ports.get(name, p.port))
+            trigger = f"http {'|'.join(p.methods)} http://{where}{p.route}"
         else:
             trigger = f"tcp {host_port(p.host, ports.get(name, p.port))}" + (
                 " tls" if p.tls else ""
@@ -286,6 +289,13 @@ def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
             )
             where = host_port(p.host, ports.get(rule.name, p.port))
             out.append(f"printf 'hello world' | {_prog()} send{opts} {where} -")
+            break
+    for rule in runner.rules.values():
+        p = rule.pattern
+        if isinstance(p, HttpPattern) and "POST" in p.methods and not p.route_parts:
+            where = host_port(p.host, ports.get(rule.name, p.port))
+            auth = ' -H "Authorization: Bearer $TOKEN"' if p.token_env or p.token_file else ""
+            out.append(f"curl{auth} --data-binary 'hello world' http://{where}{p.route}")
             break
     return out
 

@@ -89,7 +89,7 @@ class Handler:
             shutil.rmtree(job_dir)  # half made when a runner was killed: make it again
             job_dir.mkdir()
         path, rel_to = event.path, event.base
-        if event.kind == "network":
+        if event.kind in ("network", "http"):
             # The job keeps its own link to the message: the spool file can go as soon as
             # every rule has its jobs, and the job folder stays a complete record.
             path, rel_to = str(_adopt(Path(event.path), job_dir)), str(job_dir)
@@ -98,6 +98,8 @@ class Handler:
         params: dict[str, Any] = {
             **expand(dict(recipe.parameters), keywords),
             **expand(dict(pattern.parameters), keywords),
+            # From the request (route parts, query, headers): data, never templates.
+            **(event.extras.get("parameters") or {}),
             **outputs,
             **point,
             pattern.variable: path,
@@ -124,7 +126,7 @@ class Handler:
             "recipe": recipe.name,
             "recipe_kind": recipe.kind,
             "event": event.to_dict()
-            if event.kind != "network"
+            if event.kind not in ("network", "http")
             # The spool copy is gone once handled: point at the job's own.
             else {**event.to_dict(), "path": path, "received_as": event.path},
             "parameters": params,

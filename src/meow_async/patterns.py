@@ -22,7 +22,7 @@ from ._checks import (
 from .exceptions import ConfigError
 from .globs import compile_glob
 
-__all__ = ["Change", "FilePattern", "NetworkPattern", "Pattern", "Sweep"]
+__all__ = ["Change", "FilePattern", "HttpPattern", "NetworkPattern", "Pattern", "Sweep"]
 
 MAX_SWEEP_POINTS = 100_000
 
@@ -377,4 +377,173 @@ class NetworkPattern(_PatternBase):
         return tuple(getattr(self, f) for f in LISTENER_FIELDS)
 
 
-Pattern = FilePattern | NetworkPattern
+#: Methods an HTTP pattern may take.
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_ROUTE_PART = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: Settings that must agree between HTTP patterns claiming the same route on one host:port.
+HTTP_ROUTE_FIELDS = ("methods", "max_size", "headers", "token_env", "token_file")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpPattern(_PatternBase):
+    """Triggers on an HTTP request to ``route`` on ``host``:``port``: its body becomes a spool
+    file, as a network message does, and the request is answered ``202`` once it is safe.
+
+    ``route`` may hold ``{name}`` parts (``/ingest/{instrument}``): their values, the query
+    string and the ``headers`` named here reach the recipe as parameters. ``token_env`` or
+    ``token_file`` names where the bearer token clients must send is kept (never the token
+    itself). Patterns on one host:port share one server.
+    """
+
+    route: str
+    port: int
+    host: str = "127.0.0.1"
+    methods: tuple[str, ...] = ("POST",)
+    max_size: int = 64 * 1024 * 1024
+    headers: tuple[str, ...] = ()
+    token_env: str | None = None
+    token_file: str | None = None
+    #: Seconds an ``Idempotency-Key`` is remembered (across restarts).
+    idempotency_window: float = 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        where = f"pattern {self.name!r}"
+        port: object = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(
+                "expected a port number from 1 to 65535 (0: any free port)",
+                where=where,
+                field="port",
+                value=port,
+            )
+        host: object = self.host
+        if not isinstance(host, str) or not host:
+            raise ConfigError(
+                "expected an address to bind to, e.g. 127.0.0.1 or ::1",
+                where=where,
+                field="host",
+                value=host,
+            )
+        route: object = self.route
+        if not isinstance(route, str) or not route.startswith("/") or " " in route:
+            raise ConfigError(
+                "expected a URL path starting with '/', e.g. /ingest/{instrument}",
+                where=where,
+                field="route",
+                value=route,
+            )
+        names = _ROUTE_PART.findall(route)
+        if "{" in _ROUTE_PART.sub("", route) or "}" in _ROUTE_PART.sub("", route):
+            raise ConfigError(
+                "route parts are written {name}, a name being letters, digits and _",
+                where=where,
+                field="route",
+                value=route,
+            )
+        for var in names:
+            if var in (self.variable, "query", "headers") or names.count(var) > 1:
+                raise ConfigError(
+                    f"route part {{{var}}} clashes with another parameter",
+                    where=where,
+                    field="route",
+                    value=route,
+                )
+        methods: object = self.methods
+        if isinstance(methods, str):
+            methods = (methods,)
+        if not isinstance(methods, list | tuple) or not methods:
+            raise ConfigError(
+                f"expected a list of methods from {', '.join(HTTP_METHODS)}",
+                where=where,
+                field="methods",
+                value=self.methods,
+            )
+        upper = tuple(dict.fromkeys(str(m).upper() for m in methods))
+        for m in upper:
+            if m not in HTTP_METHODS:
+                raise ConfigError(
+                    f"unknown method {m!r}: choose from {', '.join(HTTP_METHODS)}",
+                    where=where,
+                    field="methods",
+                    value=m,
+                )
+        object.__setattr__(self, "methods", upper)
+        headers: object = self.headers
+        if isinstance(headers, str) or not isinstance(headers, list | tuple):
+            raise ConfigError(
+                "expected a list of header names, e.g. [X-Instrument]",
+                where=where,
+                field="headers",
+                value=headers,
+            )
+        for h in headers:
+            if not isinstance(h, str) or not re.fullmatch(r"[A-Za-z0-9-]+", h):
+                raise ConfigError(
+                    "expected a header name (letters, digits, -)",
+                    where=where,
+                    field="headers",
+                    value=h,
+                )
+        object.__setattr__(self, "headers", tuple(h.lower() for h in headers))
+        check_count(where, "max_size", self.max_size)
+        check_seconds(where, "idempotency_window", self.idempotency_window)
+        if self.token_env is not None and self.token_file is not None:
+            raise ConfigError(
+                "give the bearer token in one place: token_env or token_file",
+                where=where,
+                field="token_file",
+                value=self.token_file,
+            )
+        self.token()  # a missing secret is an error now, not at the first request
+
+    def token(self) -> str | None:
+        """The bearer token clients must send, read from where the pattern says."""
+        where = f"pattern {self.name!r}"
+        if self.token_env is not None:
+            value = os.environ.get(str(self.token_env))
+            if not value:
+                raise ConfigError(
+                    f"environment variable {self.token_env} (the bearer token) is not set",
+                    where=where,
+                    field="token_env",
+                    value=self.token_env,
+                )
+            return value
+        if self.token_file is not None:
+            try:
+                value = open(os.fspath(self.token_file), encoding="utf-8").read().strip()  # noqa: SIM115
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot read the bearer token from {self.token_file}: {e.strerror or e}",
+                    where=where,
+                    field="token_file",
+                    value=self.token_file,
+                ) from None
+            if not value:
+                raise ConfigError(
+                    f"{self.token_file} (the bearer token) is empty",
+                    where=where,
+                    field="token_file",
+                    value=self.token_file,
+                )
+            return value
+        return None
+
+    @property
+    def route_parts(self) -> list[str]:
+        return _ROUTE_PART.findall(self.route)
+
+    def route_regex(self) -> re.Pattern[str]:
+        """The route as a regular expression, each ``{name}`` one path segment."""
+        out, at = "", 0
+        for m in _ROUTE_PART.finditer(self.route):
+            out += re.escape(self.route[at : m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
+            at = m.end()
+        return re.compile(out + re.escape(self.route[at:]))
+
+    def route_settings(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in HTTP_ROUTE_FIELDS)
+
+
+Pattern = FilePattern | NetworkPattern | HttpPattern

@@ -19,6 +19,7 @@ from .exceptions import MeowError, MonitorError, RunnerStopped
 from .handlers import Handler
 from .jobs import Job, JobState
 from .monitors import FileMonitor, Monitor, NetworkMonitor
+from .monitors.http import HttpMonitor
 from .patterns import FilePattern, Pattern
 from .recipes import Recipe
 from .recovery import RunnerState, recover_jobs
@@ -105,8 +106,10 @@ class Runner:
             chunk_size=self.config.chunk_size,
             durable=self.config.durable,
         )
-        self.monitors: list[Monitor] = [self.files, self.network]
+        self.http = HttpMonitor(self.workflow, self.network)
+        self.monitors: list[Monitor] = [self.files, self.network, self.http]
         self.network.check()  # patterns that share a port must agree on its settings
+        self.http.check()  # and patterns that share a route on its settings
         self.stats = RunnerStats()
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
@@ -136,8 +139,9 @@ class Runner:
         return self.workflow.rules
 
     def ports(self) -> dict[str, int]:
-        """The TCP port of each network rule, once started (patterns may ask for port 0)."""
-        return self.network.ports()
+        """The TCP port of each network and HTTP rule, once started (patterns may ask for
+        port 0)."""
+        return {**self.network.ports(), **self.http.ports()}
 
     def add_pattern(self, pattern: Pattern) -> None:
         self.workflow.add_pattern(pattern)
@@ -198,6 +202,7 @@ class Runner:
     async def _run(self) -> None:
         await asyncio.to_thread(self._preflight)
         self.network.bind()  # a port in use is an error here, before anything starts
+        self.http.bind()
         # What a previous run left: accepted messages, queued and running jobs, file changes
         # since its watermark (found by the file monitor once its watch is live).
         recovered_events = await asyncio.to_thread(self.network.recover)
@@ -617,4 +622,7 @@ def _what(event: Event) -> str:
     """An event in a log line: the file, or the message."""
     if event.kind == "network":
         return f"message {event.extras.get('message_id')} from {event.extras.get('peer')}"
+    if event.kind == "http":
+        x = event.extras
+        return f"{x.get('method')} {x.get('path')} ({x.get('message_id')}) from {x.get('peer')}"
     return f"{event.change or event.kind} {event.rel_path}"

@@ -13,7 +13,7 @@ import yaml
 
 from .config import RunnerConfig
 from .exceptions import ConfigError, WorkflowFileError
-from .patterns import LISTENER_FIELDS, FilePattern, NetworkPattern, Pattern
+from .patterns import LISTENER_FIELDS, FilePattern, HttpPattern, NetworkPattern, Pattern
 from .recipes import BashRecipe, PythonRecipe, Recipe
 from .rules import Rule
 
@@ -57,6 +57,17 @@ _FILE_PATTERN_KEYS = _COMMON_KEYS | {
     "coalesce",
 }
 _NETWORK_PATTERN_KEYS = _COMMON_KEYS | {"port", *LISTENER_FIELDS}
+_HTTP_PATTERN_KEYS = _COMMON_KEYS | {
+    "route",
+    "port",
+    "host",
+    "methods",
+    "max_size",
+    "headers",
+    "token_env",
+    "token_file",
+    "idempotency_window",
+}
 _TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")
 _RUNNER_KEYS = {f.name for f in fields(RunnerConfig)}
 _TOP_KEYS = {"runner", "recipes", "patterns"}
@@ -268,21 +279,39 @@ def _recipe(name: str, raw: _Map, folder: Path, problems: _Problems) -> Recipe |
 
 
 def _pattern(name: str, raw: _Map, folder: Path, problems: _Problems) -> Pattern | None:
-    if ("glob" in raw) == ("port" in raw):
+    http = "route" in raw
+    if not http and ("glob" in raw) == ("port" in raw):
         raise ConfigError(
-            "a pattern needs either 'glob' (files under the watched folder) or 'port' "
-            "(data received over TCP)",
+            "a pattern needs 'glob' (files under the watched folder), 'port' (data received "
+            "over TCP) or 'route' and 'port' (HTTP requests)",
             field="glob",
             value=None,
         )
-    network = "port" in raw
-    keys = _NETWORK_PATTERN_KEYS if network else _FILE_PATTERN_KEYS
+    if http and "glob" in raw:
+        raise ConfigError(
+            "a pattern has either 'glob' (files) or 'route' (HTTP requests), not both",
+            field="route",
+            value=raw.get("route"),
+        )
+    network = "port" in raw and not http
+    keys = _HTTP_PATTERN_KEYS if http else _NETWORK_PATTERN_KEYS if network else _FILE_PATTERN_KEYS
     _unknown(raw, keys, f"patterns.{name}", problems)
     if "recipe" not in raw:
         raise ConfigError(
             "a pattern needs 'recipe' (the name of the recipe it runs)", field="recipe", value=None
         )
     kwargs = {k: v for k, v in raw.items() if k in keys}
+    if http:
+        if "port" not in kwargs:
+            raise ConfigError(
+                "an HTTP pattern needs 'port' (0: any free port)", field="port", value=None
+            )
+        if isinstance(kwargs.get("token_file"), str):
+            kwargs["token_file"] = str(folder / kwargs["token_file"])
+        for key in ("methods", "headers"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(kwargs[key])
+        return _strip_where(lambda: HttpPattern(name=name, **kwargs))
     if network:
         for key in _TLS_FILES:
             if isinstance(kwargs.get(key), str):

@@ -374,11 +374,19 @@ class NetworkMonitor:
         }
         if subject is not None:
             extras["peer_cert_subject"] = subject
+        return self.journal(path, spool.id, rules, extras, "network")
+
+    def journal(
+        self, path: str, msg_id: str, rules: list[Rule], extras: dict[str, Any], kind: str
+    ) -> list[Event]:
+        """Accept a complete spooled message for ``rules``: its journal line, then its events.
+        (The HTTP monitor's requests come in here too: one spool, one journal.)"""
         entry = {
-            "id": spool.id,
+            "id": msg_id,
             "time": time.time(),
             "rules": [r.name for r in rules],
             "extras": extras,
+            "kind": kind,
         }
         try:
             self._journal.add(entry)  # accepted from here on: a restart will finish it
@@ -426,7 +434,7 @@ class NetworkMonitor:
 
         return [
             Event(
-                kind="network",
+                kind=str(entry.get("kind", "network")),
                 path=path,
                 base=self.base,
                 rule=rule,
@@ -474,7 +482,12 @@ def _key(pattern: NetworkPattern) -> Key:
 
 
 def _bind(pattern: NetworkPattern, *, quiet: bool = False) -> socket.socket:
-    """Bind now, so a bad port is an error raised by the call that asked for it."""
+    return bind_tcp(pattern, "network", quiet=quiet)
+
+
+def bind_tcp(pattern: Any, monitor: str, *, quiet: bool = False) -> socket.socket:
+    """Bind ``pattern``'s host and port now, so a bad port is an error raised by the call
+    that asked for it (any pattern with ``name``, ``host`` and ``port``)."""
     where = f"port {pattern.port} on {bracket(pattern.host)} (pattern {pattern.name!r})"
     try:
         infos = socket.getaddrinfo(
@@ -482,7 +495,7 @@ def _bind(pattern: NetworkPattern, *, quiet: bool = False) -> socket.socket:
         )
     except socket.gaierror as e:
         raise MonitorError(
-            "network", f"{where}: cannot use address {pattern.host!r}: {e.strerror}"
+            monitor, f"{where}: cannot use address {pattern.host!r}: {e.strerror}"
         ) from None
     family, kind, proto, _, addr = infos[0]
     sock = socket.socket(family, kind, proto)
@@ -505,7 +518,7 @@ def _bind(pattern: NetworkPattern, *, quiet: bool = False) -> socket.socket:
             why = f"{pattern.host} is not an address of this machine"
         else:
             why = e.strerror or str(e)
-        raise MonitorError("network", f"{where}: {why}") from None
+        raise MonitorError(monitor, f"{where}: {why}") from None
     if not quiet:
         logger.debug("bound %s", where)
     return sock

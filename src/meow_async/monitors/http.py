@@ -1,0 +1,390 @@
+"""HTTP triggers: an aiohttp server per host:port, serving every HTTP pattern's route on it.
+
+A request's body is streamed into a spool file and accepted through the network monitor's
+journal (one spool, one journal, one recovery), then answered ``202`` with the message id and
+the ids of the jobs it makes: the same promise as a network pattern's ``ack``. Routes follow
+the workflow while the runner runs; servers open and close as host:port pairs are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..addresses import host_port
+from ..events import Event
+from ..exceptions import MonitorError
+from ..jobs import job_id_for
+from ..patterns import HttpPattern
+from ..rules import Rule
+from ..workflow import Workflow
+from .network import NetworkMonitor, bind_tcp
+from .spool import MessageTooLarge
+
+__all__ = ["HttpMonitor"]
+
+logger = logging.getLogger("meow_async.monitors.http")
+
+Key = tuple[str, int, str]  # host, port, and the pattern's name when it asked for port 0
+_CHUNK = 64 * 1024
+#: Seconds a client is told to wait when the event queue is full.
+RETRY_AFTER = 1
+
+
+class HttpMonitor:
+    """Serves the HTTP patterns; requests become events through the network monitor."""
+
+    name = "http"
+
+    def __init__(self, workflow: Workflow, network: NetworkMonitor) -> None:
+        self.workflow = workflow
+        self.network = network
+        self.ready = asyncio.Event()
+        self._socks: dict[Key, socket.socket] = {}
+        self._servers: dict[Key, tuple[web.Server, asyncio.AbstractServer]] = {}
+        self._queue: asyncio.Queue[Event] | None = None
+        self._accepting = False
+        self._sync_needed = asyncio.Event()
+        self._routes: dict[Key, list[tuple[Any, list[Rule]]]] | None = None
+        self._routes_of: dict[str, Rule] | None = None
+        self._keys = IdempotencyKeys(network.spool_dir / "idempotency.log")
+        self._in_flight: dict[str, asyncio.Future[web.Response]] = {}
+        workflow.add_validator(self._validate)
+
+    # -- what is served -----------------------------------------------------------------------
+
+    def rules(self, rules: dict[str, Rule] | None = None) -> list[Rule]:
+        rules = self.workflow.rules if rules is None else rules
+        return [r for r in rules.values() if isinstance(r.pattern, HttpPattern)]
+
+    def ports(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for rule in self.rules():
+            sock = self._socks.get(_key(rule.pattern))  # type: ignore[arg-type]
+            if sock is not None:
+                out[rule.name] = sock.getsockname()[1]
+        return out
+
+    def check(self) -> None:
+        """MonitorError if two patterns claim one route with different settings."""
+        _claims(self.rules())
+
+    def _validate(self, rules: dict[str, Rule]) -> None:
+        mine = self.rules(rules)
+        _claims(mine)
+        if not self._accepting:
+            return
+        for rule in mine:
+            key = _key(rule.pattern)  # type: ignore[arg-type]
+            if key not in self._socks:
+                self._socks[key] = bind_tcp(rule.pattern, "http")  # an error at the call
+        self._sync_needed.set()
+
+    def bind(self) -> None:
+        """Bind every host:port the HTTP rules need; MonitorError names one that fails."""
+        try:
+            for rule in self.rules():
+                key = _key(rule.pattern)  # type: ignore[arg-type]
+                if key not in self._socks:
+                    self._socks[key] = bind_tcp(rule.pattern, "http")
+        except MonitorError:
+            for sock in self._socks.values():
+                sock.close()
+            self._socks.clear()
+            raise
+
+    async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
+        self._queue = events
+        self._keys.load()
+        self.bind()
+        self._accepting = True
+        unsubscribe = self.workflow.subscribe(self._sync_needed.set)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                await self._sync()
+                self.ready.set()
+                self._sync_needed.clear()
+                waking = asyncio.create_task(self._sync_needed.wait())
+                await asyncio.wait([stopping, waking], return_when=asyncio.FIRST_COMPLETED)
+                waking.cancel()
+                if stop.is_set():
+                    break
+        finally:
+            stopping.cancel()
+            unsubscribe()
+            self._accepting = False
+            for key in list(self._servers):
+                await self._close(key)
+            for sock in self._socks.values():
+                sock.close()
+            self._socks.clear()
+            self._keys.close()
+
+    async def _sync(self) -> None:
+        wanted: dict[Key, list[str]] = {}
+        for rule in self.rules():
+            wanted.setdefault(_key(rule.pattern), []).append(rule.name)  # type: ignore[arg-type]
+        self._routes = None
+        for key in list(self._servers):
+            if key not in wanted:
+                await self._close(key)
+                self._socks.pop(key).close()
+        for key in [k for k in self._socks if k not in wanted]:
+            self._socks.pop(key).close()
+        for key, names in wanted.items():
+            if key in self._servers:
+                continue
+            if key not in self._socks:
+                pattern = self.workflow.rules[names[0]].pattern
+                try:
+                    self._socks[key] = bind_tcp(pattern, "http")
+                except MonitorError as e:
+                    logger.error("%s; its rules receive nothing until it is changed", e)
+                    continue
+            sock = self._socks[key]
+            server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+            aserver = await asyncio.get_running_loop().create_server(server, sock=sock)
+            self._servers[key] = (server, aserver)
+            port = sock.getsockname()[1]
+            logger.info("listening on %s for %s", host_port(key[0], port), ", ".join(names))
+
+    async def _close(self, key: Key) -> None:
+        server, aserver = self._servers.pop(key)
+        aserver.close()
+        await server.shutdown(timeout=1.0)
+        await aserver.wait_closed()
+        logger.info("closed listener on %s", host_port(key[0], self._port(key)))
+
+    def _port(self, key: Key) -> int:
+        sock = self._socks.get(key)
+        return sock.getsockname()[1] if sock is not None else key[1]
+
+    def _route_table(self) -> dict[Key, list[tuple[Any, list[Rule]]]]:
+        """For each server, its routes (regex and the rules that claim them)."""
+        rules = self.workflow.rules
+        if self._routes is None or self._routes_of is not rules:
+            table: dict[Key, dict[str, list[Rule]]] = {}
+            for rule in self.rules(rules):
+                p = rule.pattern
+                assert isinstance(p, HttpPattern)  # noqa: S101
+                table.setdefault(_key(p), {}).setdefault(p.route, []).append(rule)
+            self._routes = {
+                key: [(rs[0].pattern.route_regex(), rs) for rs in routes.values()]  # type: ignore[union-attr]
+                for key, routes in table.items()
+            }
+            self._routes_of = rules
+        return self._routes
+
+    # -- one request --------------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        key = self._server_key(sockname)
+        match = None
+        for regex, rules in self._route_table().get(key, []) if key else []:
+            found = regex.fullmatch(request.path)
+            if found is not None:
+                match = (found, rules)
+                break
+        if match is None:
+            return _error(404, f"no route {request.path}")
+        found, rules = match
+        pattern: HttpPattern = rules[0].pattern  # type: ignore[assignment]
+        if request.method not in pattern.methods:
+            return _error(
+                405,
+                f"{request.method} is not allowed on {pattern.route}",
+                {"Allow": ", ".join(pattern.methods)},
+            )
+        identity = None
+        token = pattern.token()
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not value:
+                return _error(
+                    401, "a bearer token is needed", {"WWW-Authenticate": 'Bearer realm="meow"'}
+                )
+            if not hmac.compare_digest(value.strip().encode(), token.encode()):
+                return _error(
+                    401, "the bearer token is wrong", {"WWW-Authenticate": 'Bearer realm="meow"'}
+                )
+            identity = f"bearer token of pattern {pattern.name}"
+        idem = request.headers.get("Idempotency-Key")
+        scope = f"{key}:{pattern.route}:{idem}" if idem else None
+        if scope is not None:
+            stored = self._keys.get(scope)
+            if stored is not None:
+                return _replayed(stored)
+            first = self._in_flight.get(scope)
+            if first is not None:
+                return _replayed(json.loads((await asyncio.shield(first)).text or "{}"))
+        if request.content_length is not None and request.content_length > pattern.max_size:
+            return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
+        queue = self._queue
+        if queue is None or not self._accepting:
+            return _error(503, "the runner is stopping", {"Retry-After": str(RETRY_AFTER)})
+        if queue.maxsize and queue.qsize() >= queue.maxsize:
+            return _error(
+                503, "the event queue is full; try again", {"Retry-After": str(RETRY_AFTER)}
+            )
+        done: asyncio.Future[web.Response] | None = None
+        if scope is not None:
+            done = self._in_flight[scope] = asyncio.get_running_loop().create_future()
+        try:
+            response = await self._accept(request, rules, pattern, found.groupdict(), identity)
+            if scope is not None and response.status == 202:
+                self._keys.put(scope, json.loads(response.text or "{}"), pattern)
+            return response
+        finally:
+            if scope is not None and done is not None:
+                self._in_flight.pop(scope, None)
+                if not done.done():
+                    done.set_result(response if "response" in locals() else _error(503, "lost"))
+
+    async def _accept(
+        self,
+        request: web.BaseRequest,
+        rules: list[Rule],
+        pattern: HttpPattern,
+        parts: dict[str, str],
+        identity: str | None,
+    ) -> web.Response:
+        spool = self.network.new_spool()
+        accepted = False
+        try:
+            try:
+                while chunk := await request.content.read(_CHUNK):
+                    spool.write(chunk, pattern.max_size)
+            except MessageTooLarge:
+                return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
+            path = spool.finish(durable=self.network.durable)
+            peer = request.remote or "?"
+            parameters: dict[str, Any] = {
+                **parts,
+                "query": dict(request.query),
+                "headers": {h: request.headers[h] for h in pattern.headers if h in request.headers},
+            }
+            extras: dict[str, Any] = {
+                "message_id": spool.id,
+                "peer": peer,
+                "method": request.method,
+                "path": request.path,
+                "route": pattern.route,
+                "size": spool.size,
+                "identity": identity,
+                "parameters": parameters,
+            }
+            events = self.network.journal(path, spool.id, rules, extras, "http")
+            accepted = True
+        finally:
+            if not accepted:
+                spool.discard()  # cut off, refused or failed: nothing of it stays
+        if not self.network.offer(events):
+            await self.network.put(events)
+        jobs = [
+            job_id_for(e.key, e.rule.name, point)
+            for e in events
+            for point in e.rule.pattern.sweep_points()
+        ]
+        logger.debug("%s %s from %s: message %s", request.method, request.path, peer, spool.id)
+        return web.json_response({"message_id": spool.id, "jobs": jobs}, status=202)
+
+    def _server_key(self, sockname: Any) -> Key | None:
+        if not sockname:
+            return None
+        port = sockname[1]
+        for key, sock in self._socks.items():
+            if sock.getsockname()[1] == port:
+                return key
+        return None
+
+
+class IdempotencyKeys:
+    """Answers to requests that carried an ``Idempotency-Key``, kept in a file so a retry
+    after a restart gets the first answer too. One JSON line per key; expired lines are
+    dropped when the file is loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._answers: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._file: Any = None
+
+    def load(self) -> None:
+        now = time.time()
+        self._answers.clear()
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if entry["until"] > now:
+                        self._answers[entry["key"]] = (entry["until"], entry["answer"])
+        except FileNotFoundError:
+            pass
+        if not self._answers:
+            self.path.unlink(missing_ok=True)  # nothing to remember: no file
+            return
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for key, (until, answer) in self._answers.items():
+                f.write(json.dumps({"key": key, "until": until, "answer": answer}) + "\n")
+        tmp.replace(self.path)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        got = self._answers.get(key)
+        if got is None or got[0] <= time.time():
+            return None
+        return got[1]
+
+    def put(self, key: str, answer: dict[str, Any], pattern: HttpPattern) -> None:
+        until = time.time() + pattern.idempotency_window
+        self._answers[key] = (until, answer)
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._file.write(json.dumps({"key": key, "until": until, "answer": answer}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _key(pattern: HttpPattern) -> Key:
+    return (pattern.host, pattern.port, pattern.name if pattern.port == 0 else "")
+
+
+def _claims(rules: list[Rule]) -> None:
+    """Two patterns may serve one route on one host:port only with the same settings."""
+    seen: dict[tuple[Key, str], HttpPattern] = {}
+    for rule in rules:
+        p = rule.pattern
+        assert isinstance(p, HttpPattern)  # noqa: S101
+        other = seen.setdefault((_key(p), p.route), p)
+        if other is not p and other.route_settings() != p.route_settings():
+            raise MonitorError(
+                "http",
+                f"patterns {other.name!r} and {p.name!r} both claim {p.route} on "
+                f"{host_port(p.host, p.port)} with different settings "
+                "(methods, max_size, headers, token): make them agree or use another route",
+            )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _replayed(answer: dict[str, Any]) -> web.Response:
+    return web.json_response(answer, status=202, headers={"Idempotent-Replayed": "true"})
