@@ -381,7 +381,18 @@ class NetworkPattern(_PatternBase):
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _ROUTE_PART = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: Settings that must agree between HTTP patterns claiming the same route on one host:port.
-HTTP_ROUTE_FIELDS = ("methods", "max_size", "headers", "token_env", "token_file")
+HTTP_ROUTE_FIELDS = (
+    "methods",
+    "max_size",
+    "headers",
+    "token_env",
+    "token_file",
+    "hmac_secret_env",
+    "hmac_secret_file",
+    "hmac_header",
+    "timestamp_header",
+    "hmac_window",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -403,6 +414,15 @@ class HttpPattern(_PatternBase):
     headers: tuple[str, ...] = ()
     token_env: str | None = None
     token_file: str | None = None
+    #: HMAC-SHA256 signatures instead of (or as well as) a token: the client sends
+    #: ``sha256=<hex of HMAC(secret, TIMESTAMP + "." + body)>`` in ``hmac_header`` and the
+    #: Unix time it signed in ``timestamp_header``; older than ``hmac_window`` seconds, or a
+    #: signature seen before within it, is refused.
+    hmac_secret_env: str | None = None
+    hmac_secret_file: str | None = None
+    hmac_header: str = "X-Signature-256"
+    timestamp_header: str = "X-Timestamp"
+    hmac_window: float = 300.0
     #: Seconds an ``Idempotency-Key`` is remembered (across restarts).
     idempotency_window: float = 24 * 3600.0
 
@@ -495,37 +515,62 @@ class HttpPattern(_PatternBase):
                 field="token_file",
                 value=self.token_file,
             )
-        self.token()  # a missing secret is an error now, not at the first request
+        if self.hmac_secret_env is not None and self.hmac_secret_file is not None:
+            raise ConfigError(
+                "give the HMAC secret in one place: hmac_secret_env or hmac_secret_file",
+                where=where,
+                field="hmac_secret_file",
+                value=self.hmac_secret_file,
+            )
+        for name in ("hmac_header", "timestamp_header"):
+            value: object = getattr(self, name)
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]+", value):
+                raise ConfigError(
+                    "expected a header name (letters, digits, -)",
+                    where=where,
+                    field=name,
+                    value=value,
+                )
+        check_seconds(where, "hmac_window", self.hmac_window, above_zero=True)
+        # A missing secret is an error now, not at the first request.
+        self.token()
+        self.hmac_secret()
 
     def token(self) -> str | None:
         """The bearer token clients must send, read from where the pattern says."""
+        return self._secret("token", "the bearer token")
+
+    def hmac_secret(self) -> str | None:
+        """The secret request signatures are made with."""
+        return self._secret("hmac_secret", "the HMAC secret")
+
+    def _secret(self, prefix: str, what: str) -> str | None:
         where = f"pattern {self.name!r}"
-        if self.token_env is not None:
-            value = os.environ.get(str(self.token_env))
+        env, file = getattr(self, f"{prefix}_env"), getattr(self, f"{prefix}_file")
+        if env is not None:
+            value = os.environ.get(str(env))
             if not value:
                 raise ConfigError(
-                    f"environment variable {self.token_env} (the bearer token) is not set",
+                    f"environment variable {env} ({what}) is not set",
                     where=where,
-                    field="token_env",
-                    value=self.token_env,
+                    field=f"{prefix}_env",
+                    value=env,
                 )
             return value
-        if self.token_file is not None:
+        if file is not None:
             try:
-                value = open(os.fspath(self.token_file), encoding="utf-8").read().strip()  # noqa: SIM115
+                with open(os.fspath(file), encoding="utf-8") as f:
+                    value = f.read().strip()
             except OSError as e:
                 raise ConfigError(
-                    f"cannot read the bearer token from {self.token_file}: {e.strerror or e}",
+                    f"cannot read {what} from {file}: {e.strerror or e}",
                     where=where,
-                    field="token_file",
-                    value=self.token_file,
+                    field=f"{prefix}_file",
+                    value=file,
                 ) from None
             if not value:
                 raise ConfigError(
-                    f"{self.token_file} (the bearer token) is empty",
-                    where=where,
-                    field="token_file",
-                    value=self.token_file,
+                    f"{file} ({what}) is empty", where=where, field=f"{prefix}_file", value=file
                 )
             return value
         return None

@@ -66,6 +66,11 @@ _HTTP_PATTERN_KEYS = _COMMON_KEYS | {
     "headers",
     "token_env",
     "token_file",
+    "hmac_secret_env",
+    "hmac_secret_file",
+    "hmac_header",
+    "timestamp_header",
+    "hmac_window",
     "idempotency_window",
 }
 _TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")
@@ -306,8 +311,9 @@ def _pattern(name: str, raw: _Map, folder: Path, problems: _Problems) -> Pattern
             raise ConfigError(
                 "an HTTP pattern needs 'port' (0: any free port)", field="port", value=None
             )
-        if isinstance(kwargs.get("token_file"), str):
-            kwargs["token_file"] = str(folder / kwargs["token_file"])
+        for key in ("token_file", "hmac_secret_file"):
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = str(folder / kwargs[key])
         for key in ("methods", "headers"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])

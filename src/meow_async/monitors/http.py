@@ -9,6 +9,7 @@ the workflow while the runner runs; servers open and close as host:port pairs ar
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -57,6 +58,7 @@ class HttpMonitor:
         self._routes_of: dict[str, Rule] | None = None
         self._keys = IdempotencyKeys(network.spool_dir / "idempotency.log")
         self._in_flight: dict[str, asyncio.Future[web.Response]] = {}
+        self._seen_signatures: dict[str, float] = {}  # signature -> until when refused
         workflow.add_validator(self._validate)
 
     # -- what is served -----------------------------------------------------------------------
@@ -210,15 +212,33 @@ class HttpMonitor:
         if token is not None:
             given = request.headers.get("Authorization", "")
             scheme, _, value = given.partition(" ")
+            challenge = {"WWW-Authenticate": 'Bearer realm="meow_async"'}
             if scheme.lower() != "bearer" or not value:
-                return _error(
-                    401, "a bearer token is needed", {"WWW-Authenticate": 'Bearer realm="meow"'}
-                )
+                return _error(401, "a bearer token is needed", challenge)
             if not hmac.compare_digest(value.strip().encode(), token.encode()):
-                return _error(
-                    401, "the bearer token is wrong", {"WWW-Authenticate": 'Bearer realm="meow"'}
-                )
+                if self._valid_elsewhere(key, value.strip(), pattern):
+                    return _error(403, f"that token is not allowed on {pattern.route}")
+                return _error(401, "the bearer token is wrong", challenge)
             identity = f"bearer token of pattern {pattern.name}"
+        signer = None
+        secret = pattern.hmac_secret()
+        if secret is not None:
+            signature = request.headers.get(pattern.hmac_header, "")
+            stamp = request.headers.get(pattern.timestamp_header, "")
+            try:
+                age = time.time() - float(stamp)
+            except ValueError:
+                return _error(401, f"a signed request needs {pattern.timestamp_header}")
+            if not signature.startswith("sha256="):
+                return _error(401, f"a signed request needs {pattern.hmac_header}: sha256=...")
+            if abs(age) > pattern.hmac_window:
+                return _error(
+                    401, f"the timestamp is {age:.0f} s off (window {pattern.hmac_window:g} s)"
+                )
+            if self._seen_signatures.get(signature, 0) > time.time():
+                return _error(401, "that signature was used before: a replay")
+            signer = (hmac.new(secret.encode(), stamp.encode() + b".", hashlib.sha256), signature)
+            identity = f"HMAC signature of pattern {pattern.name}"
         idem = request.headers.get("Idempotency-Key")
         scope = f"{key}:{pattern.route}:{idem}" if idem else None
         if scope is not None:
@@ -241,7 +261,9 @@ class HttpMonitor:
         if scope is not None:
             done = self._in_flight[scope] = asyncio.get_running_loop().create_future()
         try:
-            response = await self._accept(request, rules, pattern, found.groupdict(), identity)
+            response = await self._accept(
+                request, rules, pattern, found.groupdict(), identity, signer
+            )
             if scope is not None and response.status == 202:
                 self._keys.put(scope, json.loads(response.text or "{}"), pattern)
             return response
@@ -258,6 +280,7 @@ class HttpMonitor:
         pattern: HttpPattern,
         parts: dict[str, str],
         identity: str | None,
+        signer: tuple[Any, str] | None,
     ) -> web.Response:
         spool = self.network.new_spool()
         accepted = False
@@ -265,8 +288,15 @@ class HttpMonitor:
             try:
                 while chunk := await request.content.read(_CHUNK):
                     spool.write(chunk, pattern.max_size)
+                    if signer is not None:
+                        signer[0].update(chunk)
             except MessageTooLarge:
                 return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
+            if signer is not None:
+                expected = "sha256=" + signer[0].hexdigest()
+                if not hmac.compare_digest(expected.encode(), signer[1].encode()):
+                    return _error(401, "the signature does not match the body")
+                self._remember_signature(signer[1], pattern.hmac_window)
             path = spool.finish(durable=self.network.durable)
             peer = request.remote or "?"
             parameters: dict[str, Any] = {
@@ -298,6 +328,23 @@ class HttpMonitor:
         ]
         logger.debug("%s %s from %s: message %s", request.method, request.path, peer, spool.id)
         return web.json_response({"message_id": spool.id, "jobs": jobs}, status=202)
+
+    def _valid_elsewhere(self, key: Key | None, token: str, pattern: HttpPattern) -> bool:
+        """A token of another route on this server: known, but not allowed here."""
+        for _, rules in self._route_table().get(key, []) if key else []:
+            other = rules[0].pattern
+            if other is pattern:
+                continue
+            theirs = other.token()  # type: ignore[union-attr]
+            if theirs is not None and hmac.compare_digest(token.encode(), theirs.encode()):
+                return True
+        return False
+
+    def _remember_signature(self, signature: str, window: float) -> None:
+        now = time.time()
+        if len(self._seen_signatures) > 4096:
+            self._seen_signatures = {s: t for s, t in self._seen_signatures.items() if t > now}
+        self._seen_signatures[signature] = now + 2 * window  # covers the clock skew both ways
 
     def _server_key(self, sockname: Any) -> Key | None:
         if not sockname:
