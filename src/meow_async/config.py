@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ._checks import check_count, check_flag, check_seconds
 from .exceptions import ConfigError
@@ -41,6 +42,8 @@ class RunnerConfig:
         chunk_size: bytes read from a network connection at a time.
         durable: fsync spool files (before any acknowledgement), the spool journal and job
             metadata, so they survive a machine crash too, not only the runner's.
+        http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics`` and
+            ``/jobs`` there (off by default; port 0: any free port, see ``Runner.http_port``).
     """
 
     base_dir: Path = Path()
@@ -56,6 +59,7 @@ class RunnerConfig:
     watch_debounce_ms: int = DEFAULT_DEBOUNCE_MS
     chunk_size: int = DEFAULT_CHUNK_SIZE
     durable: bool = False
+    http: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):
@@ -77,6 +81,8 @@ class RunnerConfig:
         for name in ("shutdown_timeout", "kill_timeout"):
             check_seconds("runner", name, getattr(self, name))
         check_flag("runner", "durable", self.durable)
+        if self.http is not None:
+            object.__setattr__(self, "http", _http_endpoint(self.http))
         if self.file_watcher not in WATCHERS:
             raise ConfigError(
                 f"expected one of {', '.join(WATCHERS)}",
@@ -91,3 +97,26 @@ class RunnerConfig:
                 field="watch_debounce_ms",
                 value=self.watch_debounce_ms,
             )
+
+
+def _http_endpoint(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not set(value) <= {"host", "port"} or "port" not in value:
+        raise ConfigError(
+            "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1)",
+            where="runner",
+            field="http",
+            value=value,
+        )
+    host, port = value.get("host", "127.0.0.1"), value["port"]
+    if not isinstance(host, str) or not host:
+        raise ConfigError(
+            "expected an address, e.g. 127.0.0.1", where="runner", field="http", value=host
+        )
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(
+            "expected a port number from 1 to 65535 (0: any free port)",
+            where="runner",
+            field="http",
+            value=port,
+        )
+    return {"host": host, "port": port}

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,6 +15,7 @@ from typing import Any, Self
 
 from .conductors import Conductor, JobInterrupted, LocalConductor
 from .config import RunnerConfig
+from .endpoints import Durations, Endpoints
 from .events import Event
 from .exceptions import MeowError, MonitorError, RunnerStopped
 from .handlers import Handler
@@ -111,6 +113,11 @@ class Runner:
         self.network.check()  # patterns that share a port must agree on its settings
         self.http.check()  # and patterns that share a route on its settings
         self.stats = RunnerStats()
+        self.events_by: Counter[tuple[str, str]] = Counter()  # (monitor, rule): for /metrics
+        self.durations = Durations()
+        self._queues: dict[str, asyncio.Queue[Any]] = {}
+        http = self.config.http
+        self.endpoints = Endpoints(self, http["host"], http["port"]) if http else None
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -137,6 +144,15 @@ class Runner:
     @property
     def rules(self) -> dict[str, Rule]:
         return self.workflow.rules
+
+    def queues(self) -> dict[str, asyncio.Queue[Any]]:
+        """The events and jobs queues, while running (their depth is in /metrics)."""
+        return dict(self._queues)
+
+    @property
+    def http_port(self) -> int | None:
+        """The port ``runner.http`` serves on, once started (it may ask for port 0)."""
+        return self.endpoints.port if self.endpoints is not None else None
 
     def ports(self) -> dict[str, int]:
         """The TCP port of each network and HTTP rule, once started (patterns may ask for
@@ -203,6 +219,8 @@ class Runner:
         await asyncio.to_thread(self._preflight)
         self.network.bind()  # a port in use is an error here, before anything starts
         self.http.bind()
+        if self.endpoints is not None:
+            self.endpoints.bind()
         # What a previous run left: accepted messages, queued and running jobs, file changes
         # since its watermark (found by the file monitor once its watch is live).
         recovered_events = await asyncio.to_thread(self.network.recover)
@@ -223,6 +241,10 @@ class Runner:
         cfg = self.config
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
         jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
+        self._queues = {"events": events, "jobs": jobs}
+        if self.endpoints is not None:
+            await self.endpoints.start()
+            logger.info("serving /healthz, /metrics, /jobs on %s", self.endpoints.url)
         try:
             await self._serve(events, jobs, recovered_events, recovered.to_run)
         finally:
@@ -230,6 +252,8 @@ class Runner:
             close = getattr(self.conductor, "close", None)
             if close is not None:
                 await close()
+            if self.endpoints is not None:
+                await self.endpoints.close()
         if self._watching_since is not None and self._held_at_stop is None and not self._unhandled:
             # Every change seen was drained into jobs: the next start looks from here on.
             try:
@@ -411,6 +435,7 @@ class Runner:
                         self._not_handled(event, result)
                         continue
                     self.stats.jobs += len(result)
+                    self.events_by[event.kind, event.rule.name] += 1
                     if logger.isEnabledFor(logging.INFO):
                         logger.info(
                             "%s -> rule %s: %s",
@@ -492,6 +517,7 @@ class Runner:
         finally:
             self.stats.running -= 1
         took = time.monotonic() - t0
+        self.durations.observe(took)
         if state is JobState.done:
             self.stats.done += 1
             logger.info("job %s done in %.2fs (rule %s)", job.id, took, job.rule)

@@ -684,6 +684,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._busy or (self._held and not self.slot):
             due = now + timeout  # waiting for us (queue room, a slot) is not the sender idle
         elif now >= due:
+            peer_log.counts["idle"] += 1
             if (partial := self._partial()) is not None:
                 logger.warning(
                     "%s from %s: idle for %gs mid-message, closed; its %d bytes so far "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 
 __all__ = ["LogLimit"]
 
@@ -20,10 +21,13 @@ class LogLimit:
         self._every = every
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
+        #: Every call, logged or held back, by the kind's first part ("cap", "tls", ...).
+        self.counts: Counter[str] = Counter()
 
     def log(self, level: int, kind: str, msg: str, *args: object) -> None:
         """Log ``msg`` unless a line of this ``kind`` went out less than ``every`` s ago; then
         count it, and say how many were held back once the ``every`` s are over."""
+        self.counts[kind.partition(":")[0]] += 1
         if not self._logger.isEnabledFor(level):
             return
         now = time.monotonic()

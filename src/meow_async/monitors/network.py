@@ -82,6 +82,7 @@ class NetworkMonitor:
         self._closed_some = False
         self._gone: asyncio.Event | None = None  # set when the last connection is gone
         self._journal = Journal(self.spool_dir, durable=durable)
+        self.spooled_bytes = 0  # of accepted messages (network and HTTP), for /metrics
         #: The connections of every listener (see connection.py).
         self.connections: set[Connection] = set()
         self._peak = 0  # most connections at once since memory was last given back
@@ -381,6 +382,7 @@ class NetworkMonitor:
     ) -> list[Event]:
         """Accept a complete spooled message for ``rules``: its journal line, then its events.
         (The HTTP monitor's requests come in here too: one spool, one journal.)"""
+        self.spooled_bytes += int(extras.get("size") or 0)
         entry = {
             "id": msg_id,
             "time": time.time(),

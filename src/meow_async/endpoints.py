@@ -1,0 +1,193 @@
+"""The runner's own HTTP endpoints (``runner.http``): ``/healthz``, ``/metrics``, ``/jobs``.
+
+Read-only views of a running runner for operators and their tools. Metrics are collected when
+scraped, from counters the runner keeps anyway: nothing is added to the path of an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .addresses import host_port
+from .jobs import JobState, iter_jobs
+from .monitors.connection import peer_log
+from .process_log import current
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+__all__ = ["Durations", "Endpoints"]
+
+#: Upper bounds (seconds) of the job duration histogram's buckets.
+BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
+
+
+class Durations:
+    """How long jobs took: counts per bucket and the sum, as a Prometheus histogram wants."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+
+class _Collector:
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterator[Metric]:
+        r, s = self.runner, self.runner.stats
+        events = CounterMetricFamily(
+            "meow_events", "Events handled, by monitor and rule", labels=["monitor", "rule"]
+        )
+        for (monitor, rule), n in sorted(r.events_by.items()):
+            events.add_metric([monitor, rule], n)
+        yield events
+        jobs = CounterMetricFamily("meow_jobs_ended", "Jobs ended, by state", labels=["state"])
+        for state in ("done", "failed", "skipped"):
+            jobs.add_metric([state], getattr(s, state))
+        yield jobs
+        yield CounterMetricFamily("meow_jobs_made", "Job folders made", value=s.jobs)
+        yield GaugeMetricFamily("meow_jobs_running", "Jobs running now", value=s.running)
+        yield CounterMetricFamily("meow_job_retries", "Failed jobs queued again", value=s.retries)
+        yield CounterMetricFamily(
+            "meow_handler_errors", "Events that could not make their jobs", value=s.handler_errors
+        )
+        depth = GaugeMetricFamily("meow_queue_depth", "Items waiting, by queue", labels=["queue"])
+        for name, queue in r.queues().items():
+            depth.add_metric([name], queue.qsize())
+        yield depth
+        buckets, total = [], 0
+        for bound, n in zip([*map(str, BUCKETS), "+Inf"], r.durations.counts, strict=True):
+            total += n
+            buckets.append((bound, total))
+        yield HistogramMetricFamily(
+            "meow_job_duration_seconds",
+            "Time from a job's start to its end",
+            buckets=buckets,
+            sum_value=r.durations.sum,
+        )
+        yield CounterMetricFamily(
+            "meow_spooled_bytes",
+            "Bytes of accepted network messages and HTTP request bodies",
+            value=r.network.spooled_bytes,
+        )
+        closed = CounterMetricFamily(
+            "meow_connections_closed",
+            "Network connections closed by the runner, by why: cap (over max_waiting), tls "
+            "(handshake failed), hello (TLS on a plain port), idle (idle_timeout)",
+            labels=["reason"],
+        )
+        for reason in ("cap", "tls", "hello", "idle"):
+            closed.add_metric([reason], peer_log.counts[reason])
+        yield closed
+
+
+class Endpoints:
+    """One aiohttp server on ``runner.http``'s host and port."""
+
+    def __init__(self, runner: Runner, host: str, port: int) -> None:
+        self.runner = runner
+        self.host, self.port = host, port
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_Collector(runner))
+        self._site: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
+
+    def bind(self) -> None:
+        """Now, so a port in use is an error at start, naming it."""
+        from .monitors.network import bind_tcp
+
+        class _Where:
+            name = "runner.http"
+            host, port = self.host, self.port
+
+        self._sock = bind_tcp(_Where(), "http")
+        self.port = self._sock.getsockname()[1]
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/jobs", self.jobs)
+        app.router.add_get("/jobs/{id}", self.job)
+        self._site = web.AppRunner(app, access_log=None)
+        await self._site.setup()
+        assert self._sock is not None  # noqa: S101 - bind() first
+        await web.SockSite(self._site, self._sock).start()
+
+    async def close(self) -> None:
+        if self._site is not None:
+            await self._site.cleanup()
+            self._site = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{host_port(self.host, self.port)}"
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        r = self.runner
+        live = {m.name: m.ready.is_set() for m in r.monitors}
+        ok = r.started.is_set() and not r.stopping and all(live.values())
+        status = "ok" if ok else ("stopping" if r.stopping else "starting")
+        return web.json_response({"status": status, "monitors": live}, status=200 if ok else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        q = request.query
+        state, rule = q.get("state"), q.get("rule")
+        if state is not None and state not in {s.value for s in JobState}:
+            return web.json_response(
+                {"error": f"unknown state {state!r}: one of {', '.join(JobState)}"}, status=400
+            )
+        try:
+            limit = int(q["limit"]) if "limit" in q else None
+        except ValueError:
+            return web.json_response({"error": "limit must be a whole number"}, status=400)
+
+        def read() -> list[dict[str, Any]]:
+            out = []
+            for meta in iter_jobs(self.runner.jobs_dir):
+                meta = current(meta)
+                if (state is None or meta.get("state") == state) and (
+                    rule is None or meta.get("rule") == rule
+                ):
+                    out.append(meta)
+            return out[-limit:] if limit else out
+
+        return web.json_response({"jobs": await asyncio.to_thread(read)})
+
+    async def job(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["id"]
+        folder = self.runner.jobs_dir / job_id
+        if "/" in job_id or job_id.startswith(".") or not (folder / "job.json").is_file():
+            return web.json_response({"error": f"no job {job_id}"}, status=404)
+
+        def read(path: Path) -> dict[str, Any]:
+            from .jobs import read_meta
+
+            return current({**read_meta(path), "dir": str(path)})
+
+        return web.json_response(await asyncio.to_thread(read, folder))
