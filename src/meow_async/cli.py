@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -292,10 +293,11 @@ def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
             break
     for rule in runner.rules.values():
         p = rule.pattern
-        if isinstance(p, HttpPattern) and "POST" in p.methods and not p.route_parts:
+        if isinstance(p, HttpPattern) and "POST" in p.methods and p.hmac_secret() is None:
             where = host_port(p.host, ports.get(rule.name, p.port))
-            auth = ' -H "Authorization: Bearer $TOKEN"' if p.token_env or p.token_file else ""
-            out.append(f"curl{auth} --data-binary 'hello world' http://{where}{p.route}")
+            route = re.sub(r"\{\w+\}", "example", p.route)
+            auth = ' -H "Authorization: Bearer $TOKEN"' if p.token() is not None else ""
+            out.append(f"curl{auth} --data-binary 'hello world' http://{where}{route}")
             break
     return out
 
