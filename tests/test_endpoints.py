@@ -137,3 +137,25 @@ async def test_a_port_in_use_is_an_error_naming_it(ws: Workspace) -> None:
                 pass
     finally:
         taken.close()
+
+
+async def test_http_requests_are_counted_by_status(ws: Workspace) -> None:
+    from meow_async import HttpPattern
+
+    pattern = HttpPattern(name="h", route="/in", port=0, recipe="r")
+    runner = ws.runner([pattern], [py_recipe("r", "pass\n")], http={"port": 0})
+    async with runner, aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{runner.ports()['h']}"
+        for path, body in (("/in", b"12345"), ("/in", b"678"), ("/nowhere", b"x")):
+            async with session.post(base + path, data=body):
+                pass
+        async with session.get(base + "/in"):
+            pass
+        await until(runner, 2)
+        _, text = await get(session, f"http://127.0.0.1:{runner.http_port}/metrics")
+    got = samples(text)
+    assert got["meow_http_responses_total", (("status", "202"),)] == 2
+    assert got["meow_http_responses_total", (("status", "404"),)] == 1
+    assert got["meow_http_responses_total", (("status", "405"),)] == 1
+    assert got["meow_events_total", (("monitor", "http"), ("rule", "h"))] == 2
+    assert got["meow_spooled_bytes_total", ()] == 8

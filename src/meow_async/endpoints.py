@@ -98,6 +98,14 @@ class _Collector:
         for reason in ("cap", "tls", "hello", "idle"):
             closed.add_metric([reason], peer_log.counts[reason])
         yield closed
+        answered = CounterMetricFamily(
+            "meow_http_responses",
+            "Requests to HTTP patterns, by the status they were answered",
+            labels=["status"],
+        )
+        for status, n in sorted(r.http.responses.items()):
+            answered.add_metric([str(status)], n)
+        yield answered
 
 
 class Endpoints:

@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ class HttpMonitor:
         self._keys = IdempotencyKeys(network.spool_dir / "idempotency.log")
         self._in_flight: dict[str, asyncio.Future[web.Response]] = {}
         self._seen_signatures: dict[str, float] = {}  # signature -> until when refused
+        self.responses: Counter[int] = Counter()  # by status, for /metrics
+        self._by_port: dict[int, Key] | None = None
         workflow.add_validator(self._validate)
 
     # -- what is served -----------------------------------------------------------------------
@@ -136,6 +139,7 @@ class HttpMonitor:
         for rule in self.rules():
             wanted.setdefault(_key(rule.pattern), []).append(rule.name)  # type: ignore[arg-type]
         self._routes = None
+        self._by_port = None
         for key in list(self._servers):
             if key not in wanted:
                 await self._close(key)
@@ -156,15 +160,18 @@ class HttpMonitor:
             server = web.Server(self._handle, handler_cancellation=True, access_log=None)
             aserver = await asyncio.get_running_loop().create_server(server, sock=sock)
             self._servers[key] = (server, aserver)
+            self._by_port = None
             port = sock.getsockname()[1]
             logger.info("listening on %s for %s", host_port(key[0], port), ", ".join(names))
 
     async def _close(self, key: Key) -> None:
+        port = self._port(key)  # the socket is closed with the server
         server, aserver = self._servers.pop(key)
+        self._by_port = None
         aserver.close()
         await server.shutdown(timeout=1.0)
         await aserver.wait_closed()
-        logger.info("closed listener on %s", host_port(key[0], self._port(key)))
+        logger.info("closed listener on %s", host_port(key[0], port))
 
     def _port(self, key: Key) -> int:
         sock = self._socks.get(key)
@@ -189,6 +196,11 @@ class HttpMonitor:
     # -- one request --------------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = await self._answer(request)
+        self.responses[response.status] += 1
+        return response
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         key = self._server_key(sockname)
         match = None
@@ -347,13 +359,12 @@ class HttpMonitor:
         self._seen_signatures[signature] = now + 2 * window  # covers the clock skew both ways
 
     def _server_key(self, sockname: Any) -> Key | None:
+        """Which server a request came to, from the address it was sent to."""
         if not sockname:
             return None
-        port = sockname[1]
-        for key, sock in self._socks.items():
-            if sock.getsockname()[1] == port:
-                return key
-        return None
+        if self._by_port is None:
+            self._by_port = {self._port(k): k for k in self._servers}
+        return self._by_port.get(sockname[1])
 
 
 class IdempotencyKeys:
