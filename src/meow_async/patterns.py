@@ -339,13 +339,7 @@ class NetworkPattern(_PatternBase):
             check_seconds(where, name, getattr(self, name), above_zero=True)
         check_flag(where, "ack", self.ack)
         check_flag(where, "allow_empty", self.allow_empty)
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError(
-                "TLS needs both tls_cert and tls_key",
-                where=where,
-                field="tls_cert" if self.tls_cert is None else "tls_key",
-                value=None,
-            )
+        _check_tls(self, where)
         if self.ack and self.tls_cert is not None and self.framing == "connection":
             raise ConfigError(
                 "an acknowledgement over TLS needs framing 'delimiter' or "
@@ -354,20 +348,6 @@ class NetworkPattern(_PatternBase):
                 field="ack",
                 value=self.ack,
             )
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ConfigError(
-                "client certificates need TLS: set tls_cert and tls_key too",
-                where=where,
-                field="tls_client_ca",
-                value=self.tls_client_ca,
-            )
-        for name in ("tls_cert", "tls_key", "tls_client_ca"):
-            path: object = getattr(self, name)
-            if path is None:
-                continue
-            if not isinstance(path, str | os.PathLike) or not os.path.isfile(path):
-                raise ConfigError(f"no such file: {path}", where=where, field=name, value=path)
-            object.__setattr__(self, name, os.fspath(path))
 
     @property
     def tls(self) -> bool:
@@ -375,6 +355,32 @@ class NetworkPattern(_PatternBase):
 
     def listener_settings(self) -> tuple[object, ...]:
         return tuple(getattr(self, f) for f in LISTENER_FIELDS)
+
+
+def _check_tls(pattern: Any, where: str) -> None:
+    """``tls_cert`` and ``tls_key`` together, ``tls_client_ca`` only with them, files that
+    exist."""
+    if (pattern.tls_cert is None) != (pattern.tls_key is None):
+        raise ConfigError(
+            "TLS needs both tls_cert and tls_key",
+            where=where,
+            field="tls_cert" if pattern.tls_cert is None else "tls_key",
+            value=None,
+        )
+    if pattern.tls_client_ca is not None and pattern.tls_cert is None:
+        raise ConfigError(
+            "client certificates need TLS: set tls_cert and tls_key too",
+            where=where,
+            field="tls_client_ca",
+            value=pattern.tls_client_ca,
+        )
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        path: object = getattr(pattern, name)
+        if path is None:
+            continue
+        if not isinstance(path, str | os.PathLike) or not os.path.isfile(path):
+            raise ConfigError(f"no such file: {path}", where=where, field=name, value=path)
+        object.__setattr__(pattern, name, os.fspath(path))
 
 
 #: Methods an HTTP pattern may take.
@@ -425,6 +431,10 @@ class HttpPattern(_PatternBase):
     hmac_window: float = 300.0
     #: Seconds an ``Idempotency-Key`` is remembered (across restarts).
     idempotency_window: float = 24 * 3600.0
+    #: HTTPS, and client certificates signed by ``tls_client_ca``, as for network patterns.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -532,6 +542,7 @@ class HttpPattern(_PatternBase):
                     value=value,
                 )
         check_seconds(where, "hmac_window", self.hmac_window, above_zero=True)
+        _check_tls(self, where)
         # A missing secret is an error now, not at the first request.
         self.token()
         self.hmac_secret()
@@ -589,6 +600,14 @@ class HttpPattern(_PatternBase):
 
     def route_settings(self) -> tuple[object, ...]:
         return tuple(getattr(self, f) for f in HTTP_ROUTE_FIELDS)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def server_settings(self) -> tuple[object, ...]:
+        """What every HTTP pattern on one host:port must agree on: the server's TLS."""
+        return (self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
 Pattern = FilePattern | NetworkPattern | HttpPattern

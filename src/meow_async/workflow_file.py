@@ -72,6 +72,9 @@ _HTTP_PATTERN_KEYS = _COMMON_KEYS | {
     "timestamp_header",
     "hmac_window",
     "idempotency_window",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
 }
 _TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")
 _RUNNER_KEYS = {f.name for f in fields(RunnerConfig)}
@@ -311,7 +314,7 @@ def _pattern(name: str, raw: _Map, folder: Path, problems: _Problems) -> Pattern
             raise ConfigError(
                 "an HTTP pattern needs 'port' (0: any free port)", field="port", value=None
             )
-        for key in ("token_file", "hmac_secret_file"):
+        for key in ("token_file", "hmac_secret_file", *_TLS_FILES):
             if isinstance(kwargs.get(key), str):
                 kwargs[key] = str(folder / kwargs[key])
         for key in ("methods", "headers"):

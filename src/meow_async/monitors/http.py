@@ -28,7 +28,7 @@ from ..jobs import job_id_for
 from ..patterns import HttpPattern
 from ..rules import Rule
 from ..workflow import Workflow
-from .network import NetworkMonitor, bind_tcp
+from .network import NetworkMonitor, bind_tcp, tls_context
 from .spool import MessageTooLarge
 
 __all__ = ["HttpMonitor"]
@@ -157,8 +157,14 @@ class HttpMonitor:
                     logger.error("%s; its rules receive nothing until it is changed", e)
                     continue
             sock = self._socks[key]
+            first = self.workflow.rules[names[0]].pattern
+            try:
+                ctx = tls_context(first, "http") if first.tls else None  # type: ignore[union-attr]
+            except MonitorError as e:
+                logger.error("%s; its rules receive nothing until it is changed", e)
+                continue
             server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-            aserver = await asyncio.get_running_loop().create_server(server, sock=sock)
+            aserver = await asyncio.get_running_loop().create_server(server, sock=sock, ssl=ctx)
             self._servers[key] = (server, aserver)
             self._by_port = None
             port = sock.getsockname()[1]
@@ -220,6 +226,10 @@ class HttpMonitor:
                 {"Allow": ", ".join(pattern.methods)},
             )
         identity = None
+        if pattern.tls_client_ca is not None and request.transport is not None:
+            cert = request.transport.get_extra_info("peercert") or {}
+            subject = ", ".join(f"{k}={v}" for part in cert.get("subject", ()) for k, v in part)
+            identity = f"client certificate {subject}" if subject else "client certificate"
         token = pattern.token()
         if token is not None:
             given = request.headers.get("Authorization", "")
@@ -427,9 +437,18 @@ def _key(pattern: HttpPattern) -> Key:
 def _claims(rules: list[Rule]) -> None:
     """Two patterns may serve one route on one host:port only with the same settings."""
     seen: dict[tuple[Key, str], HttpPattern] = {}
+    servers: dict[Key, HttpPattern] = {}
     for rule in rules:
         p = rule.pattern
         assert isinstance(p, HttpPattern)  # noqa: S101
+        first = servers.setdefault(_key(p), p)
+        if first.server_settings() != p.server_settings():
+            raise MonitorError(
+                "http",
+                f"patterns {first.name!r} and {p.name!r} share {host_port(p.host, p.port)} "
+                "with different TLS settings (tls_cert, tls_key, tls_client_ca): one server "
+                "serves both, so make them agree or use another port",
+            )
         other = seen.setdefault((_key(p), p.route), p)
         if other is not p and other.route_settings() != p.route_settings():
             raise MonitorError(

@@ -527,14 +527,19 @@ def bind_tcp(pattern: Any, monitor: str, *, quiet: bool = False) -> socket.socke
 
 
 def _tls_context(pattern: NetworkPattern) -> ssl.SSLContext:
+    return tls_context(pattern, "network")
+
+
+def tls_context(pattern: Any, monitor: str) -> ssl.SSLContext:
+    """The server side of ``pattern``'s TLS (``tls_cert``, ``tls_key``, ``tls_client_ca``)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        ctx.load_cert_chain(pattern.tls_cert, pattern.tls_key)  # type: ignore[arg-type]
+        ctx.load_cert_chain(pattern.tls_cert, pattern.tls_key)
         if pattern.tls_client_ca:
             ctx.load_verify_locations(pattern.tls_client_ca)
             ctx.verify_mode = ssl.CERT_REQUIRED
     except (ssl.SSLError, OSError) as e:
         raise MonitorError(
-            "network", f"pattern {pattern.name!r}: cannot load TLS files: {e}"
+            monitor, f"pattern {pattern.name!r}: cannot load TLS files: {e}"
         ) from None
     return ctx
