@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import chunks, files, jobs, memory, output, report_tests
+from . import chunks, files, http, jobs, memory, output, report_tests
 from .limits import raise_nofile
 from .loops import LOOPS
 from .machine import describe
@@ -28,6 +28,8 @@ SUITES = {
     "memory": "peak RSS under 10,000 idle connections, under a flood, and under TLS (idle "
     "connections, stalled handshakes)",
     "chunks": "network intake time by chunk size",
+    "http": "HTTP intake: requests/s and request -> event latency against a bare aiohttp "
+    "handler writing the same spool files",
 }
 
 
@@ -138,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "memory": lambda: memory.run(sizes, scratch, args.loop, loads=loads),
         "chunks": lambda: chunks.run(min(sizes.repeats, 5), scratch, args.loop),
+        "http": lambda: http.run(
+            sizes.jobs_n * 20,
+            max(3, sizes.jobs_repeats * 2),
+            scratch,
+            args.loop,
+            args.concurrency,
+            args.payload,
+        ),
     }
     chosen = list(SUITES) if args.suite == "all" else [args.suite]
     try:
