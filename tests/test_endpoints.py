@@ -159,3 +159,24 @@ async def test_http_requests_are_counted_by_status(ws: Workspace) -> None:
     assert got["meow_http_responses_total", (("status", "405"),)] == 1
     assert got["meow_events_total", (("monitor", "http"), ("rule", "h"))] == 2
     assert got["meow_spooled_bytes_total", ()] == 8
+
+
+async def test_runner_http_and_http_patterns_can_share_a_port(
+    ws: Workspace, unused_tcp_port: int
+) -> None:
+    from meow_async import HttpPattern
+
+    pattern = HttpPattern(name="h", route="/in", port=unused_tcp_port, recipe="r")
+    runner = ws.runner([pattern], [py_recipe("r", "pass\n")], http={"port": unused_tcp_port})
+    async with runner, aiohttp.ClientSession() as session:
+        assert runner.http_port == runner.ports()["h"] == unused_tcp_port
+        base = f"http://127.0.0.1:{unused_tcp_port}"
+        async with session.post(base + "/in", data=b"x") as resp:
+            assert resp.status == 202
+        await until(runner, 1)
+        status, health = await get(session, base + "/healthz")
+        assert (status, health["status"]) == (200, "ok")
+        status, listing = await get(session, base + "/jobs")
+        assert [j["rule"] for j in listing["jobs"]] == ["h"]
+        async with session.post(base + "/metrics") as resp:
+            assert resp.status == 405

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .addresses import host_port
-from .jobs import JobState, iter_jobs
+from .jobs import JobState, iter_jobs, read_meta
 from .monitors.connection import peer_log
 from .process_log import current
 
@@ -109,61 +107,48 @@ class _Collector:
 
 
 class Endpoints:
-    """One aiohttp server on ``runner.http``'s host and port."""
+    """The answers to ``GET /healthz``, ``/metrics``, ``/jobs`` and ``/jobs/{id}``, served by
+    the HTTP monitor on ``runner.http``'s host and port (alone there, or beside HTTP
+    patterns' routes on the same server)."""
 
-    def __init__(self, runner: Runner, host: str, port: int) -> None:
+    PATHS = ("/healthz", "/metrics", "/jobs")
+
+    def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self.host, self.port = host, port
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(runner))
-        self._site: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
 
-    def bind(self) -> None:
-        """Now, so a port in use is an error at start, naming it."""
-        from .monitors.network import bind_tcp
+    async def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """The answer to an operator's request; None for a path that is not one of ours."""
+        path = request.path
+        if path not in self.PATHS and not path.startswith("/jobs/"):
+            return None
+        if request.method != "GET":
+            return web.json_response(
+                {"error": f"{request.method} is not allowed on {path}"},
+                status=405,
+                headers={"Allow": "GET"},
+            )
+        if path == "/healthz":
+            return self.healthz()
+        if path == "/metrics":
+            return self.metrics()
+        if path == "/jobs":
+            return await self.jobs(request)
+        return await self.job(path.removeprefix("/jobs/"))
 
-        class _Where:
-            name = "runner.http"
-            host, port = self.host, self.port
-
-        self._sock = bind_tcp(_Where(), "http")
-        self.port = self._sock.getsockname()[1]
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/jobs", self.jobs)
-        app.router.add_get("/jobs/{id}", self.job)
-        self._site = web.AppRunner(app, access_log=None)
-        await self._site.setup()
-        assert self._sock is not None  # noqa: S101 - bind() first
-        await web.SockSite(self._site, self._sock).start()
-
-    async def close(self) -> None:
-        if self._site is not None:
-            await self._site.cleanup()
-            self._site = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{host_port(self.host, self.port)}"
-
-    # -- handlers -----------------------------------------------------------------------------
-
-    async def healthz(self, request: web.Request) -> web.Response:
+    def healthz(self) -> web.Response:
         r = self.runner
         live = {m.name: m.ready.is_set() for m in r.monitors}
         ok = r.started.is_set() and not r.stopping and all(live.values())
         status = "ok" if ok else ("stopping" if r.stopping else "starting")
         return web.json_response({"status": status, "monitors": live}, status=200 if ok else 503)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    def metrics(self) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def jobs(self, request: web.Request) -> web.Response:
+    async def jobs(self, request: web.BaseRequest) -> web.Response:
         q = request.query
         state, rule = q.get("state"), q.get("rule")
         if state is not None and state not in {s.value for s in JobState}:
@@ -187,15 +172,18 @@ class Endpoints:
 
         return web.json_response({"jobs": await asyncio.to_thread(read)})
 
-    async def job(self, request: web.Request) -> web.Response:
-        job_id = request.match_info["id"]
+    async def job(self, job_id: str) -> web.Response:
         folder = self.runner.jobs_dir / job_id
-        if "/" in job_id or job_id.startswith(".") or not (folder / "job.json").is_file():
+        if not job_id or "/" in job_id or job_id.startswith("."):
             return web.json_response({"error": f"no job {job_id}"}, status=404)
 
-        def read(path: Path) -> dict[str, Any]:
-            from .jobs import read_meta
+        def read(path: Path) -> dict[str, Any] | None:
+            try:
+                return current({**read_meta(path), "dir": str(path)})
+            except (OSError, ValueError):
+                return None
 
-            return current({**read_meta(path), "dir": str(path)})
-
-        return web.json_response(await asyncio.to_thread(read, folder))
+        meta = await asyncio.to_thread(read, folder)
+        if meta is None:
+            return web.json_response({"error": f"no job {job_id}"}, status=404)
+        return web.json_response(meta)

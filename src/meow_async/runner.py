@@ -117,7 +117,9 @@ class Runner:
         self.durations = Durations()
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         http = self.config.http
-        self.endpoints = Endpoints(self, http["host"], http["port"]) if http else None
+        self.endpoints = Endpoints(self) if http else None
+        if http and self.endpoints is not None:
+            self.http.serve_operator(http["host"], http["port"], self.endpoints.answer)
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -152,7 +154,7 @@ class Runner:
     @property
     def http_port(self) -> int | None:
         """The port ``runner.http`` serves on, once started (it may ask for port 0)."""
-        return self.endpoints.port if self.endpoints is not None else None
+        return self.http.operator_port()
 
     def ports(self) -> dict[str, int]:
         """The TCP port of each network and HTTP rule, once started (patterns may ask for
@@ -219,8 +221,6 @@ class Runner:
         await asyncio.to_thread(self._preflight)
         self.network.bind()  # a port in use is an error here, before anything starts
         self.http.bind()
-        if self.endpoints is not None:
-            self.endpoints.bind()
         # What a previous run left: accepted messages, queued and running jobs, file changes
         # since its watermark (found by the file monitor once its watch is live).
         recovered_events = await asyncio.to_thread(self.network.recover)
@@ -242,9 +242,6 @@ class Runner:
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
         jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
         self._queues = {"events": events, "jobs": jobs}
-        if self.endpoints is not None:
-            await self.endpoints.start()
-            logger.info("serving /healthz, /metrics, /jobs on %s", self.endpoints.url)
         try:
             await self._serve(events, jobs, recovered_events, recovered.to_run)
         finally:
@@ -252,8 +249,6 @@ class Runner:
             close = getattr(self.conductor, "close", None)
             if close is not None:
                 await close()
-            if self.endpoints is not None:
-                await self.endpoints.close()
         if self._watching_since is not None and self._held_at_stop is None and not self._unhandled:
             # Every change seen was drained into jobs: the next start looks from here on.
             try:

@@ -16,6 +16,7 @@ import logging
 import socket
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ class HttpMonitor:
         self._seen_signatures: dict[str, float] = {}  # signature -> until when refused
         self.responses: Counter[int] = Counter()  # by status, for /metrics
         self._by_port: dict[int, Key] | None = None
+        self._ports: dict[Key, int] = {}
+        #: runner.http: its server's key and the answers it gives (see endpoints.py).
+        self._operator: tuple[Key, Operator] | None = None
         workflow.add_validator(self._validate)
 
     # -- what is served -----------------------------------------------------------------------
@@ -70,12 +74,22 @@ class HttpMonitor:
         rules = self.workflow.rules if rules is None else rules
         return [r for r in rules.values() if isinstance(r.pattern, HttpPattern)]
 
+    def serve_operator(self, host: str, port: int, answer: Operator) -> None:
+        """Serve ``runner.http``'s paths on ``host``:``port`` too (beside any HTTP patterns'
+        routes there)."""
+        self._operator = ((host, port, "" if port else "runner.http"), answer)
+
+    def operator_port(self) -> int | None:
+        if self._operator is None or self._operator[0] not in self._socks:
+            return None
+        return self._port(self._operator[0])
+
     def ports(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for rule in self.rules():
-            sock = self._socks.get(_key(rule.pattern))  # type: ignore[arg-type]
-            if sock is not None:
-                out[rule.name] = sock.getsockname()[1]
+            key = _key(rule.pattern)  # type: ignore[arg-type]
+            if key in self._socks:
+                out[rule.name] = self._port(key)
         return out
 
     def check(self) -> None:
@@ -90,16 +104,25 @@ class HttpMonitor:
         for rule in mine:
             key = _key(rule.pattern)  # type: ignore[arg-type]
             if key not in self._socks:
-                self._socks[key] = bind_tcp(rule.pattern, "http")  # an error at the call
+                self._bound(key, bind_tcp(rule.pattern, "http"))  # an error at the call
         self._sync_needed.set()
+
+    def _wanted(self) -> dict[Key, list[Any]]:
+        """Each host:port to serve, with what is served there (patterns, runner.http)."""
+        wanted: dict[Key, list[Any]] = {}
+        if self._operator is not None:
+            key = self._operator[0]
+            wanted[key] = [_Operator(key[0], key[1])]
+        for rule in self.rules():
+            wanted.setdefault(_key(rule.pattern), []).append(rule.pattern)  # type: ignore[arg-type]
+        return wanted
 
     def bind(self) -> None:
         """Bind every host:port the HTTP rules need; MonitorError names one that fails."""
         try:
-            for rule in self.rules():
-                key = _key(rule.pattern)  # type: ignore[arg-type]
+            for key, served in self._wanted().items():
                 if key not in self._socks:
-                    self._socks[key] = bind_tcp(rule.pattern, "http")
+                    self._bound(key, bind_tcp(served[0], "http"))
         except MonitorError:
             for sock in self._socks.values():
                 sock.close()
@@ -135,31 +158,29 @@ class HttpMonitor:
             self._keys.close()
 
     async def _sync(self) -> None:
-        wanted: dict[Key, list[str]] = {}
-        for rule in self.rules():
-            wanted.setdefault(_key(rule.pattern), []).append(rule.name)  # type: ignore[arg-type]
+        wanted = self._wanted()
         self._routes = None
         self._by_port = None
         for key in list(self._servers):
             if key not in wanted:
                 await self._close(key)
-                self._socks.pop(key).close()
+                self._drop(key)
         for key in [k for k in self._socks if k not in wanted]:
-            self._socks.pop(key).close()
-        for key, names in wanted.items():
+            self._drop(key)
+        for key, served in wanted.items():
             if key in self._servers:
                 continue
             if key not in self._socks:
-                pattern = self.workflow.rules[names[0]].pattern
                 try:
-                    self._socks[key] = bind_tcp(pattern, "http")
+                    self._bound(key, bind_tcp(served[0], "http"))
                 except MonitorError as e:
                     logger.error("%s; its rules receive nothing until it is changed", e)
                     continue
             sock = self._socks[key]
-            first = self.workflow.rules[names[0]].pattern
+            names = [p.name for p in served]
+            tls = [p for p in served if p.tls]
             try:
-                ctx = tls_context(first, "http") if first.tls else None  # type: ignore[union-attr]
+                ctx = tls_context(tls[0], "http") if tls else None
             except MonitorError as e:
                 logger.error("%s; its rules receive nothing until it is changed", e)
                 continue
@@ -179,7 +200,20 @@ class HttpMonitor:
         await aserver.wait_closed()
         logger.info("closed listener on %s", host_port(key[0], port))
 
+    def _drop(self, key: Key) -> None:
+        self._socks.pop(key).close()
+        self._ports.pop(key, None)
+        self._by_port = None
+
+    def _bound(self, key: Key, sock: socket.socket) -> None:
+        self._socks[key] = sock
+        self._ports[key] = sock.getsockname()[1]  # kept: a closed socket has no name
+        self._by_port = None
+
     def _port(self, key: Key) -> int:
+        port = self._ports.get(key)
+        if port is not None:
+            return port
         sock = self._socks.get(key)
         return sock.getsockname()[1] if sock is not None else key[1]
 
@@ -202,13 +236,17 @@ class HttpMonitor:
     # -- one request --------------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        response = await self._answer(request)
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        key = self._server_key(sockname)
+        if self._operator is not None and key == self._operator[0]:
+            answer = await self._operator[1](request)  # /healthz, /metrics, /jobs
+            if answer is not None:
+                return answer
+        response = await self._answer(request, key)
         self.responses[response.status] += 1
         return response
 
-    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        key = self._server_key(sockname)
+    async def _answer(self, request: web.BaseRequest, key: Key | None) -> web.StreamResponse:
         match = None
         for regex, rules in self._route_table().get(key, []) if key else []:
             found = regex.fullmatch(request.path)
@@ -373,7 +411,7 @@ class HttpMonitor:
         if not sockname:
             return None
         if self._by_port is None:
-            self._by_port = {self._port(k): k for k in self._servers}
+            self._by_port = {port: k for k, port in self._ports.items() if k in self._socks}
         return self._by_port.get(sockname[1])
 
 
@@ -428,6 +466,19 @@ class IdempotencyKeys:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+Operator = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
+
+
+class _Operator:
+    """runner.http, where a pattern would be: what a port in use is reported against."""
+
+    name = "runner.http"
+    tls = False
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
 
 
 def _key(pattern: HttpPattern) -> Key:
