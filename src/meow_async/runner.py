@@ -20,8 +20,7 @@ from .events import Event
 from .exceptions import MeowError, MonitorError, RunnerStopped
 from .handlers import Handler
 from .jobs import Job, JobState
-from .monitors import FileMonitor, Monitor, NetworkMonitor
-from .monitors.http import HttpMonitor
+from .monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
 from .patterns import FilePattern, Pattern
 from .recipes import Recipe
 from .recovery import RunnerState, recover_jobs
@@ -92,26 +91,18 @@ class Runner:
         self._unhandled: float | None = None  # the oldest event that failed to make its job
         self._handling = 0  # events a handler has taken and not finished
         self._later: set[asyncio.Task[None]] = set()  # retries waiting for their backoff
-        self.files = FileMonitor(
-            self.config.base_dir,
-            self.workflow,
-            ignore=[self.jobs_dir, self.spool_dir],
-            watcher=self.config.file_watcher,
-            step_ms=self.config.watch_step_ms,
-            debounce_ms=self.config.watch_debounce_ms,
-            on_watch=self._watch_started,
-        )
-        self.network = NetworkMonitor(
-            self.workflow,
-            self.spool_dir,
-            base_dir=self.config.base_dir,
-            chunk_size=self.config.chunk_size,
-            durable=self.config.durable,
-        )
-        self.http = HttpMonitor(self.workflow, self.network)
-        self.monitors: list[Monitor] = [self.files, self.network, self.http]
-        self.network.check()  # patterns that share a port must agree on its settings
-        self.http.check()  # and patterns that share a route on its settings
+        self.monitors: list[Monitor] = []
+        for make in KINDS.values():  # one of each kind, whatever the patterns now
+            self.monitors.append(make(self))
+        # The runner's own bookkeeping needs these three by name (watermark, spool journal,
+        # runner.http); everything else goes through the Monitor protocol.
+        self.files: FileMonitor = self.monitor("files")
+        self.network: NetworkMonitor = self.monitor("network")
+        self.http: HttpMonitor = self.monitor("http")
+        for m in self.monitors:
+            check = getattr(m, "check", None)
+            if check is not None:
+                check()  # e.g. patterns that share a port must agree on its settings
         self.stats = RunnerStats()
         self.events_by: Counter[tuple[str, str]] = Counter()  # (monitor, rule): for /metrics
         self.durations = Durations()
@@ -159,7 +150,19 @@ class Runner:
     def ports(self) -> dict[str, int]:
         """The TCP port of each network and HTTP rule, once started (patterns may ask for
         port 0)."""
-        return {**self.network.ports(), **self.http.ports()}
+        out: dict[str, int] = {}
+        for m in self.monitors:
+            ports = getattr(m, "ports", None)
+            if ports is not None:
+                out.update(ports())
+        return out
+
+    def monitor(self, name: str) -> Any:
+        """The runner's monitor called ``name`` (``files``, ``network``, ``http``)."""
+        for m in self.monitors:
+            if m.name == name:
+                return m
+        raise KeyError(f"no monitor {name!r}: the runner has {[m.name for m in self.monitors]}")
 
     def add_pattern(self, pattern: Pattern) -> None:
         self.workflow.add_pattern(pattern)
@@ -219,8 +222,10 @@ class Runner:
 
     async def _run(self) -> None:
         await asyncio.to_thread(self._preflight)
-        self.network.bind()  # a port in use is an error here, before anything starts
-        self.http.bind()
+        for m in self.monitors:
+            bind = getattr(m, "bind", None)
+            if bind is not None:
+                bind()  # a port in use is an error here, before anything starts
         # What a previous run left: accepted messages, queued and running jobs, file changes
         # since its watermark (found by the file monitor once its watch is live).
         recovered_events = await asyncio.to_thread(self.network.recover)
@@ -337,7 +342,7 @@ class Runner:
         for event in recovered_events:
             await events.put(event)
 
-    def _watch_started(self, since: float) -> None:
+    def watch_started(self, since: float) -> None:
         """The file watch is live (and the catch-up scan queued) from ``since`` on."""
         self._watching_since = since
         if self.state.watermark is None:

@@ -1,21 +1,33 @@
-"""Monitors watch for triggers and put events on the runner's queue."""
+"""Monitors watch for triggers and put events on the runner's queue.
+
+A runner makes one monitor of each kind in :data:`KINDS`, in order (a later one may use an
+earlier one: the HTTP monitor accepts requests through the network monitor's spool and
+journal). Each serves the patterns of its kind and sits idle without them, so patterns of any
+kind can be added while the runner runs. A new kind of trigger is a module under monitors/ and
+one entry in :data:`KINDS`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..events import Event
 from .files import FileMonitor
+from .http import HttpMonitor
 from .network import NetworkMonitor
 
-__all__ = ["FileMonitor", "Monitor", "NetworkMonitor"]
+__all__ = ["KINDS", "FileMonitor", "HttpMonitor", "Monitor", "NetworkMonitor"]
 
 
 class Monitor(Protocol):
     """**Protocol:** runs until ``stop`` is set, putting events on ``events``.
 
     A full queue makes ``put`` wait: that is the back-pressure, never a reason to drop.
+    Optional methods the runner calls when a monitor has them: ``check()`` (patterns that
+    cannot work together: raise at once), ``bind()`` (take ports before anything starts: a
+    port in use is an error then), ``ports()`` (rule name -> port, once bound).
     """
 
     name: str
@@ -23,3 +35,39 @@ class Monitor(Protocol):
     ready: asyncio.Event
 
     async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None: ...
+
+
+def _files(runner: Any) -> Monitor:
+    cfg = runner.config
+    return FileMonitor(
+        cfg.base_dir,
+        runner.workflow,
+        ignore=[runner.jobs_dir, runner.spool_dir],
+        watcher=cfg.file_watcher,
+        step_ms=cfg.watch_step_ms,
+        debounce_ms=cfg.watch_debounce_ms,
+        on_watch=runner.watch_started,
+    )
+
+
+def _network(runner: Any) -> Monitor:
+    cfg = runner.config
+    return NetworkMonitor(
+        runner.workflow,
+        runner.spool_dir,
+        base_dir=cfg.base_dir,
+        chunk_size=cfg.chunk_size,
+        durable=cfg.durable,
+    )
+
+
+def _http(runner: Any) -> Monitor:
+    return HttpMonitor(runner.workflow, runner.monitor("network"))
+
+
+#: The monitors a runner makes, by name, each from the runner (its workflow and settings).
+KINDS: dict[str, Callable[[Any], Monitor]] = {
+    "files": _files,
+    "network": _network,
+    "http": _http,
+}
