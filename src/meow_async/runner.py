@@ -650,5 +650,6 @@ def _what(event: Event) -> str:
         return f"message {event.extras.get('message_id')} from {event.extras.get('peer')}"
     if event.kind == "http":
         x = event.extras
-        return f"{x.get('method')} {x.get('path')} ({x.get('message_id')}) from {x.get('peer')}"
+        what = f"{x.get('method')} {x.get('request_path')}"
+        return f"{what} ({x.get('message_id')}) from {x.get('peer')}"
     return f"{event.change or event.kind} {event.rel_path}"

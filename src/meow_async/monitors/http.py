@@ -38,6 +38,7 @@ logger = logging.getLogger("meow_async.monitors.http")
 
 Key = tuple[str, int, str]  # host, port, and the pattern's name when it asked for port 0
 _CHUNK = 64 * 1024
+_ANY4, _ANY6 = "0.0.0.0", "::"  # noqa: S104 - the wildcard addresses, matched, not bound
 #: Seconds a client is told to wait when the event queue is full.
 RETRY_AFTER = 1
 
@@ -62,8 +63,9 @@ class HttpMonitor:
         self._in_flight: dict[str, asyncio.Future[web.Response]] = {}
         self._seen_signatures: dict[str, float] = {}  # signature -> until when refused
         self.responses: Counter[int] = Counter()  # by status, for /metrics
-        self._by_port: dict[int, Key] | None = None
+        self._by_port: dict[tuple[str, int], Key] | None = None
         self._ports: dict[Key, int] = {}
+        self._putting: set[asyncio.Future[None]] = set()  # accepted events waiting for room
         #: runner.http: its server's key and the answers it gives (see endpoints.py).
         self._operator: tuple[Key, Operator] | None = None
         workflow.add_validator(self._validate)
@@ -87,7 +89,7 @@ class HttpMonitor:
     def ports(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for rule in self.rules():
-            key = _key(rule.pattern)  # type: ignore[arg-type]
+            key = self._resolve(rule.pattern)  # type: ignore[arg-type]
             if key in self._socks:
                 out[rule.name] = self._port(key)
         return out
@@ -101,8 +103,9 @@ class HttpMonitor:
         _claims(mine)
         if not self._accepting:
             return
+        self.ready.clear()  # set again once _sync has served the change (Runner.wait_ready)
         for rule in mine:
-            key = _key(rule.pattern)  # type: ignore[arg-type]
+            key = self._resolve(rule.pattern)  # type: ignore[arg-type]
             if key not in self._socks:
                 self._bound(key, bind_tcp(rule.pattern, "http"))  # an error at the call
         self._sync_needed.set()
@@ -114,7 +117,8 @@ class HttpMonitor:
             key = self._operator[0]
             wanted[key] = [_Operator(key[0], key[1])]
         for rule in self.rules():
-            wanted.setdefault(_key(rule.pattern), []).append(rule.pattern)  # type: ignore[arg-type]
+            key = self._resolve(rule.pattern)  # type: ignore[arg-type]
+            wanted.setdefault(key, []).append(rule.pattern)
         return wanted
 
     def bind(self) -> None:
@@ -138,9 +142,11 @@ class HttpMonitor:
         stopping = asyncio.create_task(stop.wait())
         try:
             while True:
+                self._sync_needed.clear()  # first: a change made while syncing syncs again
                 await self._sync()
+                if self._sync_needed.is_set() and not stop.is_set():
+                    continue  # changed meanwhile: not ready until that is served too
                 self.ready.set()
-                self._sync_needed.clear()
                 waking = asyncio.create_task(self._sync_needed.wait())
                 await asyncio.wait([stopping, waking], return_when=asyncio.FIRST_COMPLETED)
                 waking.cancel()
@@ -225,7 +231,7 @@ class HttpMonitor:
             for rule in self.rules(rules):
                 p = rule.pattern
                 assert isinstance(p, HttpPattern)  # noqa: S101
-                table.setdefault(_key(p), {}).setdefault(p.route, []).append(rule)
+                table.setdefault(self._resolve(p), {}).setdefault(p.route, []).append(rule)
             self._routes = {
                 key: [(rs[0].pattern.route_regex(), rs) for rs in routes.values()]  # type: ignore[union-attr]
                 for key, routes in table.items()
@@ -305,9 +311,11 @@ class HttpMonitor:
             stored = self._keys.get(scope)
             if stored is not None:
                 return _replayed(stored)
-            first = self._in_flight.get(scope)
-            if first is not None:
-                return _replayed(json.loads((await asyncio.shield(first)).text or "{}"))
+            while (first := self._in_flight.get(scope)) is not None:
+                earlier = await asyncio.shield(first)
+                if earlier.status == 202:
+                    return _replayed(json.loads(earlier.text or "{}"))
+                # The first one was refused or cut off: this one is a request of its own.
         if request.content_length is not None and request.content_length > pattern.max_size:
             return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
         queue = self._queue
@@ -317,6 +325,12 @@ class HttpMonitor:
             return _error(
                 503, "the event queue is full; try again", {"Retry-After": str(RETRY_AFTER)}
             )
+        if (
+            request.version >= (1, 1)
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
+            # Only now: a refused request (401, 413, 503) was answered before its body came.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         done: asyncio.Future[web.Response] | None = None
         if scope is not None:
             done = self._in_flight[scope] = asyncio.get_running_loop().create_future()
@@ -368,7 +382,7 @@ class HttpMonitor:
                 "message_id": spool.id,
                 "peer": peer,
                 "method": request.method,
-                "path": request.path,
+                "request_path": request.path,
                 "route": pattern.route,
                 "size": spool.size,
                 "identity": identity,
@@ -380,7 +394,11 @@ class HttpMonitor:
             if not accepted:
                 spool.discard()  # cut off, refused or failed: nothing of it stays
         if not self.network.offer(events):
-            await self.network.put(events)
+            # Accepted: whatever becomes of the client, these events reach the queue.
+            queued = asyncio.ensure_future(self.network.put(events))
+            self._putting.add(queued)
+            queued.add_done_callback(self._putting.discard)
+            await asyncio.shield(queued)
         jobs = [
             job_id_for(e.key, e.rule.name, point)
             for e in events
@@ -406,13 +424,29 @@ class HttpMonitor:
             self._seen_signatures = {s: t for s, t in self._seen_signatures.items() if t > now}
         self._seen_signatures[signature] = now + 2 * window  # covers the clock skew both ways
 
+    def _resolve(self, pattern: HttpPattern) -> Key:
+        """A pattern's server: a pattern naming the port a port-0 pattern was given on the
+        same address joins that one's server."""
+        key = _key(pattern)
+        if pattern.port and key not in self._socks:
+            for other, port in self._ports.items():
+                if other[2] and other[0] == pattern.host and port == pattern.port:
+                    return other
+        return key
+
     def _server_key(self, sockname: Any) -> Key | None:
-        """Which server a request came to, from the address it was sent to."""
+        """Which server a request came to, from the address and port it was sent to (a
+        server on a wildcard address answers for every address on its port)."""
         if not sockname:
             return None
         if self._by_port is None:
-            self._by_port = {port: k for k, port in self._ports.items() if k in self._socks}
-        return self._by_port.get(sockname[1])
+            self._by_port = {}
+            for k, port in self._ports.items():
+                if k in self._socks:
+                    self._by_port[_address(k[0]), port] = k
+        ip, port = sockname[0], sockname[1]
+        by = self._by_port
+        return by.get((ip, port)) or by.get((_ANY4, port)) or by.get((_ANY6, port))
 
 
 class IdempotencyKeys:
@@ -479,6 +513,14 @@ class _Operator:
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
+
+
+def _address(host: str) -> str:
+    """The address a host name binds to, as a socket reports it (``localhost``: 127.0.0.1)."""
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except socket.gaierror:
+        return host
 
 
 def _key(pattern: HttpPattern) -> Key:
