@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ..addresses import host_port
 from ..events import Event
-from ..exceptions import MonitorError
+from ..exceptions import ConfigError, MonitorError
 from ..jobs import job_id_for
 from ..patterns import HttpPattern
 from ..rules import Rule
@@ -66,6 +66,7 @@ class HttpMonitor:
         self._by_port: dict[tuple[str, int], Key] | None = None
         self._ports: dict[Key, int] = {}
         self._putting: set[asyncio.Future[None]] = set()  # accepted events waiting for room
+        self._secret_of: dict[int, tuple[HttpPattern, str | None, str | None]] = {}
         #: runner.http: its server's key and the answers it gives (see endpoints.py).
         self._operator: tuple[Key, Operator] | None = None
         workflow.add_validator(self._validate)
@@ -166,6 +167,7 @@ class HttpMonitor:
     async def _sync(self) -> None:
         wanted = self._wanted()
         self._routes = None
+        self._secret_of.clear()  # read again: a token file may have been rotated
         self._by_port = None
         for key in list(self._servers):
             if key not in wanted:
@@ -274,7 +276,7 @@ class HttpMonitor:
             cert = request.transport.get_extra_info("peercert") or {}
             subject = ", ".join(f"{k}={v}" for part in cert.get("subject", ()) for k, v in part)
             identity = f"client certificate {subject}" if subject else "client certificate"
-        token = pattern.token()
+        token, secret = self._secrets(pattern)
         if token is not None:
             given = request.headers.get("Authorization", "")
             scheme, _, value = given.partition(" ")
@@ -287,7 +289,6 @@ class HttpMonitor:
                 return _error(401, "the bearer token is wrong", challenge)
             identity = f"bearer token of pattern {pattern.name}"
         signer = None
-        secret = pattern.hmac_secret()
         if secret is not None:
             signature = request.headers.get(pattern.hmac_header, "")
             stamp = request.headers.get(pattern.timestamp_header, "")
@@ -372,7 +373,8 @@ class HttpMonitor:
                     return _error(401, "the signature does not match the body")
                 self._remember_signature(signer[1], pattern.hmac_window)
             path = spool.finish(durable=self.network.durable)
-            peer = request.remote or "?"
+            peername = request.transport.get_extra_info("peername") if request.transport else None
+            peer = host_port(peername[0], peername[1]) if peername else request.remote or "?"
             parameters: dict[str, Any] = {
                 **parts,
                 "query": dict(request.query),
@@ -407,13 +409,26 @@ class HttpMonitor:
         logger.debug("%s %s from %s: message %s", request.method, request.path, peer, spool.id)
         return web.json_response({"message_id": spool.id, "jobs": jobs}, status=202)
 
+    def _secrets(self, pattern: HttpPattern) -> tuple[str | None, str | None]:
+        """The pattern's bearer token and HMAC secret, read once per workflow change (not
+        from the disk for every request; a missing one was an error when it was made)."""
+        got = self._secret_of.get(id(pattern))
+        if got is None or got[0] is not pattern:
+            try:
+                got = (pattern, pattern.token(), pattern.hmac_secret())
+            except ConfigError as e:  # gone since: refuse, rather than let anyone in
+                logger.error("%s; its requests are refused", e)
+                got = (pattern, "\0unreadable", "\0unreadable")
+            self._secret_of[id(pattern)] = got
+        return got[1], got[2]
+
     def _valid_elsewhere(self, key: Key | None, token: str, pattern: HttpPattern) -> bool:
         """A token of another route on this server: known, but not allowed here."""
         for _, rules in self._route_table().get(key, []) if key else []:
             other = rules[0].pattern
             if other is pattern:
                 continue
-            theirs = other.token()  # type: ignore[union-attr]
+            theirs = self._secrets(other)[0]  # type: ignore[arg-type]
             if theirs is not None and hmac.compare_digest(token.encode(), theirs.encode()):
                 return True
         return False
