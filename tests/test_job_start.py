@@ -506,8 +506,11 @@ async def test_a_fork_server_killed_mid_burst_loses_no_job(ws: Workspace) -> Non
         assert first is not None
         for name in names:
             ws.write(name)
-        # Every slot's job is in its script, the rest queued: the server is between starts.
-        await poll_until(lambda: len(list(ws.jobs.glob("*/ran.txt"))) == slots)
+        # Every slot's job is in its script (its line written whole, parent read before the
+        # kill), the rest queued: the server is between starts.
+        await poll_until(
+            lambda: sum(p.read_text().endswith("\n") for p in ws.jobs.glob("*/ran.txt")) == slots
+        )
         os.kill(first, signal.SIGKILL)
         # Each cut-off job's process is killed before the job is queued again.
         async with asyncio.timeout(WAIT):
