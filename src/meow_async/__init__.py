@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from .conductors import Conductor, LocalConductor
@@ -72,3 +73,7 @@ __all__ = [
     "read_meta",
     "send",
 ]
+
+# A library stays quiet unless its application configures logging: without this, Python's
+# last-resort handler would print meow_async's warnings to stderr. The CLI adds its own handler.
+logging.getLogger("meow_async").addHandler(logging.NullHandler())

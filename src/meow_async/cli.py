@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-jobs", type=int, metavar="N", help="jobs running at once (overrides runner.max_jobs)"
     )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text (default) or json: one object per line with time, level, logger, message "
+        "and, where a line is about one, job, rule, event and jobs (for log shippers)",
+    )
     _verbosity(run)
 
     val = sub.add_parser(
@@ -185,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     _setup_logging(
-        logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+        logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+        json_lines=args.log_format == "json",
     )
     if args.max_jobs is not None and args.max_jobs < 1:
         raise MeowError(f"--max-jobs must be at least 1, got {args.max_jobs}")
@@ -328,9 +336,35 @@ class _Formatter(logging.Formatter):
     default_msec_format = "%s.%03d"
 
 
-def _setup_logging(level: int) -> None:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, with stable keys, for log shippers."""
+
+    FIELDS = ("job", "rule", "event", "jobs")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in self.FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def _setup_logging(level: int, *, json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        _JsonFormatter()
+        if json_lines
+        else _Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger("meow_async")
     root.addHandler(handler)
     root.setLevel(level)

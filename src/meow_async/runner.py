@@ -444,6 +444,11 @@ class Runner:
                             "job " + ", ".join(j.id for j in result)
                             if result
                             else "jobs made before",
+                            extra={
+                                "rule": event.rule.name,
+                                "event": event.kind,
+                                "jobs": [j.id for j in result],
+                            },
                         )
                     for job in result:
                         await jobs.put(job)
@@ -503,29 +508,41 @@ class Runner:
             state = await self.conductor.execute(job)
         except asyncio.CancelledError:
             self.stats.failed += 1  # the conductor recorded why
-            logger.warning("job %s stopped (rule %s)", job.id, job.rule)
+            logger.warning("job %s stopped (rule %s)", job.id, job.rule, extra=_fields(job))
             raise
         except JobInterrupted as e:
             if await self._interrupted(job, jobs, str(e)) is not None:
                 self.stats.failed += 1
-                logger.warning("job %s failed (rule %s): %s", job.id, job.rule, e)
+                logger.warning(
+                    "job %s failed (rule %s): %s", job.id, job.rule, e, extra=_fields(job)
+                )
             return
         except Exception as e:  # e.g. metadata unwritable; record what we can and go on
             state = JobState.failed
             job.meta["error"] = f"conductor error: {e}"
-            logger.exception("job %s (rule %s) could not be run", job.id, job.rule)
+            logger.exception(
+                "job %s (rule %s) could not be run", job.id, job.rule, extra=_fields(job)
+            )
         finally:
             self.stats.running -= 1
         took = time.monotonic() - t0
         self.durations.observe(took)
         if state is JobState.done:
             self.stats.done += 1
-            logger.info("job %s done in %.2fs (rule %s)", job.id, took, job.rule)
+            logger.info(
+                "job %s done in %.2fs (rule %s)", job.id, took, job.rule, extra=_fields(job)
+            )
         elif state is JobState.failed and self._retry(job, jobs):
             pass
         elif state is JobState.skipped:
             self.stats.skipped += 1
-            logger.warning("job %s skipped (rule %s): %s", job.id, job.rule, job.meta["error"])
+            logger.warning(
+                "job %s skipped (rule %s): %s",
+                job.id,
+                job.rule,
+                job.meta["error"],
+                extra=_fields(job),
+            )
         else:
             self.stats.failed += 1
             logger.warning(
@@ -535,6 +552,7 @@ class Runner:
                 took,
                 job.rule,
                 job.meta.get("error"),
+                extra=_fields(job),
             )
 
     async def _interrupted(self, job: Job, jobs: asyncio.Queue[Job], why: str) -> JobState | None:
@@ -642,6 +660,11 @@ def _once(release: Callable[[], None]) -> Callable[[], None]:
             release()
 
     return once
+
+
+def _fields(job: Job) -> dict[str, Any]:
+    """What a log line about a job carries as fields (``--log-format json``)."""
+    return {"job": job.id, "rule": job.rule}
 
 
 def _what(event: Event) -> str:
