@@ -830,3 +830,13 @@ async def test_a_request_accepted_while_the_queue_is_full_survives_its_client(
     assert outputs == sorted(body.decode() for body, _, _ in clients)
     assert spooled(r.spool_dir) == []
     assert not (r.spool_dir / "accepted.log").exists()  # nothing accepted is pending
+
+
+async def test_a_repeated_query_name_gives_its_last_value(ws: Workspace) -> None:
+    """As docs/http.md says: ``query`` holds one value per name, the last."""
+    async with ws.runner([http()], [sh_recipe("r", "true")]) as r, client() as s:
+        status, _, _ = await post(s, url(r, "h", "/in?x=1&x=2&y=3"), b"q")
+        assert status == 202
+        await until_finished(r, 1)
+    (job,) = ws.jobs_list()
+    assert job["parameters"]["query"] == {"x": "2", "y": "3"}

@@ -377,7 +377,7 @@ class HttpMonitor:
             peer = host_port(peername[0], peername[1]) if peername else request.remote or "?"
             parameters: dict[str, Any] = {
                 **parts,
-                "query": dict(request.query),
+                "query": dict(request.query.items()),  # a repeated name: its last value
                 "headers": {h: request.headers[h] for h in pattern.headers if h in request.headers},
             }
             extras: dict[str, Any] = {
