@@ -126,3 +126,25 @@ def check_count(
 def check_flag(where: str, field: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigError("expected true or false", where=where, field=field, value=value)
+
+
+def check_port(where: str, field: str, value: object) -> None:
+    """A TCP port to listen on; 0 asks the OS for a free one."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(
+            "expected a port number from 1 to 65535 (0: any free port)",
+            where=where,
+            field=field,
+            value=value,
+        )
+
+
+def check_host(where: str, field: str, value: object) -> None:
+    """An address to listen on."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            "expected an address to bind to, e.g. 127.0.0.1 or ::1",
+            where=where,
+            field=field,
+            value=value,
+        )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._checks import check_count, check_flag, check_seconds
+from ._checks import check_count, check_flag, check_host, check_port, check_seconds
 from .exceptions import ConfigError
 from .monitors.files import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, WATCHERS, WatcherName
 from .monitors.network import DEFAULT_CHUNK_SIZE
@@ -108,15 +108,6 @@ def _http_endpoint(value: object) -> dict[str, Any]:
             value=value,
         )
     host, port = value.get("host", "127.0.0.1"), value["port"]
-    if not isinstance(host, str) or not host:
-        raise ConfigError(
-            "expected an address, e.g. 127.0.0.1", where="runner", field="http", value=host
-        )
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(
-            "expected a port number from 1 to 65535 (0: any free port)",
-            where="runner",
-            field="http",
-            value=port,
-        )
+    check_host("runner", "http", host)
+    check_port("runner", "http", port)
     return {"host": host, "port": port}

@@ -14,8 +14,10 @@ from typing import Any, Literal, cast
 from ._checks import (
     check_count,
     check_flag,
+    check_host,
     check_name,
     check_params,
+    check_port,
     check_seconds,
     check_variable,
 )
@@ -305,22 +307,8 @@ class NetworkPattern(_PatternBase):
     def __post_init__(self) -> None:
         self._check_common()
         where = f"pattern {self.name!r}"
-        port: object = self.port
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ConfigError(
-                "expected a port number from 1 to 65535 (0: any free port)",
-                where=where,
-                field="port",
-                value=port,
-            )
-        host: object = self.host
-        if not isinstance(host, str) or not host:
-            raise ConfigError(
-                "expected an address to bind to, e.g. 127.0.0.1 or ::1",
-                where=where,
-                field="host",
-                value=host,
-            )
+        check_port(where, "port", self.port)
+        check_host(where, "host", self.host)
         if self.framing not in FRAMINGS:
             raise ConfigError(
                 f"unknown framing {self.framing!r}: choose from {', '.join(FRAMINGS)}",
@@ -439,22 +427,8 @@ class HttpPattern(_PatternBase):
     def __post_init__(self) -> None:
         self._check_common()
         where = f"pattern {self.name!r}"
-        port: object = self.port
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ConfigError(
-                "expected a port number from 1 to 65535 (0: any free port)",
-                where=where,
-                field="port",
-                value=port,
-            )
-        host: object = self.host
-        if not isinstance(host, str) or not host:
-            raise ConfigError(
-                "expected an address to bind to, e.g. 127.0.0.1 or ::1",
-                where=where,
-                field="host",
-                value=host,
-            )
+        check_port(where, "port", self.port)
+        check_host(where, "host", self.host)
         route: object = self.route
         if not isinstance(route, str) or not route.startswith("/") or " " in route:
             raise ConfigError(

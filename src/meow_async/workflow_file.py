@@ -57,25 +57,7 @@ _FILE_PATTERN_KEYS = _COMMON_KEYS | {
     "coalesce",
 }
 _NETWORK_PATTERN_KEYS = _COMMON_KEYS | {"port", *LISTENER_FIELDS}
-_HTTP_PATTERN_KEYS = _COMMON_KEYS | {
-    "route",
-    "port",
-    "host",
-    "methods",
-    "max_size",
-    "headers",
-    "token_env",
-    "token_file",
-    "hmac_secret_env",
-    "hmac_secret_file",
-    "hmac_header",
-    "timestamp_header",
-    "hmac_window",
-    "idempotency_window",
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
-}
+_HTTP_PATTERN_KEYS = {f.name for f in fields(HttpPattern)} - {"name"}
 _TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")
 _RUNNER_KEYS = {f.name for f in fields(RunnerConfig)}
 _TOP_KEYS = {"runner", "recipes", "patterns"}

@@ -29,8 +29,9 @@ from ..jobs import job_id_for
 from ..patterns import HttpPattern
 from ..rules import Rule
 from ..workflow import Workflow
+from .follow import follow_changes
 from .network import NetworkMonitor, bind_tcp, tls_context
-from .spool import MessageTooLarge
+from .spool import MessageTooLarge, json_lines
 
 __all__ = ["HttpMonitor"]
 
@@ -140,21 +141,9 @@ class HttpMonitor:
         self.bind()
         self._accepting = True
         unsubscribe = self.workflow.subscribe(self._sync_needed.set)
-        stopping = asyncio.create_task(stop.wait())
         try:
-            while True:
-                self._sync_needed.clear()  # first: a change made while syncing syncs again
-                await self._sync()
-                if self._sync_needed.is_set() and not stop.is_set():
-                    continue  # changed meanwhile: not ready until that is served too
-                self.ready.set()
-                waking = asyncio.create_task(self._sync_needed.wait())
-                await asyncio.wait([stopping, waking], return_when=asyncio.FIRST_COMPLETED)
-                waking.cancel()
-                if stop.is_set():
-                    break
+            await follow_changes(self._sync, self._sync_needed, self.ready, stop)
         finally:
-            stopping.cancel()
             unsubscribe()
             self._accepting = False
             for key in list(self._servers):
@@ -476,18 +465,9 @@ class IdempotencyKeys:
 
     def load(self) -> None:
         now = time.time()
-        self._answers.clear()
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        continue
-                    if entry["until"] > now:
-                        self._answers[entry["key"]] = (entry["until"], entry["answer"])
-        except FileNotFoundError:
-            pass
+        self._answers = {
+            e["key"]: (e["until"], e["answer"]) for e in json_lines(self.path) if e["until"] > now
+        }
         if not self._answers:
             self.path.unlink(missing_ok=True)  # nothing to remember: no file
             return

@@ -28,6 +28,7 @@ from ..patterns import LISTENER_FIELDS, NetworkPattern
 from ..rules import Rule
 from ..workflow import Workflow
 from .connection import Connection, Key, Listener, peer_name, read_buffer
+from .follow import follow_changes
 from .spool import Journal, Spool, unlink
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "NetworkMonitor"]
@@ -150,19 +151,9 @@ class NetworkMonitor:
         self.bind()
         self._queue, self._accepting = events, True
         unsubscribe = self.workflow.subscribe(self._sync_needed.set)
-        stopping = asyncio.create_task(stop.wait())
         try:
-            while True:
-                await self._sync()
-                self.ready.set()
-                self._sync_needed.clear()
-                waking = asyncio.create_task(self._sync_needed.wait())
-                await asyncio.wait([stopping, waking], return_when=asyncio.FIRST_COMPLETED)
-                waking.cancel()
-                if stop.is_set():
-                    break
+            await follow_changes(self._sync, self._sync_needed, self.ready, stop)
         finally:
-            stopping.cancel()
             unsubscribe()
             self._accepting = False
             await self._close_all()

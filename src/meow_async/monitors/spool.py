@@ -7,12 +7,13 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from ..jobs import fsync_dir
 
-__all__ = ["Journal", "MessageTooLarge", "Spool", "unlink"]
+__all__ = ["Journal", "MessageTooLarge", "Spool", "json_lines", "unlink"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -70,6 +71,20 @@ class Spool:
         unlink(self.path)
 
 
+def json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The objects of a file written one JSON line at a time, skipping a line a crash cut
+    short; none if there is no file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue
+    except FileNotFoundError:
+        return
+
+
 def unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -90,19 +105,11 @@ class Journal:
     def recover(self) -> list[dict[str, Any]]:
         """Entries whose message is still spooled; removes what was never accepted."""
         entries: dict[str, dict[str, Any]] = {}
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut short by a crash: its message was never acked
-                    if "done" in entry:
-                        entries.pop(entry["done"], None)
-                    else:
-                        entries[entry["id"]] = entry
-        except FileNotFoundError:
-            pass
+        for entry in json_lines(self.path):  # a line cut short: its message was never acked
+            if "done" in entry:
+                entries.pop(entry["done"], None)
+            else:
+                entries[entry["id"]] = entry
         folder = self.path.parent
         for spooled in folder.iterdir():
             # .part: left by versions that renamed complete messages; never complete either.
