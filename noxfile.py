@@ -1,4 +1,5 @@
-"""Developer tasks: `nox` runs tests, tests on uvloop, lint and mypy; `nox -s perf` benchmarks."""
+"""Developer tasks: `nox` runs tests, tests on uvloop, lint and mypy; `nox -s perf` benchmarks;
+`nox -s docs` builds the documentation site."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ def lint(session: nox.Session) -> None:
 def mypy(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("mypy")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The site from docs/ into site/ (mkdocs.yml); --strict: a broken link or #anchor, or a
+    page missing from the nav, fails the build. `nox -s docs -- serve` previews it instead."""
+    session.install("-e", ".[docs]")
+    env = {"NO_MKDOCS_2_WARNING": "1"}  # material's notice about MkDocs 2.0, not about us
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", *session.posargs[1:], env=env)
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
 
 
 @nox.session(python="3.11")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import chunks, files, http, jobs, memory, output, report_tests
+from . import chunks, files, http, jobs, listing, memory, output, report_tests, scale_out
 from .limits import raise_nofile
 from .loops import LOOPS
 from .machine import describe
@@ -30,6 +30,9 @@ SUITES = {
     "chunks": "network intake time by chunk size",
     "http": "HTTP intake: requests/s and request -> event latency against a bare aiohttp "
     "handler writing the same spool files",
+    "dask": "a burst of 1000 short jobs: local conductor vs a Dask LocalCluster (jobs/s, "
+    "ms per job)",
+    "listing": "meow-async jobs (and show PATH, status) on 100,000 job folders, the real CLI",
 }
 
 
@@ -149,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             args.payload,
         ),
     }
+    steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
+    steps["dask"] = lambda: scale_out.run(
+        1000, 1 if sizes.name == "small" else 3, args.max_jobs, 2, args.loop, scratch
+    )
     chosen = list(SUITES) if args.suite == "all" else [args.suite]
     try:
         for name in chosen:

@@ -186,6 +186,21 @@ def chunks_section(chunks: list[dict[str, Any]]) -> list[str]:
     return ["## Chunk size", "", *table(["messages", "chunk", "median", "per message"], rows)]
 
 
+def listing_section(r: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            f"`{c['command']}`",
+            ms(c["median_s"] * 1000),
+            f"{ms(c['min_s'] * 1000)} - {ms(c['max_s'] * 1000)}",
+            ms(c["cpu_s"] * 1000),
+            f"{c['lines']:,}",
+        ]
+        for c in r["commands"]
+    ]
+    head = ["command", "median", "min - max", "CPU (median)", "lines out"]
+    return [f"## Listing {r['n']:,} jobs", "", *table(head, rows)]
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     out = [
@@ -210,4 +225,6 @@ def render(results: dict[str, Any]) -> str:
         out += memory_section(results["memory"])
     if "chunks" in results:
         out += chunks_section(results["chunks"])
+    if "listing" in results:
+        out += listing_section(results["listing"])
     return "\n".join(out) + "\n"

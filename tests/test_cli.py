@@ -256,11 +256,12 @@ def _text(path: Path) -> str:
 @pytest.mark.parametrize(
     ("command", "mentions"),
     [
-        ((), ["run", "validate", "jobs", "show", "send", "--version", "examples:"]),
+        ((), ["run", "validate", "jobs", "show", "status", "send", "--version", "examples:"]),
         (("run",), ["workflow", "--loop", "asyncio", "uvloop", "--max-jobs", "--quiet", "SIGTERM"]),
         (("validate",), ["workflow", "every problem"]),
-        (("jobs",), ["--state", "failed", "--json", ".meow/jobs"]),
-        (("show",), ["job id", "--jobs", "--json", "--lines"]),
+        (("jobs",), ["--state", "failed", "--json", ".meow/jobs", "--input", "--since", "--tail"]),
+        (("show",), ["job id", "--jobs", "--json", "--lines", "triggered"]),
+        (("status",), ["--watch", "--json", "runner.http", "uptime", "Exits 0"]),
         (("send",), ["HOST:PORT", "--ack", "--framing", "--tls", "--timeout"]),
     ],
 )
@@ -307,7 +308,7 @@ def test_validate_bad_yaml_names_the_line(tmp_path: Path) -> None:
     write_workflow(tmp_path, text)
     res = meow("validate", "workflow.yaml", cwd=tmp_path)
     assert res.returncode == 1
-    assert "workflow.yaml:3: not valid YAML" in res.stderr
+    assert "workflow.yaml:3:12: not valid YAML" in res.stderr
     assert "Traceback" not in res.stderr
     assert res.stdout == ""
 
@@ -364,14 +365,14 @@ def test_validate_lists_every_problem_with_its_line(tmp_path: Path) -> None:
         (line_of(text, "[abc"), "patterns.badglob.glob", "invalid glob 'incoming/[abc'"),
         (line_of(text, "count_wrds"), "patterns.typo.recipe", "no recipe named 'count_wrds'"),
         (line_of(text, "1st_file"), "patterns.badvar.variable", "invalid variable name '1st_file'"),
-        # located at the `sweep:` key, the entry the model's error names
-        (line_of(text, "sweep:"), "patterns.swept.sweep.n.jump", "moves away from stop"),
+        # located at the value the model's error names, however deep
+        (line_of(text, "jump: -1"), "patterns.swept.sweep.n.jump", "moves away from stop"),
     ]
     assert f"workflow.yaml: {len(expected)} problem(s)" in res.stderr
     problems = [line.strip() for line in res.stderr.splitlines() if line.startswith("  ")]
     assert len(problems) == len(expected), res.stderr
     for (line, where, message), problem in zip(expected, problems, strict=True):
-        assert problem.startswith(f"workflow.yaml:{line}: {where}: "), problem
+        assert re.match(rf"workflow\.yaml:{line}:\d+: {re.escape(where)}: ", problem), problem
         assert message in problem, problem
 
 
@@ -384,7 +385,7 @@ def test_validate_suggests_the_recipe_meant(tmp_path: Path) -> None:
     res = meow("validate", "workflow.yaml", cwd=tmp_path)
     assert res.returncode == 1
     assert (
-        "workflow.yaml:5: patterns.p.recipe: no recipe named 'count_wrds' "
+        "workflow.yaml:5:30: patterns.p.recipe: no recipe named 'count_wrds' "
         "(did you mean 'count_words'?)" in res.stderr
     )
 
@@ -421,7 +422,7 @@ def test_validate_rejects_a_shutdown_timeout_that_is_not_a_number(tmp_path: Path
     )
     res = meow("validate", "workflow.yaml", cwd=tmp_path)
     assert res.returncode == 1, res.stdout
-    assert "workflow.yaml:1: runner.shutdown_timeout:" in res.stderr
+    assert "workflow.yaml:1:60: runner.shutdown_timeout:" in res.stderr
 
 
 # -- run: the example end to end ----------------------------------------------------------------
@@ -458,7 +459,9 @@ def test_run_the_example_then_jobs_and_show(tmp_path: Path) -> None:
     res = meow("jobs", cwd=root)
     assert res.returncode == 0, res.stderr
     rows = res.stdout.splitlines()
-    assert rows[0].split() == ["ID", "STATE", "RULE", "CREATED", "TOOK", "EXIT"]
+    assert rows[0].split() == [
+        "ID", "STATE", "RULE", "CREATED", "TOOK", "EXIT", "SWEEP", "TRIGGER"
+    ]  # fmt: skip
     for m in metas:
         assert any(r.split()[:3] == [m["id"], "done", m["rule"]] for r in rows[1:-1]), res.stdout
     assert rows[-1] == "2 job(s): 2 done"
@@ -793,7 +796,7 @@ def test_run_a_missing_or_broken_workflow(tmp_path: Path) -> None:
     write_workflow(tmp_path, RUNNER + RULES.replace("recipe: r}", "recipe: q}"))
     with MeowRun("workflow.yaml", cwd=tmp_path) as run:
         assert run.wait_exit() == 1
-    assert "workflow.yaml:5: patterns.p.recipe: no recipe named 'q'" in run.stderr
+    assert "workflow.yaml:5:30: patterns.p.recipe: no recipe named 'q'" in run.stderr
     assert "Traceback" not in run.stderr
 
 

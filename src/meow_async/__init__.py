@@ -15,12 +15,14 @@ from .exceptions import (
     MonitorError,
     RunnerStopped,
     WorkflowFileError,
+    WorkflowProblem,
 )
 from .handlers import Handler
 from .jobs import Job, JobState, iter_jobs, read_meta
 from .monitors import FileMonitor, Monitor, NetworkMonitor
+from .notify import Email, Notifier, Notify, Webhook
 from .patterns import Change, FilePattern, HttpPattern, NetworkPattern, Pattern, Sweep
-from .recipes import BashRecipe, PythonRecipe, Recipe
+from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 from .rules import Rule
 from .runner import Runner, RunnerStats
 from .send import SendError, client_tls_context, send
@@ -39,6 +41,7 @@ __all__ = [
     "Change",
     "Conductor",
     "ConfigError",
+    "Email",
     "Event",
     "FileMonitor",
     "FilePattern",
@@ -53,6 +56,9 @@ __all__ = [
     "MonitorError",
     "NetworkMonitor",
     "NetworkPattern",
+    "NotebookRecipe",
+    "Notifier",
+    "Notify",
     "Pattern",
     "PythonRecipe",
     "Recipe",
@@ -63,8 +69,10 @@ __all__ = [
     "RunnerStopped",
     "SendError",
     "Sweep",
+    "Webhook",
     "Workflow",
     "WorkflowFileError",
+    "WorkflowProblem",
     "WorkflowSpec",
     "__version__",
     "client_tls_context",

@@ -148,3 +148,22 @@ def check_host(where: str, field: str, value: object) -> None:
             field=field,
             value=value,
         )
+
+
+def check_resources(where: str, field: str, value: object) -> dict[str, float]:
+    """Dask resources: names with non-negative amounts, e.g. ``{GPU: 1, MEM: 4e9}``."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str)
+        and k
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and v >= 0
+        for k, v in value.items()
+    ):
+        raise ConfigError(
+            "expected names with amounts, e.g. {CPU: 2, GPU: 1, MEM: 4e9}",
+            where=where,
+            field=field,
+            value=value,
+        )
+    return {str(k): float(v) for k, v in value.items()}

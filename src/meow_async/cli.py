@@ -10,19 +10,24 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, listing, status
+from ._urls import DOCS_URL
 from .addresses import host_port
-from .exceptions import MeowError
-from .jobs import META_FILE, STDERR_FILE, STDOUT_FILE, JobState, iter_jobs, read_meta
+from .config import dask_option
+from .exceptions import MeowError, WorkflowFileError, WorkflowProblem
+from .jobs import META_FILE, STDERR_FILE, STDOUT_FILE, read_meta
+from .listening import target
 from .loops import loop_factory
 from .patterns import FilePattern, HttpPattern, NetworkPattern
 from .process_log import current
 from .runner import Runner
+from .schema import schema_text
 from .send import client_tls_context, send
 from .templates import unknown_keywords
 from .workflow_file import WorkflowSpec, load_workflow
@@ -31,16 +36,34 @@ __all__ = ["main"]
 
 logger = logging.getLogger("meow_async.cli")
 
-_EPILOG = """\
+_EPILOG = f"""\
 examples:
   meow-async run workflow.yaml                        run a workflow until Ctrl+C
   meow-async validate workflow.yaml                   list every problem in a workflow file
+  meow-async schema > workflow.schema.json            the workflow file's JSON Schema
   meow-async jobs workflow.yaml --state failed        list the workflow's failed jobs
+  meow-async jobs workflow.yaml --since 2h --tail 20  the newest 20 jobs of the last 2 hours
+  meow-async jobs workflow.yaml --input data/a.csv    the jobs a file triggered
   meow-async show incoming_text --jobs workflow.yaml  print one job (an id or its start)
-  printf 'hi' | meow-async send --ack 127.0.0.1:7300 -   send data to a network trigger
+  meow-async show data/a.csv --jobs workflow.yaml     print the job a file triggered (newest)
+  meow-async status workflow.yaml --watch             what the runner is doing, every 2 s
+  printf 'hi' | meow-async send --ack workflow.yaml -  send data to its network trigger
 
-docs: docs/cli.md and docs/workflow-file.md in the project
+docs: {DOCS_URL}
+  commands        {DOCS_URL}cli/
+  workflow files  {DOCS_URL}workflow-file/
 """
+
+#: Each command's page (--help ends with it); a command not named here gets the cli page.
+_PAGES = {
+    "run": "cli/#run",
+    "validate": "workflow-file/#checking-a-file-meow-async-validate",
+    "schema": "cli/#schema",
+    "jobs": "cli/#jobs",
+    "show": "cli/#show",
+    "status": "cli/#status",
+    "send": "network/#meow-async-send",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-jobs", type=int, metavar="N", help="jobs running at once (overrides runner.max_jobs)"
     )
     run.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run jobs on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N "
+        "for N local worker processes (sets runner.conductor: dask; needs the dask extra)",
+    )
+    run.add_argument(
         "--log-format",
         choices=["text", "json"],
         default="text",
@@ -84,14 +113,28 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         help="check a workflow file and list every problem",
         description="Check a workflow file without running it. Exits 1 and "
-        "lists every problem with its line if there are any.",
+        "lists every problem with its line and column if there are any.",
     )
     val.add_argument("workflow", type=Path, help="workflow file (YAML)")
+    val.add_argument(
+        "--json",
+        action="store_true",
+        help="print {file, valid, problems: [{line, column, where, message, value}]} as one "
+        "JSON document on stdout, for editors and CI (same exit status)",
+    )
+    sub.add_parser(
+        "schema",
+        help="print the workflow file's JSON Schema (for editors)",
+        description="Print the JSON Schema (draft 2020-12) of workflow files, made from the "
+        f"definitions validate checks with; {DOCS_URL}workflow.schema.json is a copy.",
+    )
 
     jobs = sub.add_parser(
         "jobs",
         help="list jobs and their states",
-        description="List the jobs under a jobs folder, oldest first.",
+        description="List the jobs under a jobs folder, oldest first, with what triggered "
+        "each (a file relative to the watched folder, or a message id and its sender) and its "
+        "sweep point. Filters combine: every one given must hold.",
     )
     jobs.add_argument(
         "where",
@@ -100,17 +143,20 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(".meow/jobs"),
         help="a jobs folder, or a workflow file to take it from (default: ./.meow/jobs)",
     )
-    jobs.add_argument(
-        "--state", choices=[s.value for s in JobState], help="only jobs in this state"
-    )
-    jobs.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_arguments(jobs)
 
     show = sub.add_parser(
         "show",
         help="print one job: metadata, parameters, output",
-        description="Print one job's metadata and the end of its output.",
+        description="Print one job's metadata and the end of its output. JOB may also be "
+        "the file (or message id) that triggered it; if it triggered several jobs, the newest "
+        "is shown and stderr says how many there were.",
     )
-    show.add_argument("job", help="job id (or a unique start of one), or a job folder")
+    show.add_argument(
+        "job",
+        help="job id (or a unique start of one), a job folder, or the input file (a path from "
+        "here or from the watched folder) or message id that triggered it",
+    )
     show.add_argument(
         "--jobs",
         type=Path,
@@ -126,13 +172,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="lines of stdout/stderr to show (default: 20)",
     )
+    st = sub.add_parser(
+        "status",
+        help="what a running runner is doing now",
+        description="Show what the runner of a workflow is doing now, without stopping it: "
+        "uptime, rules, events, jobs by state, running jobs and their age, queue depths (from "
+        "its runner.http, if the workflow sets one; else jobs by state from the job folders). "
+        f"Exits 0 if it runs, {status.NOT_RUNNING} if not.",
+    )
+    st.add_argument(
+        "where",
+        nargs="?",
+        type=Path,
+        help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
+    )
+    status.add_arguments(st)
     snd = sub.add_parser(
         "send",
         help="send data to a network trigger (one message)",
         description="Send one message to a meow_async network listener (or any TCP server). "
         "Exits 0 once sent, or, with --ack, once the listener has stored and queued it.",
     )
-    snd.add_argument("address", help="HOST:PORT, e.g. 127.0.0.1:7301 or [::1]:7301")
+    snd.add_argument(
+        "address",
+        help="HOST:PORT, e.g. 127.0.0.1:7301 or [::1]:7301; or a workflow file, to send to "
+        "its network pattern (the port its runner listens on, even with port: 0)",
+    )
     snd.add_argument("file", nargs="?", default="-", help="file to send, or - for stdin (default)")
     snd.add_argument(
         "--ack",
@@ -142,13 +207,17 @@ def _parser() -> argparse.ArgumentParser:
     snd.add_argument(
         "--framing",
         choices=["connection", "delimiter", "length"],
-        default="connection",
-        help="must match the pattern's (default: connection)",
+        help="must match the pattern's (default: the workflow pattern's, else connection)",
     )
     snd.add_argument(
         "--delimiter",
-        default="\\n",
-        help="with --framing delimiter (default: newline; \\n and \\0 understood)",
+        help="with --framing delimiter (default: the workflow pattern's, else newline; \\n "
+        "and \\0 understood)",
+    )
+    snd.add_argument(
+        "--rule",
+        metavar="NAME",
+        help="with a workflow file: the network pattern to send to, if it has several",
     )
     snd.add_argument("--tls", action="store_true", help="connect with TLS")
     snd.add_argument("--cafile", type=Path, help="CA certificate to trust (with --tls)")
@@ -158,7 +227,24 @@ def _parser() -> argparse.ArgumentParser:
     snd.add_argument(
         "--timeout", type=float, default=30.0, help="seconds before giving up (default: 30)"
     )
+    for name, command in sub.choices.items():
+        command.epilog = f"docs: {DOCS_URL}{_PAGES.get(name, 'cli/')}"
+        command.formatter_class = _HelpFormatter
     return p
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps at spaces only, so a URL (with its hyphens) stays whole and clickable."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
 
 
 def _verbosity(p: argparse.ArgumentParser) -> None:
@@ -173,11 +259,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "validate":
-            return _validate(args.workflow)
+            return _validate(args.workflow, as_json=args.json)
+        if args.command == "schema":
+            sys.stdout.write(schema_text())
+            return 0
         if args.command == "jobs":
             return _jobs(args)
         if args.command == "send":
             return _send(args)
+        if args.command == "status":
+            return status.status_command(_root_and_spec, args.where, args.watch, args.json)
         return _show(args)
     except MeowError as e:
         print(f"meow-async: error: {e}", file=sys.stderr)
@@ -199,7 +290,8 @@ def _run(args: argparse.Namespace) -> int:
         raise MeowError(f"--max-jobs must be at least 1, got {args.max_jobs}")
     spec = load_workflow(args.workflow)
     _warn_templates(spec)
-    runner = Runner.from_spec(spec, max_jobs=args.max_jobs)
+    dask = {"conductor": "dask", "dask": dask_option(args.dask)} if args.dask else {}
+    runner = Runner.from_spec(spec, max_jobs=args.max_jobs, **dask)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as loop_runner:
             loop_runner.run(_serve(runner, spec, args.loop))
@@ -239,7 +331,7 @@ async def _serve(runner: Runner, spec: WorkflowSpec, loop_name: str) -> None:
         await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
         started.cancel()
         if runner.started.is_set():
-            _banner(spec, runner, loop_name)
+            _banner(spec, runner, loop_name)  # the runner's live file is written by now
         await task
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -374,14 +466,29 @@ def _setup_logging(level: int, *, json_lines: bool = False) -> None:
 
 
 def _send(args: argparse.Namespace) -> int:
-    host, sep, port_text = args.address.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise MeowError(f"expected HOST:PORT, got {args.address!r}")
+    framing: str = args.framing or "connection"
+    delimiter = (args.delimiter or "\\n").encode().decode("unicode_escape").encode("latin-1")
+    if _is_workflow(args.address):
+        # The port its runner listens on (port: 0 too), and the pattern's own framing.
+        to = target(load_workflow(Path(args.address)), args.rule)
+        host, port_text = to.host, str(to.port)
+        framing = args.framing or to.pattern.framing
+        if args.delimiter is None:
+            delimiter = to.pattern.delimiter.encode()  # as the listener splits on it
+        if to.pattern.tls and not args.tls:
+            raise MeowError(
+                f"pattern {to.pattern.name!r} listens with TLS: add --tls (and --cafile CA.pem)"
+            )
+    else:
+        if args.rule is not None:
+            raise MeowError("--rule goes with a workflow file, not HOST:PORT")
+        host, sep, port_text = args.address.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise MeowError(f"expected HOST:PORT or a workflow file, got {args.address!r}")
     if (args.cert is None) != (args.key is None) or ((args.cert or args.cafile) and not args.tls):
         raise MeowError("--cert and --key go together, and with --tls (as does --cafile)")
     tls = client_tls_context(args.cafile, args.cert, args.key) if args.tls else None
-    delimiter = args.delimiter.encode().decode("unicode_escape").encode("latin-1")
     if args.file == "-":
         data: bytes | Path = sys.stdin.buffer.read()
     else:
@@ -396,7 +503,7 @@ def _send(args: argparse.Namespace) -> int:
                 int(port_text),
                 data,
                 ack=args.ack,
-                framing=args.framing,
+                framing=framing,
                 delimiter=delimiter,
                 tls=tls,
                 server_hostname=args.server_name,
@@ -418,10 +525,17 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_workflow(address: str) -> bool:
+    """A workflow file, not HOST:PORT (which is never a file, nor ends in .yaml)."""
+    return address.endswith((".yaml", ".yml")) or Path(address).is_file()
+
+
 # -- validate -----------------------------------------------------------------------------------
 
 
-def _validate(path: Path) -> int:
+def _validate(path: Path, *, as_json: bool = False) -> int:
+    if as_json:
+        return _validate_json(path)
     spec = load_workflow(path)
     _warn_templates(spec)
     runner = Runner.from_spec(spec)  # rules are checked as they are made
@@ -435,6 +549,22 @@ def _validate(path: Path) -> int:
             f"note: the watched folder {base} does not exist yet; `run` needs it", file=sys.stderr
         )
     return 0
+
+
+def _validate_json(path: Path) -> int:
+    """The same checks, as one JSON document on stdout: every problem, located, for tools."""
+    try:
+        spec = load_workflow(path)
+        _warn_templates(spec)
+        Runner.from_spec(spec)
+        problems = []
+    except WorkflowFileError as e:
+        problems = [r.as_json() for r in e.records]
+    except MeowError as e:  # found as the rules are made: not tied to one place in the file
+        problems = [WorkflowProblem(str(path), None, None, "", str(e)).as_json()]
+    doc = {"file": str(path), "valid": not problems, "problems": problems}
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    return 1 if problems else 0
 
 
 def _warn_templates(spec: WorkflowSpec) -> None:
@@ -463,49 +593,22 @@ def _jobs_root(where: Path) -> Path:
     return where
 
 
+def _root_and_spec(where: Path) -> tuple[Path, WorkflowSpec | None]:
+    """The jobs folder, and the workflow if ``where`` is its file (``status`` shows its rules)."""
+    if where.is_file():
+        spec = load_workflow(where)
+        return spec.config.jobs_dir, spec
+    return _jobs_root(where), None
+
+
 def _jobs(args: argparse.Namespace) -> int:
-    root = _jobs_root(args.where)
-    jobs = (current(m) for m in iter_jobs(root))
-    rows = [m for m in jobs if args.state is None or m.get("state") == args.state]
-    if args.json:
-        for m in rows:
-            print(json.dumps(m, sort_keys=True))
-        return 0
-    if not rows:
-        print(f"no {args.state + ' ' if args.state else ''}jobs in {root}")
-        return 0
-    header = ("ID", "STATE", "RULE", "CREATED", "TOOK", "EXIT")
-    table = [header] + [
-        (
-            str(m.get("id")),
-            str(m.get("state")),
-            str(m.get("rule")),
-            _when(m.get("created")),
-            _took(m),
-            _str(m.get("exit_code")),
-        )
-        for m in rows
-    ]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    counts: dict[str, int] = {}
-    for m in rows:
-        counts[str(m.get("state"))] = counts.get(str(m.get("state")), 0) + 1
-    print(f"{len(rows)} job(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return 0
+    return listing.jobs_command(_jobs_root(args.where), args)
 
 
 def _show(args: argparse.Namespace) -> int:
     job_dir = Path(args.job)
     if not (job_dir / META_FILE).is_file():
-        root = _jobs_root(args.jobs)
-        matches = sorted(p for p in root.glob(f"{args.job}*") if (p / META_FILE).is_file())
-        if not matches:
-            raise MeowError(f"no job {args.job!r} in {root}")
-        if len(matches) > 1:
-            raise MeowError(f"{args.job!r} matches {len(matches)} jobs; give more of the id")
-        job_dir = matches[0]
+        job_dir = listing.find_one(_jobs_root(args.jobs), args.job)
     meta = current({**read_meta(job_dir), "dir": str(job_dir)})
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True))
@@ -558,7 +661,3 @@ def _took(m: dict[str, Any]) -> str:
     if isinstance(a, int | float) and isinstance(b, int | float):
         return f"{b - a:.2f}s"
     return "-"
-
-
-def _str(v: Any) -> str:
-    return "-" if v is None else str(v)

@@ -8,14 +8,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._checks import check_count, check_flag, check_host, check_port, check_seconds
+from ._checks import (
+    check_count,
+    check_flag,
+    check_host,
+    check_port,
+    check_resources,
+    check_seconds,
+)
 from .exceptions import ConfigError
 from .monitors.files import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, WATCHERS, WatcherName
 from .monitors.network import DEFAULT_CHUNK_SIZE
 
-__all__ = ["LoopName", "RunnerConfig"]
+__all__ = ["ConductorName", "LoopName", "RunnerConfig", "dask_option", "dask_settings"]
 
 LoopName = Literal["auto", "asyncio", "uvloop"]
+ConductorName = Literal["local", "dask"]
+CONDUCTORS: tuple[ConductorName, ...] = ("local", "dask")
+_DASK_KEYS = ("address", "local_workers", "threads_per_worker", "resources", "connect_timeout")
 
 
 def _cpus() -> int:
@@ -37,13 +47,19 @@ class RunnerConfig:
         kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
         file_watcher: ``auto`` (inotify on Linux, else watchfiles), ``inotify`` or
             ``watchfiles`` (the portable backend, which batches instead of waiting for a
-            writer's close; see docs/concepts.md).
+            writer's close; see
+            https://meow-async.github.io/meow_async/concepts/#what-each-platform-guarantees).
         watch_step_ms / watch_debounce_ms: watchfiles' batching, for that backend only.
         chunk_size: bytes read from a network connection at a time.
         durable: fsync spool files (before any acknowledgement), the spool journal and job
             metadata, so they survive a machine crash too, not only the runner's.
         http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics`` and
             ``/jobs`` there (off by default; port 0: any free port, see ``Runner.http_port``).
+        conductor: where jobs run by default: ``local`` (this machine) or ``dask``; a recipe's
+            own ``conductor`` overrides it.
+        dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
+            (a LocalCluster the runner starts and stops), plus ``threads_per_worker`` and
+            ``resources`` (local workers only) and ``connect_timeout``; see docs/scale-out.md.
     """
 
     base_dir: Path = Path()
@@ -60,6 +76,8 @@ class RunnerConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     durable: bool = False
     http: Mapping[str, Any] | None = None
+    conductor: ConductorName = "local"
+    dask: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):
@@ -83,6 +101,22 @@ class RunnerConfig:
         check_flag("runner", "durable", self.durable)
         if self.http is not None:
             object.__setattr__(self, "http", _http_endpoint(self.http))
+        if self.conductor not in CONDUCTORS:
+            raise ConfigError(
+                f"expected one of {', '.join(CONDUCTORS)}",
+                where="runner",
+                field="conductor",
+                value=self.conductor,
+            )
+        if self.dask is not None:
+            object.__setattr__(self, "dask", dask_settings(self.dask))
+        elif self.conductor == "dask":
+            raise ConfigError(
+                "say which cluster: dask: {address: tcp://host:8786} or dask: {local_workers: N}",
+                where="runner",
+                field="dask",
+                value=None,
+            )
         if self.file_watcher not in WATCHERS:
             raise ConfigError(
                 f"expected one of {', '.join(WATCHERS)}",
@@ -111,3 +145,68 @@ def _http_endpoint(value: object) -> dict[str, Any]:
     check_host("runner", "http", host)
     check_port("runner", "http", port)
     return {"host": host, "port": port}
+
+
+def dask_settings(value: object) -> dict[str, Any]:
+    """``runner.dask``, checked: exactly one of a scheduler address or a local worker count."""
+    where = "runner"
+    if not isinstance(value, Mapping) or not set(value) <= set(_DASK_KEYS):
+        raise ConfigError(
+            f"expected a mapping with keys from {', '.join(_DASK_KEYS)}",
+            where=where,
+            field="dask",
+            value=value,
+        )
+    out = dict(value)
+    if ("address" in out) == ("local_workers" in out):
+        raise ConfigError(
+            "give either address (tcp://host:8786, a running scheduler) or local_workers "
+            "(N worker processes started with the runner)",
+            where=where,
+            field="dask",
+            value=value,
+        )
+    if "address" in out and (not isinstance(out["address"], str) or not out["address"]):
+        raise ConfigError(
+            "expected a scheduler address, e.g. tcp://10.0.0.5:8786",
+            where=where,
+            field="dask.address",
+            value=out["address"],
+        )
+    for key in ("local_workers", "threads_per_worker"):
+        if key in out:
+            check_count(where, f"dask.{key}", out[key])
+    if "connect_timeout" in out:
+        check_seconds(where, "dask.connect_timeout", out["connect_timeout"], above_zero=True)
+    resources = out.get("resources")
+    if resources is not None:
+        if "local_workers" not in out:
+            raise ConfigError(
+                "resources are set on the workers themselves (dask worker --resources "
+                "'GPU=1'); here only for local_workers",
+                where=where,
+                field="dask.resources",
+                value=resources,
+            )
+        check_resources(where, "dask.resources", resources)
+    return out
+
+
+def dask_option(value: str) -> dict[str, Any]:
+    """``--dask tcp://host:8786`` or ``--dask local:4`` as ``runner.dask`` settings."""
+    if value.startswith("local:"):
+        n = value.removeprefix("local:")
+        if not n.isdigit() or int(n) < 1:
+            raise ConfigError(
+                f"expected local:N with N workers (at least 1), e.g. local:4; got {value!r}",
+                field="--dask",
+                value=value,
+            )
+        return {"local_workers": int(n)}
+    if "://" not in value and value.count(":") != 1:
+        raise ConfigError(
+            f"expected a scheduler address (tcp://host:8786) or local:N; got {value!r}",
+            field="--dask",
+            value=value,
+        )
+    return {"address": value if "://" in value else f"tcp://{value}"}

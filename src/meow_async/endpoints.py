@@ -1,4 +1,5 @@
-"""The runner's own HTTP endpoints (``runner.http``): ``/healthz``, ``/metrics``, ``/jobs``.
+"""The runner's own HTTP endpoints (``runner.http``): ``/healthz``, ``/metrics``, ``/jobs``,
+``/status``.
 
 Read-only views of a running runner for operators and their tools. Metrics are collected when
 scraped, from counters the runner keeps anyway: nothing is added to the path of an event.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,14 +24,16 @@ from prometheus_client.core import (
     Metric,
 )
 
+from .addresses import host_port
 from .jobs import JobState, iter_jobs, read_meta
 from .monitors.connection import peer_log
+from .patterns import FilePattern, HttpPattern, Pattern
 from .process_log import current
 
 if TYPE_CHECKING:
     from .runner import Runner
 
-__all__ = ["Durations", "Endpoints"]
+__all__ = ["Durations", "Endpoints", "trigger_text"]
 
 #: Upper bounds (seconds) of the job duration histogram's buckets.
 BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
@@ -104,14 +109,23 @@ class _Collector:
         for status, n in sorted(r.http.responses.items()):
             answered.add_metric([str(status)], n)
         yield answered
+        notified = CounterMetricFamily(
+            "meow_notifications",
+            "Notification messages (webhook or email) by outcome: sent, failed (given up after "
+            "retries), dropped (queue full or shutdown)",
+            labels=["outcome"],
+        )
+        for outcome in ("sent", "failed", "dropped"):
+            notified.add_metric([outcome], getattr(s, f"notifications_{outcome}"))
+        yield notified
 
 
 class Endpoints:
-    """The answers to ``GET /healthz``, ``/metrics``, ``/jobs`` and ``/jobs/{id}``, served by
-    the HTTP monitor on ``runner.http``'s host and port (alone there, or beside HTTP
+    """The answers to ``GET /healthz``, ``/metrics``, ``/jobs``, ``/jobs/{id}`` and ``/status``,
+    served by the HTTP monitor on ``runner.http``'s host and port (alone there, or beside HTTP
     patterns' routes on the same server)."""
 
-    PATHS = ("/healthz", "/metrics", "/jobs")
+    PATHS = ("/healthz", "/metrics", "/jobs", "/status")
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
@@ -135,6 +149,8 @@ class Endpoints:
             return self.metrics()
         if path == "/jobs":
             return await self.jobs(request)
+        if path == "/status":
+            return web.json_response(self.status())
         return await self.job(path.removeprefix("/jobs/"))
 
     def healthz(self) -> web.Response:
@@ -143,6 +159,61 @@ class Endpoints:
         ok = r.started.is_set() and not r.stopping and all(live.values())
         status = "ok" if ok else ("stopping" if r.stopping else "starting")
         return web.json_response({"status": status, "monitors": live}, status=200 if ok else 503)
+
+    def status(self) -> dict[str, Any]:
+        """What the runner is doing now, in one answer, from what it keeps in memory (no job
+        folder is read): ``meow-async status`` shows it."""
+        from . import __version__  # the package is imported by now; at module level, a cycle
+
+        r, s = self.runner, self.runner.stats
+        now = time.time()
+        live = {m.name: m.ready.is_set() for m in r.monitors}
+        ok = r.started.is_set() and not r.stopping and all(live.values())
+        by_rule: dict[str, int] = {}
+        by_monitor: dict[str, int] = {}
+        for (monitor, rule), n in r.events_by.items():
+            by_rule[rule] = by_rule.get(rule, 0) + n
+            by_monitor[monitor] = by_monitor.get(monitor, 0) + n
+        ports = r.ports()
+        running = []
+        for job, handed in sorted(r.jobs_running.values(), key=lambda jt: jt[1]):
+            started = job.meta.get("started")
+            since = started if isinstance(started, int | float) else handed
+            running.append({"id": job.id, "rule": job.rule, "started": since, "age": now - since})
+        started_at = r.live.started
+        return {
+            "status": "ok" if ok else ("stopping" if r.stopping else "starting"),
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": started_at,
+            "uptime": None if started_at is None else now - started_at,
+            "base_dir": str(r.config.base_dir.absolute()),
+            "jobs_dir": str(r.jobs_dir),
+            "max_jobs": r.config.max_jobs,
+            "monitors": live,
+            "rules": [
+                {
+                    "name": name,
+                    "trigger": trigger_text(rule.pattern, ports.get(name)),
+                    "recipe": rule.recipe.name,
+                    "recipe_kind": rule.recipe.kind,
+                }
+                for name, rule in r.rules.items()
+            ],
+            "events": {"total": s.events, "by_rule": by_rule, "by_monitor": by_monitor},
+            "jobs": {
+                "made": s.jobs,
+                "running": s.running,
+                "done": s.done,
+                "failed": s.failed,
+                "skipped": s.skipped,
+                "retries": s.retries,
+                "left_queued": s.left_queued,
+                "handler_errors": s.handler_errors,
+            },
+            "running": running,
+            "queues": {name: q.qsize() for name, q in r.queues().items()},
+        }
 
     def metrics(self) -> web.Response:
         body = generate_latest(self.registry)
@@ -187,3 +258,13 @@ class Endpoints:
         if meta is None:
             return web.json_response({"error": f"no job {job_id}"}, status=404)
         return web.json_response(meta)
+
+
+def trigger_text(p: Pattern, port: int | None) -> str:
+    """A rule's trigger as the banner of ``meow-async run`` shows it."""
+    if isinstance(p, FilePattern):
+        return p.glob
+    where = host_port(p.host, port if port is not None else p.port)
+    if isinstance(p, HttpPattern):
+        return f"http {'|'.join(p.methods)} http://{where}{p.route}"
+    return f"tcp {where}" + (" tls" if p.tls else "")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -11,6 +15,7 @@ __all__ = [
     "MonitorError",
     "RunnerStopped",
     "WorkflowFileError",
+    "WorkflowProblem",
 ]
 
 
@@ -39,17 +44,85 @@ def _rebuild_config_error(message: str, where: str, field: str, value: Any) -> C
     return ConfigError(message, where=where, field=field, value=value)
 
 
-class WorkflowFileError(MeowError):
-    """A workflow file has problems; ``problems`` lists every one with its location."""
+@dataclass(frozen=True, slots=True)
+class WorkflowProblem:
+    """One problem in a workflow file, located, for people (``str()``) and tools (``as_json``).
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    ``line`` and ``column`` count from 1 and are None when the problem has no place in the file
+    (it does not exist); ``where`` is the setting's path, e.g. ``patterns.texts.glob``; ``value``
+    is what the file says there, when ``has_value``.
+    """
+
+    path: str
+    line: int | None
+    column: int | None
+    where: str
+    message: str
+    value: Any = None
+    has_value: bool = False
+
+    def __str__(self) -> str:
+        located = f"{self.path}:{self.line}:{self.column}: " if self.line is not None else ""
+        where = f"{self.where}: " if self.where else ""
+        shown = f" (value: {_shown(self.value)})" if self.has_value else ""
+        return f"{located}{where}{self.message}{shown}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The record ``meow-async validate --json`` prints."""
+        return {
+            "line": self.line,
+            "column": self.column,
+            "where": self.where,
+            "message": self.message,
+            "value": _jsonable(self.value) if self.has_value else None,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """YAML can say more than JSON can (.nan, dates, sets): say those as YAML would, in text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_jsonable(v) for v in value), key=str)
+    return str(value)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """The value as JSON (which YAML reads too), cut short: a whole script would bury the line."""
+    text = json.dumps(_jsonable(value), ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class WorkflowFileError(MeowError):
+    """A workflow file has problems; ``problems`` lists every one with its location as text
+    (``path:line:column: where: message (value: ...)``), ``records`` the same as
+    ``WorkflowProblem`` objects, in file order."""
+
+    def __init__(
+        self, path: str, problems: list[str], records: Sequence[WorkflowProblem] | None = None
+    ) -> None:
         self.path = path
         self.problems = problems
+        self.records = (
+            list(records)
+            if records is not None
+            else [WorkflowProblem(path, None, None, "", p) for p in problems]
+        )
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{path}: {len(problems)} problem(s)\n{lines}")
 
+    @classmethod
+    def from_records(cls, path: str, records: Sequence[WorkflowProblem]) -> WorkflowFileError:
+        return cls(path, [str(r) for r in records], records)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.problems))
+        return (type(self), (self.path, self.problems, self.records))
 
 
 class MonitorError(MeowError):

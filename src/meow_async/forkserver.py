@@ -128,6 +128,10 @@ class Server:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
+        # Ctrl+C in the runner's terminal reaches its whole process group, this server too.
+        # The runner decides what a stop does to running jobs (graceful first); the server
+        # ends when the runner closes its end. Jobs get the default handler back (run_job).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, "runner")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "child")

@@ -145,6 +145,8 @@ class Handler:
             # How its process starts: a fork of the warm interpreter, or a new one.
             "start": "fork" if getattr(recipe, "warm", False) else "spawn",
             "preload": list(getattr(recipe, "preload", ())),
+            "conductor": recipe.conductor,
+            "resources": dict(recipe.resources),
         }
         write_meta(job_dir, meta, durable=self.durable)  # last: its presence means "made"
         if self.durable:

@@ -23,6 +23,7 @@ from ._checks import (
 )
 from .exceptions import ConfigError
 from .globs import compile_glob
+from .notify import Notify, make_notify
 
 __all__ = ["Change", "FilePattern", "HttpPattern", "NetworkPattern", "Pattern", "Sweep"]
 
@@ -130,6 +131,8 @@ class _PatternBase:
     retry_backoff: float = 1.0
     #: What a restart does with a job that was running when the runner died.
     on_restart: OnRestart = "rerun"
+    #: Who hears of a job's end (a webhook, an email): see docs/notifications.md.
+    notify: Notify | Mapping[str, Any] | None = None
 
     def _check_common(self) -> None:
         where = f"pattern {self.name!r}"
@@ -139,6 +142,11 @@ class _PatternBase:
         object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
         object.__setattr__(self, "outputs", check_params(where, "outputs", self.outputs))
         object.__setattr__(self, "sweep", _sweeps(where, self.sweep))
+        try:
+            object.__setattr__(self, "notify", make_notify(self.notify))
+        except ConfigError as e:
+            sub = f"notify.{e.field}" if e.field else "notify"
+            raise ConfigError(e.message, where=where, field=sub, value=e.value) from None
         for var in (*self.outputs, *self.sweep):
             if var == self.variable:
                 raise ConfigError(

@@ -2,7 +2,8 @@
 
 One line per fact, appended (so no rename and no rewrite of ``job.json`` while a job runs):
 
-    start ATTEMPT TIME MODE   the intent, written before any process exists (fork or spawn)
+    start ATTEMPT TIME MODE   the intent, written before any process exists (fork, spawn, dask)
+    worker ADDRESS HOST       where it runs, for jobs run on a Dask worker
     pid PID PID_START TIME    the process, written by it (fork) or right after spawning it
     exit CODE TIME            written by the job's process itself as it ends
 
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,8 @@ class Attempt:
     pid_start: int | None = None
     exit_code: int | None = None
     finished: float | None = None
+    worker: str | None = None
+    host: str | None = None
 
     @property
     def reached_the_script(self) -> bool:
@@ -63,6 +67,8 @@ def last_attempt(job_dir: Path) -> Attempt | None:
                 last = Attempt(number=int(f[1]), started=float(f[2]), mode=mode)
             elif last is None:
                 continue
+            elif f[0] == "worker":
+                last.worker, last.host = f[1], f[2]
             elif f[0] == "pid":
                 last.pid = int(f[1])
                 last.pid_start = int(f[2]) if f[2] != "None" else None
@@ -80,6 +86,8 @@ def stop_orphan(job_dir: Path, attempt: Attempt) -> bool | None:
     True: a live process group was killed; False: nothing of it runs; None: it may still run
     (the kernel could not say and the pid alone does not prove it).
     """
+    if attempt.host is not None and attempt.host != socket.gethostname():
+        return None  # on another machine: the Dask conductor stops it through its worker
     log = str(job_dir / PROCESS_LOG)
     held = being_written(log)
     pids: set[int] = set()

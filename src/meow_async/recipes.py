@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._checks import check_flag, check_name, check_params, check_seconds
+from ._checks import check_flag, check_name, check_params, check_resources, check_seconds
 from .exceptions import ConfigError
 
-__all__ = ["BashRecipe", "PythonRecipe", "Recipe"]
+__all__ = ["BashRecipe", "NotebookRecipe", "PythonRecipe", "Recipe"]
 
 _BEGIN = "# --- parameters set by meow_async for this job (also in $MEOW_PARAMS) ---"
 _END = "# --- end of parameters ---"
@@ -34,6 +34,10 @@ class _RecipeBase:
     #: Seconds a job may run before it is stopped (SIGTERM, then SIGKILL) and recorded as
     #: timed out; None: no limit.
     timeout: float | None = None
+    #: Where its jobs run: ``local`` or ``dask``; None: the runner's ``conductor``.
+    conductor: str | None = None
+    #: Dask worker resources each job needs, e.g. ``{"GPU": 1, "MEM": 4e9}`` (Dask only).
+    resources: Mapping[str, float] = field(default_factory=dict)
     source: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -42,6 +46,18 @@ class _RecipeBase:
         object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
         if self.timeout is not None:
             check_seconds(where, "timeout", self.timeout, above_zero=True)
+        if self.conductor not in (None, "local", "dask"):
+            raise ConfigError(
+                "expected local or dask", where=where, field="conductor", value=self.conductor
+            )
+        object.__setattr__(self, "resources", check_resources(where, "resources", self.resources))
+        if self.resources and self.conductor == "local":
+            raise ConfigError(
+                "resources route jobs to Dask workers; a local recipe takes none",
+                where=where,
+                field="resources",
+                value=dict(self.resources),
+            )
         if (self.script is None) == (self.file is None):
             raise ConfigError(
                 "give exactly one of 'script' (inline text) or 'file'",
@@ -92,8 +108,8 @@ class PythonRecipe(_RecipeBase):
     """A Python script, run with ``interpreter`` (default: the runner's own Python).
 
     With the runner's own Python, jobs start as forks of a warm interpreter that has imported
-    ``preload`` already (see docs/concepts.md#warm-starts); ``fork=False`` spawns each job as
-    a new interpreter, as does any ``interpreter`` given.
+    ``preload`` already (see https://meow-async.github.io/meow_async/concepts/#warm-starts);
+    ``fork=False`` spawns each job as a new interpreter, as does any ``interpreter`` given.
     """
 
     kind: ClassVar[str] = "python"
@@ -224,4 +240,70 @@ def _bash_text(value: Any) -> str:
     return json.dumps(value)
 
 
-Recipe = PythonRecipe | BashRecipe
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotebookRecipe(_RecipeBase):
+    """A Jupyter notebook, executed by a real kernel in the job folder with papermill.
+
+    Parameters are injected the papermill way, as a cell of literal assignments after the cell
+    tagged ``parameters``; the executed notebook, outputs included, is the job's
+    ``output.ipynb``. ``script`` holds the notebook's JSON inline; ``kernel`` names a kernel
+    (default: the notebook's own, else ``python3``). Needs ``pip install 'meow-async[notebook]'``.
+    """
+
+    kind: ClassVar[str] = "notebook"
+    suffix: ClassVar[str] = ".ipynb"
+    kernel: str | None = None
+
+    def _check_source(self, where: str) -> None:
+        missing = [m for m in ("papermill", "ipykernel") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(
+                f"notebook recipes need {' and '.join(missing)}: pip install "
+                "'meow-async[notebook]'",
+                where=where,
+                field="kind",
+                value="notebook",
+            )
+        kernel: object = self.kernel
+        if kernel is not None and (not isinstance(kernel, str) or not kernel):
+            raise ConfigError(
+                "give the kernel's name, e.g. python3",
+                where=where,
+                field="kernel",
+                value=kernel,
+            )
+        fld = "script" if self.script is not None else "file"
+        try:
+            nb = json.loads(self.source)
+        except ValueError as e:
+            raise ConfigError(
+                f"not a notebook: invalid JSON at line {getattr(e, 'lineno', '?')}: {e}",
+                where=where,
+                field=fld,
+                value=self.file,
+            ) from None
+        cells = nb.get("cells") if isinstance(nb, dict) else None
+        if not isinstance(cells, list) or nb.get("nbformat") != 4:
+            raise ConfigError(
+                "not a Jupyter notebook in format 4 (no 'cells' list or 'nbformat': 4)",
+                where=where,
+                field=fld,
+                value=self.file,
+            )
+        if not any(isinstance(c, dict) and c.get("cell_type") == "code" for c in cells):
+            raise ConfigError(
+                "the notebook has no code cell", where=where, field=fld, value=self.file
+            )
+
+    def render(self, params: Mapping[str, Any]) -> str:
+        return self.source  # papermill injects the parameters when it runs the job
+
+    def command(self, script: Path) -> list[str]:
+        argv = [sys.executable, str(NOTEBOOK_RUNNER), str(script)]
+        return [*argv, "--kernel", self.kernel] if self.kernel else argv
+
+
+#: The program a notebook job runs (a file, so a spawned Python records its own exit).
+NOTEBOOK_RUNNER = Path(__file__).with_name("notebook_job.py")
+
+Recipe = PythonRecipe | BashRecipe | NotebookRecipe

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .exceptions import ConfigError
 from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern
-from .recipes import BashRecipe, PythonRecipe, Recipe
+from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 
 __all__ = ["SHELL_NAMES", "Rule", "make_rules"]
 
@@ -65,7 +65,7 @@ class Rule:
                 field="pattern",
                 value=self.pattern,
             )
-        if not isinstance(self.recipe, PythonRecipe | BashRecipe):
+        if not isinstance(self.recipe, PythonRecipe | BashRecipe | NotebookRecipe):
             raise ConfigError(
                 f"expected a recipe, got {type(self.recipe).__name__}",
                 where=f"rule {self.pattern.name!r}",

@@ -17,10 +17,13 @@ from .conductors import Conductor, JobInterrupted, LocalConductor
 from .config import RunnerConfig
 from .endpoints import Durations, Endpoints
 from .events import Event
-from .exceptions import MeowError, MonitorError, RunnerStopped
+from .exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from .handlers import Handler
 from .jobs import Job, JobState
+from .live import LiveFile
 from .monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
+from .notify import GRACE as NOTIFY_GRACE
+from .notify import Notifier, Notify
 from .patterns import FilePattern, Pattern
 from .recipes import Recipe
 from .recovery import RunnerState, recover_jobs
@@ -46,6 +49,10 @@ class RunnerStats:
     handler_errors: int = 0
     skipped: int = 0
     retries: int = 0
+    #: Notifications (docs/notifications.md): delivered, given up, dropped.
+    notifications_sent: int = 0
+    notifications_failed: int = 0
+    notifications_dropped: int = 0
 
     @property
     def finished(self) -> int:
@@ -80,7 +87,7 @@ class Runner:
         self.jobs_dir = self.config.jobs_dir.absolute()
         assert self.config.spool_dir is not None  # noqa: S101 - set by RunnerConfig
         self.spool_dir = self.config.spool_dir.absolute()
-        self.conductor = conductor or LocalConductor(kill_timeout=self.config.kill_timeout)
+        self.conductor = conductor or _conductor(self.config, self.workflow.recipes.values())
         self.handler = Handler(self.jobs_dir, durable=self.config.durable)
         self.state = RunnerState(
             self.jobs_dir, durable=self.config.durable
@@ -104,8 +111,12 @@ class Runner:
             if check is not None:
                 check()  # e.g. patterns that share a port must agree on its settings
         self.stats = RunnerStats()
+        self.notifier = Notifier(self.stats, self._notify)  # sends in the background
         self.events_by: Counter[tuple[str, str]] = Counter()  # (monitor, rule): for /metrics
         self.durations = Durations()
+        #: Jobs whose process runs now, and when each was handed to the conductor (/status).
+        self.jobs_running: dict[str, tuple[Job, float]] = {}
+        self.live = LiveFile(self.jobs_dir)  # for `meow-async status`
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         http = self.config.http
         self.endpoints = Endpoints(self) if http else None
@@ -129,7 +140,7 @@ class Runner:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
-        """A runner for a workflow file (see docs/workflow-file.md)."""
+        """A runner for a workflow file (https://meow-async.github.io/meow_async/workflow-file/)."""
         return cls.from_spec(load_workflow(path), **overrides)
 
     # -- the workflow, changeable while running ------------------------------------------------
@@ -217,6 +228,7 @@ class Runner:
         try:
             await self._run()
         finally:
+            self.live.remove()
             self._finished = True
             self._notify()
 
@@ -251,6 +263,7 @@ class Runner:
             await self._serve(events, jobs, recovered_events, recovered.to_run)
         finally:
             self.network.close_journal()  # cancelled too: no open file left behind
+            await self.notifier.close(min(NOTIFY_GRACE, self.config.shutdown_timeout))
             close = getattr(self.conductor, "close", None)
             if close is not None:
                 await close()
@@ -303,6 +316,8 @@ class Runner:
                 await prepare(self.workflow.recipes.values())
             tg.create_task(self._requeue(events, jobs, recovered_events, recovered_jobs))
             await self._monitors_ready(monitors)
+            self.live.write(self)  # before started: a banner printed then can be relied on
+            tg.create_task(self.live.keep(self._stop), name="live-file")
             self.started.set()
             logger.info(
                 "runner started: watching %s, jobs in %s, up to %d at once",
@@ -502,6 +517,7 @@ class Runner:
 
     async def _execute(self, job: Job, jobs: asyncio.Queue[Job]) -> None:
         self.stats.running += 1
+        self.jobs_running[job.id] = (job, time.time())
         self._notify()
         t0 = time.monotonic()
         try:
@@ -509,6 +525,7 @@ class Runner:
         except asyncio.CancelledError:
             self.stats.failed += 1  # the conductor recorded why
             logger.warning("job %s stopped (rule %s)", job.id, job.rule, extra=_fields(job))
+            self._job_ended(job, JobState.failed)
             raise
         except JobInterrupted as e:
             if await self._interrupted(job, jobs, str(e)) is not None:
@@ -516,6 +533,7 @@ class Runner:
                 logger.warning(
                     "job %s failed (rule %s): %s", job.id, job.rule, e, extra=_fields(job)
                 )
+                self._job_ended(job, JobState.failed)
             return
         except Exception as e:  # e.g. metadata unwritable; record what we can and go on
             state = JobState.failed
@@ -525,6 +543,7 @@ class Runner:
             )
         finally:
             self.stats.running -= 1
+            self.jobs_running.pop(job.id, None)
         took = time.monotonic() - t0
         self.durations.observe(took)
         if state is JobState.done:
@@ -533,7 +552,7 @@ class Runner:
                 "job %s done in %.2fs (rule %s)", job.id, took, job.rule, extra=_fields(job)
             )
         elif state is JobState.failed and self._retry(job, jobs):
-            pass
+            return  # not its end yet
         elif state is JobState.skipped:
             self.stats.skipped += 1
             logger.warning(
@@ -554,6 +573,14 @@ class Runner:
                 job.meta.get("error"),
                 extra=_fields(job),
             )
+        self._job_ended(job, state)
+
+    def _job_ended(self, job: Job, state: JobState) -> None:
+        """Tell whoever the job's pattern names in ``notify``; files it and returns at once."""
+        rule = self.workflow.rules.get(job.rule)
+        notify = rule.pattern.notify if rule is not None else None
+        if isinstance(notify, Notify):
+            self.notifier.job_ended(job, state, notify)
 
     async def _interrupted(self, job: Job, jobs: asyncio.Queue[Job], why: str) -> JobState | None:
         """A job cut off with what supervised its process: its rule's ``on_restart`` decides,
@@ -648,6 +675,27 @@ _HANDLE_AT_ONCE = 8
 _MARGIN = 2.0
 #: The watermark is written at most this often (seconds) while running.
 _CHECKPOINT_EVERY = 5.0
+
+
+def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
+    """The conductor the settings ask for: local, or Dask with local jobs routed through it."""
+    local = LocalConductor(kill_timeout=config.kill_timeout)
+    if config.dask is None:
+        for r in recipes:
+            if r.conductor == "dask":
+                raise ConfigError(
+                    "the recipe runs on Dask, but the runner has no cluster: set runner.dask "
+                    "(address or local_workers) or run with --dask",
+                    where=f"recipe {r.name!r}",
+                    field="conductor",
+                    value="dask",
+                )
+        return local
+    from .conductors.dask import DaskConductor  # imports distributed: only when asked for
+
+    return DaskConductor(
+        **config.dask, kill_timeout=config.kill_timeout, default=config.conductor, local=local
+    )
 
 
 def _once(release: Callable[[], None]) -> Callable[[], None]:

@@ -1,31 +1,43 @@
-"""Workflow files (YAML): patterns, recipes and runner settings, with every problem located."""
+"""Workflow files (YAML): patterns, recipes and runner settings, with every problem located.
+
+Every problem is found in one pass: each entry is built with the model's own checks, and after
+each one that fails, the failing setting is set aside and the entry is built again (see
+``_attempt``), so the file needs no second copy of the checks.
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from .config import RunnerConfig
-from .exceptions import ConfigError, WorkflowFileError
+from .exceptions import ConfigError, WorkflowFileError, WorkflowProblem
+from .notify import notify_paths
 from .patterns import LISTENER_FIELDS, FilePattern, HttpPattern, NetworkPattern, Pattern
-from .recipes import BashRecipe, PythonRecipe, Recipe
+from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 from .rules import Rule
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["WorkflowSpec", "load_workflow"]
 
 T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")
 
-_RECIPE_KINDS: dict[str, Callable[..., Recipe]] = {
+_RECIPE_KINDS: dict[str, type[Recipe]] = {
     "python": PythonRecipe,
     "bash": BashRecipe,
+    "notebook": NotebookRecipe,
 }
-_SUFFIX_KINDS = {".py": "python", ".sh": "bash", ".bash": "bash"}
+_SUFFIX_KINDS = {".py": "python", ".sh": "bash", ".bash": "bash", ".ipynb": "notebook"}
 _RECIPE_KEYS = {
     "kind",
     "script",
@@ -36,6 +48,9 @@ _RECIPE_KEYS = {
     "timeout",
     "preload",
     "fork",
+    "conductor",
+    "kernel",
+    "resources",
 }
 _COMMON_KEYS = {
     "recipe",
@@ -46,6 +61,7 @@ _COMMON_KEYS = {
     "retries",
     "retry_backoff",
     "on_restart",
+    "notify",
 }
 _FILE_PATTERN_KEYS = _COMMON_KEYS | {
     "glob",
@@ -63,6 +79,27 @@ _RUNNER_KEYS = {f.name for f in fields(RunnerConfig)}
 _TOP_KEYS = {"runner", "recipes", "patterns"}
 
 
+#: A pattern's kind is that of the first of these keys it has (none: a file pattern, missing
+#: its glob); the schema (schema.py) is made from the same table.
+_PATTERN_KINDS: tuple[tuple[str, type[Pattern], set[str]], ...] = (
+    ("route", HttpPattern, _HTTP_PATTERN_KEYS),
+    ("port", NetworkPattern, _NETWORK_PATTERN_KEYS),
+    ("glob", FilePattern, _FILE_PATTERN_KEYS),
+)
+_TRIGGERS = {"glob": "files", "port": "data received over TCP", "route": "HTTP requests"}
+#: Settings that pass the model's checks, put in for one that is missing or wrong and has no
+#: default, so that the entry's other settings are still checked (a recipe whose file cannot be
+#: read is checked on as if it had a script).
+_STAND_INS: dict[str, dict[str, Any]] = {
+    "name": {"name": "x"},
+    "recipe": {"recipe": "x"},
+    "glob": {"glob": "*"},
+    "port": {"port": 0},
+    "route": {"route": "/"},
+    "file": {"file": None, "script": "pass"},
+}
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:
     """What a workflow file describes; ``Runner.from_file`` builds a runner from it."""
@@ -73,22 +110,41 @@ class WorkflowSpec:
     recipes: list[Recipe] = field(default_factory=list)
 
 
-class _Map(dict[Any, Any]):
-    """A YAML mapping that remembers the line of each key."""
+_Mark = tuple[int, int]  # line and column, from 1
 
-    line: int = 0
-    lines: dict[Any, int]
+
+class _Map(dict[Any, Any]):
+    """A YAML mapping that remembers where it, each of its keys and each value start."""
+
+    mark: _Mark = (1, 1)
+    keys_at: dict[Any, _Mark]
+    values_at: dict[Any, _Mark]
+
+
+class _Seq(list[Any]):
+    """A YAML sequence that remembers where each item starts."""
+
+    items_at: list[_Mark]
+
+
+def _at(node: yaml.Node) -> _Mark:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, keeping where things are and noting keys given twice (which YAML
+    itself lets the last one win)."""
+
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self.duplicates: list[tuple[int, str]] = []
+        self.duplicates: list[tuple[_Mark, str, Any]] = []
+        self._path: list[str] = []  # where construction is, for naming duplicates
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         out = _Map()
-        out.line = node.start_mark.line + 1
-        out.lines = {}
+        out.mark = _at(node)
+        out.keys_at = {}
+        out.values_at = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             try:
@@ -98,10 +154,29 @@ class _Loader(yaml.SafeLoader):
                     problem="a key must be a plain value, not a list or mapping",
                     problem_mark=key_node.start_mark,
                 ) from None
+            self._path.append(f".{key}")
+            try:
+                value = self.construct_object(value_node, deep=True)
+            finally:
+                self._path.pop()
             if key in out:
-                self.duplicates.append((key_node.start_mark.line + 1, str(key)))
-            out[key] = self.construct_object(value_node, deep=True)
-            out.lines[key] = key_node.start_mark.line + 1
+                where = "".join([*self._path, f".{key}"]).removeprefix(".")
+                self.duplicates.append((_at(key_node), where, value))
+            out[key] = value
+            out.keys_at[key] = _at(key_node)
+            out.values_at[key] = _at(value_node)
+        return out
+
+    def construct_seq(self, node: yaml.SequenceNode) -> list[Any]:
+        out = _Seq()
+        out.items_at = []
+        for i, child in enumerate(node.value):
+            self._path.append(f"[{i}]")
+            try:
+                out.append(self.construct_object(child, deep=True))
+            finally:
+                self._path.pop()
+            out.items_at.append(_at(child))
         return out
 
 
@@ -109,18 +184,91 @@ _Loader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _Loader.construct_mapping,
 )
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _Loader.construct_seq)
+
+
+def _value_at(node: _Map, key: Any) -> _Mark:
+    """Where a setting's value starts; its key's place when the value is a block below it."""
+    key_at, value_at = node.keys_at[key], node.values_at[key]
+    return value_at if value_at[0] == key_at[0] else key_at
+
+
+def _find(node: Any, path: str) -> tuple[_Mark | None, Any, bool]:
+    """Follow a model error's field (``sweep.t.jump``, ``parameters.x[0]``) into the file: where
+    the deepest part found is, its value, and whether the whole path was found."""
+    mark: _Mark | None = None
+    value: Any = None
+    rest = path
+    while rest:
+        if isinstance(node, _Map):
+            keys = [
+                k
+                for k in node
+                if isinstance(k, str) and (rest == k or rest.startswith((f"{k}.", f"{k}[")))
+            ]
+            if not keys:
+                return mark, value, False
+            key = max(keys, key=len)  # parameter names may hold dots: the longest that fits
+            mark, value = _value_at(node, key), node[key]
+            rest = rest[len(key) :].removeprefix(".")
+        elif isinstance(node, _Seq) and (m := re.match(r"\[(\d+)\]\.?", rest)):
+            i = int(m[1])
+            if i >= len(node):
+                return mark, value, False
+            mark, value = node.items_at[i], node[i]
+            rest = rest[m.end() :]
+        else:
+            return mark, value, False
+        node = value
+    return mark, value, True
 
 
 class _Problems:
+    """Every problem found, with its place; put in file order at the end."""
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.items: list[tuple[int, str]] = []
+        self.path = str(path)
+        self.items: list[WorkflowProblem] = []
 
-    def add(self, line: int, where: str, message: str) -> None:
-        self.items.append((line, f"{self.path}:{line}: {where}: {message}"))
+    def add(self, mark: _Mark, where: str, message: str, *value: Any) -> None:
+        """Note a problem; ``value``, when given, is what the file says there."""
+        self.items.append(
+            WorkflowProblem(
+                self.path,
+                mark[0],
+                mark[1],
+                where,
+                message,
+                value[0] if value else None,
+                bool(value),
+            )
+        )
 
-    def sorted(self) -> list[str]:
-        return [msg for _, msg in sorted(self.items, key=lambda t: t[0])]
+    def setting(self, node: _Map, key: str, entry: _Mark, where: str, message: str) -> None:
+        """A problem with one setting: at its value when it is given, else at the entry."""
+        if key in node:
+            self.add(_value_at(node, key), f"{where}.{key}", message, node[key])
+        else:
+            self.add(entry, f"{where}.{key}", message)
+
+    def model(self, e: ConfigError, node: _Map, entry: _Mark, where: str) -> None:
+        """A model's ConfigError, at the setting it names, as deep as the file has it; the value
+        is the one the model names (one item of a list), else the file's."""
+        mark, raw, found = _find(node, e.field)
+        if isinstance(raw, _Seq) and e.value is not None and e.value in raw:
+            mark = raw.items_at[raw.index(e.value)]  # the one item of the list at fault
+        full = f"{where}.{e.field}" if e.field else where
+        if e.value is not None:
+            self.add(mark or entry, full, e.message, e.value)
+        elif found and e.field:
+            self.add(mark or entry, full, e.message, raw)
+        else:
+            self.add(mark or entry, full, e.message)
+
+    def error(self) -> WorkflowFileError:
+        """What load_workflow raises: every problem, in file order."""
+        ordered = sorted(self.items, key=lambda p: (p.line or 0, p.column or 0))
+        return WorkflowFileError.from_records(self.path, ordered)
 
 
 def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
@@ -132,98 +280,148 @@ def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
         raise WorkflowFileError(str(path), ["the workflow file does not exist"]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise WorkflowFileError(str(path), [f"cannot read the workflow file: {e}"]) from None
-    loader = _Loader(text)
-    try:
-        doc = loader.get_single_data()
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = str(getattr(e, "problem", None) or e)
-        if "alphabetic or numeric character" in problem:  # *.txt read as a YAML alias
-            problem += ' (a value starting with * or & must be quoted, e.g. glob: "*.txt")'
-        raise WorkflowFileError(str(path), [f"{path}{line}: not valid YAML: {problem}"]) from None
-    finally:
-        loader.dispose()
     problems = _Problems(path)
-    for dup_line, dup_key in loader.duplicates:
-        problems.add(dup_line, dup_key, "this key appears more than once")
+    try:
+        loader = _Loader(text)  # checks the characters first
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        at, problem = _yaml_error(text, e)
+        problems.add(at, "", f"not valid YAML: {problem}")
+        raise problems.error() from None
+    for dup_at, dup_where, dup_value in loader.duplicates:
+        problems.add(dup_at, dup_where, "this key appears more than once", dup_value)
     if not isinstance(doc, _Map):
         problems.add(
-            1, "workflow", "expected a mapping with 'patterns', 'recipes' and optionally 'runner'"
+            (1, 1),
+            "workflow",
+            "expected a mapping with 'patterns', 'recipes' and optionally 'runner'",
+            doc,
         )
-        raise WorkflowFileError(str(path), problems.sorted())
+        raise problems.error()
     _unknown(doc, _TOP_KEYS, "workflow", problems)
     folder = path.parent
-    config = _runner(doc.get("runner"), doc.lines.get("runner", 1), folder, problems)
-    recipes: list[Recipe] = _section(
-        doc, "recipes", problems, lambda n, m: _recipe(n, m, folder, problems)
-    )
-    patterns: list[Pattern] = _section(
-        doc, "patterns", problems, lambda n, m: _pattern(n, m, folder, problems)
-    )
-    known = {r.name for r in recipes}
+    config = _runner(doc, folder, problems)
     raw_recipes = doc.get("recipes")
     named = set(raw_recipes) if isinstance(raw_recipes, _Map) else set()  # even broken ones
-    raw_patterns = doc.get("patterns")
-    for p in patterns:
-        if p.recipe not in named and isinstance(raw_patterns, _Map):
-            entry = raw_patterns[p.name]
-            problems.add(
-                entry.lines.get("recipe", entry.line),
-                f"patterns.{p.name}.recipe",
-                f"no recipe named {p.recipe!r}{_suggest(p.recipe, known)}",
-            )
-    by_name = {r.name: r for r in recipes}
-    for p in patterns:  # what only the pair can tell (a Bash recipe and a shell name...)
-        if p.recipe in by_name and isinstance(raw_patterns, _Map):
+    recipes: list[tuple[Recipe, _Mark]] = _section(
+        doc, "recipes", problems, lambda n, m, at: _recipe(n, m, at, folder, problems)
+    )
+    patterns: list[tuple[Pattern, _Mark]] = _section(
+        doc, "patterns", problems, lambda n, m, at: _pattern(n, m, at, folder, named, problems)
+    )
+    by_name = {r.name: r for r, _ in recipes}
+    for p, at in patterns:  # what only the pair can tell (a Bash recipe and a shell name...)
+        if p.recipe in by_name:
             try:
                 Rule(pattern=p, recipe=by_name[p.recipe])
             except ConfigError as e:
-                entry = raw_patterns[p.name]
-                problems.add(entry.line, f"patterns.{p.name}", e.message)
+                problems.add(at, f"patterns.{p.name}", e.message)
     if not patterns and not problems.items:
-        problems.add(doc.line, "patterns", "the workflow has no patterns, so nothing would run")
+        where = doc.keys_at.get("patterns", doc.mark)
+        problems.add(where, "patterns", "the workflow has no patterns, so nothing would run")
     if problems.items or config is None:
-        raise WorkflowFileError(str(path), problems.sorted())
-    return WorkflowSpec(path=path, config=config, patterns=patterns, recipes=recipes)
+        raise problems.error()
+    return WorkflowSpec(
+        path=path,
+        config=config,
+        patterns=[p for p, _ in patterns],
+        recipes=[r for r, _ in recipes],
+    )
+
+
+def _yaml_error(text: str, e: yaml.YAMLError) -> tuple[_Mark, str]:
+    """Where PyYAML stopped, and why, in the user's terms."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    if mark is not None:
+        at = (mark.line + 1, mark.column + 1)
+    elif isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow
+        before = text[: e.position]
+        at = (before.count("\n") + 1, len(before) - before.rfind("\n"))
+    else:
+        at = (1, 1)
+    problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+    if "alphabetic or numeric character" in problem:  # *.txt read as a YAML alias
+        problem += ' (a value starting with * or & must be quoted, e.g. glob: "*.txt")'
+    return at, problem
 
 
 def _section(
-    doc: _Map, key: str, problems: _Problems, build: Callable[[str, _Map], T | None]
-) -> list[T]:
+    doc: _Map,
+    key: str,
+    problems: _Problems,
+    build: Callable[[str, _Map, _Mark], T | None],
+) -> list[tuple[T, _Mark]]:
+    """Build each entry of ``recipes`` or ``patterns``; each comes with its name's place."""
     raw = doc.get(key)
     if raw is None:
         return []
     if not isinstance(raw, _Map):
-        problems.add(doc.lines.get(key, 1), key, "expected a mapping of names to entries")
+        problems.add(_value_at(doc, key), key, "expected a mapping of names to entries", raw)
         return []
-    out: list[T] = []
+    out: list[tuple[T, _Mark]] = []
     for name, entry in raw.items():
-        line = raw.lines[name]
         if not isinstance(entry, _Map):
-            problems.add(line, f"{key}.{name}", "expected a mapping of settings")
-            continue
-        try:
-            item = build(str(name), entry)
-        except ConfigError as e:
-            fld = e.field.split(".")[0].split("[")[0]
             problems.add(
-                entry.lines.get(fld, line),
-                f"{key}.{name}" + (f".{e.field}" if e.field else ""),
-                e.message,
+                _value_at(raw, name), f"{key}.{name}", "expected a mapping of settings", entry
             )
             continue
+        item = build(str(name), entry, raw.keys_at[name])
         if item is not None:
-            out.append(item)
+            out.append((item, raw.keys_at[name]))
     return out
 
 
-def _runner(raw: Any, line: int, folder: Path, problems: _Problems) -> RunnerConfig | None:
+def _attempt(
+    cls: type[D], kwargs: dict[str, Any], given: Collection[str], aside: Collection[str] = ()
+) -> tuple[D | None, list[ConfigError]]:
+    """Make ``cls(**kwargs)``, finding every independent mistake, not only the first.
+
+    After each ConfigError its setting is set aside (a stand-in, or else its default) and the
+    object is made again. Once something was set aside, an error about a setting set aside or
+    not given is taken for a consequence of that, and ends the search unreported.
+    Returns the object (None if anything was wrong) and the errors, in the model's order.
+    """
+    defaults = {
+        f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING
+    }
+    kwargs, aside = dict(kwargs), set(aside)
+    errors: list[ConfigError] = []
+    while True:
+        try:
+            made = cls(**kwargs)
+        except ConfigError as e:
+            error = e
+        except TypeError as e:  # a wrong type the model did not anticipate
+            error = ConfigError(str(e))
+        else:
+            return (None if errors else made), errors
+        key = re.split(r"[.\[]", error.field, maxsplit=1)[0]
+        if aside and (key in aside or key not in given):
+            return None, errors
+        errors.append(ConfigError(error.message, field=error.field, value=error.value))
+        if key not in kwargs:  # a setting that was not given: nothing to set aside
+            return None, errors
+        if key in _STAND_INS:
+            kwargs.update(_STAND_INS[key])
+            aside.update(_STAND_INS[key])
+        elif key in defaults:
+            del kwargs[key]
+            aside.add(key)
+        else:
+            return None, errors
+
+
+def _runner(doc: _Map, folder: Path, problems: _Problems) -> RunnerConfig | None:
+    raw = doc.get("runner")
+    at = doc.keys_at.get("runner", (1, 1))
     if raw is None:
         raw = _Map()
-        raw.lines = {}
+        raw.keys_at, raw.values_at = {}, {}
     if not isinstance(raw, _Map):
-        problems.add(line, "runner", "expected a mapping of settings")
+        problems.add(_value_at(doc, "runner"), "runner", "expected a mapping of settings", raw)
         return None
     _unknown(raw, _RUNNER_KEYS, "runner", problems)
     kwargs = {k: v for k, v in raw.items() if k in _RUNNER_KEYS}
@@ -232,103 +430,141 @@ def _runner(raw: Any, line: int, folder: Path, problems: _Problems) -> RunnerCon
             kwargs[key] = folder / kwargs[key]
     kwargs.setdefault("base_dir", folder)
     kwargs.setdefault("jobs_dir", folder / ".meow" / "jobs")
-    try:
-        return RunnerConfig(**kwargs)
-    except ConfigError as e:
-        problems.add(raw.lines.get(e.field, line), f"runner.{e.field}", e.message)
-        return None
+    config, errors = _attempt(RunnerConfig, kwargs, given=set(raw))
+    for e in errors:
+        problems.model(e, raw, at, "runner")
+    return config
 
 
-def _recipe(name: str, raw: _Map, folder: Path, problems: _Problems) -> Recipe | None:
-    _unknown(raw, _RECIPE_KEYS, f"recipes.{name}", problems)
+def _recipe(name: str, raw: _Map, at: _Mark, folder: Path, problems: _Problems) -> Recipe | None:
+    where = f"recipes.{name}"
+    _unknown(raw, _RECIPE_KEYS, where, problems)
     kind = raw.get("kind")
     file = raw.get("file")
     if kind is None and isinstance(file, str):
         kind = _SUFFIX_KINDS.get(Path(file).suffix)
-    if kind not in _RECIPE_KINDS:
-        raise ConfigError(
+    if not isinstance(kind, str) or kind not in _RECIPE_KINDS:
+        problems.setting(
+            raw,
+            "kind",
+            at,
+            where,
             f"unknown kind {kind!r}: choose from {', '.join(_RECIPE_KINDS)}"
             if kind is not None
-            else "say which kind of recipe: kind: python or kind: bash",
-            field="kind",
-            value=kind,
+            else f"say which kind of recipe: kind: {' or '.join(_RECIPE_KINDS)}",
         )
+        return None
     cls = _RECIPE_KINDS[kind]
-    kwargs = {k: v for k, v in raw.items() if k in _RECIPE_KEYS and k != "kind"}
+    kwargs: dict[str, Any] = {"name": name}
+    for key, value in raw.items():
+        if key not in _RECIPE_KEYS or key == "kind":
+            continue
+        owners = [k for k, c in _RECIPE_KINDS.items() if key in _settings(c)]
+        if owners and kind not in owners:
+            problems.setting(
+                raw, key, at, where, f"only {' and '.join(owners)} recipes take {key!r}"
+            )
+            continue
+        kwargs[key] = value
     if isinstance(file, str):
         kwargs["file"] = (folder / file).absolute()  # errors then say where it looked
-    for key, owner in (
-        ("interpreter", "python"),
-        ("preload", "python"),
-        ("fork", "python"),
-        ("shell", "bash"),
-    ):
-        if key in kwargs and kind != owner:
-            raise ConfigError(f"only {owner} recipes take {key!r}", field=key, value=kwargs[key])
-    return _strip_where(lambda: cls(name=name, **kwargs))
+    recipe, errors = _attempt(cls, kwargs, given=kwargs)
+    for e in errors:
+        problems.model(e, raw, at, where)
+    return recipe
 
 
-def _pattern(name: str, raw: _Map, folder: Path, problems: _Problems) -> Pattern | None:
-    http = "route" in raw
-    if not http and ("glob" in raw) == ("port" in raw):
-        raise ConfigError(
-            "a pattern needs 'glob' (files under the watched folder), 'port' (data received "
-            "over TCP) or 'route' and 'port' (HTTP requests)",
-            field="glob",
-            value=None,
-        )
-    if http and "glob" in raw:
-        raise ConfigError(
-            "a pattern has either 'glob' (files) or 'route' (HTTP requests), not both",
-            field="route",
-            value=raw.get("route"),
-        )
-    network = "port" in raw and not http
-    keys = _HTTP_PATTERN_KEYS if http else _NETWORK_PATTERN_KEYS if network else _FILE_PATTERN_KEYS
-    _unknown(raw, keys, f"patterns.{name}", problems)
-    if "recipe" not in raw:
-        raise ConfigError(
-            "a pattern needs 'recipe' (the name of the recipe it runs)", field="recipe", value=None
-        )
-    kwargs = {k: v for k, v in raw.items() if k in keys}
-    if http:
-        if "port" not in kwargs:
-            raise ConfigError(
-                "an HTTP pattern needs 'port' (0: any free port)", field="port", value=None
+def _pattern(
+    name: str,
+    raw: _Map,
+    at: _Mark,
+    folder: Path,
+    recipes: Collection[Any],
+    problems: _Problems,
+) -> Pattern | None:
+    where = f"patterns.{name}"
+    marker, cls, keys = next((k for k in _PATTERN_KINDS if k[0] in raw), _PATTERN_KINDS[-1])
+    for other, _, _ in _PATTERN_KINDS:
+        if other in raw and other not in keys:
+            problems.setting(
+                raw,
+                marker,
+                at,
+                where,
+                f"a pattern has either {other!r} ({_TRIGGERS[other]}) or {marker!r} "
+                f"({_TRIGGERS[marker]}), not both",
             )
-        for key in ("token_file", "hmac_secret_file", *_TLS_FILES):
-            if isinstance(kwargs.get(key), str):
-                kwargs[key] = str(folder / kwargs[key])
-        for key in ("methods", "headers"):
-            if isinstance(kwargs.get(key), list):
-                kwargs[key] = tuple(kwargs[key])
-        return _strip_where(lambda: HttpPattern(name=name, **kwargs))
-    if network:
-        for key in _TLS_FILES:
-            if isinstance(kwargs.get(key), str):
-                kwargs[key] = str(folder / kwargs[key])
-        return _strip_where(lambda: NetworkPattern(name=name, **kwargs))
-    return _strip_where(lambda: FilePattern(name=name, **kwargs))
+            return None
+    _unknown(raw, keys, where, problems)
+    kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k in keys}
+    for key in ("token_file", "hmac_secret_file", *_TLS_FILES):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = str(folder / kwargs[key])
+    if "notify" in kwargs:  # its email.tls_ca, relative to the workflow file too
+        kwargs["notify"] = notify_paths(kwargs["notify"], folder)
+    for key in ("methods", "headers"):
+        if cls is HttpPattern and isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.init
+        and f.name != "name"
+        and f.name not in raw
+        and f.default is MISSING
+        and f.default_factory is MISSING
+    ]
+    for key in missing:
+        problems.setting(raw, key, at, where, _needs(cls, key))
+        if key not in _STAND_INS:
+            return None
+        kwargs.update(_STAND_INS[key])
+    pattern, errors = _attempt(cls, {"name": name, **kwargs}, given={"name", *raw}, aside=missing)
+    for e in errors:
+        problems.model(e, raw, at, where)
+    recipe = raw.get("recipe")
+    if (
+        isinstance(recipe, str)
+        and recipe not in recipes
+        and not any(e.field == "recipe" for e in errors)
+    ):
+        problems.setting(
+            raw,
+            "recipe",
+            at,
+            where,
+            f"no recipe named {recipe!r}{_suggest(recipe, {str(r) for r in recipes})}",
+        )
+    return pattern
 
 
-def _strip_where(build: Callable[[], T]) -> T:
-    """Errors from the model say 'pattern x'; the file location says that already."""
-    try:
-        return build()
-    except ConfigError as e:
-        raise ConfigError(e.message, field=e.field, value=e.value) from None
-    except TypeError as e:  # a wrong type the model did not anticipate
-        raise ConfigError(str(e), value=None) from None
+def _needs(cls: type[Pattern], key: str) -> str:
+    if key == "recipe":
+        return "a pattern needs 'recipe' (the name of the recipe it runs)"
+    if key == "glob":
+        return (
+            "a pattern needs 'glob' (files under the watched folder), 'port' (data received "
+            "over TCP) or 'route' and 'port' (HTTP requests)"
+        )
+    if cls is HttpPattern and key == "port":
+        return "an HTTP pattern needs 'port' (0: any free port)"
+    return f"a pattern needs {key!r}"
+
+
+def _settings(cls: type[Any]) -> set[str]:
+    """The settings a model class takes (its dataclass fields made in ``__init__``)."""
+    return {f.name for f in fields(cls) if f.init}
 
 
 def _unknown(raw: _Map, allowed: set[str], where: str, problems: _Problems) -> None:
     for key in raw:
         if key not in allowed:
             problems.add(
-                raw.lines.get(key, raw.line),
+                raw.keys_at[key],
                 f"{where}.{key}",
                 f"unknown setting{_suggest(str(key), allowed)}; allowed: "
                 f"{', '.join(sorted(allowed))}",
+                raw[key],
             )
 
 

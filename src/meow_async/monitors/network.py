@@ -35,7 +35,7 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "NetworkMonitor"]
 
 logger = logging.getLogger("meow_async.monitors.network")
 
-#: Bytes read per call; see docs/performance.md for how it was chosen.
+#: Bytes read per call; see docs/performance.md#chunk-size for how it was chosen.
 DEFAULT_CHUNK_SIZE = 64 * 1024
 _BACKLOG = 4096  # meow_base's listen(1) turns bursts into 1 s SYN retransmits
 _CLOSE_TIMEOUT = 5.0  # at stop, for connections closing after their last acknowledgement

@@ -17,43 +17,21 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .forkserver import SPAWN_BOOT, log_line, start_time_of
-from .jobs import STDERR_FILE, STDOUT_FILE, Job, JobState
-from .process_log import PROCESS_LOG, last_attempt, outcome
-from .zygote import ForkServer, ForkServerDied, StartRefused, fork_supported
+from ..jobs import Job, JobState
+from ..process_log import last_attempt, outcome
+from ..zygote import ForkServer, ForkServerDied, StartRefused, fork_supported
+from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
+from .spawn import NotStarted, Vanished, spawn
 
-__all__ = ["Conductor", "JobInterrupted", "LocalConductor", "process_start_time", "stderr_tail"]
+__all__ = ["LocalConductor"]
 
 logger = logging.getLogger("meow_async.conductors")
 
-_TAIL_BYTES = 2048
 #: A fork server that dies this many times within _DEATH_WINDOW seconds is given up on.
 _MAX_DEATHS = 3
 _DEATH_WINDOW = 60.0
-
-process_start_time = start_time_of
-
-
-class Conductor(Protocol):
-    """**Protocol:** runs one job to its end and records it; cancellation stops the job."""
-
-    async def execute(self, job: Job) -> JobState: ...
-
-
-class JobInterrupted(Exception):
-    """The job's process was lost with what supervised it; the rule's ``on_restart`` decides,
-    as after a runner that died."""
-
-
-class _Vanished(Exception):
-    pass
-
-
-class _NotStarted(Exception):
-    pass
 
 
 class _Process:
@@ -126,7 +104,7 @@ class LocalConductor:
         self._launching: asyncio.Task[ForkServer] | None = None
         self._deaths: list[float] = []
         self._reaping: set[asyncio.Future[None]] = set()
-        self._records = _Records()
+        self._records = Records()
 
     # -- the fork server ----------------------------------------------------------------------
 
@@ -214,9 +192,9 @@ class LocalConductor:
         )
         try:
             proc = await asyncio.shield(starting)
-        except _Vanished as e:
+        except Vanished as e:
             return await self._records.finish(job, None, str(e), JobState.skipped)
-        except _NotStarted as e:
+        except NotStarted as e:
             return await self._records.finish(job, None, str(e))
         except ForkServerDied:
             assert server is not None  # noqa: S101
@@ -261,14 +239,14 @@ class LocalConductor:
         return await self._records.finish(job, code, None)
 
     async def _fork(self, job: Job, server: ForkServer, attempt: int) -> _Process:
-        check = _trigger_to_check(job)
+        check = trigger_to_check(job)
         script = job.argv[1] if len(job.argv) > 1 else ""
         try:
             pid, started, exited = await server.start(
                 job.id, job.dir, script, job.env, attempt, check
             )
         except StartRefused as e:
-            raise (_Vanished if e.vanished else _NotStarted)(str(e)) from None
+            raise (Vanished if e.vanished else NotStarted)(str(e)) from None
         return _Forked(server, pid, started, exited)
 
     async def _settle_orphan(self, job: Job, attempt: int, server: ForkServer) -> JobState | None:
@@ -293,50 +271,9 @@ class LocalConductor:
         return _Spawned(popen, started)
 
     def _spawn(self, job: Job, attempt: int) -> tuple[subprocess.Popen[bytes], float]:
-        """In a worker thread: the job's process, started, and its start in process.log."""
-        check = _trigger_to_check(job)
-        if check is not None and not os.path.exists(check):
-            raise _Vanished(f"the triggering file {check} vanished before the job started")
-        log_path = job.dir / PROCESS_LOG
-        argv = job.argv
-        if job.meta.get("recipe_kind") == "python" and len(argv) == 2:
-            argv = [argv[0], "-c", SPAWN_BOOT, argv[1]]  # records its own exit
-        try:
-            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
-        except OSError as e:
-            raise _NotStarted(f"cannot write {log_path}: {e.strerror or e}") from None
-        try:
-            started = time.time()
-            log_line(log, "start", attempt, f"{started:.6f}", "spawn")
-            with open(job.dir / STDOUT_FILE, "wb") as out, open(job.dir / STDERR_FILE, "wb") as err:
-                try:
-                    popen = subprocess.Popen(
-                        argv,
-                        cwd=job.dir,
-                        env={**os.environ, **job.env, "MEOW_PROCESS_LOG": str(log_path)},
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        # Own process group: a terminal's Ctrl+C reaches the runner, which
-                        # decides, and stopping a job stops whatever it started too.
-                        start_new_session=True,
-                        # Held open for the process's life: a restart asks the kernel whether
-                        # anyone still has it open, i.e. whether the job still runs.
-                        pass_fds=(log,),
-                    )
-                except OSError as e:
-                    raise _NotStarted(f"could not start {argv[0]}: {e.strerror or e}") from None
-            try:
-                log_line(log, "pid", popen.pid, start_time_of(popen.pid), f"{time.time():.6f}")
-            except BaseException:
-                # Not recorded, a restart would have to search for it: it must not outlive this.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(popen.pid, signal.SIGKILL)
-                popen.wait()
-                raise
-        finally:
-            os.close(log)
-        return popen, started
+        python = job.meta.get("recipe_kind") in PYTHON_KINDS
+        check = trigger_to_check(job)
+        return spawn(job.dir, job.argv, job.env, attempt, python=python, check=check)
 
     async def _stop(self, proc: _Process) -> int | None:
         """SIGTERM the job's process group, then SIGKILL if it is still there."""
@@ -352,109 +289,3 @@ class LocalConductor:
                     os.killpg(proc.pid, signal.SIGKILL)
                 return None
         return None
-
-
-class _Records:
-    """Job ends written to ``job.json``: under a burst, many in one thread hop."""
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[Job, asyncio.Future[None]]] = []
-        self._writing: asyncio.Task[None] | None = None
-
-    async def finish(
-        self,
-        job: Job,
-        code: int | None,
-        error: str | None,
-        state: JobState | None = None,
-        timed_out: bool = False,
-    ) -> JobState:
-        state = _ended(job, code, error, state, timed_out)
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.append((job, fut))
-        if self._writing is None:
-            self._writing = asyncio.ensure_future(self._write())
-        await fut
-        return state
-
-    def finish_now(self, job: Job, code: int | None, error: str) -> None:
-        """On the loop's thread, at shutdown, when no thread may be waited for."""
-        _ended(job, code, error, None, False)
-        job.update()
-
-    async def _write(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                errors = await asyncio.to_thread(_write_all, [job for job, _ in batch])
-                for (_, fut), err in zip(batch, errors, strict=True):
-                    if fut.done():
-                        continue
-                    if err is None:
-                        fut.set_result(None)
-                    else:
-                        fut.set_exception(err)
-        finally:
-            self._writing = None
-
-
-def _write_all(jobs: list[Job]) -> list[Exception | None]:
-    errors: list[Exception | None] = []
-    for job in jobs:
-        try:
-            job.update()
-        except Exception as e:
-            errors.append(e)
-        else:
-            errors.append(None)
-    return errors
-
-
-def _ended(
-    job: Job, code: int | None, error: str | None, state: JobState | None, timed_out: bool
-) -> JobState:
-    """The end of the job's attempt, in its metadata (not yet on disk)."""
-    if error is None and code != 0:
-        error = f"exit code {code}" + stderr_tail(job.dir)
-    if state is None:
-        state = JobState.done if error is None else JobState.failed
-    now = time.time()
-    attempt: dict[str, Any] = {
-        "started": job.meta.get("started"),
-        "finished": now,
-        "exit_code": code,
-        "error": error,
-    }
-    if timed_out:
-        attempt["timed_out"] = True
-    job.meta.update(
-        state=state.value,
-        finished=now,
-        exit_code=code,
-        error=error,
-        timed_out=timed_out,
-        attempts=[*(job.meta.get("attempts") or []), attempt],
-    )
-    return state
-
-
-def _trigger_to_check(job: Job) -> str | None:
-    """The file whose disappearance makes the job pointless (a file job not about a delete)."""
-    event = job.meta.get("event") or {}
-    if event.get("kind") == "file" and event.get("change") != "deleted":
-        path = event.get("path")
-        if isinstance(path, str):
-            return path
-    return None
-
-
-def stderr_tail(job_dir: Path) -> str:
-    """The end of stderr, which is where scripts say why they failed."""
-    try:
-        with open(job_dir / STDERR_FILE, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - _TAIL_BYTES))
-            lines = f.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
-    return f": {lines[-1].strip()}" if lines else ""

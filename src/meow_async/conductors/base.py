@@ -1,0 +1,157 @@
+"""What every conductor shares: the protocol, and how a job's end is recorded in ``job.json``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..jobs import STDERR_FILE, Job, JobState
+
+__all__ = [
+    "PYTHON_KINDS",
+    "Conductor",
+    "JobInterrupted",
+    "Records",
+    "stderr_tail",
+    "trigger_to_check",
+]
+
+logger = logging.getLogger("meow_async.conductors")
+
+_TAIL_BYTES = 2048
+
+#: Recipe kinds whose jobs run ``python SCRIPT ...``, so a spawned job records its own exit.
+PYTHON_KINDS = ("python", "notebook")
+
+
+class Conductor(Protocol):
+    """**Protocol:** runs one job to its end and records it; cancellation stops the job."""
+
+    async def execute(self, job: Job) -> JobState: ...
+
+
+class JobInterrupted(Exception):
+    """The job's process was lost with what supervised it; the rule's ``on_restart`` decides,
+    as after a runner that died."""
+
+
+class Records:
+    """Job ends written to ``job.json``: under a burst, many in one thread hop."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Job, asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def finish(
+        self,
+        job: Job,
+        code: int | None,
+        error: str | None,
+        state: JobState | None = None,
+        timed_out: bool = False,
+    ) -> JobState:
+        state = _ended(job, code, error, state, timed_out)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((job, fut))
+        if self._writing is None:
+            self._writing = asyncio.ensure_future(self._write())
+        await fut
+        return state
+
+    def finish_now(self, job: Job, code: int | None, error: str) -> None:
+        """On the loop's thread, at shutdown, when no thread may be waited for."""
+        _ended(job, code, error, None, False)
+        job.update()
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                errors = await asyncio.to_thread(_write_all, [job for job, _ in batch])
+                for (_, fut), err in zip(batch, errors, strict=True):
+                    if fut.done():
+                        continue
+                    if err is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(err)
+        finally:
+            self._writing = None
+
+
+def _write_all(jobs: list[Job]) -> list[Exception | None]:
+    errors: list[Exception | None] = []
+    for job in jobs:
+        try:
+            job.update()
+        except Exception as e:
+            errors.append(e)
+        else:
+            errors.append(None)
+    return errors
+
+
+def _ended(
+    job: Job, code: int | None, error: str | None, state: JobState | None, timed_out: bool
+) -> JobState:
+    """The end of the job's attempt, in its metadata (not yet on disk)."""
+    if error is None and code != 0:
+        error = f"exit code {code}" + stderr_tail(job.dir)
+        if job.meta.get("recipe_kind") == "notebook":
+            job.meta["notebook_error"] = _notebook_error(job.dir)
+    if state is None:
+        state = JobState.done if error is None else JobState.failed
+    now = time.time()
+    attempt: dict[str, Any] = {
+        "started": job.meta.get("started"),
+        "finished": now,
+        "exit_code": code,
+        "error": error,
+    }
+    if timed_out:
+        attempt["timed_out"] = True
+    job.meta.update(
+        state=state.value,
+        finished=now,
+        exit_code=code,
+        error=error,
+        timed_out=timed_out,
+        attempts=[*(job.meta.get("attempts") or []), attempt],
+    )
+    return state
+
+
+def trigger_to_check(job: Job) -> str | None:
+    """The file whose disappearance makes the job pointless (a file job not about a delete)."""
+    event = job.meta.get("event") or {}
+    if event.get("kind") == "file" and event.get("change") != "deleted":
+        path = event.get("path")
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _notebook_error(job_dir: Path) -> dict[str, Any] | None:
+    """The failing cell, as the notebook job wrote it (see notebook_job.py)."""
+    try:
+        found: dict[str, Any] = json.loads((job_dir / "notebook-error.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found
+
+
+def stderr_tail(job_dir: Path) -> str:
+    """The end of stderr, which is where scripts say why they failed."""
+    try:
+        with open(job_dir / STDERR_FILE, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _TAIL_BYTES))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f": {lines[-1].strip()}" if lines else ""

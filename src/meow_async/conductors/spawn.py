@@ -1,0 +1,128 @@
+"""Starting a job as a new process: the same on the runner's machine and on a Dask worker.
+
+Blocking (call it from a thread): it opens files and forks. The job gets its own session, its
+folder as cwd, stdin from /dev/null, stdout/stderr in files, and ``process.log`` open for its
+whole life (the start line is written before the process exists, the pid line right after).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from ..forkserver import SPAWN_BOOT, log_line, start_time_of
+from ..jobs import STDERR_FILE, STDOUT_FILE
+from ..process_log import PROCESS_LOG
+
+__all__ = ["NotStarted", "Vanished", "spawn"]
+
+
+class Vanished(Exception):
+    """The file that triggered the job is gone: the job is skipped, not failed."""
+
+
+class NotStarted(Exception):
+    """The job's process could not be started (a missing program, an unwritable folder)."""
+
+
+def spawn(
+    job_dir: Path,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    attempt: int,
+    *,
+    python: bool,
+    check: str | None = None,
+    mode: str = "spawn",
+    note: Sequence[object] = (),
+    die_with_caller: bool = False,
+) -> tuple[subprocess.Popen[bytes], float]:
+    """The job's process, started, and its start in ``process.log``.
+
+    ``python``: a script run by a Python interpreter, which then records its own exit;
+    ``note``: one more line for ``process.log`` after the start line (e.g. the worker);
+    ``die_with_caller``: Linux kills the job when the calling thread dies (a Dask worker
+    killed mid-job must not leave its job running unsupervised).
+    """
+    if check is not None and not os.path.exists(check):
+        raise Vanished(f"the triggering file {check} vanished before the job started")
+    log_path = job_dir / PROCESS_LOG
+    if python and len(argv) >= 2 and not argv[1].startswith("-"):
+        argv = [argv[0], "-c", SPAWN_BOOT, *argv[1:]]  # records its own exit
+    preexec = None
+    if die_with_caller:
+        # util-linux's setpriv asks for the signal and execs the job: a preexec function
+        # would make Python fork the whole (large, threaded) caller instead of vfork (20 ms).
+        if _SETPRIV is not None:
+            argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+        else:
+            preexec = _death_signal()
+    try:
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise NotStarted(f"cannot write {log_path}: {e.strerror or e}") from None
+    try:
+        started = time.time()
+        log_line(log, "start", attempt, f"{started:.6f}", mode)
+        if note:
+            log_line(log, *note)
+        with open(job_dir / STDOUT_FILE, "wb") as out, open(job_dir / STDERR_FILE, "wb") as err:
+            try:
+                popen = subprocess.Popen(
+                    argv,
+                    cwd=job_dir,
+                    env={**os.environ, **env, "MEOW_PROCESS_LOG": str(log_path)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    # Own process group: a terminal's Ctrl+C reaches the runner, which
+                    # decides, and stopping a job stops whatever it started too.
+                    start_new_session=True,
+                    # Held open for the process's life: a restart asks the kernel whether
+                    # anyone still has it open, i.e. whether the job still runs.
+                    pass_fds=(log,),
+                    preexec_fn=preexec,
+                )
+            except OSError as e:
+                raise NotStarted(f"could not start {argv[0]}: {e.strerror or e}") from None
+        try:
+            log_line(log, "pid", popen.pid, start_time_of(popen.pid), f"{time.time():.6f}")
+        except BaseException:
+            # Not recorded, a restart would have to search for it: it must not outlive this.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            raise
+    finally:
+        os.close(log)
+    return popen, started
+
+
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """A preexec function asking Linux for SIGKILL when the spawning thread ends; looked up
+    before the fork, so the child only makes one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call took effect
+            os._exit(137)
+
+    return child

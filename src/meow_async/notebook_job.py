@@ -1,0 +1,80 @@
+"""A notebook job's process: ``python notebook_job.py NOTEBOOK [--kernel NAME]`` in the job folder.
+
+Runs as a plain script (not ``-m``), so a spawned job records its own exit like any Python
+job; it imports papermill, not meow_async. The executed notebook is saved to ``output.ipynb``
+after every cell, so a job stopped half-way keeps what it did. A failing cell is reported as
+the last line of stderr (which becomes the job's ``error``) and in ``notebook-error.json``.
+"""
+
+import sys
+
+del sys.path[0]  # meow_async's own folder: its module names must not shadow anything
+
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+OUTPUT = "output.ipynb"
+ERROR_FILE = "notebook-error.json"
+
+
+def _kernels() -> list[int]:
+    """Our child processes: the kernel runs in its own session, so a stop of the job's process
+    group does not reach it; we stop it ourselves."""
+    me, found = os.getpid(), []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    for pid in _kernels():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    os._exit(128 + signum)
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    notebook = args[0]
+    kernel = args[args.index("--kernel") + 1] if "--kernel" in args else None
+    signal.signal(signal.SIGTERM, _on_term)
+    with open(os.environ.get("MEOW_PARAMS", "params.json"), encoding="utf-8") as f:
+        parameters = json.load(f)
+    import papermill  # type: ignore[import-untyped]
+
+    try:
+        papermill.execute_notebook(
+            notebook,
+            OUTPUT,
+            parameters=parameters,
+            kernel_name=kernel,
+            cwd=".",
+            progress_bar=False,
+            log_output=True,
+            stdout_file=sys.stdout,
+            stderr_file=sys.stderr,
+            request_save_on_cell_execute=True,
+        )
+    except papermill.PapermillExecutionError as e:
+        cell = {"cell": e.exec_count, "index": e.cell_index, "ename": e.ename, "evalue": e.evalue}
+        Path(ERROR_FILE).write_text(json.dumps(cell) + "\n", encoding="utf-8")
+        print(f"{e.ename}: {e.evalue} (cell {e.exec_count})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

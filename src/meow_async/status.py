@@ -1,0 +1,293 @@
+"""``meow-async status``: what a runner is doing now, read without stopping or disturbing it.
+
+The runner's ``.meow-live.json`` (see ``live``) says whether it runs and where its
+``runner.http`` answers. With ``runner.http``, the figures are the runner's own, from
+``GET /status``: uptime, rules, events, jobs by state, running jobs, queue depths. Without it,
+the job folders are all there is: jobs by state and the running ones (from ``process.log``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .endpoints import trigger_text
+from .exceptions import MeowError
+from .listing import Query, scan
+from .live import LIVE_FILE, Live, read_live
+from .workflow_file import WorkflowSpec
+
+__all__ = ["NOT_RUNNING", "add_arguments", "gather", "render", "status_command"]
+
+#: The exit status when no runner runs on the jobs folder (0: one does).
+NOT_RUNNING = 3
+
+#: Seconds to wait for the runner's /status before falling back to the job folders.
+HTTP_TIMEOUT = 3.0
+
+#: ``--watch`` without a number: seconds between refreshes.
+DEFAULT_WATCH = 2.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        const=str(DEFAULT_WATCH),
+        metavar="SECONDS",
+        help=f"refresh every SECONDS (default {DEFAULT_WATCH:g}) until Ctrl+C, which exits 0",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object (with --watch: one per line, per refresh)",
+    )
+
+
+def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (what ``--json`` prints)."""
+    now = time.time()
+    live = read_live(root)
+    running = live is not None and live.alive is not False
+    out: dict[str, Any] = {
+        "running": running,
+        "jobs_dir": str(root.absolute()),
+        "runner": None if live is None else _runner(live, now),
+        "source": "folders",
+        "status": None,
+        "folders": None,
+        "note": None,
+    }
+    if running and live is not None and live.http is not None:
+        try:
+            out["status"] = _get_json(str(live.url("/status")))
+        except (OSError, ValueError) as e:
+            out["note"] = (
+                f"runner.http at {live.url()} did not answer ({_why(e)}): figures from the "
+                "job folders"
+            )
+        else:
+            out["source"] = "http"
+            return out
+    elif running:
+        out["note"] = (
+            "live figures (events, queues) need runner.http in the workflow file: figures "
+            "from the job folders"
+        )
+    out["folders"] = _folders(root, now)
+    if spec is not None:
+        ports = live.raw.get("ports") if running and live is not None else None
+        ports = ports if isinstance(ports, dict) else {}
+        out["rules"] = [
+            {
+                "name": p.name,
+                "trigger": trigger_text(p, ports.get(p.name)),
+                "recipe": p.recipe,
+                "recipe_kind": next((r.kind for r in spec.recipes if r.name == p.recipe), "?"),
+            }
+            for p in spec.patterns
+        ]
+    return out
+
+
+def _runner(live: Live, now: float) -> dict[str, Any]:
+    return {
+        "pid": live.pid,
+        "host": live.host,
+        "started": live.started,
+        "uptime": now - live.started if live.alive is not False else None,
+        "last_seen": live.seen,
+        "version": live.version,
+        "http": live.url(),
+        "alive": live.alive,
+    }
+
+
+def _folders(root: Path, now: float) -> dict[str, Any]:
+    rows = scan(root, Query())
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return {
+        "total": len(rows),
+        "counts": dict(sorted(counts.items())),
+        "running": [
+            {
+                "id": r.id,
+                "rule": r.rule,
+                "started": r.started,
+                "age": None if r.started is None else now - r.started,
+            }
+            for r in rows
+            if r.state == "running"
+        ],
+    }
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    # No proxy: the runner is asked directly, whatever HTTP_PROXY says.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=HTTP_TIMEOUT) as resp:
+        answer = json.loads(resp.read())
+    if not isinstance(answer, dict):
+        raise ValueError("not a JSON object")  # noqa: TRY004 - a bad answer, as bad JSON is
+    return answer
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
+        return str(e.reason)
+    if isinstance(e, TimeoutError | socket.timeout):
+        return f"no answer within {HTTP_TIMEOUT:g}s"
+    return str(e) or type(e).__name__
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+
+def render(s: dict[str, Any]) -> str:
+    """The text ``status`` prints for what ``gather`` found."""
+    lines = [f"runner    {_runner_line(s)}"]
+    r = s.get("runner") or {}
+    if s["running"] and r.get("http"):
+        lines.append(f"          {r['http']}")
+    if s.get("note"):
+        lines.append(f"note      {s['note']}")
+    live = s.get("status")
+    if live is not None:
+        lines += _live_lines(live)
+    else:
+        lines += _rule_lines(s.get("rules") or [])
+        lines += _folder_lines(s["jobs_dir"], s["folders"])
+    return "\n".join(lines)
+
+
+def _runner_line(s: dict[str, Any]) -> str:
+    r = s.get("runner")
+    if r is None:
+        return f"not running (no {LIVE_FILE} here: the last runner stopped cleanly, or none ran)"
+    where = "" if r["host"] in ("", socket.gethostname()) else f" on {r['host']}"
+    if not s["running"]:
+        return (
+            f"not running (last seen {_when(r['last_seen'])}; pid {r['pid']}{where} is gone, "
+            f"it was started {_when(r['started'])})"
+        )
+    up = s["status"]["uptime"] if s.get("status") else r["uptime"]
+    state = (s.get("status") or {}).get("status", "ok")
+    doing = "running" if state == "ok" else f"running ({state})"
+    return (
+        f"{doing}  pid {r['pid']}{where}, up {_age(up)} (since {_when(r['started'])}), "
+        f"meow_async {r['version']}"
+    )
+
+
+def _live_lines(st: dict[str, Any]) -> list[str]:
+    lines = _rule_lines(st.get("rules") or [])
+    ev = st.get("events") or {}
+    by_rule = ", ".join(f"{k} {v}" for k, v in sorted((ev.get("by_rule") or {}).items()))
+    lines.append(f"events    {ev.get('total', 0)}" + (f"  ({by_rule})" if by_rule else ""))
+    j = st.get("jobs") or {}
+    lines.append(
+        f"jobs      {j.get('made', 0)} made: {j.get('running', 0)} running, {j.get('done', 0)} "
+        f"done, {j.get('failed', 0)} failed, {j.get('skipped', 0)} skipped; "
+        f"{j.get('retries', 0)} retries (max {st.get('max_jobs')} at once)"
+    )
+    q = st.get("queues") or {}
+    lines.append("queues    " + (", ".join(f"{k} {v}" for k, v in q.items()) or "-"))
+    lines += _running_lines(st.get("running") or [])
+    return lines
+
+
+def _rule_lines(rules: list[dict[str, Any]]) -> list[str]:
+    width = max((len(r["name"]) for r in rules), default=0)
+    return [
+        f"{'rules' if i == 0 else '':<9} {r['name']:<{width}}  {r['trigger']} -> "
+        f"{r['recipe_kind']} recipe {r['recipe']}"
+        for i, r in enumerate(rules)
+    ]
+
+
+def _folder_lines(jobs_dir: str, f: dict[str, Any]) -> list[str]:
+    counts = ", ".join(f"{n} {state}" for state, n in f["counts"].items())
+    lines = [f"jobs      {f['total']} in {jobs_dir}" + (f": {counts}" if counts else "")]
+    return lines + _running_lines(f["running"])
+
+
+def _running_lines(running: list[dict[str, Any]]) -> list[str]:
+    if not running:
+        return ["running   none"]
+    wid = max(len(j["id"]) for j in running)
+    wrule = max(len(str(j["rule"])) for j in running)
+    return [
+        f"{'running' if i == 0 else '':<9} {j['id']:<{wid}}  {j['rule']:<{wrule}}  {_age(j['age'])}"
+        for i, j in enumerate(running)
+    ]
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _age(seconds: float | None) -> str:
+    """``4.2s``, ``3m 07s``, ``2h 05m``, ``3d 04h``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def status_command(
+    root_of: Callable[[Path], tuple[Path, WorkflowSpec | None]],
+    where: Path | None,
+    watch: str | None,
+    as_json: bool,
+) -> int:
+    """``meow-async status``; ``root_of(where)`` gives the jobs folder and the workflow file's
+    spec, if ``where`` is one."""
+    every: float | None = None
+    if watch is not None:
+        try:
+            every = float(watch)
+        except ValueError:
+            if where is not None:
+                raise MeowError(f"--watch: expected seconds, got {watch!r}") from None
+            where, every = Path(watch), DEFAULT_WATCH  # `status --watch workflow.yaml`
+        if not (every > 0 and math.isfinite(every)):
+            raise MeowError(f"--watch: expected seconds above 0, got {watch!r}")
+    if every is None:
+        s = gather(*root_of(where if where is not None else Path(".meow/jobs")))
+        print(json.dumps(s) if as_json else render(s))
+        return 0 if s["running"] else NOT_RUNNING
+    clear = sys.stdout.isatty() and not as_json
+    try:
+        root, spec = root_of(where if where is not None else Path(".meow/jobs"))
+        while True:
+            s = gather(root, spec)
+            if as_json:
+                frame = json.dumps(s)
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                frame = f"{render(s)}\n(every {every:g}s, {stamp}; Ctrl+C ends)"
+                frame = ("\x1b[H\x1b[2J" + frame) if clear else frame + "\n"
+            print(frame, flush=True)
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return 0
