@@ -121,6 +121,19 @@ def dask_runner(ws: Workspace, cluster: Cluster, patterns: Any, recipes: Any, **
     return ws.runner(patterns, recipes, **settings)
 
 
+async def run_files(
+    ws: Workspace, cluster: Cluster, patterns: Any, recipes: Any, files: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Write ``files`` under the watched folder and wait for one finished job each."""
+    async with dask_runner(ws, cluster, patterns, recipes) as runner:
+        await runner.wait_ready()
+        for rel, text in files.items():
+            ws.write(rel, text)
+        async with asyncio.timeout(2 * WAIT):
+            await runner.wait_for(lambda s: s.finished >= len(files))
+    return ws.jobs_list()
+
+
 async def test_jobs_run_on_workers_and_are_recorded_as_local_jobs_are(
     ws: Workspace, cluster: Cluster
 ) -> None:
@@ -132,14 +145,8 @@ async def test_jobs_run_on_workers_and_are_recorded_as_local_jobs_are(
         FilePattern(name="p", glob="in/*.py.txt", recipe="py"),
         FilePattern(name="s", glob="in/*.sh.txt", recipe="sh"),
     ]
-    async with dask_runner(ws, cluster, patterns, recipes) as runner:
-        await runner.wait_ready()
-        for i in range(3):
-            ws.write(f"in/{i}.py.txt")
-        ws.write("in/x.sh.txt")
-        async with asyncio.timeout(WAIT):
-            await runner.wait_for(lambda s: s.finished >= 4)
-    jobs = ws.jobs_list()
+    files = {f"in/{i}.py.txt": "x" for i in range(3)} | {"in/x.sh.txt": "x"}
+    jobs = await run_files(ws, cluster, patterns, recipes, files)
     assert len(jobs) == 4
     for job in jobs:
         assert job["worker"]["address"] in cluster.workers.values(), job
@@ -172,14 +179,8 @@ async def test_resources_route_jobs_and_impossible_ones_fail_clearly(
         FilePattern(name="g", glob="in/*.gpu", recipe="gpu"),
         FilePattern(name="t", glob="in/*.tpu", recipe="tpu"),
     ]
-    async with dask_runner(ws, cluster, patterns, recipes) as runner:
-        await runner.wait_ready()
-        for i in range(6):
-            ws.write(f"in/{i}.gpu")
-        ws.write("in/x.tpu")
-        async with asyncio.timeout(WAIT):
-            await runner.wait_for(lambda s: s.finished >= 7)
-    jobs = {j["event"]["path"]: j for j in ws.jobs_list()}
+    files = {f"in/{i}.gpu": "x" for i in range(6)} | {"in/x.tpu": "x"}
+    jobs = {j["event"]["path"]: j for j in await run_files(ws, cluster, patterns, recipes, files)}
     for i in range(6):
         job = jobs[str(ws.base / f"in/{i}.gpu")]
         assert job["state"] == "done"
@@ -204,12 +205,7 @@ async def test_a_timeout_kills_the_job_s_process_on_its_worker(
     script = "import os, time\nopen('pid.txt', 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
     recipes = [py_recipe("slow", script, timeout=1.0)]
     patterns = [FilePattern(name="s", glob="in/*", recipe="slow")]
-    async with dask_runner(ws, cluster, patterns, recipes) as runner:
-        await runner.wait_ready()
-        ws.write("in/a")
-        async with asyncio.timeout(WAIT):
-            await runner.wait_for(lambda s: s.finished >= 1)
-    (job,) = ws.jobs_list()
+    (job,) = await run_files(ws, cluster, patterns, recipes, {"in/a": "x"})
     assert job["state"] == "failed"
     assert job["timed_out"] is True
     assert job["error"] == "timed out after 1s"
@@ -303,12 +299,7 @@ async def test_stopping_the_runner_stops_the_job_on_its_worker(
 async def test_a_local_recipe_runs_here_in_a_dask_runner(ws: Workspace, cluster: Cluster) -> None:
     recipes = [py_recipe("here", "print('here')\n", conductor="local")]
     patterns = [FilePattern(name="h", glob="in/*", recipe="here")]
-    async with dask_runner(ws, cluster, patterns, recipes) as runner:
-        await runner.wait_ready()
-        ws.write("in/a")
-        async with asyncio.timeout(WAIT):
-            await runner.wait_for(lambda s: s.finished >= 1)
-    (job,) = ws.jobs_list()
+    (job,) = await run_files(ws, cluster, patterns, recipes, {"in/a": "x"})
     assert job["state"] == "done"
     assert "worker" not in job
     attempt = last_attempt(Path(job["dir"]))
@@ -447,12 +438,7 @@ async def test_a_notebook_job_runs_on_a_worker(ws: Workspace, cluster: Cluster) 
 
     recipes = [NotebookRecipe(name="nb", script=ANALYSIS)]
     patterns = [FilePattern(name="n", glob="in/*.txt", recipe="nb")]
-    async with dask_runner(ws, cluster, patterns, recipes) as runner:
-        await runner.wait_ready()
-        ws.write("in/a.txt", "one two")
-        async with asyncio.timeout(2 * WAIT):
-            await runner.wait_for(lambda s: s.finished >= 1)
-    (job,) = ws.jobs_list()
+    (job,) = await run_files(ws, cluster, patterns, recipes, {"in/a.txt": "one two"})
     assert job["state"] == "done", job["error"]
     assert job["worker"]["address"] in cluster.workers.values()
     assert "words 2 threshold 1" in (Path(job["dir"]) / "stdout.txt").read_text()

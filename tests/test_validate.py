@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,11 @@ import yaml
 from meow_async import WorkflowFileError, load_workflow
 from meow_async.schema import schema_text, workflow_schema
 
-from .conftest import PYTHON, WAIT
+from .test_cli import meow
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "docs" / "workflow.schema.json"
 REGENERATE = ".venv/bin/python -m meow_async schema > docs/workflow.schema.json"
-
-
-def meow(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "meow_async", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
 
 
 def spot(text: str, before: str, value: str) -> tuple[int, int]:
