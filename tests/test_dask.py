@@ -23,7 +23,14 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from meow_async import ConfigError, FilePattern, Runner, RunnerConfig, read_meta  # noqa: E402
+from meow_async import (  # noqa: E402
+    ConfigError,
+    FilePattern,
+    Runner,
+    RunnerConfig,
+    load_workflow,
+    read_meta,
+)
 from meow_async.forkserver import start_time_of  # noqa: E402
 from meow_async.process_log import last_attempt  # noqa: E402
 
@@ -151,6 +158,7 @@ async def test_jobs_run_on_workers_and_are_recorded_as_local_jobs_are(
     for job in jobs:
         assert job["worker"]["address"] in cluster.workers.values(), job
         assert job["worker"]["host"]
+        assert job["start"] == "spawn"  # workers have no fork server
         attempt = last_attempt(Path(job["dir"]))
         assert attempt is not None
         assert attempt.mode == "dask"
@@ -386,6 +394,19 @@ def test_dask_settings_are_checked_when_made(ws: Workspace) -> None:
         py_recipe("l", conductor="local", resources={"GPU": 1})
     with pytest.raises(ConfigError, match=r"recipe 'r'\.resources: expected names with amounts"):
         py_recipe("r", resources={"GPU": "one"})
+    with pytest.raises(ConfigError, match=r"dask\.threads_per_worker: threads are set on the work"):
+        RunnerConfig(dask={"address": "tcp://127.0.0.1:1", "threads_per_worker": 4})
+    # YAML 1.1 (PyYAML) reads 16e9, a float without a dot, as a string: the docs' example loads.
+    (ws.root / "train.py").write_text("pass\n")
+    wf = ws.root / "workflow.yaml"
+    wf.write_text(
+        "runner: {dask: {local_workers: 1, resources: {GPU: 1, MEM: 16e9}}}\n"
+        "recipes:\n  train: {kind: python, file: train.py, resources: {GPU: 1, MEM: 16e9}}\n"
+        "patterns:\n  p: {glob: '*.txt', recipe: train}\n"
+    )
+    spec = load_workflow(wf)
+    assert spec.recipes[0].resources == {"GPU": 1.0, "MEM": 16e9}
+    assert spec.config.dask == {"local_workers": 1, "resources": {"GPU": 1.0, "MEM": 16e9}}
 
 
 def test_run_dask_from_the_command_line(tmp_path: Path, cluster: Cluster) -> None:
@@ -428,6 +449,11 @@ def test_run_dask_says_what_is_wrong(tmp_path: Path) -> None:
     assert "--dask: expected local:N with N workers (at least 1), e.g. local:4; got 'local:0'" in (
         out.stderr
     )
+    out = subprocess.run(
+        [*cmd, "--dask", ""], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    assert out.returncode == 1, out  # not a silent run without Dask
+    assert "--dask: expected a scheduler address (tcp://host:8786) or local:N; got ''" in out.stderr
 
 
 async def test_a_notebook_job_runs_on_a_worker(ws: Workspace, cluster: Cluster) -> None:

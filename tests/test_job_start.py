@@ -44,7 +44,15 @@ from meow_async.patterns import Change
 from meow_async.process_log import last_attempt, stop_orphan
 from meow_async.zygote import fork_supported
 
-from .conftest import PYTHON, WAIT, Workspace, poll_until, py_recipe, wait_until_sync
+from .conftest import (
+    PYTHON,
+    WAIT,
+    Workspace,
+    poll_until,
+    py_recipe,
+    sh_recipe,
+    wait_until_sync,
+)
 
 NEEDS_FORK = pytest.mark.skipif(not fork_supported(), reason="the fork server needs Linux")
 
@@ -424,6 +432,32 @@ async def test_a_job_waits_for_its_non_daemon_threads(ws: Workspace, fork: bool)
     meta = job_for(ws, "a.in")
     assert meta["state"] == "done"
     assert "thread" in stamps(Path(meta["dir"]))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+async def test_a_bash_job_killed_by_a_signal_records_no_exit(
+    ws: Workspace, sig: signal.Signals
+) -> None:
+    """Bash runs its EXIT trap when a signal kills it, with the last command's status (0 while
+    a command runs): recorded as an exit, a restart would take a killed job for a finished one.
+    """
+    script = "echo $$ > shell.pid\nsleep 60\necho never\n"
+    pattern = FilePattern(name="p", glob="*.in", recipe="sh")
+    async with ws.runner([pattern], [sh_recipe("sh", script)]) as r:
+        ws.write("a.in")
+        await poll_until(lambda: _has_pid(ws), timeout=SHORT)
+        job_dir = Path(ws.jobs_list()[0]["dir"])
+        os.killpg(int((job_dir / "shell.pid").read_text()), sig)  # as a stop or a shutdown does
+        await until(r, 1)
+    meta = job_for(ws, "a.in")
+    assert meta["exit_code"] == -sig
+    assert kinds(job_dir) == ["start", "pid"], log_lines(job_dir)
+
+
+def _has_pid(ws: Workspace) -> bool:
+    jobs = ws.jobs_list()
+    path = Path(jobs[0]["dir"]) / "shell.pid" if jobs else None
+    return path is not None and path.exists() and path.read_text().strip().isdigit()
 
 
 @pytest.mark.parametrize("fork", start_modes())

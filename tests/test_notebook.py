@@ -162,9 +162,20 @@ async def test_a_timeout_stops_the_kernel_too(ws: Workspace) -> None:
     await poll_until(lambda: start_time_of(kernel) != started)  # the kernel is gone
 
 
+async def test_a_notebook_naming_no_kernel_runs_on_python3(ws: Workspace) -> None:
+    nb = json.loads(ANALYSIS)
+    del nb["metadata"]["kernelspec"]  # e.g. written by hand, or by a tool that leaves it out
+    job = await run_one(ws, NotebookRecipe(name="plain", script=json.dumps(nb)))
+    assert job["state"] == "done", job["error"]
+    assert "words 3 threshold 1" in (Path(job["dir"]) / "stdout.txt").read_text()
+
+
 def test_notebooks_are_checked_at_load_time(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a notebook: invalid JSON"):
         NotebookRecipe(name="bad", script="{not json")
+    sloppy = {"cells": [{"cell_type": "code", "source": "1"}], "metadata": {}, "nbformat": 4}
+    with pytest.raises(ConfigError, match=r"not a valid notebook: .* missing an expected key"):
+        NotebookRecipe(name="bad", script=json.dumps(sloppy))  # papermill's reader rejects it
     with pytest.raises(ConfigError, match="not a Jupyter notebook in format 4"):
         NotebookRecipe(name="bad", script='{"cells": []}')
     with pytest.raises(ConfigError, match="the notebook has no code cell"):

@@ -36,6 +36,7 @@ from meow_async.jobs import Job, JobState
 from meow_async.notify import Email, Notifier, Webhook
 
 from .conftest import WAIT, Workspace, py_recipe, sh_recipe
+from .test_cli import meow
 
 LOGGER = "meow_async.notify"
 
@@ -691,6 +692,44 @@ def test_workflow_files_take_notify_on_every_kind_of_pattern(
         "patterns.web.notify.webhook.token_env: environment variable MEOW_TEST_UNSET "
         "(the bearer token) is not set"
     ) in unset
+
+
+def test_validate_refuses_a_webhook_login_in_its_url_with_a_token_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL's user and password become the Authorization header, and aiohttp refuses a second
+    one: each message failed, was retried 3 times and given up. Now `validate` says so."""
+    monkeypatch.setenv("MEOW_TEST_TOKEN", "t0k3n")
+    (tmp_path / "data").mkdir()
+    wf = tmp_path / "workflow.yaml"
+    head = "runner: {base_dir: data}\nrecipes:\n  r: {kind: bash, script: 'exit 1'}\npatterns:\n"
+    wf.write_text(
+        head + "  a:\n"
+        "    glob: '*.a'\n"
+        "    recipe: r\n"
+        "    notify:\n"
+        "      webhook:\n"
+        "        url: http://user:pw@127.0.0.1:9/hook\n"
+        "        token_env: MEOW_TEST_TOKEN\n"
+        "  b:\n"
+        "    glob: '*.b'\n"
+        "    recipe: r\n"
+        "    notify: {webhook: {url: 'http://user@127.0.0.1:9/', headers: {authorization: x}}}\n"
+    )
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.splitlines()[1:] == [
+        "  workflow.yaml:11:20: patterns.a.notify.webhook.token_env: the URL's user name and "
+        "password are sent as Authorization already: give one or the other "
+        '(value: "MEOW_TEST_TOKEN")',
+        "  workflow.yaml:15:82: patterns.b.notify.webhook.headers.authorization: the URL's user "
+        "name and password are sent as Authorization already: give one or the other "
+        '(value: "x")',
+    ]
+    # A login in the URL alone is fine: it goes as Basic authorization.
+    wf.write_text(head + "  a: {glob: '*.a', recipe: r, notify: {webhook: 'http://u:p@h/'}}\n")
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
 
 
 async def test_a_runner_without_notifications_makes_no_client(ws: Workspace) -> None:

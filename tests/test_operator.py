@@ -83,6 +83,117 @@ def test_a_live_file_left_by_a_killed_runner_is_not_believed(tmp_path: Path) -> 
     assert "no runner of this workflow is running" in res.stderr
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="a killed runner's orphans: /proc")
+def test_after_kill_9_send_says_the_runner_is_gone_and_a_restart_kills_its_job_once(
+    tmp_path: Path,
+) -> None:
+    """`kill -9` leaves `.meow-live.json` and a job running alone. `send WORKFLOW` names the
+    runner that is gone; the next `run` kills what is left of the job once, with one line
+    (a job's shell and its child both hold process.log: the group was logged twice)."""
+    write_workflow(
+        tmp_path,
+        RUNNER + "recipes:\n  slow: {kind: bash, script: 'sleep 60'}\n"
+        "patterns:\n"
+        "  wait: {glob: '*.txt', recipe: slow, on_restart: fail}\n"
+        "  net: {port: 0, recipe: slow}\n",
+    )
+    jobs = tmp_path / "jobs"
+    # The first run's block spans the restart: leaving it kills the jobs it adopted.
+    with MeowRun("workflow.yaml", cwd=tmp_path) as run:
+        run.wait_ready()
+        (tmp_path / "data" / "x.txt").write_text("x")
+
+        def started() -> bool:
+            logs = list(jobs.glob("wait-*/process.log"))
+            return bool(logs) and "\npid " in logs[0].read_text()
+
+        wait_until_sync(started, SHORT)
+        (job,) = job_metas(jobs)
+        log = (jobs / job["id"] / "process.log").read_text()
+        group = int(log.split("\npid ")[1].split()[0])
+        run.adopt_job(group)  # killed at the end if the test fails before the restart does
+        wait_until_sync(lambda: len(group_members(group)) >= 2, SHORT)  # bash, and its sleep
+        run.proc.kill()  # kill -9
+        run.wait_exit()
+        assert (jobs / LIVE_FILE).exists()
+        assert len(group_members(group)) >= 2  # the job runs on alone
+
+        res = meow("send", "workflow.yaml", "-", cwd=tmp_path)
+        assert res.returncode == 1
+        assert (
+            f"no runner of this workflow is running (the one that wrote jobs/{LIVE_FILE}, "
+            f"pid {run.proc.pid}, is gone)"
+        ) in res.stderr, res.stderr
+        assert "none has written" not in res.stderr
+
+        with MeowRun("workflow.yaml", cwd=tmp_path) as again:
+            again.wait_ready()
+            again.signal(signal.SIGINT)
+            assert again.wait_exit() == 0, again.report()
+    killed = f"killed process group {group} of job {job['id']}, left behind"
+    assert again.stderr.count(killed) == 1, again.report()
+    assert "1 orphaned process group(s) killed" in again.stderr
+    (meta,) = job_metas(jobs)
+    assert meta["state"] == "failed"
+    assert meta["error"] == "the runner died while the job was running"
+
+
+def test_a_second_run_on_a_jobs_folder_in_use_stops_and_leaves_the_first_alone(
+    tmp_path: Path,
+) -> None:
+    """Two terminals, the same workflow: the second `run` took the first's running job for a
+    dead runner's orphan and killed it. Now it stops at once, naming the runner."""
+    write_workflow(
+        tmp_path,
+        RUNNER + "recipes:\n  slow: {kind: bash, script: 'sleep 60'}\n"
+        "patterns:\n  wait: {glob: '*.txt', recipe: slow}\n",
+    )
+    jobs = tmp_path / "jobs"
+    with MeowRun("workflow.yaml", cwd=tmp_path) as run:
+        run.wait_ready()
+        (tmp_path / "data" / "x.txt").write_text("x")
+        wait_until_sync(lambda: any("running" in r for r in job_rows(tmp_path)), SHORT)
+        (job,) = job_metas(jobs)
+
+        second = meow("run", "workflow.yaml", cwd=tmp_path)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert second.stderr.startswith(
+            f"meow-async: error: another runner runs on {jobs}: pid {run.proc.pid}, since "
+        ), second.stderr
+        assert "stop it first" in second.stderr
+        assert "killed process group" not in second.stderr
+        assert second.stdout == ""  # no banner
+        assert any("running" in r for r in job_rows(tmp_path))  # still the first's job
+        assert (jobs / LIVE_FILE).exists()  # and still the first's file
+
+        run.signal(signal.SIGINT)
+        run.wait_for("SIGINT: stopping gracefully", stream="stderr")
+        run.signal(signal.SIGINT)  # stop the job now
+        assert run.wait_exit() == 0, run.report()
+    (meta,) = job_metas(jobs)
+    assert meta["id"] == job["id"]
+    assert meta["error"] == "stopped: the runner shut down first"
+
+
+def job_rows(root: Path) -> list[str]:
+    res = meow("jobs", "workflow.yaml", cwd=root)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()[1:-1]
+
+
+def group_members(group: int) -> list[int]:
+    """The processes of a process group (from /proc: field 5 of each stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
 def test_send_by_workflow_file_says_what_is_wrong(tmp_path: Path) -> None:
     write_workflow(
         tmp_path,

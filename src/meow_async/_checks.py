@@ -151,19 +151,32 @@ def check_host(where: str, field: str, value: object) -> None:
 
 
 def check_resources(where: str, field: str, value: object) -> dict[str, float]:
-    """Dask resources: names with non-negative amounts, e.g. ``{GPU: 1, MEM: 4e9}``."""
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str)
-        and k
-        and isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and v >= 0
-        for k, v in value.items()
-    ):
+    """Dask resources: names with non-negative amounts, e.g. ``{GPU: 1, MEM: 4e9}``.
+
+    An amount may be a string that reads as a number: YAML 1.1 (PyYAML) reads ``4e9``, a
+    float without a dot, as the string ``"4e9"``.
+    """
+    amounts = (
+        {k: _amount(v) for k, v in value.items() if isinstance(k, str) and k}
+        if isinstance(value, Mapping)
+        else {}
+    )
+    if not isinstance(value, Mapping) or len(amounts) != len(value) or None in amounts.values():
         raise ConfigError(
             "expected names with amounts, e.g. {CPU: 2, GPU: 1, MEM: 4e9}",
             where=where,
             field=field,
             value=value,
         )
-    return {str(k): float(v) for k, v in value.items()}
+    return {k: v for k, v in amounts.items() if v is not None}
+
+
+def _amount(value: object) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None

@@ -290,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         raise MeowError(f"--max-jobs must be at least 1, got {args.max_jobs}")
     spec = load_workflow(args.workflow)
     _warn_templates(spec)
-    dask = {"conductor": "dask", "dask": dask_option(args.dask)} if args.dask else {}
+    dask = {"conductor": "dask", "dask": dask_option(args.dask)} if args.dask is not None else {}
     runner = Runner.from_spec(spec, max_jobs=args.max_jobs, **dask)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as loop_runner:

@@ -176,6 +176,14 @@ def dask_settings(value: object) -> dict[str, Any]:
     for key in ("local_workers", "threads_per_worker"):
         if key in out:
             check_count(where, f"dask.{key}", out[key])
+    if "threads_per_worker" in out and "local_workers" not in out:
+        raise ConfigError(
+            "threads are set on the workers themselves (dask worker --nthreads 8); here only "
+            "for local_workers",
+            where=where,
+            field="dask.threads_per_worker",
+            value=out["threads_per_worker"],
+        )
     if "connect_timeout" in out:
         check_seconds(where, "dask.connect_timeout", out["connect_timeout"], above_zero=True)
     resources = out.get("resources")
@@ -188,7 +196,7 @@ def dask_settings(value: object) -> dict[str, Any]:
                 field="dask.resources",
                 value=resources,
             )
-        check_resources(where, "dask.resources", resources)
+        out["resources"] = check_resources(where, "dask.resources", resources)
     return out
 
 

@@ -54,11 +54,24 @@ def target(spec: WorkflowSpec, rule: str | None = None) -> Target:
     except (KeyError, TypeError, ValueError):
         port = 0
     if not port:
+        if live is None:
+            why = (
+                "no runner of this workflow is running (none has written "
+                f"{spec.config.jobs_dir / LIVE_FILE})"
+            )
+        elif live.alive is False:  # killed, or crashed: its file stays behind
+            why = (
+                f"no runner of this workflow is running (the one that wrote {live.path}, "
+                f"pid {live.pid}, is gone)"
+            )
+        elif live.alive is None:
+            why = f"its runner runs on {live.host}, not on this machine"
+        else:
+            why = f"its runner, pid {live.pid}, did not write its port to {live.path}"
         raise MeowError(
             f"{spec.path}: pattern {pattern.name!r} gets a free port when its runner starts "
-            f"(port: 0), and no runner of this workflow is running (none has written "
-            f"{spec.config.jobs_dir / LIVE_FILE}): start one with `meow-async run {spec.path}`, "
-            f"or give {host_port(host, 'PORT')} from its banner"
+            f"(port: 0), and {why}: start one with `meow-async run {spec.path}`, or give "
+            f"{host_port(host, 'PORT')} from its banner"
         )
     return Target(host, port, pattern)
 

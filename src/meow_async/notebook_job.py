@@ -46,10 +46,32 @@ def _on_term(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
+def _kernel_and_language(notebook: str, kernel: str | None) -> tuple[str, str | None]:
+    """The kernel to run it with: the one given, else the notebook's own, else python3; and for
+    a notebook that names no language, the kernel's (papermill needs one for the parameters)."""
+    with open(notebook, encoding="utf-8") as f:
+        meta = _dict(json.load(f).get("metadata"))
+    spec, info = _dict(meta.get("kernelspec")), _dict(meta.get("language_info"))
+    kernel = kernel or spec.get("name") or "python3"
+    if spec.get("language") or info.get("name"):
+        return kernel, None  # papermill reads it from the notebook
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        return kernel, KernelSpecManager().get_kernel_spec(kernel).language
+    except NoSuchKernel:
+        return kernel, None  # papermill names the missing kernel
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def main() -> int:
     args = sys.argv[1:]
     notebook = args[0]
     kernel = args[args.index("--kernel") + 1] if "--kernel" in args else None
+    kernel, language = _kernel_and_language(notebook, kernel)
     signal.signal(signal.SIGTERM, _on_term)
     with open(os.environ.get("MEOW_PARAMS", "params.json"), encoding="utf-8") as f:
         parameters = json.load(f)
@@ -61,6 +83,7 @@ def main() -> int:
             OUTPUT,
             parameters=parameters,
             kernel_name=kernel,
+            language=language,
             cwd=".",
             progress_bar=False,
             log_output=True,

@@ -127,6 +127,25 @@ class Webhook:
                     raise _fail(f"webhook.{name}", "expected a header name", k)
                 _no_newlines(f"webhook.{name}.{k}", v)
             object.__setattr__(self, name, dict(value))
+        if parts.username is not None or parts.password is not None:
+            # aiohttp sends the URL's user and password as Authorization and refuses a second
+            # one: every message would fail, and be retried for nothing.
+            for name, keys in (("headers", self.headers), ("headers_env", self.headers_env)):
+                for k in keys:
+                    if k.lower() == "authorization":
+                        raise _fail(
+                            f"webhook.{name}.{k}",
+                            "the URL's user name and password are sent as Authorization "
+                            "already: give one or the other",
+                            keys[k],
+                        )
+            if self.token_env is not None:
+                raise _fail(
+                    "webhook.token_env",
+                    "the URL's user name and password are sent as Authorization already: "
+                    "give one or the other",
+                    self.token_env,
+                )
         self.request_headers()  # a missing variable is an error now, not at the first job
 
     def request_headers(self) -> dict[str, str]:

@@ -96,13 +96,17 @@ def stop_orphan(job_dir: Path, attempt: Attempt) -> bool | None:
     if held:
         pids.update(_holders(log))  # e.g. spawned, then the runner died before the pid line
     killed = False
-    for pid in pids:
+    groups: set[int] = set()  # the job and a child holding process.log share one: kill it once
+    for pid in sorted(pids):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             group = os.getpgid(pid)
+            if group in groups:
+                continue
             if group == os.getpgrp():  # never our own group (a fork server mid-start)
                 os.kill(pid, signal.SIGKILL)
             else:
                 os.killpg(group, signal.SIGKILL)
+                groups.add(group)
             killed = True
             logger.warning(
                 "killed process group %d of job %s, left behind when its runner or fork "

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import shlex
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,9 +223,12 @@ class BashRecipe(_RecipeBase):
 
 #: The job records its own exit in process.log, so a restart knows it finished even when the
 #: runner was not there to see it (a script that sets its own EXIT trap replaces this one).
+#: Killed by a signal, it records nothing, as a killed Python job does: Bash would run the EXIT
+#: trap with the last command's status (often 0), so each trap clears it and dies of its signal.
 _EXIT_TRAP = (
     'trap \'__meow=$?; [ -n "${MEOW_PROCESS_LOG:-}" ] && '
     'echo "exit $__meow ${EPOCHREALTIME:-}" >> "$MEOW_PROCESS_LOG"\' EXIT\n'
+    + "".join(f"trap 'trap - EXIT {sig}; kill -{sig} $$' {sig}\n" for sig in ("TERM", "INT", "HUP"))
 )
 
 
@@ -294,6 +298,16 @@ class NotebookRecipe(_RecipeBase):
             raise ConfigError(
                 "the notebook has no code cell", where=where, field=fld, value=self.file
             )
+        import nbformat  # papermill's own reader: what it rejects would fail every job
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. cell ids missing: papermill adds them
+                nbformat.reads(self.source, as_version=4)  # type: ignore[no-untyped-call]
+        except nbformat.ValidationError as e:
+            raise ConfigError(
+                f"not a valid notebook: {e.message}", where=where, field=fld, value=self.file
+            ) from None
 
     def render(self, params: Mapping[str, Any]) -> str:
         return self.source  # papermill injects the parameters when it runs the job

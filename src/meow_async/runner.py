@@ -20,7 +20,7 @@ from .events import Event
 from .exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from .handlers import Handler
 from .jobs import Job, JobState
-from .live import LiveFile
+from .live import LiveFile, read_live
 from .monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
 from .notify import GRACE as NOTIFY_GRACE
 from .notify import Notifier, Notify
@@ -417,6 +417,15 @@ class Runner:
             raise MeowError(
                 f"cannot write job directories in {self.jobs_dir}: {e.strerror or e}"
             ) from None
+        other = read_live(self.jobs_dir)
+        if other is not None and other.pid != os.getpid() and other.alive is not False:
+            # Its running jobs would look like a dead runner's orphans here, and be killed.
+            on = f" on {other.host}" if other.alive is None else ""
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.started))
+            raise MeowError(
+                f"another runner runs on {self.jobs_dir}: pid {other.pid}{on}, since {since}; "
+                "stop it first (meow-async status shows it)"
+            )
         try:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -209,6 +209,7 @@ class DaskConductor:
     async def execute(self, job: Job) -> JobState:
         if self._where(job) == "local":
             return await self.local.execute(job)
+        job.meta["start"] = "spawn"  # workers have no fork server: a new process each
         attempt = len(job.meta.get("attempts") or []) + 1
         try:
             result = await self._run(job, attempt)
