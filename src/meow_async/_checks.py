@@ -123,6 +123,12 @@ def check_count(
         raise ConfigError(f"expected a whole number {span}", where=where, field=field, value=value)
 
 
+def check_text(where: str, field: str, value: object, hint: str) -> None:
+    """An optional setting that, when given, is a non-empty string (``hint`` says which)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(hint, where=where, field=field, value=value)
+
+
 def check_flag(where: str, field: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigError("expected true or false", where=where, field=field, value=value)

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 PROCESS_LOG = "process.log"
@@ -296,22 +297,29 @@ def _reseed() -> None:
         numpy_random.seed()
 
 
-def _die_with(parent: int) -> None:
-    """Linux: the kernel kills us when the runner's thread that started us ends."""
+def die_with(parent: int, code: int = 0) -> Callable[[], None]:
+    """A call that makes Linux kill the calling process when the thread that started it ends
+    (exiting with ``code`` at once if ``parent`` is already gone). prctl is looked up here, so
+    in a child between fork and exec the call is all that runs."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(0)
+        prctl = None
+
+    def ask() -> None:
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it died before prctl took effect
+            os._exit(code)
+
+    return ask
 
 
 def main() -> None:
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
-    _die_with(parent)
+    die_with(parent)()
     del sys.path[0]  # our own folder: its module names must not shadow the jobs'
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._checks import check_flag, check_name, check_params, check_resources, check_seconds
+from ._checks import (
+    check_flag,
+    check_name,
+    check_params,
+    check_resources,
+    check_seconds,
+    check_text,
+)
 from .exceptions import ConfigError
 
 __all__ = ["BashRecipe", "NotebookRecipe", "PythonRecipe", "Recipe"]
@@ -164,14 +171,9 @@ class PythonRecipe(_RecipeBase):
 
     def _check_start(self, where: str) -> None:
         check_flag(where, "fork", self.fork)
-        interpreter: object = self.interpreter
-        if interpreter is not None and (not isinstance(interpreter, str) or not interpreter):
-            raise ConfigError(
-                "give the interpreter as a program name or path",
-                where=where,
-                field="interpreter",
-                value=self.interpreter,
-            )
+        check_text(
+            where, "interpreter", self.interpreter, "give the interpreter as a program name or path"
+        )
         preload = self.preload
         if isinstance(preload, str) or not all(isinstance(m, str) for m in preload):
             raise ConfigError(
@@ -268,14 +270,7 @@ class NotebookRecipe(_RecipeBase):
                 field="kind",
                 value="notebook",
             )
-        kernel: object = self.kernel
-        if kernel is not None and (not isinstance(kernel, str) or not kernel):
-            raise ConfigError(
-                "give the kernel's name, e.g. python3",
-                where=where,
-                field="kernel",
-                value=kernel,
-            )
+        check_text(where, "kernel", self.kernel, "give the kernel's name, e.g. python3")
         fld = "script" if self.script is not None else "file"
         try:
             nb = json.loads(self.source)

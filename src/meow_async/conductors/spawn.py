@@ -8,17 +8,16 @@ whole life (the start line is written before the process exists, the pid line ri
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..forkserver import SPAWN_BOOT, log_line, start_time_of
+from ..forkserver import SPAWN_BOOT, die_with, log_line, start_time_of
 from ..jobs import STDERR_FILE, STDOUT_FILE
 from ..process_log import PROCESS_LOG
 
@@ -64,7 +63,7 @@ def spawn(
         if _SETPRIV is not None:
             argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
         else:
-            preexec = _death_signal()
+            preexec = die_with(os.getpid(), 137) if sys.platform.startswith("linux") else None
     try:
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
     except OSError as e:
@@ -107,22 +106,3 @@ def spawn(
 
 
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-
-
-def _death_signal() -> Callable[[], None] | None:
-    """A preexec function asking Linux for SIGKILL when the spawning thread ends; looked up
-    before the fork, so the child only makes one system call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def child() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the call took effect
-            os._exit(137)
-
-    return child
