@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from meow_async import FilePattern, PythonRecipe, Runner, RunnerConfig, Workflow, iter_jobs
-from meow_async.monitors.files import FileMonitor
+from meow_async.monitors.files.monitor import FileMonitor
 
 from .loops import loop_factory
 from .sizes import Sizes

@@ -38,9 +38,9 @@ from meow_async import (
     RunnerConfig,
     iter_jobs,
 )
-from meow_async.jobs import META_FILE, job_id_for
-from meow_async.process_log import PROCESS_LOG
-from meow_async.send import send
+from meow_async.cli.send import send
+from meow_async.conductors.process_log import PROCESS_LOG
+from meow_async.model.jobs import META_FILE, job_id_for
 
 #: The budget the issue sets for ``meow-async jobs`` on 100,000 jobs.
 BUDGET_S = 2.0

@@ -30,7 +30,7 @@ from meow_async import (
     Runner,
     RunnerStopped,
 )
-from meow_async.jobs import STDOUT_FILE
+from meow_async.model.jobs import STDOUT_FILE
 
 from .conftest import PYTHON, WAIT, Workspace, py_recipe, wait_until_sync
 from .test_cli import MeowRun, finished_jobs, job_metas, write_workflow
@@ -597,9 +597,9 @@ async def test_a_file_closed_between_stat_and_probe_triggers_once_as_closed(
     """The writer finishes and closes in the instant between the monitor's ``stat`` and its
     read-lease probe: the event carries the state the file was closed in, and the close's own
     record makes no second one (it did, once jobs started as fast as warm forks)."""
-    import meow_async.monitors.files as files_module
-    import meow_async.monitors.inotify_watch as watch_module
-    from meow_async.monitors.writing import being_written as real
+    import meow_async.monitors.files.inotify_watch as watch_module
+    import meow_async.monitors.files.monitor as files_module
+    from meow_async.monitors.files.writing import being_written as real
 
     writer: list[Any] = []
 

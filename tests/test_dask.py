@@ -31,8 +31,8 @@ from meow_async import (  # noqa: E402
     load_workflow,
     read_meta,
 )
-from meow_async.forkserver import start_time_of  # noqa: E402
-from meow_async.process_log import last_attempt  # noqa: E402
+from meow_async.conductors.forkserver import start_time_of  # noqa: E402
+from meow_async.conductors.process_log import last_attempt  # noqa: E402
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, sh_recipe, wait_until_sync  # noqa: E402
 

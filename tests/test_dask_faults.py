@@ -30,7 +30,7 @@ distributed = pytest.importorskip("distributed")
 
 from meow_async import FilePattern  # noqa: E402
 from meow_async.conductors import DaskConductor  # noqa: E402
-from meow_async.process_log import PROCESS_LOG, last_attempt  # noqa: E402
+from meow_async.conductors.process_log import PROCESS_LOG, last_attempt  # noqa: E402
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, wait_until_sync  # noqa: E402
 from .test_cli import MeowRun, job_metas, write_workflow  # noqa: E402

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from meow_async._urls import DOCS_URL, REPO_URL
-from meow_async.cli import _parser
+from meow_async.cli.main import _parser
+from meow_async.cli.urls import DOCS_URL, REPO_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "meow_async"

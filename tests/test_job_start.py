@@ -39,10 +39,10 @@ from meow_async import (
     load_workflow,
     read_meta,
 )
-from meow_async.forkserver import start_time_of
-from meow_async.patterns import Change
-from meow_async.process_log import last_attempt, stop_orphan
-from meow_async.zygote import fork_supported
+from meow_async.conductors.forkserver import start_time_of
+from meow_async.conductors.process_log import last_attempt, stop_orphan
+from meow_async.conductors.zygote import fork_supported
+from meow_async.model.patterns import Change
 
 from .conftest import (
     PYTHON,
@@ -609,7 +609,7 @@ async def test_a_job_that_ends_while_its_dead_fork_server_is_settled_is_not_reru
         wait_until_sync(lambda: "exit" in kinds(job_dir), SHORT)
         return stop_orphan(job_dir, attempt)
 
-    monkeypatch.setattr("meow_async.process_log.stop_orphan", job_ends_first)
+    monkeypatch.setattr("meow_async.conductors.process_log.stop_orphan", job_ends_first)
     pattern = FilePattern(name="p", glob="*.in", recipe="r")
     recipe = py_recipe("r", BLOCKED, parameters={"release": str(release)})
     async with ws.runner([pattern], [recipe]) as r:
@@ -863,7 +863,7 @@ async def test_a_job_that_ends_while_a_restart_settles_it_is_not_rerun(
             job.wait()
             return stop_orphan(where, attempt)
 
-        monkeypatch.setattr("meow_async.process_log.stop_orphan", job_ends_first)
+        monkeypatch.setattr("meow_async.conductors.process_log.stop_orphan", job_ends_first)
         async with ws.runner([pattern], [recipe]):
             pass  # recovery happens before the runner counts as started
     finally:

@@ -20,8 +20,8 @@ from meow_async import (
     Sweep,
     Workflow,
 )
-from meow_async.globs import compile_glob
-from meow_async.templates import KEYWORDS, expand, keyword_values
+from meow_async.model.globs import compile_glob
+from meow_async.model.templates import KEYWORDS, expand, keyword_values
 
 from .conftest import py_recipe, sh_recipe
 

@@ -25,7 +25,7 @@ from meow_async import (
     load_workflow,
     read_meta,
 )
-from meow_async.forkserver import start_time_of
+from meow_async.conductors.forkserver import start_time_of
 
 from .conftest import WAIT, Workspace, poll_until
 
@@ -210,7 +210,7 @@ def test_a_missing_extra_is_an_error_at_load_time_naming_it(tmp_path: Path) -> N
     # As if papermill were not installed: Python's documented way to hide a module.
     code = (
         "import sys; sys.modules['papermill'] = None\n"
-        "from meow_async.cli import main\n"
+        "from meow_async.cli.main import main\n"
         f"sys.exit(main(['validate', {str(wf)!r}]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from meow_async.live import LIVE_FILE
+from meow_async.runner.live import LIVE_FILE
 
 from .conftest import wait_until_sync
 from .test_cli import (

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from meow_async import WorkflowFileError, load_workflow
-from meow_async.schema import schema_text, workflow_schema
+from meow_async.model.schema import schema_text, workflow_schema
 
 from .test_cli import meow
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
+from .cli.send import SendError, client_tls_context, send
 from .conductors import Conductor, LocalConductor
-from .config import RunnerConfig
-from .events import Event
 from .exceptions import (
     ConfigError,
     JobError,
@@ -18,17 +17,18 @@ from .exceptions import (
     WorkflowProblem,
 )
 from .handlers import Handler
-from .jobs import Job, JobState, iter_jobs, read_meta
+from .model.config import RunnerConfig
+from .model.events import Event
+from .model.jobs import Job, JobState, iter_jobs, read_meta
+from .model.notify import Email, Notifier, Notify, Webhook
+from .model.patterns import Change, FilePattern, HttpPattern, NetworkPattern, Pattern, Sweep
+from .model.recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
+from .model.rules import Rule
+from .model.templates import KEYWORDS
+from .model.workflow import Workflow
+from .model.workflow_file import WorkflowSpec, load_workflow
 from .monitors import FileMonitor, Monitor, NetworkMonitor
-from .notify import Email, Notifier, Notify, Webhook
-from .patterns import Change, FilePattern, HttpPattern, NetworkPattern, Pattern, Sweep
-from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
-from .rules import Rule
-from .runner import Runner, RunnerStats
-from .send import SendError, client_tls_context, send
-from .templates import KEYWORDS
-from .workflow import Workflow
-from .workflow_file import WorkflowSpec, load_workflow
+from .runner.runner import Runner, RunnerStats
 
 try:
     __version__ = version("meow-async")

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .events import Event
-from .jobs import (
+from .model.events import Event
+from .model.jobs import (
     META_FILE,
     PARAMS_FILE,
     Job,
@@ -24,7 +24,7 @@ from .jobs import (
     new_job_id,
     write_meta,
 )
-from .templates import expand, keyword_values
+from .model.templates import expand, keyword_values
 
 __all__ = ["Handler"]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..forkserver import start_time_of as process_start_time
 from .base import Conductor, JobInterrupted, stderr_tail
+from .forkserver import start_time_of as process_start_time
 from .local import LocalConductor
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..jobs import STDERR_FILE, Job, JobState
+from ..model.jobs import STDERR_FILE, Job, JobState
 
 __all__ = [
     "PYTHON_KINDS",

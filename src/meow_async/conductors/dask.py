@@ -18,11 +18,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..exceptions import ConfigError
-from ..jobs import Job, JobState
-from ..process_log import last_attempt
+from ..model.jobs import Job, JobState
 from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
 from .local import LocalConductor
 from .on_worker import run_job, signal_attempt
+from .process_log import last_attempt
 
 try:
     from distributed import Client, LocalCluster

@@ -19,11 +19,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..jobs import Job, JobState
-from ..process_log import last_attempt, outcome
-from ..zygote import ForkServer, ForkServerDied, StartRefused, fork_supported
+from ..model.jobs import Job, JobState
 from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
+from .process_log import last_attempt, outcome
 from .spawn import NotStarted, Vanished, spawn
+from .zygote import ForkServer, ForkServerDied, StartRefused, fork_supported
 
 __all__ = ["LocalConductor"]
 

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..forkserver import start_time_of
-from ..jobs import read_meta
-from ..process_log import last_attempt
+from ..model.jobs import read_meta
+from .forkserver import start_time_of
+from .process_log import last_attempt
 from .spawn import NotStarted, Vanished, spawn
 
 __all__ = ["run_job", "signal_attempt"]

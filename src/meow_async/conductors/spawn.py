@@ -17,9 +17,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..forkserver import SPAWN_BOOT, die_with, log_line, start_time_of
-from ..jobs import STDERR_FILE, STDOUT_FILE
-from ..process_log import PROCESS_LOG
+from ..model.jobs import STDERR_FILE, STDOUT_FILE
+from .forkserver import SPAWN_BOOT, die_with, log_line, start_time_of
+from .process_log import PROCESS_LOG
 
 __all__ = ["NotStarted", "Vanished", "spawn"]
 

@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..events import Event
-from .files import FileMonitor
+from ..model.events import Event
+from .files.monitor import FileMonitor
 from .http import HttpMonitor
 from .network import NetworkMonitor
 

@@ -31,15 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from ..addresses import host_port
-from ..patterns import NetworkPattern
+from ..model.addresses import host_port
+from ..model.patterns import NetworkPattern
 from .log_limit import LogLimit
 from .spool import MessageTooLarge, Spool
 
 if TYPE_CHECKING:
     import socket
 
-    from ..events import Event
+    from ..model.events import Event
     from .network import NetworkMonitor
 
 __all__ = ["Connection", "Listener", "read_buffer"]

@@ -22,13 +22,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ..addresses import host_port
-from ..events import Event
 from ..exceptions import ConfigError, MonitorError
-from ..jobs import job_id_for
-from ..patterns import HttpPattern
-from ..rules import Rule
-from ..workflow import Workflow
+from ..model.addresses import host_port
+from ..model.events import Event
+from ..model.jobs import job_id_for
+from ..model.patterns import HttpPattern
+from ..model.rules import Rule
+from ..model.workflow import Workflow
 from .follow import follow_changes
 from .network import NetworkMonitor, bind_tcp, tls_context
 from .spool import MessageTooLarge, json_lines

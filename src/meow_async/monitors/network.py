@@ -21,22 +21,21 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from ..addresses import bracket
-from ..events import Event
 from ..exceptions import MonitorError
-from ..patterns import LISTENER_FIELDS, NetworkPattern
-from ..rules import Rule
-from ..workflow import Workflow
+from ..model.addresses import bracket
+from ..model.config import DEFAULT_CHUNK_SIZE
+from ..model.events import Event
+from ..model.patterns import LISTENER_FIELDS, NetworkPattern
+from ..model.rules import Rule
+from ..model.workflow import Workflow
 from .connection import Connection, Key, Listener, peer_name, read_buffer
 from .follow import follow_changes
 from .spool import Journal, Spool, unlink
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "NetworkMonitor"]
+__all__ = ["NetworkMonitor"]
 
 logger = logging.getLogger("meow_async.monitors.network")
 
-#: Bytes read per call; see docs/performance.md#chunk-size for how it was chosen.
-DEFAULT_CHUNK_SIZE = 64 * 1024
 _BACKLOG = 4096  # meow_base's listen(1) turns bursts into 1 s SYN retransmits
 _CLOSE_TIMEOUT = 5.0  # at stop, for connections closing after their last acknowledgement
 _BURST = 256  # connections at once after which their memory is handed back once all are gone

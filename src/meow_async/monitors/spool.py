@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..jobs import fsync_dir
+from ..model.jobs import fsync_dir
 
 __all__ = ["Journal", "MessageTooLarge", "Spool", "json_lines", "unlink"]
 

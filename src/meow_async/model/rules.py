@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern
 from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 

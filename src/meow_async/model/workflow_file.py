@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from ..exceptions import ConfigError, WorkflowFileError, WorkflowProblem
 from .config import RunnerConfig
-from .exceptions import ConfigError, WorkflowFileError, WorkflowProblem
 from .notify import notify_paths
 from .patterns import LISTENER_FIELDS, FilePattern, HttpPattern, NetworkPattern, Pattern
 from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .forkserver import start_time_of
+from ..conductors.forkserver import start_time_of
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -46,7 +46,7 @@ class LiveFile:
 
     def write(self, runner: Runner) -> None:
         """Say who runs this jobs folder (best effort: the runner works without it)."""
-        from . import __version__  # the package is imported by now; at module level, a cycle
+        from .. import __version__  # the package is imported by now; at module level, a cycle
 
         self.started = time.time()
         http_port = runner.http_port

@@ -21,7 +21,7 @@ import typing
 from collections.abc import Collection, Mapping, Sequence, Set
 from typing import Any
 
-from ._checks import _NAME
+from .checks import _NAME
 from .config import RunnerConfig
 from .workflow_file import (
     _PATTERN_KINDS,

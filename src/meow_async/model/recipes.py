@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._checks import (
+from ..exceptions import ConfigError
+from .checks import (
     check_flag,
     check_name,
     check_params,
@@ -21,7 +22,6 @@ from ._checks import (
     check_seconds,
     check_text,
 )
-from .exceptions import ConfigError
 
 __all__ = ["BashRecipe", "NotebookRecipe", "PythonRecipe", "Recipe"]
 
@@ -313,6 +313,6 @@ class NotebookRecipe(_RecipeBase):
 
 
 #: The program a notebook job runs (a file, so a spawned Python records its own exit).
-NOTEBOOK_RUNNER = Path(__file__).with_name("notebook_job.py")
+NOTEBOOK_RUNNER = Path(__file__).parents[1] / "conductors" / "notebook_job.py"
 
 Recipe = PythonRecipe | BashRecipe | NotebookRecipe

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import watchfiles
 
-from ..patterns import Change
+from ...model.patterns import Change
 
 __all__ = ["FileChange", "FileState", "PathFilter", "chronological", "fs_now", "state_of"]
 

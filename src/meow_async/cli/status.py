@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .endpoints import trigger_text
-from .exceptions import MeowError
+from ..exceptions import MeowError
+from ..model.workflow_file import WorkflowSpec
+from ..runner.endpoints import trigger_text
+from ..runner.live import LIVE_FILE, Live, read_live
 from .listing import Query, scan
-from .live import LIVE_FILE, Live, read_live
-from .workflow_file import WorkflowSpec
 
 __all__ = ["NOT_RUNNING", "add_arguments", "gather", "render", "status_command"]
 

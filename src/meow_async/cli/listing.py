@@ -30,9 +30,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .exceptions import MeowError
-from .jobs import META_FILE, JobState
-from .process_log import current
+from ..conductors.process_log import current
+from ..exceptions import MeowError
+from ..model.jobs import META_FILE, JobState
 
 __all__ = ["Query", "Row", "find_jobs", "parse_since", "scan", "table"]
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .conductors import process_start_time, stderr_tail
-from .jobs import Job, JobState, fsync_dir, iter_jobs, write_meta
+from ..model.jobs import Job, JobState, fsync_dir, iter_jobs, write_meta
+from ..model.rules import Rule
+from .base import stderr_tail
+from .forkserver import start_time_of as process_start_time
 from .process_log import Attempt, last_attempt, outcome
-from .rules import Rule
 
 __all__ = ["Recovered", "RunnerState", "recover_jobs"]
 

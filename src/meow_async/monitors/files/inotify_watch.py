@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..exceptions import MonitorError
-from ..patterns import Change, FilePattern
-from .file_changes import FileChange, state_of
+from ...exceptions import MonitorError
+from ...model.patterns import Change, FilePattern
+from .changes import FileChange, state_of
 from .inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -41,7 +41,7 @@ from .inotify import (
 from .writing import being_written
 
 if TYPE_CHECKING:
-    from .files import FileMonitor
+    from .monitor import FileMonitor
 
 __all__ = ["InotifyWatch"]
 

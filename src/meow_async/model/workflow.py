@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 from .patterns import Pattern
 from .recipes import Recipe
 from .rules import Rule, make_rules

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, cast
 
-from ._checks import (
+from ..exceptions import ConfigError
+from .checks import (
     check_count,
     check_flag,
     check_host,
@@ -21,7 +22,6 @@ from ._checks import (
     check_seconds,
     check_variable,
 )
-from .exceptions import ConfigError
 from .globs import compile_glob
 from .notify import Notify, make_notify
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .config import LoopName
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
+from ..model.config import LoopName
 
 __all__ = ["loop_factory"]
 

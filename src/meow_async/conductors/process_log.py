@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..monitors.files.writing import being_written
 from .forkserver import PROCESS_LOG, start_time_of
-from .monitors.writing import being_written
 
 logger = logging.getLogger("meow_async.recovery")
 

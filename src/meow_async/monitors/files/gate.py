@@ -16,9 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..events import Event
-from ..patterns import FilePattern
-from ..templates import expand, keyword_values
+from ...model.events import Event
+from ...model.patterns import FilePattern
+from ...model.templates import expand, keyword_values
 
 __all__ = ["Gate"]
 

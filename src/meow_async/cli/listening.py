@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .addresses import host_port
-from .exceptions import MeowError
-from .live import LIVE_FILE, read_live
-from .patterns import NetworkPattern
-from .workflow_file import WorkflowSpec
+from ..exceptions import MeowError
+from ..model.addresses import host_port
+from ..model.patterns import NetworkPattern
+from ..model.workflow_file import WorkflowSpec
+from ..runner.live import LIVE_FILE, read_live
 
 __all__ = ["Target", "target"]
 

@@ -11,9 +11,9 @@ import time
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 
-from .addresses import host_port
-from .exceptions import MeowError
-from .patterns import FRAMINGS
+from ..exceptions import MeowError
+from ..model.addresses import host_port
+from ..model.patterns import FRAMINGS
 
 __all__ = ["SendError", "client_tls_context", "send"]
 

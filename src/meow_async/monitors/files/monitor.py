@@ -12,26 +12,24 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal
 
-from ..events import Event
-from ..exceptions import MonitorError
-from ..patterns import Change, FilePattern
-from ..rules import Rule
-from ..workflow import Workflow
+from ...exceptions import MonitorError
+from ...model.config import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, WATCHERS, WatcherName
+from ...model.events import Event
+from ...model.patterns import Change, FilePattern
+from ...model.rules import Rule
+from ...model.workflow import Workflow
 from . import inotify
-from .file_changes import FileChange, FileState, PathFilter, chronological, fs_now, state_of
+from .changes import FileChange, FileState, PathFilter, chronological, fs_now, state_of
 from .gate import Gate
 from .inotify_watch import InotifyWatch
-from .portable_watch import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, PortableWatch
+from .portable_watch import PortableWatch
 from .writing import being_written
 
-__all__ = ["DEFAULT_DEBOUNCE_MS", "DEFAULT_STEP_MS", "WATCHERS", "FileMonitor", "WatcherName"]
+__all__ = ["FileMonitor"]
 
 logger = logging.getLogger("meow_async.monitors.files")
 
-WatcherName = Literal["auto", "inotify", "watchfiles"]
-WATCHERS: tuple[str, ...] = ("auto", "inotify", "watchfiles")
 
 #: A file found changed at restart may have been made, changed or moved in while no one watched.
 _CATCH_UP = frozenset({Change.created, Change.modified, Change.moved})

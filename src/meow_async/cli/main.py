@@ -16,21 +16,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, listing, status
-from ._urls import DOCS_URL
-from .addresses import host_port
-from .config import dask_option
-from .exceptions import MeowError, WorkflowFileError, WorkflowProblem
-from .jobs import META_FILE, STDERR_FILE, STDOUT_FILE, read_meta
+from .. import __version__
+from ..conductors.process_log import current
+from ..exceptions import MeowError, WorkflowFileError, WorkflowProblem
+from ..model.addresses import host_port
+from ..model.config import dask_option
+from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, read_meta
+from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
+from ..model.schema import schema_text
+from ..model.templates import unknown_keywords
+from ..model.workflow_file import WorkflowSpec, load_workflow
+from ..runner.loops import loop_factory
+from ..runner.runner import Runner
+from . import listing, status
 from .listening import target
-from .loops import loop_factory
-from .patterns import FilePattern, HttpPattern, NetworkPattern
-from .process_log import current
-from .runner import Runner
-from .schema import schema_text
 from .send import client_tls_context, send
-from .templates import unknown_keywords
-from .workflow_file import WorkflowSpec, load_workflow
+from .urls import DOCS_URL
 
 __all__ = ["main"]
 

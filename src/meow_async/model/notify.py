@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ._checks import check_count, check_flag, check_seconds
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
+from .checks import check_count, check_flag, check_seconds
 from .jobs import Job, JobState
 
 __all__ = ["Email", "Notifier", "Notify", "NotifyStats", "Webhook"]

@@ -24,11 +24,11 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .addresses import host_port
-from .jobs import JobState, iter_jobs, read_meta
-from .monitors.connection import peer_log
-from .patterns import FilePattern, HttpPattern, Pattern
-from .process_log import current
+from ..conductors.process_log import current
+from ..model.addresses import host_port
+from ..model.jobs import JobState, iter_jobs, read_meta
+from ..model.patterns import FilePattern, HttpPattern, Pattern
+from ..monitors.connection import peer_log
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -163,7 +163,7 @@ class Endpoints:
     def status(self) -> dict[str, Any]:
         """What the runner is doing now, in one answer, from what it keeps in memory (no job
         folder is read): ``meow-async status`` shows it."""
-        from . import __version__  # the package is imported by now; at module level, a cycle
+        from .. import __version__  # the package is imported by now; at module level, a cycle
 
         r, s = self.runner, self.runner.stats
         now = time.time()

@@ -13,23 +13,23 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from .conductors import Conductor, JobInterrupted, LocalConductor
-from .config import RunnerConfig
+from ..conductors import Conductor, JobInterrupted, LocalConductor
+from ..conductors.recovery import RunnerState, recover_jobs
+from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
+from ..handlers import Handler
+from ..model.config import RunnerConfig
+from ..model.events import Event
+from ..model.jobs import Job, JobState
+from ..model.notify import GRACE as NOTIFY_GRACE
+from ..model.notify import Notifier, Notify
+from ..model.patterns import FilePattern, Pattern
+from ..model.recipes import Recipe
+from ..model.rules import Rule
+from ..model.workflow import Workflow
+from ..model.workflow_file import WorkflowSpec, load_workflow
+from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
 from .endpoints import Durations, Endpoints
-from .events import Event
-from .exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
-from .handlers import Handler
-from .jobs import Job, JobState
 from .live import LiveFile, read_live
-from .monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
-from .notify import GRACE as NOTIFY_GRACE
-from .notify import Notifier, Notify
-from .patterns import FilePattern, Pattern
-from .recipes import Recipe
-from .recovery import RunnerState, recover_jobs
-from .rules import Rule
-from .workflow import Workflow
-from .workflow_file import WorkflowSpec, load_workflow
 
 __all__ = ["Runner", "RunnerStats"]
 
@@ -700,7 +700,7 @@ def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
                     value="dask",
                 )
         return local
-    from .conductors.dask import DaskConductor  # imports distributed: only when asked for
+    from ..conductors.dask import DaskConductor  # imports distributed: only when asked for
 
     return DaskConductor(
         **config.dask, kill_timeout=config.kill_timeout, default=config.conductor, local=local

@@ -18,20 +18,13 @@ from typing import TYPE_CHECKING
 import watchfiles
 from watchfiles._rust_notify import RustNotify
 
-from ..patterns import Change
-from .file_changes import FileChange, FileState, chronological, state_of
+from ...model.patterns import Change
+from .changes import FileChange, FileState, chronological, state_of
 
 if TYPE_CHECKING:
-    from .files import FileMonitor
+    from .monitor import FileMonitor
 
 __all__ = ["PortableWatch"]
-
-#: Measured on Linux (perf/): watchfiles yields a batch once ``step`` ms pass with no new change,
-#: so ``step`` is the latency floor. 5 ms gives ~7 ms median change-to-event, coalesces the
-#: create/write/close of one write, and costs <1 % of a core while idle. watchfiles' own
-#: default (step 50, debounce 1600) keeps growing a batch while writes continue.
-DEFAULT_STEP_MS = 5
-DEFAULT_DEBOUNCE_MS = 50
 
 
 class PortableWatch:
