@@ -33,7 +33,8 @@ from meow_async import (
     load_workflow,
 )
 from meow_async.model.jobs import Job, JobState
-from meow_async.model.notify import Email, Notifier, Webhook
+from meow_async.model.notify import Email, Webhook
+from meow_async.notify import Notifier
 
 from .conftest import WAIT, Workspace, py_recipe, sh_recipe
 from .test_cli import meow

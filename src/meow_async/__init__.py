@@ -20,7 +20,7 @@ from .handlers import Handler
 from .model.config import RunnerConfig
 from .model.events import Event
 from .model.jobs import Job, JobState, iter_jobs, read_meta
-from .model.notify import Email, Notifier, Notify, Webhook
+from .model.notify import Email, Notify, Webhook
 from .model.patterns import Change, FilePattern, HttpPattern, NetworkPattern, Pattern, Sweep
 from .model.recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 from .model.rules import Rule
@@ -28,6 +28,7 @@ from .model.templates import KEYWORDS
 from .model.workflow import Workflow
 from .model.workflow_file import WorkflowSpec, load_workflow
 from .monitors import FileMonitor, Monitor, NetworkMonitor
+from .notify import Notifier
 from .runner.runner import Runner, RunnerStats
 
 try:

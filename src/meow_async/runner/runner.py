@@ -20,14 +20,15 @@ from ..handlers import Handler
 from ..model.config import RunnerConfig
 from ..model.events import Event
 from ..model.jobs import Job, JobState
-from ..model.notify import GRACE as NOTIFY_GRACE
-from ..model.notify import Notifier, Notify
+from ..model.notify import Notify
 from ..model.patterns import FilePattern, Pattern
 from ..model.recipes import Recipe
 from ..model.rules import Rule
 from ..model.workflow import Workflow
 from ..model.workflow_file import WorkflowSpec, load_workflow
 from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
+from ..notify import GRACE as NOTIFY_GRACE
+from ..notify import Notifier
 from .endpoints import Durations, Endpoints
 from .live import LiveFile, read_live
 
