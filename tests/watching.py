@@ -43,10 +43,11 @@ async def watching(
     *patterns: FilePattern,
     ignore: tuple[Path, ...] = (),
     starting: AbstractContextManager[None] | None = None,
+    watcher: Any = "auto",
 ) -> AsyncIterator[Watch]:
     """The monitor, live; ``starting`` is held from its start until it is ready."""
     recipes = [py_recipe(name) for name in {p.recipe for p in patterns}]
-    monitor = FileMonitor(base, Workflow(patterns, recipes), ignore=ignore)
+    monitor = FileMonitor(base, Workflow(patterns, recipes), ignore=ignore, watcher=watcher)
     w = Watch(base, monitor)
     stop = asyncio.Event()
     held = ExitStack()

@@ -46,7 +46,7 @@ def _files(runner: Any) -> Monitor:
         watcher=cfg.file_watcher,
         step_ms=cfg.watch_step_ms,
         debounce_ms=cfg.watch_debounce_ms,
-        on_watch=runner.watch_started,
+        on_watch=runner.watermark.watch_started,
     )
 
 

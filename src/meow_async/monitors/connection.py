@@ -27,9 +27,9 @@ import struct
 import termios
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..model.addresses import host_port
 from ..model.patterns import NetworkPattern
@@ -38,11 +38,11 @@ from .spool import MessageTooLarge, Spool
 
 if TYPE_CHECKING:
     import socket
+    from pathlib import Path
 
     from ..model.events import Event
-    from .network import NetworkMonitor
 
-__all__ = ["Connection", "Listener", "read_buffer"]
+__all__ = ["Connection", "Hub", "Listener", "read_buffer"]
 
 logger = logging.getLogger("meow_async.monitors.network")
 #: Lines any peer can cause (handshake failures, caps, probes): a few, never a flood.
@@ -93,6 +93,33 @@ def read_buffer(size: int) -> memoryview:
     if size not in mine:
         mine[size] = memoryview(bytearray(size))
     return mine[size]
+
+
+class Hub(Protocol):
+    """**Protocol:** what a connection asks of the monitor it belongs to (a ``NetworkMonitor``):
+    the loop and the read buffers all connections share, spool files, slots, and acceptance of
+    a complete message onto the events queue."""
+
+    loop: asyncio.AbstractEventLoop
+    buffer: memoryview
+    first_byte: memoryview
+    spool_dir: Path
+
+    def new_spool(self) -> Spool: ...
+
+    def joined(self, conn: Connection) -> None: ...
+
+    def lost(self, conn: Connection) -> None: ...
+
+    def accept(
+        self, lst: Listener, spool: Spool, peer: str, subject: str | None
+    ) -> list[Event]: ...
+
+    def offer(self, events: list[Event]) -> bool: ...
+
+    async def put(self, events: list[Event]) -> None: ...
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None: ...
 
 
 @dataclass(eq=False)
@@ -215,7 +242,7 @@ class Connection(asyncio.BufferedProtocol):
         "transport",
     )
 
-    def __init__(self, monitor: NetworkMonitor, lst: Listener) -> None:
+    def __init__(self, monitor: Hub, lst: Listener) -> None:
         self.monitor = monitor
         self.lst = lst
         self.transport: asyncio.Transport | None = None

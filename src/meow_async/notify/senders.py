@@ -7,7 +7,7 @@ import json
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import aiohttp
 
@@ -15,10 +15,16 @@ from ..exceptions import ConfigError
 from ..model.notify import Email, Webhook
 from .message import Message
 
-if TYPE_CHECKING:
-    from .outbox import Notifier
+__all__ = ["Client", "EmailSender", "Permanent", "Sender", "WebhookSender", "describe"]
 
-__all__ = ["EmailSender", "Permanent", "Sender", "WebhookSender", "describe"]
+
+class Client(Protocol):
+    """**Protocol:** what a sender borrows from the notifier (a ``Notifier``): one HTTP client
+    for every webhook, and this host's name for SMTP."""
+
+    def session(self) -> aiohttp.ClientSession: ...
+
+    async def local_hostname(self) -> str: ...
 
 
 class Permanent(Exception):
@@ -35,7 +41,7 @@ class Sender(Protocol):
     label: str
     timeout: float
 
-    async def send(self, message: Message, notifier: Notifier) -> None: ...
+    async def send(self, message: Message, notifier: Client) -> None: ...
 
 
 class WebhookSender:
@@ -44,7 +50,7 @@ class WebhookSender:
         self.label = spec.label
         self.timeout = spec.timeout
 
-    async def send(self, message: Message, notifier: Notifier) -> None:
+    async def send(self, message: Message, notifier: Client) -> None:
         try:
             headers = self.spec.request_headers()
         except ConfigError as e:
@@ -78,7 +84,7 @@ class EmailSender:
         self.timeout = spec.timeout
         self._tls: ssl.SSLContext | None = None
 
-    async def send(self, message: Message, notifier: Notifier) -> None:
+    async def send(self, message: Message, notifier: Client) -> None:
         import aiosmtplib  # only when mail is sent: it costs ~40 ms at import
 
         spec = self.spec

@@ -1,5 +1,5 @@
-"""The runner: its lifecycle and wiring (``runner.py``), what happens to a job that failed or
-was cut off (``outcomes.py``), and what it shows of itself (``endpoints.py``, ``live.py``)."""
+"""The runner: its lifecycle and wiring (``runner.py``), jobs to run again and the
+watermark (``bookkeeping.py``), and what it shows of itself (``endpoints.py``, ``live.py``)."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ import asyncio
 import bisect
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -26,14 +27,16 @@ from prometheus_client.core import (
 
 from ..conductors.process_log import current
 from ..model.addresses import host_port
-from ..model.jobs import JobState, iter_jobs, read_meta
+from ..model.config import RunnerConfig
+from ..model.jobs import Job, JobState, iter_jobs, read_meta
 from ..model.patterns import FilePattern, HttpPattern, Pattern
+from ..model.rules import Rule
+from ..monitors import HttpMonitor, Monitor, NetworkMonitor
 from ..monitors.connection import peer_log
+from .bookkeeping import RunnerStats
+from .live import LiveFile
 
-if TYPE_CHECKING:
-    from .runner import Runner
-
-__all__ = ["Durations", "Endpoints", "trigger_text"]
+__all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
 
 #: Upper bounds (seconds) of the job duration histogram's buckets.
 BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
@@ -51,8 +54,34 @@ class Durations:
         self.sum += seconds
 
 
+class Observed(Protocol):
+    """**Protocol:** what the endpoints read of the runner they serve (a ``Runner``)."""
+
+    config: RunnerConfig
+    jobs_dir: Path
+    stats: RunnerStats
+    events_by: Counter[tuple[str, str]]
+    durations: Durations
+    jobs_running: dict[str, tuple[Job, float]]
+    monitors: list[Monitor]
+    network: NetworkMonitor
+    http: HttpMonitor
+    live: LiveFile
+    started: asyncio.Event
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def rules(self) -> dict[str, Rule]: ...
+
+    def ports(self) -> dict[str, int]: ...
+
+    def queues(self) -> dict[str, asyncio.Queue[Any]]: ...
+
+
 class _Collector:
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Observed) -> None:
         self.runner = runner
 
     def collect(self) -> Iterator[Metric]:
@@ -127,7 +156,7 @@ class Endpoints:
 
     PATHS = ("/healthz", "/metrics", "/jobs", "/status")
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Observed) -> None:
         self.runner = runner
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(runner))

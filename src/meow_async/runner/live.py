@@ -19,12 +19,9 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..conductors.forkserver import start_time_of
-
-if TYPE_CHECKING:
-    from .runner import Runner
 
 __all__ = ["HEARTBEAT", "LIVE_FILE", "Live", "LiveFile", "read_live"]
 
@@ -44,26 +41,32 @@ class LiveFile:
         self.started: float | None = None
         self._mine: dict[str, Any] | None = None
 
-    def write(self, runner: Runner) -> None:
-        """Say who runs this jobs folder (best effort: the runner works without it)."""
+    def write(
+        self,
+        *,
+        base_dir: Path,
+        jobs_dir: Path,
+        http: tuple[str, int] | None,
+        ports: dict[str, int],
+    ) -> None:
+        """Say who runs this jobs folder (best effort: the runner works without it).
+
+        ``http`` is ``runner.http``'s host and bound port; ``ports`` each network and HTTP
+        rule's port, as the OS gave it to a rule with port 0.
+        """
         from .. import __version__  # the package is imported by now; at module level, a cycle
 
         self.started = time.time()
-        http_port = runner.http_port
-        http = runner.config.http
         content = {
             "pid": os.getpid(),
             "pid_start": start_time_of(os.getpid()),
             "host": socket.gethostname(),
             "started": self.started,
             "version": __version__,
-            "base_dir": str(runner.config.base_dir.absolute()),
-            "jobs_dir": str(runner.jobs_dir),
-            "http": None
-            if http is None or http_port is None
-            else {"host": http["host"], "port": http_port},
-            # Each network and HTTP rule's port, as the OS gave it to a rule with port 0.
-            "ports": runner.ports(),
+            "base_dir": str(base_dir),
+            "jobs_dir": str(jobs_dir),
+            "http": None if http is None else {"host": http[0], "port": http[1]},
+            "ports": ports,
         }
         tmp = self.path.with_name(f".{LIVE_FILE}.{os.getpid()}.tmp")
         try:

@@ -9,12 +9,11 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from ..conductors import Conductor, JobInterrupted, LocalConductor
-from ..conductors.recovery import RunnerState, recover_jobs
+from ..conductors.recovery import recover_jobs
 from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from ..handlers import Handler
 from ..model.config import RunnerConfig
@@ -29,35 +28,13 @@ from ..model.workflow_file import WorkflowSpec, load_workflow
 from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
 from ..notify import GRACE as NOTIFY_GRACE
 from ..notify import Notifier
+from .bookkeeping import Retries, RunnerStats, Watermark
 from .endpoints import Durations, Endpoints
 from .live import LiveFile, read_live
 
 __all__ = ["Runner", "RunnerStats"]
 
 logger = logging.getLogger("meow_async.runner")
-
-
-@dataclass(slots=True)
-class RunnerStats:
-    """Counters since the runner started; ``Runner.wait_for`` waits on them."""
-
-    events: int = 0
-    jobs: int = 0
-    running: int = 0
-    done: int = 0
-    failed: int = 0
-    left_queued: int = 0
-    handler_errors: int = 0
-    skipped: int = 0
-    retries: int = 0
-    #: Notifications (docs/notifications.md): delivered, given up, dropped.
-    notifications_sent: int = 0
-    notifications_failed: int = 0
-    notifications_dropped: int = 0
-
-    @property
-    def finished(self) -> int:
-        return self.done + self.failed + self.skipped
 
 
 class Runner:
@@ -90,15 +67,8 @@ class Runner:
         self.spool_dir = self.config.spool_dir.absolute()
         self.conductor = conductor or _conductor(self.config, self.workflow.recipes.values())
         self.handler = Handler(self.jobs_dir, durable=self.config.durable)
-        self.state = RunnerState(
-            self.jobs_dir, durable=self.config.durable
-        )  # read again at run(), once the folder exists
-        self._watching_since: float | None = None
-        self._last_checkpoint = 0.0
-        self._held_at_stop: float | None = None
-        self._unhandled: float | None = None  # the oldest event that failed to make its job
+        self.watermark = Watermark(self.jobs_dir, durable=self.config.durable)
         self._handling = 0  # events a handler has taken and not finished
-        self._later: set[asyncio.Task[None]] = set()  # retries waiting for their backoff
         self.monitors: list[Monitor] = []
         for make in KINDS.values():  # one of each kind, whatever the patterns now
             self.monitors.append(make(self))
@@ -112,6 +82,7 @@ class Runner:
             if check is not None:
                 check()  # e.g. patterns that share a port must agree on its settings
         self.stats = RunnerStats()
+        self.retries = Retries(self.stats)
         self.notifier = Notifier(self.stats, self._notify)  # sends in the background
         self.events_by: Counter[tuple[str, str]] = Counter()  # (monitor, rule): for /metrics
         self.durations = Durations()
@@ -268,12 +239,7 @@ class Runner:
             close = getattr(self.conductor, "close", None)
             if close is not None:
                 await close()
-        if self._watching_since is not None and self._held_at_stop is None and not self._unhandled:
-            # Every change seen was drained into jobs: the next start looks from here on.
-            try:
-                await asyncio.to_thread(self.state.save, time.time() - _MARGIN)
-            except OSError as e:
-                logger.warning("could not save the runner's state in %s: %s", self.jobs_dir, e)
+        await asyncio.to_thread(self.watermark.save_at_stop)
         self.stats.left_queued += jobs.qsize()  # not started: still queued on disk
         self._notify()
         s = self.stats
@@ -317,7 +283,13 @@ class Runner:
                 await prepare(self.workflow.recipes.values())
             tg.create_task(self._requeue(events, jobs, recovered_events, recovered_jobs))
             await self._monitors_ready(monitors)
-            self.live.write(self)  # before started: a banner printed then can be relied on
+            http, http_port = cfg.http, self.http_port
+            self.live.write(  # before started: a banner printed then can be relied on
+                base_dir=cfg.base_dir.absolute(),
+                jobs_dir=self.jobs_dir,
+                http=None if http is None or http_port is None else (http["host"], http_port),
+                ports=self.ports(),
+            )
             tg.create_task(self.live.keep(self._stop), name="live-file")
             self.started.set()
             logger.info(
@@ -328,7 +300,7 @@ class Runner:
             )
             await self._stop.wait()
             logger.info("stopping: no new events; running jobs get %.0fs", cfg.shutdown_timeout)
-            self._held_at_stop = self.files.oldest_held()  # found again at the next start
+            self.watermark.held_at_stop = self.files.oldest_held()  # found again at the next start
             await asyncio.wait(monitors)
             # Accepted events all become job directories. Jobs they make are not started now,
             # and must not wait for a conductor slot to be put down: drain them as we go.
@@ -342,7 +314,7 @@ class Runner:
             )
             if not drained.done():
                 logger.warning("stopping %d running job(s)", self.stats.running)
-            for t in (force, drained, *workers, *self._later):
+            for t in (force, drained, *workers, *self.retries.waiting):
                 t.cancel()
 
     async def _requeue(
@@ -357,35 +329,6 @@ class Runner:
             await jobs.put(job)
         for event in recovered_events:
             await events.put(event)
-
-    def watch_started(self, since: float) -> None:
-        """The file watch is live (and the catch-up scan queued) from ``since`` on."""
-        self._watching_since = since
-        if self.state.watermark is None:
-            self.state.save(since)  # a first run: nothing before this was ever promised
-
-    def _checkpoint(self, events: asyncio.Queue[Event]) -> None:
-        """Advance the watermark while nothing seen is waiting to become a job."""
-        now = time.time()
-        if (
-            self._watching_since is None
-            or not events.empty()
-            or self._handling  # another handler is still making an event's jobs
-            or not self.files.ready.is_set()
-            or now - self._last_checkpoint < _CHECKPOINT_EVERY
-        ):
-            return
-        self._last_checkpoint = now
-        # Changes inside the watcher's current batch are not in the queue yet: keep a margin.
-        # Triggers held back until their files are complete are not either.
-        mark = max(self._watching_since, now - _MARGIN)
-        for since in (self.files.oldest_held(), self._unhandled):
-            if since is not None:
-                mark = min(mark, since - _MARGIN)
-        try:
-            self.state.save(mark)
-        except OSError as e:  # an unwritable jobs folder is logged by the handler already
-            logger.debug("could not save the runner's state: %s", e)
 
     async def wait_ready(self) -> None:
         """Wait until every monitor is live, e.g. after adding the first file rule at run time.
@@ -433,8 +376,7 @@ class Runner:
             raise MeowError(
                 f"cannot write received messages in {self.spool_dir}: {e.strerror or e}"
             ) from None
-        self.state = RunnerState(self.jobs_dir, durable=self.config.durable)
-        self.files.catch_up_since = self.state.watermark
+        self.files.catch_up_since = self.watermark.load()
 
     async def _handle(self, events: asyncio.Queue[Event], jobs: asyncio.Queue[Job]) -> None:
         at_once = 1
@@ -482,15 +424,18 @@ class Runner:
                 finally:
                     self._handling -= 1
                     events.task_done()
-                    self._checkpoint(events)
+                    self.watermark.checkpoint(
+                        # Nothing seen is still on its way to becoming a job.
+                        settled=events.empty() and not self._handling and self.files.ready.is_set(),
+                        oldest_held=self.files.oldest_held(),
+                    )
                     self._notify()
 
     def _not_handled(self, event: Event, error: Exception) -> None:
         """A disk error must not stop other rules. Not handled: the watermark stays before it
         and a network message stays spooled and journaled, so the next start tries again."""
         self.stats.handler_errors += 1
-        when = event.changed_at or event.time
-        self._unhandled = min(self._unhandled or when, when)
+        self.watermark.event_failed(event.changed_at or event.time)
         logger.error(
             "%s (rule %s): could not make its job, kept for the next start: %s",
             _what(event),
@@ -538,7 +483,11 @@ class Runner:
             self._job_ended(job, JobState.failed)
             raise
         except JobInterrupted as e:
-            if await self._interrupted(job, jobs, str(e)) is not None:
+            rule = self.workflow.rules.get(job.rule)
+            if (
+                await self.retries.interrupted(job, rule, jobs, str(e), stopping=self.stopping)
+                is not None
+            ):
                 self.stats.failed += 1
                 logger.warning(
                     "job %s failed (rule %s): %s", job.id, job.rule, e, extra=_fields(job)
@@ -561,7 +510,9 @@ class Runner:
             logger.info(
                 "job %s done in %.2fs (rule %s)", job.id, took, job.rule, extra=_fields(job)
             )
-        elif state is JobState.failed and self._retry(job, jobs):
+        elif state is JobState.failed and self.retries.retry(
+            job, self.workflow.rules.get(job.rule), jobs, stopping=self.stopping
+        ):
             return  # not its end yet
         elif state is JobState.skipped:
             self.stats.skipped += 1
@@ -592,66 +543,6 @@ class Runner:
         if isinstance(notify, Notify):
             self.notifier.job_ended(job, state, notify)
 
-    async def _interrupted(self, job: Job, jobs: asyncio.Queue[Job], why: str) -> JobState | None:
-        """A job cut off with what supervised its process: its rule's ``on_restart`` decides,
-        as after a restart. None: queued again."""
-        rule = self.workflow.rules.get(job.rule)
-        rerun = rule is not None and rule.pattern.on_restart == "rerun" and not self._stop.is_set()
-        attempt = {
-            "started": job.meta.get("started"),
-            "finished": time.time(),
-            "exit_code": None,
-            "error": why,
-        }
-        attempts = [*(job.meta.get("attempts") or []), attempt]
-        if rerun:
-            job.meta.update(attempts=attempts, error=None, exit_code=None)
-            logger.warning(
-                "job %s interrupted (%s): running it again (on_restart: rerun)", job.id, why
-            )
-            self.stats.retries += 1
-            task = asyncio.create_task(self._retry_later(job, 0, jobs))
-            self._later.add(task)
-            task.add_done_callback(self._later.discard)
-            return None
-        await asyncio.to_thread(
-            job.update,
-            state=JobState.failed.value,
-            error=why,
-            finished=time.time(),
-            attempts=attempts,
-        )
-        return JobState.failed
-
-    def _retry(self, job: Job, jobs: asyncio.Queue[Job]) -> bool:
-        """Queue a failed job again after its backoff, if its rule allows another attempt."""
-        rule = self.workflow.rules.get(job.rule)
-        retried = int(job.meta.get("retried") or 0)  # counted here, whatever the conductor
-        if rule is None or retried >= rule.pattern.retries or self._stop.is_set():
-            return False
-        attempts = retried + 1
-        job.meta["retried"] = attempts
-        delay = rule.pattern.retry_backoff * 2 ** (attempts - 1)
-        self.stats.retries += 1
-        logger.warning(
-            "job %s failed (attempt %d of %d, rule %s): %s; again in %.1fs",
-            job.id,
-            attempts,
-            rule.pattern.retries + 1,
-            job.rule,
-            job.meta.get("error"),
-            delay,
-        )
-        task = asyncio.create_task(self._retry_later(job, delay, jobs))
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
-        return True
-
-    async def _retry_later(self, job: Job, delay: float, jobs: asyncio.Queue[Job]) -> None:
-        await asyncio.to_thread(job.update, state=JobState.queued.value)  # a restart runs it
-        await asyncio.sleep(delay)
-        await jobs.put(job)
-
     def _notify(self) -> None:
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
@@ -681,10 +572,6 @@ class Runner:
 #: Events a handler task makes jobs for in one thread hop, at most: fewer hops in a burst,
 #: while the first job of a burst waits for no more than a few folders to be made.
 _HANDLE_AT_ONCE = 8
-#: Seconds of slack for changes still in the watcher's batch when the watermark is taken.
-_MARGIN = 2.0
-#: The watermark is written at most this often (seconds) while running.
-_CHECKPOINT_EVERY = 5.0
 
 
 def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:

@@ -6,13 +6,24 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import watchfiles
 
 from ...model.patterns import Change
 
-__all__ = ["FileChange", "FileState", "PathFilter", "chronological", "fs_now", "state_of"]
+if TYPE_CHECKING:
+    from ...model.rules import Rule
+
+__all__ = [
+    "FileChange",
+    "FileState",
+    "PathFilter",
+    "Seen",
+    "chronological",
+    "fs_now",
+    "state_of",
+]
 
 
 class FileState(NamedTuple):
@@ -77,3 +88,37 @@ def fs_now() -> float:
 
 def state_of(st: os.stat_result) -> FileState:
     return FileState(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+class Seen(Protocol):
+    """**Protocol:** what a watcher asks of the monitor it reports to (a ``FileMonitor``):
+    the folder, the paths that never trigger, the rules, what each file looked like when it
+    last made an event, and scans. Methods may be called from a worker thread."""
+
+    base: str
+    filter: PathFilter
+
+    def rules(self) -> list[Rule]: ...
+
+    def seen(self, path: str) -> FileState | None: ...
+
+    def remember(self, path: str, state: FileState) -> None: ...
+
+    def forget(self, path: str) -> FileState | None: ...
+
+    def forget_below(self, folder: str) -> set[str]: ...
+
+    def forget_missing(self) -> list[str]: ...
+
+    def scan(
+        self,
+        top: str,
+        *,
+        skip_seen: bool = True,
+        recurse: bool = True,
+        changed_since: float | None = None,
+        before: float | None = None,
+        remember: bool = True,
+        still_open: list[tuple[str, float]] | None = None,
+        dirs: set[str] | None = None,
+    ) -> list[FileChange]: ...

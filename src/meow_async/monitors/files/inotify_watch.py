@@ -19,11 +19,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ...exceptions import MonitorError
 from ...model.patterns import Change, FilePattern
-from .changes import FileChange, state_of
+from .changes import FileChange, Seen, state_of
 from .inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -39,9 +38,6 @@ from .inotify import (
     Record,
 )
 from .writing import being_written
-
-if TYPE_CHECKING:
-    from .monitor import FileMonitor
 
 __all__ = ["InotifyWatch"]
 
@@ -73,7 +69,7 @@ class _Open:
 class InotifyWatch:
     """``base_dir``'s folders on one inotify descriptor, turned into complete-file changes."""
 
-    def __init__(self, monitor: FileMonitor) -> None:
+    def __init__(self, monitor: Seen) -> None:
         self._m = monitor
         self._ino = Inotify()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -6,38 +6,46 @@ heuristic left: a batch closes once ``step_ms`` pass without a change, and a fil
 in the state it has then. A writer that pauses longer than that mid-file makes one event per
 burst of writes (``settle`` holds those back), and a kernel queue overflow is guessed from a
 large batch, since watchfiles does not pass the overflow flag on.
+
+Only watchfiles' public ``watch()`` is used. It sets its watches when first asked for a batch
+and, with ``yield_on_timeout``, yields an empty one after ``rust_timeout``: the first yield,
+empty or not, is the moment from which no change is missed, which the monitor's ``ready``
+needs. Empty batches after that are passed over inside the worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
-from typing import TYPE_CHECKING
+from collections.abc import Generator
 
 import watchfiles
-from watchfiles._rust_notify import RustNotify
 
 from ...model.patterns import Change
-from .changes import FileChange, FileState, chronological, state_of
-
-if TYPE_CHECKING:
-    from .monitor import FileMonitor
+from .changes import FileChange, FileState, Seen, chronological, state_of
 
 __all__ = ["PortableWatch"]
+
+#: Milliseconds watchfiles waits for a change before yielding an empty batch: the longest a new
+#: watch takes to say it is live. Each later empty batch costs one wake-up of the worker
+#: thread, not of the loop (50 a second while idle).
+READY_MS = 20
+
+_Raw = set[tuple[watchfiles.Change, str]]
 
 
 class PortableWatch:
     """``base_dir`` through watchfiles' Rust notifier, a batch per ``watch()`` call."""
 
-    def __init__(
-        self, monitor: FileMonitor, step_ms: int, debounce_ms: int, rescan_after: int
-    ) -> None:
+    def __init__(self, monitor: Seen, step_ms: int, debounce_ms: int, rescan_after: int) -> None:
         self._m = monitor
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
         self.rescan_after = rescan_after
-        self._notify: RustNotify | None = None
+        self._batches: Generator[_Raw, None, None] | None = None
+        self._pending: _Raw | None = None  # what the first batch brought, if anything
         self._dirs: set[str] = set()  # folders seen, so their deletion is not a file's
         self._stopped = False  # read by the watcher thread: a plain flag is enough
 
@@ -46,18 +54,32 @@ class PortableWatch:
         return self._stopped
 
     async def start(self) -> None:
-        # RustNotify sets its (recursive) watches when made: after this, no change is missed.
-        # awatch would hide that moment, which the monitor's ``ready`` needs.
-        self._notify = await asyncio.to_thread(
-            RustNotify, [self._m.base], False, False, 300, True, False
+        self._batches = watchfiles.watch(
+            self._m.base,
+            watch_filter=None,  # the monitor's own filter is applied below
+            debounce=self.debounce_ms,
+            step=self.step_ms,
+            stop_event=self,
+            rust_timeout=READY_MS,
+            yield_on_timeout=True,
+            debug=False,
+            raise_interrupt=False,
+            force_polling=False,
+            recursive=True,
+            ignore_permission_denied=False,
         )
+        self._pending = await asyncio.to_thread(next, self._batches, None) or None
 
     def stop(self) -> None:
         self._stopped = True
 
     def close(self) -> None:
-        if self._notify is not None:
-            self._notify.close()
+        self._stopped = True
+        if self._batches is not None:
+            # A batch still being waited for in a worker thread ends within step_ms (the stop
+            # flag), closing watchfiles' notifier as its generator returns.
+            with contextlib.suppress(ValueError):  # "generator already executing"
+                self._batches.close()
 
     def held_since(self) -> float | None:
         return None  # nothing is held here: a batch is handed on as it is
@@ -66,24 +88,24 @@ class PortableWatch:
         return []  # scans are not asked to probe for writers here
 
     async def changes(self) -> list[FileChange] | None:
-        assert self._notify is not None  # noqa: S101 - started first
-        while True:
-            try:
-                result = await asyncio.to_thread(
-                    self._notify.watch, self.debounce_ms, self.step_ms, 0, self
-                )
-            except asyncio.CancelledError:
-                self._stopped = True  # the watcher thread returns within step_ms
-                raise
-            if result == "stop":
-                return None
-            if isinstance(result, str):  # 'signal' or 'timeout': nothing changed
-                continue
-            batch = {(watchfiles.Change(raw), p) for raw, p in result if self._m.filter(p)}
-            if batch:
-                return await asyncio.to_thread(self._classify, batch)
+        """The next batch, classified, in one thread hop; None once stopped."""
+        try:
+            return await asyncio.to_thread(self._next_batch)
+        except asyncio.CancelledError:
+            self._stopped = True  # the watcher thread returns within step_ms
+            raise
 
     # -- in a worker thread --------------------------------------------------------------------
+
+    def _next_batch(self) -> list[FileChange] | None:
+        assert self._batches is not None  # noqa: S101 - started first
+        while True:
+            raw, self._pending = self._pending or next(self._batches, None), None
+            if raw is None:
+                return None  # stopped
+            batch = {(kind, p) for kind, p in raw if self._m.filter(p)}
+            if batch:
+                return self._classify(batch)
 
     def _classify(self, batch: set[tuple[watchfiles.Change, str]]) -> list[FileChange]:
         kinds: dict[str, set[watchfiles.Change]] = {}
