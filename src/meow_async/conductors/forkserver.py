@@ -90,14 +90,16 @@ import os as _os, sys as _sys, time as _time
 _path = _os.path.abspath(_sys.argv[1])
 _sys.argv = _sys.argv[1:]
 _sys.path[0] = _os.path.dirname(_path)
+_me = _os.getpid()
 _code = _meow_run_script(_path)
 _meow_finish()
-try:
-    _fd = _os.open(_os.environ["MEOW_PROCESS_LOG"], _os.O_WRONLY | _os.O_APPEND | _os.O_CLOEXEC)
-    _os.write(_fd, ("exit %d %.6f\n" % (_code & 0xFF, _time.time())).encode())
-    _os.close(_fd)
-except (OSError, KeyError):
-    pass
+if _os.getpid() == _me:  # a fork of the job's (os.fork() in the script) ends here too
+    try:
+        _fd = _os.open(_os.environ["MEOW_PROCESS_LOG"], _os.O_WRONLY | _os.O_APPEND)
+        _os.write(_fd, ("exit %d %.6f\n" % (_code & 0xFF, _time.time())).encode())
+        _os.close(_fd)
+    except (OSError, KeyError):
+        pass
 _sys.exit(_code)
 """
 )
@@ -244,8 +246,11 @@ class Server:
             except BaseException as e:
                 with contextlib.suppress(OSError):
                     os.write(2, f"meow_async: could not start the job: {e!r}\n".encode())
-            with contextlib.suppress(OSError):
-                log_line(fd, "exit", code & 0xFF, f"{time.time():.6f}")
+            # Only the job's own process records its exit: a child the script forked
+            # (os.fork()) that ends its copy of the script returns here too.
+            if os.getpid() == pid:
+                with contextlib.suppress(OSError):
+                    log_line(fd, "exit", code & 0xFF, f"{time.time():.6f}")
         finally:
             os._exit(code & 0xFF)
 

@@ -227,8 +227,9 @@ class BashRecipe(_RecipeBase):
 #: runner was not there to see it (a script that sets its own EXIT trap replaces this one).
 #: Killed by a signal, it records nothing, as a killed Python job does: Bash would run the EXIT
 #: trap with the last command's status (often 0), so each trap clears it and dies of its signal.
+#: Only the script's own shell writes: a subshell ($BASHPID differs from $$) is not the job.
 _EXIT_TRAP = (
-    'trap \'__meow=$?; [ -n "${MEOW_PROCESS_LOG:-}" ] && '
+    'trap \'__meow=$?; [ "${BASHPID:-$$}" = "$$" ] && [ -n "${MEOW_PROCESS_LOG:-}" ] && '
     'echo "exit $__meow ${EPOCHREALTIME:-}" >> "$MEOW_PROCESS_LOG"\' EXIT\n'
     + "".join(f"trap 'trap - EXIT {sig}; kill -{sig} $$' {sig}\n" for sig in ("TERM", "INT", "HUP"))
 )
