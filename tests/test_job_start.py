@@ -813,7 +813,7 @@ def test_only_the_job_s_own_process_records_its_exit(tmp_path: Path) -> None:
     (tmp_path / "workflow.yaml").write_text(
         json.dumps(
             {
-                "runner": {"base_dir": "data", "jobs_dir": "jobs", "kill_timeout": 1, "max_jobs": 3},
+                "runner": {"base_dir": "data", "jobs_dir": "jobs", "max_jobs": 3},
                 "recipes": recipes,
                 "patterns": {
                     name: {"glob": f"*.{name}", "recipe": name, "on_restart": "rerun"}

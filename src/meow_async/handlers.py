@@ -26,7 +26,12 @@ from .model.jobs import (
 )
 from .model.templates import expand, keyword_values
 
-__all__ = ["Handler"]
+__all__ = ["Handler", "Refused"]
+
+
+class Refused(Exception):
+    """An event that can never become a job: the input itself is at fault (not the disk), so
+    trying again at the next start would fail the same way. It is refused once."""
 
 
 class Handler:
@@ -73,6 +78,11 @@ class Handler:
             self._making.add(job_id)
         try:
             return self._write_job(event, point, job_id)
+        except OSError:
+            raise  # the disk: the event is kept and tried again at the next start
+        except Exception as e:
+            shutil.rmtree(self.jobs_root / job_id, ignore_errors=True)  # half made
+            raise Refused(f"{type(e).__name__}: {e}") from e
         finally:
             with self._lock:
                 self._making.discard(job_id)
@@ -169,7 +179,9 @@ def _adopt(payload: Path, job_dir: Path) -> Path:
 def _write(path: Path, text: str, durable: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        data = text.encode()
+        # A file name that is not UTF-8 is a str with surrogate escapes (as os.listdir gives
+        # it): in a Bash script's literal it goes back to the name's own bytes.
+        data = text.encode("utf-8", "surrogateescape")
         while data:
             data = data[os.write(fd, data) :]
         if durable:

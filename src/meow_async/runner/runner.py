@@ -15,7 +15,7 @@ from typing import Any, Self
 from ..conductors import Conductor, JobInterrupted, LocalConductor
 from ..conductors.recovery import recover_jobs
 from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
-from ..handlers import Handler
+from ..handlers import Handler, Refused
 from ..model.config import RunnerConfig
 from ..model.events import Event
 from ..model.jobs import Job, JobState
@@ -398,6 +398,9 @@ class Runner:
             at_once = min(2 * at_once, _HANDLE_AT_ONCE) if not events.empty() else 1
             for event, result in zip(batch, made, strict=True):
                 try:
+                    if isinstance(result, Refused):
+                        self._refused(event, result)
+                        continue
                     if isinstance(result, Exception):
                         self._not_handled(event, result)
                         continue
@@ -442,6 +445,19 @@ class Runner:
             event.rule.name,
             error,
         )
+
+    def _refused(self, event: Event, error: Refused) -> None:
+        """An event its input keeps from ever becoming a job: said once, and not kept, so the
+        watermark moves past it and later inputs trigger as ever."""
+        self.stats.handler_errors += 1
+        logger.error(
+            "%s (rule %s): refused, its job cannot be made (not tried again): %s",
+            _what(event),
+            event.rule.name,
+            error,
+        )
+        if event.release is not None:
+            event.release()
 
     async def _conduct(self, jobs: asyncio.Queue[Job]) -> None:
         while True:
