@@ -94,7 +94,7 @@ def main() -> int:
     with open(os.environ.get("MEOW_PARAMS", "params.json"), encoding="utf-8") as f:
         parameters = json.load(f)
     import papermill  # type: ignore[import-untyped]
-    from papermill.iorw import papermill_io  # type: ignore[import-untyped]
+    from papermill.iorw import papermill_io
 
     papermill_io.register(_OUTPUT_SCHEME, _output_handler())
     try:
