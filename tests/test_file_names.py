@@ -14,6 +14,8 @@ import asyncio
 import json
 import logging
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 
 from meow_async import FilePattern, PythonRecipe, Recipe, read_meta
+from meow_async.model.globs import compile_glob
 from meow_async.runner.bookkeeping import MARGIN
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, sh_recipe
@@ -136,3 +139,68 @@ async def test_an_event_whose_job_cannot_be_made_is_refused_once(
         pass
     assert again.stats.events == again.stats.handler_errors == 0
     assert not [rec for rec in caplog.records if "refused" in rec.getMessage()]
+
+
+# -- hidden names -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("glob", "shown", "hidden"),
+    [
+        ("in/**", ["in/a", "in/b/c.txt"], ["in/.a.txt.Xy12Ab", "in/.~tmp~/a", "in/b/.c"]),
+        ("**/*.txt", ["a.txt", "x/y/a.txt"], [".a.txt", ".x/a.txt", "x/.y/a.txt"]),
+        ("*", ["a", "a.b"], [".a", ".a.b"]),
+        ("?x", ["ax"], [".x"]),
+        ("[.a]x", ["ax"], [".x"]),
+        (".*", [".a", ".a.txt.Xy12Ab"], ["a"]),
+        ("in/.cache/**", ["in/.cache/a", "in/.cache/b/c"], ["in/.cache/.d", "in/a"]),
+        ("**/.*", [".a", "x/.a"], ["x/a", ".x/.a"]),
+    ],
+)
+def test_hidden_names_match_only_a_segment_that_starts_with_a_dot(
+    glob: str, shown: list[str], hidden: list[str]
+) -> None:
+    regex = compile_glob(glob)
+    assert [p for p in shown if not regex.fullmatch(p)] == []
+    assert [p for p in hidden if regex.fullmatch(p)] == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [pytest.param([], id="rsync"), pytest.param(["--delay-updates"], id="delay-updates")],
+)
+async def test_rsync_into_a_watched_folder_makes_one_job_per_file(
+    ws: Workspace, caplog: pytest.LogCaptureFixture, options: list[str]
+) -> None:
+    """rsync writes each file under a hidden temporary name (``.name.XXXXXX``, or, with
+    --delay-updates, into a hidden ``.~tmp~`` folder) and renames it into place: those names
+    match no ``**``, so 200 files make exactly 200 jobs, none skipped, no warning."""
+    rsync = shutil.which("rsync")
+    if rsync is None:
+        pytest.skip("rsync is not installed (.ci/run installs it)")
+    caplog.set_level(logging.INFO, logger="meow_async")
+    src = ws.root / "src"
+    (src / "sub").mkdir(parents=True)
+    names = [f"f{i}.txt" for i in range(150)] + [f"sub/g{i}.txt" for i in range(50)]
+    for name in names:
+        (src / name).write_text(f"{name}\n" * 100)
+    (ws.base / "in").mkdir()
+    patterns = [FilePattern(name="p", glob="in/**", recipe="r")]
+    async with ws.runner(patterns, [sh_recipe("r", "true")]) as r:
+        await r.wait_ready()
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [rsync, "-a", *options, f"{src}/", f"{ws.base / 'in'}/"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        assert done.returncode == 0, done.stderr
+        await until(r, len(names))
+    # Stopped: every event seen has its job folder (a graceful stop drains the queue).
+    jobs = ws.jobs_list()
+    made = sorted(os.path.relpath(j["event"]["path"], ws.base / "in") for j in jobs)
+    assert made == sorted(names)
+    assert {j["state"] for j in jobs} == {"done"}
+    assert r.stats.skipped == 0
+    assert [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.WARNING] == []
