@@ -447,11 +447,25 @@ async def test_a_bash_job_killed_by_a_signal_records_no_exit(
         ws.write("a.in")
         await poll_until(lambda: _has_pid(ws), timeout=SHORT)
         job_dir = Path(ws.jobs_list()[0]["dir"])
-        os.killpg(int((job_dir / "shell.pid").read_text()), sig)  # as a stop or a shutdown does
+        shell = int((job_dir / "shell.pid").read_text())
+        # Once `sleep` runs: a signal that comes while Bash forks it reaches the copy of Bash
+        # that is about to become `sleep`, which drops it, and Bash defers its own trap until
+        # `sleep` ends (Bash's race, not the job's).
+        await poll_until(lambda: _runs_sleep(shell), timeout=SHORT)
+        os.killpg(shell, sig)  # as a stop or a shutdown does
         await until(r, 1)
     meta = job_for(ws, "a.in")
     assert meta["exit_code"] == -sig
     assert kinds(job_dir) == ["start", "pid"], log_lines(job_dir)
+
+
+def _runs_sleep(shell: int) -> bool:
+    """Whether the shell's child has become `sleep`."""
+    try:
+        kids = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        return any(Path(f"/proc/{k}/comm").read_text().strip() == "sleep" for k in kids)
+    except OSError:
+        return False
 
 
 def _has_pid(ws: Workspace) -> bool:

@@ -21,7 +21,7 @@ from ..model.jobs import STDERR_FILE, STDOUT_FILE
 from .forkserver import SPAWN_BOOT, die_with, log_line, start_time_of
 from .process_log import PROCESS_LOG
 
-__all__ = ["NotStarted", "Vanished", "spawn"]
+__all__ = ["NotStarted", "Vanished", "program", "spawn", "spawn_argv"]
 
 
 class Vanished(Exception):
@@ -54,8 +54,7 @@ def spawn(
     if check is not None and not os.path.exists(check):
         raise Vanished(f"the triggering file {check} vanished before the job started")
     log_path = job_dir / PROCESS_LOG
-    if python and len(argv) >= 2 and not argv[1].startswith("-"):
-        argv = [argv[0], "-c", SPAWN_BOOT, *argv[1:]]  # records its own exit
+    argv = spawn_argv(argv, python=python)
     preexec = None
     if die_with_caller:
         # util-linux's setpriv asks for the signal and execs the job: a preexec function
@@ -103,6 +102,30 @@ def spawn(
     finally:
         os.close(log)
     return popen, started
+
+
+def spawn_argv(argv: Sequence[str], *, python: bool) -> list[str]:
+    """The argv that runs a job's command as a new process: a Python script through the
+    bootstrap that records its own exit."""
+    if python and len(argv) >= 2 and not argv[1].startswith("-"):
+        return [argv[0], "-c", SPAWN_BOOT, *argv[1:]]
+    return list(argv)
+
+
+_found: dict[tuple[str, str | None], str] = {}
+
+
+def program(name: str) -> str:
+    """The absolute path of a job's program (an interpreter, a shell), found on the runner's
+    PATH as Popen would find it; NotStarted if there is none."""
+    key = (name, os.environ.get("PATH"))
+    found = _found.get(key)
+    if found is None:
+        found = shutil.which(name)
+        if found is None:
+            raise NotStarted(f"could not start {name}: No such file or directory")
+        _found[key] = found = os.path.abspath(found)
+    return found
 
 
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_STEP_MS",
     "WATCHERS",
     "ConductorName",
+    "ContainmentName",
     "LoopName",
     "RunnerConfig",
     "WatcherName",
@@ -43,6 +44,8 @@ DEFAULT_DEBOUNCE_MS = 50
 DEFAULT_CHUNK_SIZE = 64 * 1024
 
 LoopName = Literal["auto", "asyncio", "uvloop"]
+ContainmentName = Literal["auto", "cgroup", "subreaper", "none"]
+CONTAINMENTS: tuple[str, ...] = ("auto", "cgroup", "subreaper", "none")
 ConductorName = Literal["local", "dask"]
 CONDUCTORS: tuple[ConductorName, ...] = ("local", "dask")
 _DASK_KEYS = ("address", "local_workers", "threads_per_worker", "resources", "connect_timeout")
@@ -80,6 +83,10 @@ class RunnerConfig:
         dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
             (a LocalCluster the runner starts and stops), plus ``threads_per_worker`` and
             ``resources`` (local workers only) and ``connect_timeout``; see docs/scale-out.md.
+        containment: what each local job runs in, so that whatever it starts ends with it
+            (daemons, nohup, double forks included): ``auto`` (a cgroup v2 per job where the
+            runner may make one, else a child subreaper), ``cgroup``, ``subreaper`` (fail if
+            not to be had), or ``none`` (its process group only); see docs/security.md.
     """
 
     base_dir: Path = Path()
@@ -98,6 +105,7 @@ class RunnerConfig:
     http: Mapping[str, Any] | None = None
     conductor: ConductorName = "local"
     dask: Mapping[str, Any] | None = None
+    containment: ContainmentName = "auto"
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):
@@ -136,6 +144,13 @@ class RunnerConfig:
                 where="runner",
                 field="dask",
                 value=None,
+            )
+        if self.containment not in CONTAINMENTS:
+            raise ConfigError(
+                f"expected one of {', '.join(CONTAINMENTS)}",
+                where="runner",
+                field="containment",
+                value=self.containment,
             )
         if self.file_watcher not in WATCHERS:
             raise ConfigError(

@@ -592,7 +592,7 @@ _HANDLE_AT_ONCE = 8
 
 def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
     """The conductor the settings ask for: local, or Dask with local jobs routed through it."""
-    local = LocalConductor(kill_timeout=config.kill_timeout)
+    local = LocalConductor(kill_timeout=config.kill_timeout, containment=config.containment)
     if config.dask is None:
         for r in recipes:
             if r.conductor == "dask":
