@@ -24,6 +24,7 @@ from .model.jobs import (
     new_job_id,
     write_meta,
 )
+from .model.recipes import JobEnv
 from .model.templates import expand, keyword_values
 
 __all__ = ["Handler", "Refused"]
@@ -119,7 +120,9 @@ class Handler:
         _write(script, recipe.render(params), self.durable)
         _write(params_file, json.dumps(params) + "\n", self.durable)  # one line: C encoder
         argv = recipe.command(script)
+        policy = JobEnv.of(recipe.env)
         env = {
+            **{k: str(v) for k, v in (policy.set if policy is not None else {}).items()},
             "MEOW_JOB_ID": job_id,
             "MEOW_JOB_DIR": str(job_dir),
             "MEOW_PARAMS": str(params_file),
@@ -152,6 +155,8 @@ class Handler:
             "attempts": [],
             "timeout": recipe.timeout,
             "env": env,
+            # What of the runner's environment it gets besides: all (null), or these names.
+            "env_keep": None if policy is None or policy.inherit else list(policy.keep),
             # How its process starts: a fork of the warm interpreter, or a new one.
             "start": "fork" if getattr(recipe, "warm", False) else "spawn",
             "preload": list(getattr(recipe, "preload", ())),

@@ -238,6 +238,7 @@ class DaskConductor:
                 "dir": str(job.dir),
                 "argv": job.argv,
                 "env": job.env,
+                "env_keep": job.meta.get("env_keep"),
                 "attempt": attempt,
                 "python": job.meta.get("recipe_kind") in PYTHON_KINDS,
                 "check": trigger_to_check(job),

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..exceptions import ConfigError
 from ..model.jobs import Job, JobState
+from ..model.recipes import environment
 from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
 from .process_log import PROCESS_LOG, last_attempt, outcome
 from .spawn import NotStarted, Vanished, program, spawn, spawn_argv
@@ -212,7 +213,8 @@ class LocalConductor:
     async def execute(self, job: Job) -> JobState:
         attempt = len(job.meta.get("attempts") or []) + 1
         server = None
-        fork = self.warm and job.meta.get("start") == "fork"
+        keep = job.meta.get("env_keep")
+        fork = self.warm and job.meta.get("start") == "fork" and keep is None
         if fork or self._contain:
             server = await self._fork_server(list(job.meta.get("preload") or ()) if fork else [])
         starting = asyncio.ensure_future(
@@ -279,9 +281,12 @@ class LocalConductor:
             python = job.meta.get("recipe_kind") in PYTHON_KINDS
             argv = spawn_argv([program(job.argv[0]), *job.argv[1:]], python=python)
             env = {**job.env, "MEOW_PROCESS_LOG": str(job.dir / PROCESS_LOG)}
+        keep = job.meta.get("env_keep")
+        if keep is not None:  # only what the recipe's env: keeps of the runner's
+            env = environment(os.environ, env, keep)
         try:
             pid, started, exited = await server.start(
-                job.id, job.dir, script, env, attempt, check, argv
+                job.id, job.dir, script, env, attempt, check, argv, whole=keep is not None
             )
         except StartRefused as e:
             raise (Vanished if e.vanished else NotStarted)(str(e)) from None
@@ -311,7 +316,8 @@ class LocalConductor:
     def _spawn(self, job: Job, attempt: int) -> tuple[subprocess.Popen[bytes], float]:
         python = job.meta.get("recipe_kind") in PYTHON_KINDS
         check = trigger_to_check(job)
-        return spawn(job.dir, job.argv, job.env, attempt, python=python, check=check)
+        keep = job.meta.get("env_keep")
+        return spawn(job.dir, job.argv, job.env, attempt, python=python, check=check, keep=keep)
 
     async def _stop(self, proc: _Process) -> int | None:
         """SIGTERM the job's process group, then SIGKILL if it is still there."""

@@ -81,6 +81,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             mode="dask",
             note=("worker", where["worker"] or "-", where["host"]),
             die_with_caller=True,
+            keep=spec.get("env_keep"),
         )
     except Vanished as e:
         return {**where, "skipped": str(e)}

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..model.jobs import STDERR_FILE, STDOUT_FILE
+from ..model.recipes import environment
 from .forkserver import SPAWN_BOOT, die_with, log_line, start_time_of
 from .process_log import PROCESS_LOG
 
@@ -43,8 +44,12 @@ def spawn(
     mode: str = "spawn",
     note: Sequence[object] = (),
     die_with_caller: bool = False,
+    keep: Sequence[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], float]:
     """The job's process, started, and its start in ``process.log``.
+
+    ``env``: the job's own variables, on top of this process's environment, all of it or
+    (``keep``) only the variables those names match (a recipe's ``env:``).
 
     ``python``: a script run by a Python interpreter, which then records its own exit;
     ``note``: one more line for ``process.log`` after the start line (e.g. the worker);
@@ -77,7 +82,7 @@ def spawn(
                 popen = subprocess.Popen(
                     argv,
                     cwd=job_dir,
-                    env={**os.environ, **env, "MEOW_PROCESS_LOG": str(log_path)},
+                    env=environment(os.environ, {**env, "MEOW_PROCESS_LOG": str(log_path)}, keep),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,

@@ -129,11 +129,14 @@ class ForkServer(asyncio.Protocol):
         attempt: int,
         check: str | None,
         argv: list[str] | None = None,
+        *,
+        whole: bool = False,
     ) -> tuple[int, float, asyncio.Future[int]]:
         """Fork the job's process: its pid, start time and a future for its exit code
         (negative: killed by that signal, as Popen says). With ``argv``, the process execs
         it (a new program) instead of running ``script`` in this warm interpreter. Raises
-        StartRefused, ForkServerDied."""
+        StartRefused, ForkServerDied. ``whole``: ``job_env`` is the job's whole environment,
+        not variables to add to the runner's."""
         fut: asyncio.Future[tuple[int, float, asyncio.Future[int]]] = self.loop.create_future()
         self._starts[job_id] = fut
         msg: dict[str, Any] = {"op": "start", "id": job_id, "dir": str(job_dir)}
@@ -144,7 +147,9 @@ class ForkServer(asyncio.Protocol):
         msg.update(attempt=attempt, check=check)
         # The server started with the runner's environment: while that is unchanged, only the
         # job's own variables travel (a whole environment is a few kB of JSON per job).
-        if self._environ_changed():
+        if whole:
+            msg["env"] = job_env
+        elif self._environ_changed():
             msg["env"] = {**os.environ, **job_env}
         else:
             msg["env_add"] = job_env

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib.util
 import json
+import re
 import shlex
 import sys
 import warnings
@@ -23,10 +25,122 @@ from .checks import (
     check_text,
 )
 
-__all__ = ["BashRecipe", "NotebookRecipe", "PythonRecipe", "Recipe"]
+__all__ = ["BashRecipe", "JobEnv", "NotebookRecipe", "PythonRecipe", "Recipe"]
 
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BEGIN = "# --- parameters set by meow_async for this job (also in $MEOW_PARAMS) ---"
 _END = "# --- end of parameters ---"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_*?][A-Za-z0-9_*?]*")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEnv:
+    """What of the runner's environment a job's process gets (``env:``): all of it
+    (``inherit``, the default), or only the variables ``keep`` names (``*`` and ``?`` match
+    any characters: ``LC_*``); ``set`` adds fixed values. The job's ``MEOW_*`` variables are
+    always there. ``env: [NAME, ...]`` is ``{inherit: false, keep: [NAME, ...]}``."""
+
+    #: Whether the job gets the runner's whole environment.
+    inherit: bool = True
+    #: With ``inherit: false``: the variables it gets (names, or patterns with ``*``, ``?``).
+    keep: Sequence[str] = ()
+    #: Variables set for the job, e.g. ``{OMP_NUM_THREADS: 1}`` (recorded in job.json).
+    set: Mapping[str, str | int | float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = "env"
+        check_flag(where, "inherit", self.inherit)
+        keep: object = self.keep
+        if isinstance(keep, str) or not isinstance(keep, Sequence):
+            raise ConfigError(
+                "expected a list of variable names, e.g. [PATH, HOME, LC_*]",
+                where=where,
+                field="keep",
+                value=keep,
+            )
+        for name in keep:
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ConfigError(
+                    "not a variable name (letters, digits, '_'; '*' and '?' match any)",
+                    where=where,
+                    field="keep",
+                    value=name,
+                )
+        if keep and self.inherit:
+            raise ConfigError(
+                "keep names what a job gets without the rest: it needs inherit: false",
+                where=where,
+                field="keep",
+                value=list(keep),
+            )
+        object.__setattr__(self, "keep", tuple(keep))
+        values: object = self.set
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                "expected a mapping of variable names to values",
+                where=where,
+                field="set",
+                value=values,
+            )
+        out = {}
+        for name, value in values.items():
+            if not isinstance(name, str) or not _VARIABLE_NAME.fullmatch(name):
+                raise ConfigError("not a variable name", where=where, field="set", value=name)
+            if name.startswith("MEOW_"):
+                raise ConfigError(
+                    "MEOW_* variables are the job's own: they cannot be set",
+                    where=where,
+                    field="set",
+                    value=name,
+                )
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise ConfigError(
+                    "expected a string or a number",
+                    where=where,
+                    field=f"set.{name}",
+                    value=value,
+                )
+            out[name] = str(value)
+        object.__setattr__(self, "set", out)
+
+    def keeps(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, k) for k in self.keep)
+
+    @classmethod
+    def of(cls, value: object) -> JobEnv | None:
+        """``env:`` as given: None (inherit everything), a list of names, or a mapping."""
+        if value is None or isinstance(value, JobEnv):
+            return value
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            return cls(inherit=False, keep=value)
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"inherit", "keep", "set"}
+            if unknown:
+                raise ConfigError(
+                    f"unknown key {sorted(map(str, unknown))[0]!r}: env takes inherit, keep "
+                    "and set",
+                    where="env",
+                    value=dict(value),
+                )
+            return cls(**value)
+        raise ConfigError(
+            "expected a list of variable names, or {inherit: false, keep: [...], set: {...}}",
+            where="env",
+            value=value,
+        )
+
+
+def environment(
+    base: Mapping[str, str], own: Mapping[str, str], keep: Sequence[str] | None
+) -> dict[str, str]:
+    """A job's environment: ``base`` (the runner's, or a worker's), all of it or the names
+    ``keep`` matches (None: all), then the job's own variables."""
+    if keep is None:
+        return {**base, **own}
+    kept = {k: v for k, v in base.items() if any(fnmatch.fnmatchcase(k, p) for p in keep)}
+    return {**kept, **own}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +160,9 @@ class _RecipeBase:
     conductor: str | None = None
     #: Dask worker resources each job needs, e.g. ``{"GPU": 1, "MEM": 4e9}`` (Dask only).
     resources: Mapping[str, float] = field(default_factory=dict)
+    #: What of the runner's environment a job gets: all of it (the default), a list of the
+    #: names it gets (``[PATH, HOME, LC_*]``), or ``{inherit, keep, set}``; see JobEnv.
+    env: JobEnv | Sequence[str] | Mapping[str, Any] | None = None
     source: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +176,11 @@ class _RecipeBase:
                 "expected local or dask", where=where, field="conductor", value=self.conductor
             )
         object.__setattr__(self, "resources", check_resources(where, "resources", self.resources))
+        try:
+            object.__setattr__(self, "env", JobEnv.of(self.env))
+        except ConfigError as e:
+            sub = f"env.{e.field}" if e.field else "env"
+            raise ConfigError(e.message, where=where, field=sub, value=e.value) from None
         if self.resources and self.conductor == "local":
             raise ConfigError(
                 "resources route jobs to Dask workers; a local recipe takes none",
@@ -129,8 +251,11 @@ class PythonRecipe(_RecipeBase):
 
     @property
     def warm(self) -> bool:
-        """Jobs start as forks of the fork server, not as new interpreters."""
-        return self.fork and self.interpreter is None
+        """Jobs start as forks of the fork server, not as new interpreters. Not with a
+        restricted ``env``: a fork carries the runner's whole environment in its memory."""
+        env = self.env
+        inherits = env is None or (isinstance(env, JobEnv) and env.inherit)
+        return self.fork and self.interpreter is None and inherits
 
     def _check_source(self, where: str) -> None:
         self._check_start(where)
@@ -196,6 +321,15 @@ class PythonRecipe(_RecipeBase):
                     value=module,
                 )
         object.__setattr__(self, "preload", tuple(preload))
+        env = JobEnv.of(self.env)
+        if preload and env is not None and not env.inherit:
+            raise ConfigError(
+                "preloading is for warm starts, and a job that does not inherit the runner's "
+                "environment starts as a new interpreter (a fork would carry it in memory)",
+                where=where,
+                field="preload",
+                value=list(preload),
+            )
 
     _insert_at: int = field(init=False, default=0, repr=False, compare=False)
 

@@ -51,6 +51,7 @@ _RECIPE_KEYS = {
     "conductor",
     "kernel",
     "resources",
+    "env",
 }
 _COMMON_KEYS = {
     "recipe",
