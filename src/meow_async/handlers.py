@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .model.config import DEFAULT_MAX_OUTPUT
 from .model.events import Event
 from .model.jobs import (
     META_FILE,
@@ -42,9 +43,12 @@ class Handler:
     blocks on the disk and pays one thread hop per event rather than one per file.
     """
 
-    def __init__(self, jobs_root: Path, *, durable: bool = False) -> None:
+    def __init__(
+        self, jobs_root: Path, *, durable: bool = False, max_output: int = DEFAULT_MAX_OUTPUT
+    ) -> None:
         self.jobs_root = jobs_root
         self.durable = durable
+        self.max_output = max_output  # for recipes that set none
         self._making: set[str] = set()
         self._lock = threading.Lock()
 
@@ -154,6 +158,7 @@ class Handler:
             "error": None,
             "attempts": [],
             "timeout": recipe.timeout,
+            "max_output": recipe.max_output or self.max_output,
             "env": env,
             # What of the runner's environment it gets besides: all (null), or these names.
             "env_keep": None if policy is None or policy.inherit else list(policy.keep),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..model.jobs import STDERR_FILE, Job, JobState
+from .output import compact
 
 __all__ = [
     "PYTHON_KINDS",
@@ -66,6 +67,7 @@ class Records:
     def finish_now(self, job: Job, code: int | None, error: str) -> None:
         """On the loop's thread, at shutdown, when no thread may be waited for."""
         _ended(job, code, error, None, False)
+        _cut_output(job)
         job.update()
 
     async def _write(self) -> None:
@@ -88,6 +90,7 @@ def _write_all(jobs: list[Job]) -> list[Exception | None]:
     errors: list[Exception | None] = []
     for job in jobs:
         try:
+            _cut_output(job)
             job.update()
         except Exception as e:
             errors.append(e)
@@ -124,6 +127,27 @@ def _ended(
         attempts=[*(job.meta.get("attempts") or []), attempt],
     )
     return state
+
+
+def _cut_output(job: Job) -> None:
+    """The ended attempt's output files cut to ``max_output`` (head and tail), and said so
+    in ``output_cut`` (which the conductor cleared when the attempt started)."""
+    limit = job.meta.get("max_output")
+    if not isinstance(limit, int) or limit <= 0:
+        return
+    try:
+        cut = compact(job.dir, limit)
+    except OSError as e:
+        logger.warning("job %s: could not cut its output to max_output: %s", job.id, e)
+        return
+    if cut:
+        job.meta["output_cut"] = {**(job.meta.get("output_cut") or {}), **cut}
+        logger.warning(
+            "job %s wrote more than max_output (%d bytes per stream): %s",
+            job.id,
+            limit,
+            ", ".join(f"{c['cut']} bytes cut from the middle of {name}" for name, c in cut.items()),
+        )
 
 
 def trigger_to_check(job: Job) -> str | None:

@@ -210,6 +210,8 @@ class DaskConductor:
         if self._where(job) == "local":
             return await self.local.execute(job)
         job.meta["start"] = "spawn"  # workers have no fork server: a new process each
+        job.meta["containment"] = "none"  # the worker's host's to contain
+        job.meta.pop("output_cut", None)  # an earlier attempt's
         attempt = len(job.meta.get("attempts") or []) + 1
         try:
             result = await self._run(job, attempt)
@@ -244,6 +246,7 @@ class DaskConductor:
                 "check": trigger_to_check(job),
                 "timeout": job.meta.get("timeout"),
                 "kill_timeout": self.kill_timeout,
+                "max_output": job.meta.get("max_output"),
             }
             key = f"meow-{job.id}-{attempt}-{secrets.token_hex(3)}"
             future: Future[dict[str, Any]] = client.submit(
@@ -301,6 +304,8 @@ class DaskConductor:
 
     async def _record(self, job: Job, result: dict[str, Any], attempt: int) -> JobState:
         job.meta["worker"] = {"address": result.get("worker"), "host": result.get("host")}
+        if result.get("output_cut"):  # cut on the worker, where the files are written
+            job.meta["output_cut"] = result["output_cut"]
         if "started" in result:
             job.meta.update(started=result["started"], pid=result.get("pid"))
         if "interrupted" in result:

@@ -23,6 +23,7 @@ from ..exceptions import ConfigError
 from ..model.jobs import Job, JobState
 from ..model.recipes import environment
 from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
+from .output import OutputWatch
 from .process_log import PROCESS_LOG, last_attempt, outcome
 from .spawn import NotStarted, Vanished, program, spawn, spawn_argv
 from .zygote import ForkServer, ForkServerDied, StartRefused, fork_supported
@@ -248,6 +249,25 @@ class LocalConductor:
         # Running: in memory only; process.log says so on disk.
         job.meta.update(state=JobState.running.value, started=proc.started, pid=proc.pid)
         job.meta["containment"] = server.containment if server is not None else "none"
+        job.meta.pop("output_cut", None)  # an earlier attempt's
+        max_output = job.meta.get("max_output")
+        watch = OutputWatch(job.dir, max_output) if isinstance(max_output, int) else None
+        try:
+            return await self._run(job, proc, attempt, server, watch)
+        finally:
+            if watch is not None:
+                watch.stop()
+
+    async def _run(
+        self,
+        job: Job,
+        proc: _Process,
+        attempt: int,
+        server: ForkServer | None,
+        watch: OutputWatch | None,
+    ) -> JobState:
+        """The started job, to its end (its output no longer watched once it has ended, so
+        that the end cuts it alone)."""
         limit = job.meta.get("timeout")
         try:
             async with asyncio.timeout(limit):
@@ -256,6 +276,7 @@ class LocalConductor:
             code = await self._stop(proc)
             job.process_ended()
             _ended(job, proc)
+            await _unwatch(watch)
             why = f"timed out after {limit:g}s"
             return await self._records.finish(job, code, why, JobState.failed, True)
         except ForkServerDied:
@@ -267,10 +288,12 @@ class LocalConductor:
         except asyncio.CancelledError:
             code = await self._stop(proc)
             _ended(job, proc)
+            await _unwatch(watch)
             self._records.finish_now(job, code, "stopped: the runner shut down first")
             raise
         job.process_ended()
         _ended(job, proc)
+        await _unwatch(watch)
         return await self._records.finish(job, code, None)
 
     async def _fork(self, job: Job, server: ForkServer, attempt: int, fork: bool) -> _Process:
@@ -333,6 +356,11 @@ class LocalConductor:
                     os.killpg(proc.pid, signal.SIGKILL)
                 return None
         return None
+
+
+async def _unwatch(watch: OutputWatch | None) -> None:
+    if watch is not None:
+        await watch.stopped()
 
 
 def _ended(job: Job, proc: _Process) -> None:

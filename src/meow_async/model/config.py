@@ -21,6 +21,7 @@ from .checks import (
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_DEBOUNCE_MS",
+    "DEFAULT_MAX_OUTPUT",
     "DEFAULT_STEP_MS",
     "WATCHERS",
     "ConductorName",
@@ -42,6 +43,8 @@ DEFAULT_STEP_MS = 5
 DEFAULT_DEBOUNCE_MS = 50
 #: Bytes read per call; see docs/performance.md#chunk-size for how it was chosen.
 DEFAULT_CHUNK_SIZE = 64 * 1024
+#: Bytes of each output stream (stdout, stderr) a job keeps: the first and the last 128 MiB.
+DEFAULT_MAX_OUTPUT = 256 * 1024 * 1024
 
 LoopName = Literal["auto", "asyncio", "uvloop"]
 ContainmentName = Literal["auto", "cgroup", "subreaper", "none"]
@@ -83,6 +86,8 @@ class RunnerConfig:
         dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
             (a LocalCluster the runner starts and stops), plus ``threads_per_worker`` and
             ``resources`` (local workers only) and ``connect_timeout``; see docs/scale-out.md.
+        max_output: bytes of each of a job's output streams (``stdout.txt``, ``stderr.txt``)
+            kept, its first and its last half, when its recipe sets no ``max_output``.
         containment: what each local job runs in, so that whatever it starts ends with it
             (daemons, nohup, double forks included): ``auto`` (a cgroup v2 per job where the
             runner may make one, else a child subreaper), ``cgroup``, ``subreaper`` (fail if
@@ -106,6 +111,7 @@ class RunnerConfig:
     conductor: ConductorName = "local"
     dask: Mapping[str, Any] | None = None
     containment: ContainmentName = "auto"
+    max_output: int = DEFAULT_MAX_OUTPUT
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):
@@ -122,6 +128,7 @@ class RunnerConfig:
             "watch_step_ms",
             "watch_debounce_ms",
             "chunk_size",
+            "max_output",
         ):
             check_count("runner", name, getattr(self, name))
         for name in ("shutdown_timeout", "kill_timeout"):

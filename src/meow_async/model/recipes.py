@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from ..exceptions import ConfigError
 from .checks import (
+    check_count,
     check_flag,
     check_name,
     check_params,
@@ -163,6 +164,9 @@ class _RecipeBase:
     #: What of the runner's environment a job gets: all of it (the default), a list of the
     #: names it gets (``[PATH, HOME, LC_*]``), or ``{inherit, keep, set}``; see JobEnv.
     env: JobEnv | Sequence[str] | Mapping[str, Any] | None = None
+    #: Bytes of each output stream (stdout.txt, stderr.txt) a job keeps, its first and its
+    #: last half, with a line saying how much was cut; None: the runner's ``max_output``.
+    max_output: int | None = None
     source: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +175,8 @@ class _RecipeBase:
         object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
         if self.timeout is not None:
             check_seconds(where, "timeout", self.timeout, above_zero=True)
+        if self.max_output is not None:
+            check_count(where, "max_output", self.max_output)
         if self.conductor not in (None, "local", "dask"):
             raise ConfigError(
                 "expected local or dask", where=where, field="conductor", value=self.conductor

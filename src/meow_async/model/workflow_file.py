@@ -52,6 +52,7 @@ _RECIPE_KEYS = {
     "kernel",
     "resources",
     "env",
+    "max_output",
 }
 _COMMON_KEYS = {
     "recipe",

@@ -66,7 +66,9 @@ class Runner:
         assert self.config.spool_dir is not None  # noqa: S101 - set by RunnerConfig
         self.spool_dir = self.config.spool_dir.absolute()
         self.conductor = conductor or _conductor(self.config, self.workflow.recipes.values())
-        self.handler = Handler(self.jobs_dir, durable=self.config.durable)
+        self.handler = Handler(
+            self.jobs_dir, durable=self.config.durable, max_output=self.config.max_output
+        )
         self.watermark = Watermark(self.jobs_dir, durable=self.config.durable)
         self._handling = 0  # events a handler has taken and not finished
         self.monitors: list[Monitor] = []
