@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import time
+from typing import Any
 
 __all__ = [
     "Cgroups",
@@ -94,8 +95,8 @@ class Cgroups:
         if why:
             raise OSError(errno.EACCES, f"cannot move a process into {path}: {why}")
 
-    def path(self, job_id: str, pid: int) -> str:
-        return os.path.join(self.top, f"{job_id}.{pid}")
+    def path(self, job_id: str, tag: object) -> str:
+        return os.path.join(self.top, f"{job_id}.{tag}")
 
     def close(self) -> None:
         """Remove the runner's folder, once every job's cgroup in it is gone."""
@@ -135,10 +136,14 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
-def join(path: str) -> None:
-    """Move the calling process into the cgroup ``path``, made if need be."""
+def make_cgroup(path: str) -> None:
     with contextlib.suppress(FileExistsError):
         os.mkdir(path)
+
+
+def join(path: str) -> None:
+    """Move the calling process into the cgroup ``path``, made if need be."""
+    make_cgroup(path)
     fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
     try:
         os.write(fd, b"0")
@@ -224,13 +229,24 @@ def _sweep(own: str) -> None:
 def become_subreaper() -> bool:
     """Make the calling process a child subreaper (Linux 3.4+): descendants orphaned below it
     become its children instead of init's. False where it cannot be."""
-    try:
-        import ctypes
+    prctl = _prctl()
+    return prctl is not None and int(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
+
+_prctl_fn: Any = None
+
+
+def _prctl() -> Any:
+    """libc's prctl, looked up once (a job's process calls it as it starts)."""
+    global _prctl_fn  # looked up once
+    if _prctl_fn is None:
+        try:
+            import ctypes
+
+            _prctl_fn = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            _prctl_fn = False
+    return _prctl_fn or None
 
 
 def children(pid: int) -> list[int]:

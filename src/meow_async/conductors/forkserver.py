@@ -136,6 +136,7 @@ class Server:
         self.sock = sock
         self.contain = contain or Containment(None, "none", "")
         self.children: dict[int, str | None] = {}  # job pid -> its cgroup (None: none)
+        self.started = 0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
@@ -262,10 +263,18 @@ class Server:
             log_line(fd, "start", msg["attempt"], f"{now:.6f}", mode)
             for f in (sys.stdout, sys.stderr):
                 f.flush()
-            pid = os.fork()
-            if pid == 0:
-                self.child(fd, msg)  # never returns
-            self.children[pid] = self.contain.cgroup_for(job_id, pid)
+            cgroup = self.contain.cgroup_for(job_id, f"{os.getpid()}-{self.started}")
+            self.started += 1
+            if "argv" in msg and cgroup is not None:
+                # A new program needs none of this interpreter: spawned (vfork, so no copy of
+                # our memory), through a shell that joins the job's cgroup and execs it.
+                pid = _spawn_into(cgroup, msg, fd)
+                self.children[pid] = cgroup
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    self.child(fd, msg)  # never returns
+                self.children[pid] = self.contain.cgroup_for(job_id, pid)
         except OSError as e:
             self.send({"op": "refused", "id": job_id, "why": f"cannot start: {e}"})
             return
@@ -331,6 +340,67 @@ class Server:
         return code
 
 
+#: ``sh -c JOIN sh CGROUP PWD ARGV...``: joins the cgroup (before the program runs anything),
+#: gives PWD back as the job was given it (the shell sets its own; "-": it had none), execs.
+_JOIN = (
+    'echo 0 2>/dev/null > "$1/cgroup.procs" || '
+    '{ echo "meow_async: could not join the cgroup $1" >&2; exit 126; }\n'
+    'case $2 in -) unset PWD;; *) PWD=${2#=};; esac\n'
+    'shift 2\n'
+    'exec "$@"\n'
+)
+_SHELL = "/bin/sh"
+_ALL_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+
+
+def _spawn_into(cgroup: str, msg: dict[str, Any], log: int) -> int:
+    """The job's program, spawned with ``posix_spawn`` into ``cgroup`` (made here) in its
+    folder, its own session, every signal at its default, stdout/stderr in files, and only
+    ``process.log`` open besides (held for its life); its pid line written."""
+    _lib().make_cgroup(cgroup)
+    env = msg["env"] if "env" in msg else {**os.environ, **msg["env_add"]}
+    pwd = env.get("PWD")
+    argv = [_SHELL, "-c", _JOIN, "sh", cgroup, "-" if pwd is None else "=" + pwd, *msg["argv"]]
+    held = os.dup(log)
+    os.set_inheritable(held, True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, "stdout.txt", flags, 0o666),
+        (os.POSIX_SPAWN_OPEN, 2, "stderr.txt", flags, 0o666),
+    ]
+    # Whatever else of ours a child would inherit (a preloaded C library's descriptor).
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable() if fd > 2 and fd != held]
+    here = os.getcwd()
+    os.chdir(msg["dir"])  # posix_spawn has no chdir: the child starts where we are
+    try:
+        pid = os.posix_spawn(
+            _SHELL,
+            argv,
+            env,
+            file_actions=actions,
+            setsid=True,
+            setsigdef=_ALL_SIGNALS,
+            setsigmask=(),
+        )
+    finally:
+        os.chdir(here)
+        os.close(held)
+    log_line(log, "pid", pid, start_time_of(pid), f"{time.time():.6f}", cgroup)
+    return pid
+
+
+def _inheritable() -> list[int]:
+    out = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            with contextlib.suppress(OSError):
+                if os.get_inheritable(fd):
+                    out.append(fd)
+    return out
+
+
 def _exec(argv: list[str], log: int) -> None:
     """Become ``argv`` as a spawned job does: the signals the server or Python ignore back to
     their defaults (as Popen's ``restore_signals`` does: ``yes | head`` needs SIGPIPE), no
@@ -377,8 +447,8 @@ class Containment:
             return cls(None, "subreaper", why)
         return cls(None, "none", (why + "; " if why else "") + "prctl failed")
 
-    def cgroup_for(self, job_id: str, pid: int) -> str | None:
-        return self.cgroups.path(job_id, pid) if self.cgroups is not None else None
+    def cgroup_for(self, job_id: str, tag: object) -> str | None:
+        return self.cgroups.path(job_id, tag) if self.cgroups is not None else None
 
     def enter(self, job_id: str, pid: int) -> tuple[str | None, str]:
         """In the job's process: into its container. Its cgroup (if any), and what failed."""
@@ -527,6 +597,7 @@ def main() -> None:
     want = sys.argv[3] if len(sys.argv) > 3 else "none"
     die_with(parent)()
     del sys.path[0]  # our own folder: its module names must not shadow the jobs'
+    os.set_inheritable(fd, False)  # passed to us; no job of ours may have it
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     Server(sock, Containment.choose(want, parent)).serve()

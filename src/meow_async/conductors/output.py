@@ -28,7 +28,7 @@ logger = logging.getLogger("meow_async.conductors")
 STREAMS = (STDOUT_FILE, STDERR_FILE)
 
 #: Seconds before a running job's output is first looked at, and at most between looks.
-_FIRST = 1.0
+_FIRST = 0.1
 _EVERY_MAX = 1.0
 _EVERY_MIN = 0.05
 #: Bytes around the cut points searched for a line end, so the head and tail are whole lines.
