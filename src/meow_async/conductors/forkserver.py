@@ -345,8 +345,8 @@ class Server:
 _JOIN = (
     'echo 0 2>/dev/null > "$1/cgroup.procs" || '
     '{ echo "meow_async: could not join the cgroup $1" >&2; exit 126; }\n'
-    'case $2 in -) unset PWD;; *) PWD=${2#=};; esac\n'
-    'shift 2\n'
+    "case $2 in -) unset PWD;; *) PWD=${2#=};; esac\n"
+    "shift 2\n"
     'exec "$@"\n'
 )
 _SHELL = "/bin/sh"
