@@ -25,7 +25,7 @@ from meow_async.conductors.containment import Cgroups, own_cgroup
 from meow_async.conductors.zygote import fork_supported
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, sh_recipe, wait_until_sync
-from .test_job_start import cli_runner
+from .test_job_start import alive, cli_runner
 
 pytestmark = pytest.mark.skipif(not fork_supported(), reason="containment needs Linux")
 
@@ -88,15 +88,6 @@ def modes() -> list[Any]:
     ]
 
 
-def alive(pid: int) -> bool:
-    """A process that exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def escaped(job_dir: Path) -> list[int]:
     try:
         return [int(p) for p in (job_dir / "escaped.txt").read_text().split()]
@@ -123,6 +114,17 @@ def leftovers(ws: Workspace) -> list[int]:
     return [p for j in ws.jobs_list() for p in escaped(Path(j["dir"])) if alive(p)]
 
 
+async def run_both(ws: Workspace, how: str, timeout: float | None = None, **runner: Any) -> None:
+    """Both jobs, run to their ends, and nothing of them left running."""
+    patterns, recipes = workload(how, timeout=timeout)
+    async with ws.runner(patterns, recipes, **runner) as r:
+        ws.write("a.sh")
+        ws.write("a.py")
+        async with asyncio.timeout(WAIT):
+            await r.wait_for(lambda s: s.finished >= 2)
+        await poll_until(lambda: not leftovers(ws))
+
+
 @pytest.fixture(autouse=True)
 def _no_strays(ws: Workspace) -> Any:
     """Whatever a failed test leaves running is killed."""
@@ -135,13 +137,7 @@ def _no_strays(ws: Workspace) -> Any:
 
 @pytest.mark.parametrize("mode", modes())
 async def test_what_a_job_left_running_is_killed_when_it_ends(ws: Workspace, mode: str) -> None:
-    patterns, recipes = workload("end")
-    async with ws.runner(patterns, recipes, containment=mode) as r:
-        ws.write("a.sh")
-        ws.write("a.py")
-        async with asyncio.timeout(WAIT):
-            await r.wait_for(lambda s: s.finished >= 2)
-        await poll_until(lambda: not leftovers(ws))
+    await run_both(ws, "end", containment=mode)
     for job in ws.jobs_list():
         assert (job["state"], job["exit_code"]) == ("done", 0), job["error"]
         assert job["containment"] == mode
@@ -152,13 +148,7 @@ async def test_what_a_job_left_running_is_killed_when_it_ends(ws: Workspace, mod
 
 @pytest.mark.parametrize("mode", modes())
 async def test_what_a_job_started_is_killed_at_its_timeout(ws: Workspace, mode: str) -> None:
-    patterns, recipes = workload("run", timeout=1.0)
-    async with ws.runner(patterns, recipes, containment=mode, kill_timeout=0.5) as r:
-        ws.write("a.sh")
-        ws.write("a.py")
-        async with asyncio.timeout(WAIT):
-            await r.wait_for(lambda s: s.finished >= 2)
-        await poll_until(lambda: not leftovers(ws))
+    await run_both(ws, "run", timeout=1.0, containment=mode, kill_timeout=0.5)
     for job in ws.jobs_list():
         assert job["state"] == "failed"
         assert job["error"] == "timed out after 1s", job["error"]
