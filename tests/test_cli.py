@@ -765,15 +765,43 @@ def test_a_stop_leaves_jobs_that_had_not_started_queued(tmp_path: Path) -> None:
 RULES = "recipes:\n  r: {kind: bash, script: 'true'}\npatterns:\n  p: {glob: '*.txt', recipe: r}\n"
 
 
-def test_run_without_the_watched_folder(tmp_path: Path) -> None:
-    write_workflow(tmp_path, "runner: {base_dir: nodata, jobs_dir: jobs}\n" + RULES)
+def test_run_makes_a_missing_watched_folder_of_its_project(tmp_path: Path) -> None:
+    """The README's workflow: `data/` and `data/incoming/` do not exist yet. `validate` says
+    `run` will make them, `run` makes them (and says so), and a file dropped in runs a job."""
+    rules = RULES.replace("'*.txt'", "'incoming/*.txt'")
+    (tmp_path / "workflow.yaml").write_text("runner: {base_dir: data, jobs_dir: jobs}\n" + rules)
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = tmp_path / "data"
+    assert f"`run` will make the missing folder(s) {data}, {data / 'incoming'}\n" in res.stderr
+    assert not data.exists()
     with MeowRun("workflow.yaml", cwd=tmp_path) as run:
+        run.wait_ready()
+        assert "made the folder data (the workflow watches it)" in run.stderr
+        assert "made the folder data/incoming (the workflow watches it)" in run.stderr
+        (tmp_path / "data" / "incoming" / "a.txt").write_text("x")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 1)
+        run.signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+
+
+def test_run_without_a_watched_folder_outside_its_project(tmp_path: Path) -> None:
+    """A watched folder elsewhere (an unmounted share?) is not made: `run` stops, and
+    `validate` says it will."""
+    outside = tmp_path / "mnt" / "nodata"
+    project = tmp_path / "project"
+    project.mkdir()
+    write_workflow(project, f"runner: {{base_dir: {outside}, jobs_dir: jobs}}\n" + RULES)
+    res = meow("validate", "workflow.yaml", cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert f"the watched folder {outside} does not exist; `run` stops until it does" in res.stderr
+    with MeowRun("workflow.yaml", cwd=project) as run:
         code = run.wait_exit()
     assert code == 1, run.report()
     assert "meow-async: error:" in run.stderr
-    assert f"the watched folder {tmp_path / 'nodata'} does not exist" in run.stderr
+    assert f"the watched folder {outside} does not exist" in run.stderr
     assert "Traceback" not in run.stderr, run.report()
-    assert not (tmp_path / "nodata").exists()
+    assert not outside.exists()
 
 
 def test_run_with_a_jobs_folder_that_cannot_be_made(tmp_path: Path) -> None:
@@ -856,7 +884,10 @@ def test_validate_warns_about_a_template_word_that_is_no_keyword(tmp_path: Path)
     )
     res = meow("validate", "workflow.yaml", cwd=tmp_path)
     assert res.returncode == 0
-    assert "patterns.p.outputs: {PREFX} is not a keyword (did you mean {PREFIX}?)" in res.stderr
+    assert (
+        "workflow.yaml:5:48: patterns.p.outputs.out: {PREFX} is not a keyword (did you mean "
+        '{PREFIX}?); it is passed on as written (value: "{BASE}/{PREFX}.json")' in res.stderr
+    )
 
 
 def test_an_unquoted_glob_gets_a_hint(tmp_path: Path) -> None:

@@ -24,11 +24,10 @@ from ..model.config import dask_option
 from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, read_meta
 from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
 from ..model.schema import schema_text
-from ..model.templates import unknown_keywords
 from ..model.workflow_file import WorkflowSpec, load_workflow
 from ..runner.loops import loop_factory
 from ..runner.runner import Runner
-from . import listing, status
+from . import folders, listing, status
 from .listening import target
 from .send import client_tls_context, send
 from .urls import DOCS_URL
@@ -290,8 +289,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_jobs is not None and args.max_jobs < 1:
         raise MeowError(f"--max-jobs must be at least 1, got {args.max_jobs}")
     spec = load_workflow(args.workflow)
-    _warn_templates(spec)
+    _warn(spec.warnings)
     dask = {"conductor": "dask", "dask": dask_option(args.dask)} if args.dask is not None else {}
+    for made in folders.make(spec):
+        logger.info("made the folder %s (the workflow watches it)", _rel(made))
     runner = Runner.from_spec(spec, max_jobs=args.max_jobs, **dask)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as loop_runner:
@@ -538,47 +539,44 @@ def _validate(path: Path, *, as_json: bool = False) -> int:
     if as_json:
         return _validate_json(path)
     spec = load_workflow(path)
-    _warn_templates(spec)
+    _warn(spec.warnings)
     runner = Runner.from_spec(spec)  # rules are checked as they are made
     print(
         f"{path}: OK: {len(spec.patterns)} pattern(s), {len(spec.recipes)} recipe(s), "
         f"{len(runner.rules)} rule(s)"
     )
-    base = spec.config.base_dir
-    if not base.is_dir():
-        print(
-            f"note: the watched folder {base} does not exist yet; `run` needs it", file=sys.stderr
-        )
+    note = folders.note(spec)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
 def _validate_json(path: Path) -> int:
     """The same checks, as one JSON document on stdout: every problem, located, for tools."""
+    warnings: list[WorkflowProblem] = []
     try:
         spec = load_workflow(path)
-        _warn_templates(spec)
+        warnings = spec.warnings
         Runner.from_spec(spec)
         problems = []
     except WorkflowFileError as e:
         problems = [r.as_json() for r in e.records]
+        warnings = e.warnings
     except MeowError as e:  # found as the rules are made: not tied to one place in the file
         problems = [WorkflowProblem(str(path), None, None, "", str(e)).as_json()]
-    doc = {"file": str(path), "valid": not problems, "problems": problems}
+    doc = {
+        "file": str(path),
+        "valid": not problems,
+        "problems": problems,
+        "warnings": [w.as_json() for w in warnings],
+    }
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     return 1 if problems else 0
 
 
-def _warn_templates(spec: WorkflowSpec) -> None:
-    """A {WORD} that is no keyword stays as written: most likely a typo that loses results."""
-    for p in spec.patterns:
-        for field, value in (("parameters", p.parameters), ("outputs", p.outputs)):
-            for word, close in unknown_keywords(value):
-                hint = f" (did you mean {{{close}}}?)" if close else ""
-                print(
-                    f"warning: {spec.path}: patterns.{p.name}.{field}: {{{word}}} is not a "
-                    f"keyword{hint}; it is passed on as written",
-                    file=sys.stderr,
-                )
+def _warn(warnings: list[WorkflowProblem]) -> None:
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 # -- jobs and show ------------------------------------------------------------------------------

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ..exceptions import ConfigError
-from .checks import (
-    check_count,
-    check_flag,
-    check_host,
-    check_port,
-    check_resources,
-    check_seconds,
+from .settings import (
+    block,
+    check_settings,
+    choice,
+    count,
+    custom,
+    flag,
+    from_mapping,
+    host,
+    nested,
+    optional,
+    port,
+    resources,
+    seconds,
+    text,
 )
 
 __all__ = [
@@ -45,11 +53,123 @@ DEFAULT_CHUNK_SIZE = 64 * 1024
 LoopName = Literal["auto", "asyncio", "uvloop"]
 ConductorName = Literal["local", "dask"]
 CONDUCTORS: tuple[ConductorName, ...] = ("local", "dask")
-_DASK_KEYS = ("address", "local_workers", "threads_per_worker", "resources", "connect_timeout")
 
 
 def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpEndpoint:
+    """Where ``runner.http`` serves ``/healthz``, ``/metrics``, ``/jobs`` and ``/status``."""
+
+    what: ClassVar[str] = "runner.http"
+
+    host: str = field(default="127.0.0.1", metadata=host())
+    #: 0: any free port (``Runner.http_port`` says which).
+    port: int = field(metadata=port())
+
+    def __post_init__(self) -> None:
+        check_settings(self, "runner.http")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaskSettings:
+    """The Dask cluster: a running scheduler's ``address``, or ``local_workers`` started and
+    stopped with the runner."""
+
+    what: ClassVar[str] = "runner.dask"
+
+    #: A running scheduler, e.g. tcp://10.0.0.5:8786.
+    address: str | None = field(
+        default=None,
+        metadata=optional(text("expected a scheduler address, e.g. tcp://10.0.0.5:8786")),
+    )
+    #: Worker processes started with the runner (a LocalCluster on 127.0.0.1).
+    local_workers: int | None = field(default=None, metadata=optional(count()))
+    #: Threads per local worker.
+    threads_per_worker: int | None = field(default=None, metadata=optional(count()))
+    #: Resources each local worker offers, e.g. {GPU: 1}.
+    resources: Mapping[str, float] | None = field(default=None, metadata=optional(resources()))
+    #: Seconds to wait for the scheduler.
+    connect_timeout: float | None = field(default=None, metadata=optional(seconds(above_zero=True)))
+
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["address"]}, {"required": ["local_workers"]}],
+        "dependentRequired": {
+            "threads_per_worker": ["local_workers"],
+            "resources": ["local_workers"],
+        },
+    }
+
+    def __post_init__(self) -> None:
+        where = "runner.dask"
+        check_settings(self, where)
+        if (self.address is None) == (self.local_workers is None):
+            raise ConfigError(
+                "give either address (tcp://host:8786, a running scheduler) or local_workers "
+                "(N worker processes started with the runner)",
+                where=where,
+            )
+        if self.threads_per_worker is not None and self.local_workers is None:
+            raise ConfigError(
+                "threads are set on the workers themselves (dask worker --nthreads 8); here only "
+                "for local_workers",
+                where=where,
+                field="threads_per_worker",
+                value=self.threads_per_worker,
+            )
+        if self.resources is not None and self.local_workers is None:
+            raise ConfigError(
+                "resources are set on the workers themselves (dask worker --resources "
+                "'GPU=1'); here only for local_workers",
+                where=where,
+                field="resources",
+                value=self.resources,
+            )
+
+
+def _http(where: str, field: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping | HttpEndpoint):
+        raise ConfigError(
+            "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1)",
+            where=where,
+            field=field,
+            value=value,
+        )
+    made = (
+        value
+        if isinstance(value, HttpEndpoint)
+        else nested(where, field, lambda: from_mapping(HttpEndpoint, value))
+    )
+    return {"host": made.host, "port": made.port}
+
+
+def _dask(where: str, field: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping | DaskSettings):
+        raise ConfigError(
+            "expected {address: tcp://host:8786} or {local_workers: N}",
+            where=where,
+            field=field,
+            value=value,
+        )
+    made = (
+        value
+        if isinstance(value, DaskSettings)
+        else nested(where, field, lambda: from_mapping(DaskSettings, value))
+    )
+    return {
+        f.name: getattr(made, f.name) for f in fields(made) if getattr(made, f.name) is not None
+    }
+
+
+def _folder(where: str, field: str, value: object) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise ConfigError("expected a folder path", where=where, field=field, value=value)
+    return Path(value)
+
+
+_FOLDER = custom({"type": "string", "minLength": 1}, _folder)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,67 +202,37 @@ class RunnerConfig:
             ``resources`` (local workers only) and ``connect_timeout``; see docs/scale-out.md.
     """
 
-    base_dir: Path = Path()
-    jobs_dir: Path = Path(".meow/jobs")
-    spool_dir: Path | None = None
-    max_jobs: int = field(default_factory=_cpus)
-    queue_size: int = 1000
-    handlers: int = 2
-    shutdown_timeout: float = 10.0
-    kill_timeout: float = 5.0
-    file_watcher: WatcherName = "auto"
-    watch_step_ms: int = DEFAULT_STEP_MS
-    watch_debounce_ms: int = DEFAULT_DEBOUNCE_MS
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    durable: bool = False
-    http: Mapping[str, Any] | None = None
-    conductor: ConductorName = "local"
-    dask: Mapping[str, Any] | None = None
+    base_dir: Path = field(default=Path(), metadata=_FOLDER)
+    jobs_dir: Path = field(default=Path(".meow/jobs"), metadata=_FOLDER)
+    spool_dir: Path | None = field(default=None, metadata=optional(_FOLDER))
+    max_jobs: int = field(default_factory=_cpus, metadata=count())
+    queue_size: int = field(default=1000, metadata=count())
+    handlers: int = field(default=2, metadata=count())
+    shutdown_timeout: float = field(default=10.0, metadata=seconds())
+    kill_timeout: float = field(default=5.0, metadata=seconds())
+    file_watcher: WatcherName = field(default="auto", metadata=choice(*WATCHERS))
+    watch_step_ms: int = field(default=DEFAULT_STEP_MS, metadata=count())
+    watch_debounce_ms: int = field(default=DEFAULT_DEBOUNCE_MS, metadata=count())
+    chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=count())
+    durable: bool = field(default=False, metadata=flag())
+    http: Mapping[str, Any] | None = field(
+        default=None, metadata=optional(block(HttpEndpoint, _http))
+    )
+    conductor: ConductorName = field(default="local", metadata=choice(*CONDUCTORS))
+    dask: Mapping[str, Any] | None = field(
+        default=None, metadata=optional(block(DaskSettings, _dask))
+    )
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):
             object.__setattr__(self, "spool_dir", Path(self.jobs_dir).parent / "spool")
-        for name in ("base_dir", "jobs_dir", "spool_dir"):
-            value = getattr(self, name)
-            if not isinstance(value, str | os.PathLike) or not str(value):
-                raise ConfigError("expected a folder path", where="runner", field=name, value=value)
-            object.__setattr__(self, name, Path(value))
-        for name in (
-            "max_jobs",
-            "queue_size",
-            "handlers",
-            "watch_step_ms",
-            "watch_debounce_ms",
-            "chunk_size",
-        ):
-            check_count("runner", name, getattr(self, name))
-        for name in ("shutdown_timeout", "kill_timeout"):
-            check_seconds("runner", name, getattr(self, name))
-        check_flag("runner", "durable", self.durable)
-        if self.http is not None:
-            object.__setattr__(self, "http", _http_endpoint(self.http))
-        if self.conductor not in CONDUCTORS:
-            raise ConfigError(
-                f"expected one of {', '.join(CONDUCTORS)}",
-                where="runner",
-                field="conductor",
-                value=self.conductor,
-            )
-        if self.dask is not None:
-            object.__setattr__(self, "dask", dask_settings(self.dask))
-        elif self.conductor == "dask":
+        check_settings(self, "runner")
+        if self.conductor == "dask" and self.dask is None:
             raise ConfigError(
                 "say which cluster: dask: {address: tcp://host:8786} or dask: {local_workers: N}",
                 where="runner",
                 field="dask",
                 value=None,
-            )
-        if self.file_watcher not in WATCHERS:
-            raise ConfigError(
-                f"expected one of {', '.join(WATCHERS)}",
-                where="runner",
-                field="file_watcher",
-                value=self.file_watcher,
             )
         if self.watch_debounce_ms < self.watch_step_ms:
             raise ConfigError(
@@ -153,71 +243,9 @@ class RunnerConfig:
             )
 
 
-def _http_endpoint(value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping) or not set(value) <= {"host", "port"} or "port" not in value:
-        raise ConfigError(
-            "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1)",
-            where="runner",
-            field="http",
-            value=value,
-        )
-    host, port = value.get("host", "127.0.0.1"), value["port"]
-    check_host("runner", "http", host)
-    check_port("runner", "http", port)
-    return {"host": host, "port": port}
-
-
 def dask_settings(value: object) -> dict[str, Any]:
     """``runner.dask``, checked: exactly one of a scheduler address or a local worker count."""
-    where = "runner"
-    if not isinstance(value, Mapping) or not set(value) <= set(_DASK_KEYS):
-        raise ConfigError(
-            f"expected a mapping with keys from {', '.join(_DASK_KEYS)}",
-            where=where,
-            field="dask",
-            value=value,
-        )
-    out = dict(value)
-    if ("address" in out) == ("local_workers" in out):
-        raise ConfigError(
-            "give either address (tcp://host:8786, a running scheduler) or local_workers "
-            "(N worker processes started with the runner)",
-            where=where,
-            field="dask",
-            value=value,
-        )
-    if "address" in out and (not isinstance(out["address"], str) or not out["address"]):
-        raise ConfigError(
-            "expected a scheduler address, e.g. tcp://10.0.0.5:8786",
-            where=where,
-            field="dask.address",
-            value=out["address"],
-        )
-    for key in ("local_workers", "threads_per_worker"):
-        if key in out:
-            check_count(where, f"dask.{key}", out[key])
-    if "threads_per_worker" in out and "local_workers" not in out:
-        raise ConfigError(
-            "threads are set on the workers themselves (dask worker --nthreads 8); here only "
-            "for local_workers",
-            where=where,
-            field="dask.threads_per_worker",
-            value=out["threads_per_worker"],
-        )
-    if "connect_timeout" in out:
-        check_seconds(where, "dask.connect_timeout", out["connect_timeout"], above_zero=True)
-    resources = out.get("resources")
-    if resources is not None:
-        if "local_workers" not in out:
-            raise ConfigError(
-                "resources are set on the workers themselves (dask worker --resources "
-                "'GPU=1'); here only for local_workers",
-                where=where,
-                field="dask.resources",
-                value=resources,
-            )
-        out["resources"] = check_resources(where, "dask.resources", resources)
-    return out
+    return _dask("runner", "dask", value)
 
 
 def dask_option(value: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -14,19 +15,35 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..exceptions import ConfigError
-from .checks import (
-    check_flag,
-    check_name,
-    check_params,
-    check_resources,
-    check_seconds,
-    check_text,
+from .checks import check_name
+from .settings import (
+    check_settings,
+    choice,
+    custom,
+    flag,
+    optional,
+    params,
+    resources,
+    seconds,
+    text,
 )
 
 __all__ = ["BashRecipe", "NotebookRecipe", "PythonRecipe", "Recipe"]
 
 _BEGIN = "# --- parameters set by meow_async for this job (also in $MEOW_PARAMS) ---"
 _END = "# --- end of parameters ---"
+
+
+def _path(where: str, field: str, value: object) -> object:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise ConfigError("expected a file path", where=where, field=field, value=value)
+    return value
+
+
+def _script(where: str, field: str, value: object) -> object:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("the script is empty", where=where, field=field, value=value)
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,29 +53,34 @@ class _RecipeBase:
     kind: ClassVar[str]
     suffix: ClassVar[str]
     name: str
-    script: str | None = None
-    file: str | Path | None = None
-    parameters: Mapping[str, Any] = field(default_factory=dict)
+    #: The script's text (a YAML block, ``script: |``); or give ``file``.
+    script: str | None = field(
+        default=None, metadata=optional(custom({"type": "string", "pattern": r"\S"}, _script))
+    )
+    #: A script file, relative to the workflow file, read once at load time.
+    file: str | Path | None = field(
+        default=None, metadata=optional(custom({"type": "string", "minLength": 1}, _path))
+    )
+    #: Default parameters; patterns override them.
+    parameters: Mapping[str, Any] = field(default_factory=dict, metadata=params())
     #: Seconds a job may run before it is stopped (SIGTERM, then SIGKILL) and recorded as
     #: timed out; None: no limit.
-    timeout: float | None = None
+    timeout: float | None = field(default=None, metadata=optional(seconds(above_zero=True)))
     #: Where its jobs run: ``local`` or ``dask``; None: the runner's ``conductor``.
-    conductor: str | None = None
+    conductor: str | None = field(default=None, metadata=optional(choice("local", "dask")))
     #: Dask worker resources each job needs, e.g. ``{"GPU": 1, "MEM": 4e9}`` (Dask only).
-    resources: Mapping[str, float] = field(default_factory=dict)
+    resources: Mapping[str, float] = field(default_factory=dict, metadata=resources())
     source: str = field(init=False, repr=False, compare=False)
+
+    #: Exactly one of script and file.
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["script"]}, {"required": ["file"]}]
+    }
 
     def __post_init__(self) -> None:
         check_name("recipe", "name", self.name)
         where = f"recipe {self.name!r}"
-        object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
-        if self.timeout is not None:
-            check_seconds(where, "timeout", self.timeout, above_zero=True)
-        if self.conductor not in (None, "local", "dask"):
-            raise ConfigError(
-                "expected local or dask", where=where, field="conductor", value=self.conductor
-            )
-        object.__setattr__(self, "resources", check_resources(where, "resources", self.resources))
+        check_settings(self, where)
         if self.resources and self.conductor == "local":
             raise ConfigError(
                 "resources route jobs to Dask workers; a local recipe takes none",
@@ -73,11 +95,8 @@ class _RecipeBase:
                 field="script",
                 value=None,
             )
-        script: object = self.script
-        if script is not None:
-            if not isinstance(script, str) or not script.strip():
-                raise ConfigError("the script is empty", where=where, field="script", value=script)
-            source = script
+        if self.script is not None:
+            source = self.script
         else:
             path = Path(self.file)  # type: ignore[arg-type]
             try:
@@ -111,6 +130,34 @@ class _RecipeBase:
         raise NotImplementedError
 
 
+def _preload(where: str, field: str, value: object) -> tuple[str, ...]:
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence)
+        or not all(isinstance(m, str) for m in value)
+    ):
+        raise ConfigError(
+            "give preload as a list of module names, e.g. [numpy, pandas]",
+            where=where,
+            field=field,
+            value=value,
+        )
+    for module in value:
+        if not all(part.isidentifier() for part in module.split(".")):
+            raise ConfigError(
+                f"{module!r} is not a module name", where=where, field=field, value=module
+            )
+        top = module.split(".")[0]
+        if importlib.util.find_spec(top) is None:  # finds it without importing it
+            raise ConfigError(
+                f"cannot preload {module!r}: no module {top!r} in {sys.executable}",
+                where=where,
+                field=field,
+                value=module,
+            )
+    return tuple(value)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PythonRecipe(_RecipeBase):
     """A Python script, run with ``interpreter`` (default: the runner's own Python).
@@ -122,10 +169,21 @@ class PythonRecipe(_RecipeBase):
 
     kind: ClassVar[str] = "python"
     suffix: ClassVar[str] = ".py"
-    interpreter: str | None = None
+    #: The program that runs the script (default: the runner's own Python, warm).
+    interpreter: str | None = field(
+        default=None,
+        metadata=optional(text("give the interpreter as a program name or path")),
+    )
     #: Modules the warm interpreter imports before forking jobs (e.g. ``numpy``).
-    preload: Sequence[str] = ()
-    fork: bool = True
+    preload: Sequence[str] = field(
+        default=(),
+        metadata=custom(
+            {"type": "array", "items": {"type": "string", "pattern": r"^\w+(\.\w+)*$"}},
+            _preload,
+        ),
+    )
+    #: false: spawn each job as a new interpreter instead of forking the warm one.
+    fork: bool = field(default=True, metadata=flag())
 
     @property
     def warm(self) -> bool:
@@ -133,7 +191,6 @@ class PythonRecipe(_RecipeBase):
         return self.fork and self.interpreter is None
 
     def _check_source(self, where: str) -> None:
-        self._check_start(where)
         try:
             tree = ast.parse(self.source)
         except SyntaxError as e:
@@ -169,34 +226,6 @@ class PythonRecipe(_RecipeBase):
     def command(self, script: Path) -> list[str]:
         return [self.interpreter or sys.executable, str(script)]
 
-    def _check_start(self, where: str) -> None:
-        check_flag(where, "fork", self.fork)
-        check_text(
-            where, "interpreter", self.interpreter, "give the interpreter as a program name or path"
-        )
-        preload = self.preload
-        if isinstance(preload, str) or not all(isinstance(m, str) for m in preload):
-            raise ConfigError(
-                "give preload as a list of module names, e.g. [numpy, pandas]",
-                where=where,
-                field="preload",
-                value=preload,
-            )
-        for module in preload:
-            if not all(part.isidentifier() for part in module.split(".")):
-                raise ConfigError(
-                    f"{module!r} is not a module name", where=where, field="preload", value=module
-                )
-            top = module.split(".")[0]
-            if importlib.util.find_spec(top) is None:  # finds it without importing it
-                raise ConfigError(
-                    f"cannot preload {module!r}: no module {top!r} in {sys.executable}",
-                    where=where,
-                    field="preload",
-                    value=module,
-                )
-        object.__setattr__(self, "preload", tuple(preload))
-
     _insert_at: int = field(init=False, default=0, repr=False, compare=False)
 
 
@@ -206,7 +235,8 @@ class BashRecipe(_RecipeBase):
 
     kind: ClassVar[str] = "bash"
     suffix: ClassVar[str] = ".sh"
-    shell: str = "bash"
+    #: The program that runs the script.
+    shell: str = field(default="bash", metadata=text("give the shell as a program name or path"))
 
     def render(self, params: Mapping[str, Any]) -> str:
         lines = self.source.splitlines(keepends=True)
@@ -258,7 +288,10 @@ class NotebookRecipe(_RecipeBase):
 
     kind: ClassVar[str] = "notebook"
     suffix: ClassVar[str] = ".ipynb"
-    kernel: str | None = None
+    #: The Jupyter kernel (default: the notebook's own, else python3).
+    kernel: str | None = field(
+        default=None, metadata=optional(text("give the kernel's name, e.g. python3"))
+    )
 
     def _check_source(self, where: str) -> None:
         missing = [m for m in ("papermill", "ipykernel") if importlib.util.find_spec(m) is None]
@@ -270,7 +303,6 @@ class NotebookRecipe(_RecipeBase):
                 field="kind",
                 value="notebook",
             )
-        check_text(where, "kernel", self.kernel, "give the kernel's name, e.g. python3")
         fld = "script" if self.script is not None else "file"
         try:
             nb = json.loads(self.source)
