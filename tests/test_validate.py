@@ -459,7 +459,8 @@ def test_no_message_names_the_loaders_own_types(tmp_path: Path) -> None:
     res = meow("validate", "workflow.yaml", cwd=tmp_path)
     assert res.returncode == 1
     assert "expected a mapping of names to values, got a list" in res.stderr
-    assert "_Seq" not in res.stderr and "_Map" not in res.stderr, res.stderr
+    assert "_Seq" not in res.stderr, res.stderr
+    assert "_Map" not in res.stderr, res.stderr
 
 
 def test_warnings_are_in_the_json_too(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ from ..model.workflow_file import WorkflowSpec, load_workflow
 from ..runner.loops import loop_factory
 from ..runner.runner import Runner
 from . import folders, listing, status
+from .docs import docs_command
+from .init import init_command
 from .listening import target
 from .send import client_tls_context, send
 from .urls import DOCS_URL
@@ -38,6 +40,7 @@ logger = logging.getLogger("meow_async.cli")
 
 _EPILOG = f"""\
 examples:
+  meow-async init my-project                          write a small workflow to start from
   meow-async run workflow.yaml                        run a workflow until Ctrl+C
   meow-async validate workflow.yaml                   list every problem in a workflow file
   meow-async schema > workflow.schema.json            the workflow file's JSON Schema
@@ -49,13 +52,15 @@ examples:
   meow-async status workflow.yaml --watch             what the runner is doing, every 2 s
   printf 'hi' | meow-async send --ack workflow.yaml -  send data to its network trigger
 
-docs: {DOCS_URL}
+docs: {DOCS_URL} (offline: meow-async docs)
   commands        {DOCS_URL}cli/
   workflow files  {DOCS_URL}workflow-file/
 """
 
 #: Each command's page (--help ends with it); a command not named here gets the cli page.
 _PAGES = {
+    "init": "cli/#init",
+    "docs": "cli/#docs",
     "run": "cli/#run",
     "validate": "workflow-file/#checking-a-file-meow-async-validate",
     "schema": "cli/#schema",
@@ -76,6 +81,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"meow_async {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ini = sub.add_parser(
+        "init",
+        help="write a small working workflow to start from",
+        description="Write FOLDER/workflow.yaml: one file rule and its Python recipe, a comment "
+        "on every key and the schema line editors read; and FOLDER/data/incoming/, the folder "
+        "it watches. `meow-async run workflow.yaml` in FOLDER runs it as it is. An existing "
+        "workflow.yaml is never replaced.",
+    )
+    ini.add_argument(
+        "folder",
+        nargs="?",
+        type=Path,
+        default=Path(),
+        help="where (default: here; made if missing)",
+    )
+    doc = sub.add_parser(
+        "docs",
+        help="the documentation, offline too",
+        description="With a display, open the documentation in a browser (the site built in a "
+        "source checkout, else the online one); without, list its pages, which are installed "
+        "with meow_async as Markdown. PAGE prints one page.",
+    )
+    doc.add_argument("page", nargs="?", help="a page to print, e.g. cli or workflow-file")
+    doc.add_argument(
+        "--path", action="store_true", help="print the folder that holds the pages, and exit"
+    )
 
     run = sub.add_parser(
         "run",
@@ -258,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "init":
+            return init_command(args.folder)
+        if args.command == "docs":
+            return docs_command(args.page, path=args.path)
         if args.command == "validate":
             return _validate(args.workflow, as_json=args.json)
         if args.command == "schema":

@@ -662,8 +662,7 @@ def _unknown(
             problems.add(
                 raw.keys_at[key],
                 f"{where}.{key}",
-                f"unknown setting{hint}; allowed: "
-                f"{', '.join(sorted(allowed))}",
+                f"unknown setting{hint}; allowed: {', '.join(sorted(allowed))}",
                 raw[key],
             )
 
