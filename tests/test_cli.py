@@ -506,7 +506,10 @@ def test_show_and_jobs_say_what_is_wrong(tmp_path: Path) -> None:
 
     res = meow("show", "--jobs", jobs_dir, "2026", cwd=tmp_path)
     assert res.returncode == 1
-    assert "'2026' matches 2 jobs; give more of the id" in res.stderr
+    assert (
+        "'2026' matches 2 jobs (20260101-000000.000-aaaa0001, 20260101-000000.000-aaaa0002); "
+        "give more of the id"
+    ) in res.stderr
 
     res = meow("show", "--jobs", jobs_dir, "2027", cwd=tmp_path)
     assert res.returncode == 1

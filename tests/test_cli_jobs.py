@@ -299,9 +299,20 @@ def test_show_by_message_id_and_what_is_wrong(made: Made) -> None:
     res = meow("show", "nothing-like-it", "--jobs", "jobs", cwd=made.root)
     assert res.returncode == 1
     assert "no job 'nothing-like-it' in jobs" in res.stderr
-    res = meow("show", "fit", "--jobs", "jobs", cwd=made.root)  # an id's start, as before
+    # A rule's name (the --help example): its newest job, with a note saying so.
+    res = meow("show", "fit", "--jobs", "jobs", cwd=made.root)
+    assert res.returncode == 0, res.stderr
+    newest = json.loads(
+        meow("jobs", "jobs", "--rule", "fit", "--tail", "1", "--json", cwd=made.root).stdout
+    )
+    assert res.stdout.splitlines()[0] == f"job       {newest['id']}"
+    assert res.stderr == (
+        "meow-async: note: rule fit has 4 jobs; showing the newest (meow-async jobs --rule fit "
+        "lists them all)\n"
+    )
+    res = meow("show", "fit-", "--jobs", "jobs", cwd=made.root)  # an id's start
     assert res.returncode == 1
-    assert "'fit' matches 4 jobs; give more of the id" in res.stderr
+    assert "'fit-' matches 4 jobs (fit-" in res.stderr
 
 
 # -- status ---------------------------------------------------------------------------------------
@@ -478,9 +489,19 @@ def test_status_without_runner_http_reads_the_folders_and_sees_a_killed_runner(
         assert re.match(
             rf"runner    not running \(last seen \S+ \S+; pid {run.proc.pid} is gone", res.stdout
         ), res.stdout
+        # the file's rules are not shown as a runner's: none runs
+        assert not re.search(r"^rules ", res.stdout, re.M), res.stdout
+        assert (
+            "workflow  workflow.yaml: 5 rule(s) (convert, fit, check, wait, ingest), none running\n"
+        ) in res.stdout
         answer = status_json(tmp_path)
         assert answer["running"] is False
         assert answer["runner"]["alive"] is False
+        assert "rules" not in answer
+        assert answer["workflow"] == {
+            "file": "workflow.yaml",
+            "rules": ["convert", "fit", "check", "wait", "ingest"],
+        }
         (tmp_path / "data" / "slow" / "release").write_text("")  # the job goes on alone
 
 

@@ -28,14 +28,24 @@ patterns:
 def test_log_format_json_gives_one_object_per_line(tmp_path: Path) -> None:
     write_workflow(tmp_path, WORKFLOW)
     with MeowRun("--log-format", "json", "workflow.yaml", cwd=tmp_path) as run:
-        run.wait_ready()
+        run.wait_for('"message": "runner started', stream="stderr")
         (tmp_path / "data" / "a.ok").write_text("x")
         (tmp_path / "data" / "b.bad").write_text("x")
         wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 2)
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()
+    assert run.stdout == "", run.report()  # no plain banner: a shipper reads every line
     lines = [json.loads(line) for line in run.stderr.splitlines() if line.strip()]
     assert lines, run.report()
+    (banner,) = [x for x in lines if "rules" in x]
+    assert banner["message"].endswith("running workflow.yaml (loop: auto), 2 rule(s)")
+    assert banner["workflow"] == "workflow.yaml"
+    assert banner["base_dir"] == str(tmp_path / "data")
+    assert banner["rules"] == [
+        {"name": "good", "trigger": "*.ok", "recipe": "ok", "recipe_kind": "bash"},
+        {"name": "failing", "trigger": "*.bad", "recipe": "bad", "recipe_kind": "bash"},
+    ]
+    assert "http" not in banner  # no runner.http: no field (as for any None)
     for line in lines:
         assert {"time", "level", "logger", "message"} <= set(line), line
         assert line["time"].endswith("Z")

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from ..conductors.process_log import current
 from ..exceptions import MeowError
-from ..model.jobs import META_FILE, JobState
+from ..model.jobs import META_FILE, JobState, exit_text
 
 __all__ = ["Query", "Row", "find_jobs", "parse_since", "scan", "table"]
 
@@ -435,7 +435,7 @@ def table(rows: Sequence[Row]) -> list[str]:
         [r.rule for r in rows],
         [r.when for r in rows],
         [r.took for r in rows],
-        ["-" if r.exit_code is None else str(r.exit_code) for r in rows],
+        [exit_text(r.exit_code) for r in rows],
         [r.sweep or "-" for r in rows],
         [r.trigger for r in rows],
     ]
@@ -555,28 +555,51 @@ def _matching(args: argparse.Namespace) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def find_one(root: Path, text: str) -> Path:
-    """The job folder ``show`` means by ``text``: a job id or its unique start, or the file or
-    message that triggered it (the newest job, if it triggered several: said on stderr)."""
+def find_one(root: Path, text: str, *, newest: bool = True) -> Path:
+    """The job folder ``text`` means: a job id or its unique start; a rule's name (its newest
+    job); or the file or message that triggered it (the newest job, if it triggered several).
+    Each "newest" is said on stderr; with ``newest=False`` (for commands that change a job)
+    a text that means several jobs is an error naming them instead."""
     looks_like_path = os.sep in text or os.path.isfile(text)
     if not looks_like_path:
         matches = sorted(p for p in root.glob(f"{glob.escape(text)}*") if (p / META_FILE).is_file())
-        if len(matches) > 1:
-            raise MeowError(f"{text!r} matches {len(matches)} jobs; give more of the id")
+        exact = [p for p in matches if p.name == text]
+        if exact:
+            return exact[0]
+        of_rule = [p for p in matches if p.name.rpartition("-")[0] == text]
+        if len(matches) > 1 and not of_rule:
+            shown = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise MeowError(f"{text!r} matches {len(matches)} jobs ({shown}); give more of the id")
+        if of_rule:
+            if len(of_rule) == 1:
+                return of_rule[0]
+            rows = scan(root, Query(rules=frozenset({text})))
+            return _newest_of(rows, text, f"rule {text} has", f"--rule {text}", newest)
         if matches:
             return matches[0]
     rows = find_jobs(root, text)
     if not rows:
         raise MeowError(
-            f"no job {text!r} in {root}: no job id starts with it and no job was triggered by "
-            "a file or message of that name"
+            f"no job {text!r} in {root}: no job id starts with it, no rule has that name and no "
+            "job was triggered by a file or message of that name"
             if not looks_like_path
             else f"no job in {root} was triggered by {text}"
         )
+    return _newest_of(rows, text, f"{text} triggered", f"--input {text}", newest)
+
+
+def _newest_of(rows: list[Row], text: str, has: str, listing: str, newest: bool) -> Path:
     if len(rows) > 1:
+        if not newest:
+            shown = ", ".join(r.id for r in rows[-5:])
+            shown += " (the newest 5)" if len(rows) > 5 else ""
+            raise MeowError(
+                f"{text!r} means {len(rows)} jobs: {shown}; give the job's id "
+                f"(meow-async jobs {listing} lists them)"
+            )
         print(
-            f"meow-async: note: {text} triggered {len(rows)} jobs; showing the newest "
-            f"(meow-async jobs --input {text} lists them all)",
+            f"meow-async: note: {has} {len(rows)} jobs; showing the newest "
+            f"(meow-async jobs {listing} lists them all)",
             file=sys.stderr,
         )
     return Path(rows[-1].dir)

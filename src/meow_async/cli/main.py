@@ -21,13 +21,14 @@ from ..conductors.process_log import current
 from ..exceptions import MeowError, WorkflowFileError, WorkflowProblem
 from ..model.addresses import host_port
 from ..model.config import dask_option
-from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, read_meta
+from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, ended_text, read_meta
 from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
 from ..model.schema import schema_text
 from ..model.workflow_file import WorkflowSpec, load_workflow
+from ..runner.endpoints import trigger_text
 from ..runner.loops import loop_factory
 from ..runner.runner import Runner
-from . import folders, listing, status
+from . import folders, job_actions, listing, status
 from .docs import docs_command
 from .init import init_command
 from .listening import target
@@ -47,8 +48,11 @@ examples:
   meow-async jobs workflow.yaml --state failed        list the workflow's failed jobs
   meow-async jobs workflow.yaml --since 2h --tail 20  the newest 20 jobs of the last 2 hours
   meow-async jobs workflow.yaml --input data/a.csv    the jobs a file triggered
-  meow-async show incoming_text --jobs workflow.yaml  print one job (an id or its start)
+  meow-async show incoming_text --jobs workflow.yaml  print a rule's newest job (or one by id)
   meow-async show data/a.csv --jobs workflow.yaml     print the job a file triggered (newest)
+  meow-async jobs logs -f incoming_text --jobs workflow.yaml   follow the rule's newest job
+  meow-async jobs cancel ID --jobs workflow.yaml      stop a running job (SIGTERM, SIGKILL)
+  meow-async jobs rerun ID --jobs workflow.yaml       run a finished job again
   meow-async status workflow.yaml --watch             what the runner is doing, every 2 s
   printf 'hi' | meow-async send --ack workflow.yaml -  send data to its network trigger
 
@@ -166,7 +170,8 @@ def _parser() -> argparse.ArgumentParser:
         help="list jobs and their states",
         description="List the jobs under a jobs folder, oldest first, with what triggered "
         "each (a file relative to the watched folder, or a message id and its sender) and its "
-        "sweep point. Filters combine: every one given must hold.",
+        "sweep point. Filters combine: every one given must hold. `meow-async jobs rerun ID`, "
+        "`jobs cancel ID` and `jobs logs -f ID` act on one job (each has its --help).",
     )
     jobs.add_argument(
         "where",
@@ -286,8 +291,16 @@ def _verbosity(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["jobs"] and argv[1:2] and argv[1] in job_actions.ACTIONS:
+        # `jobs ACTION ID`: a folder named like an action is given as ./rerun
+        args = job_actions.parser().parse_args(argv[1:])
+        args.command = "jobs " + args.action
+    else:
+        args = _parser().parse_args(argv)
     try:
+        if args.command.startswith("jobs "):
+            return job_actions.job_action(args, _jobs_root(args.jobs))
         if args.command == "run":
             return _run(args)
         if args.command == "init":
@@ -332,7 +345,7 @@ def _run(args: argparse.Namespace) -> int:
     runner = Runner.from_spec(spec, max_jobs=args.max_jobs, **dask)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as loop_runner:
-            loop_runner.run(_serve(runner, spec, args.loop))
+            loop_runner.run(_serve(runner, spec, args.loop, json_lines=args.log_format == "json"))
     except ExceptionGroup as group:
         # A monitor that fails (e.g. its folder vanished) ends the runner's TaskGroup.
         ours, other = group.split(MeowError)
@@ -351,7 +364,9 @@ def _leaves(group: BaseExceptionGroup[MeowError]) -> list[BaseException]:
     return out
 
 
-async def _serve(runner: Runner, spec: WorkflowSpec, loop_name: str) -> None:
+async def _serve(
+    runner: Runner, spec: WorkflowSpec, loop_name: str, *, json_lines: bool = False
+) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -369,7 +384,10 @@ async def _serve(runner: Runner, spec: WorkflowSpec, loop_name: str) -> None:
         await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
         started.cancel()
         if runner.started.is_set():
-            _banner(spec, runner, loop_name)  # the runner's live file is written by now
+            if json_lines:  # stdout stays empty; the banner is one record for the shipper
+                _banner_record(spec, runner, loop_name)
+            else:
+                _banner(spec, runner, loop_name)  # the runner's live file is written by now
         await task
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -404,6 +422,35 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
     out.extend(f"Try it: {hint}" for hint in _hints(runner, ports))
     out.append(f"Then: {_prog()} jobs {_rel(runner.jobs_dir)}   (Ctrl+C stops)")
     print("\n".join(out), flush=True)
+
+
+def _banner_record(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
+    """What the banner says, as one log record (``--log-format json``)."""
+    ports = runner.ports()
+    http, port = runner.config.http, runner.http_port
+    rules = [
+        {
+            "name": name,
+            "trigger": trigger_text(rule.pattern, ports.get(name)),
+            "recipe": rule.recipe.name,
+            "recipe_kind": rule.recipe.kind,
+        }
+        for name, rule in runner.rules.items()
+    ]
+    logger.info(
+        "meow_async %s: running %s (loop: %s), %d rule(s)",
+        __version__,
+        spec.path,
+        loop,
+        len(rules),
+        extra={
+            "workflow": str(spec.path),
+            "base_dir": str(runner.config.base_dir.absolute()),
+            "jobs_dir": str(runner.jobs_dir),
+            "rules": rules,
+            "http": None if http is None or port is None else host_port(http["host"], port),
+        },
+    )
 
 
 def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
@@ -469,7 +516,7 @@ class _Formatter(logging.Formatter):
 class _JsonFormatter(logging.Formatter):
     """One JSON object per line, with stable keys, for log shippers."""
 
-    FIELDS = ("job", "rule", "event", "jobs")
+    FIELDS = ("job", "rule", "event", "jobs", "workflow", "base_dir", "jobs_dir", "rules", "http")
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -652,7 +699,7 @@ def _show(args: argparse.Namespace) -> int:
     lines = [
         f"job       {meta.get('id')}",
         f"state     {meta.get('state')}"
-        + (f"  (exit code {meta['exit_code']})" if meta.get("exit_code") is not None else ""),
+        + (f"  ({_ended(meta['exit_code'])})" if meta.get("exit_code") is not None else ""),
         f"rule      {meta.get('rule')}  (pattern {meta.get('pattern')}, "
         f"{meta.get('recipe_kind')} recipe {meta.get('recipe')})",
         f"event     {event.get('change') or event.get('kind')} {event.get('path')}",
@@ -673,6 +720,10 @@ def _show(args: argparse.Namespace) -> int:
             lines += tail
     print("\n".join(lines))
     return 0
+
+
+def _ended(code: Any) -> str:
+    return ended_text(code) if isinstance(code, int) else f"exit code {code}"
 
 
 def _tail(path: Path, n: int) -> list[str]:

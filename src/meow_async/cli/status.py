@@ -84,7 +84,10 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
             "from the job folders"
         )
     out["folders"] = _folders(root, now)
-    if spec is not None:
+    if spec is not None and not running:
+        # The file's rules now, not a runner's: none runs to have them.
+        out["workflow"] = {"file": str(spec.path), "rules": [p.name for p in spec.patterns]}
+    elif spec is not None:
         ports = live.raw.get("ports") if running and live is not None else None
         ports = ports if isinstance(ports, dict) else {}
         out["rules"] = [
@@ -167,6 +170,12 @@ def render(s: dict[str, Any]) -> str:
         lines += _live_lines(live)
     else:
         lines += _rule_lines(s.get("rules") or [])
+        wf = s.get("workflow")
+        if wf is not None:
+            names = ", ".join(wf["rules"])
+            lines.append(
+                f"workflow  {wf['file']}: {len(wf['rules'])} rule(s) ({names}), none running"
+            )
         lines += _folder_lines(s["jobs_dir"], s["folders"])
     return "\n".join(lines)
 

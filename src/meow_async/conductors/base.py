@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..model.jobs import STDERR_FILE, Job, JobState
+from ..model.jobs import STDERR_FILE, Job, JobState, ended_text
+from .process_log import CANCELLED, last_attempt
 
 __all__ = [
     "PYTHON_KINDS",
@@ -101,7 +102,11 @@ def _ended(
 ) -> JobState:
     """The end of the job's attempt, in its metadata (not yet on disk)."""
     if error is None and code != 0:
-        error = f"exit code {code}" + stderr_tail(job.dir)
+        error = ended_text(code) + stderr_tail(job.dir)
+        last = last_attempt(job.dir)  # a failed end only: one more small read
+        if last is not None and last.cancelled is not None:
+            error = f"{CANCELLED}: {ended_text(code)}"
+            job.meta["cancelled"] = True
         if job.meta.get("recipe_kind") == "notebook":
             job.meta["notebook_error"] = _notebook_error(job.dir)
     if state is None:

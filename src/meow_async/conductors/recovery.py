@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model.jobs import Job, JobState, fsync_dir, iter_jobs, write_meta
+from ..model.jobs import Job, JobState, ended_text, fsync_dir, iter_jobs, write_meta
 from ..model.rules import Rule
 from .base import stderr_tail
 from .forkserver import start_time_of as process_start_time
-from .process_log import Attempt, last_attempt, outcome
+from .process_log import CANCELLED, Attempt, last_attempt, outcome
 
 __all__ = ["Recovered", "RunnerState", "recover_jobs"]
 
@@ -60,7 +60,10 @@ def recover_jobs(jobs_root: Path, rules: dict[str, Rule], *, durable: bool = Fal
                 continue
             attempt, cut_off, killed = outcome(job_dir, attempt)
             out.killed += killed
-            if attempt.exit_code is not None:
+            if attempt.cancelled is not None and (cut_off or attempt.exit_code):
+                _record_cancelled(meta, attempt, durable)
+                out.finished += 1
+            elif attempt.exit_code is not None:
                 _record_exit(meta, attempt, durable)
                 out.finished += 1
             elif cut_off:
@@ -104,7 +107,7 @@ def _record_exit(meta: dict[str, Any], attempt: Attempt, durable: bool) -> None:
     """A job that ended while no runner watched: recorded as it ended, not run again."""
     code = attempt.exit_code
     finished = attempt.finished or time.time()
-    error = None if code == 0 else f"exit code {code}" + stderr_tail(Path(meta["dir"]))
+    error = None if code == 0 else ended_text(code) + stderr_tail(Path(meta["dir"]))
     meta["attempts"] = [
         *(meta.get("attempts") or []),
         {"started": attempt.started, "finished": finished, "exit_code": code, "error": error},
@@ -115,6 +118,27 @@ def _record_exit(meta: dict[str, Any], attempt: Attempt, durable: bool) -> None:
         finished=finished,
         exit_code=code,
         error=error,
+        pid=attempt.pid,
+    )
+    write_meta(Path(meta["dir"]), meta, durable=durable)
+
+
+def _record_cancelled(meta: dict[str, Any], attempt: Attempt, durable: bool) -> None:
+    """A job ``meow-async jobs cancel`` stopped while no runner watched: failed, not rerun."""
+    code = attempt.exit_code
+    error = f"{CANCELLED}: " + ("killed" if code is None else ended_text(code))
+    finished = attempt.finished or attempt.cancelled or time.time()
+    meta["attempts"] = [
+        *(meta.get("attempts") or []),
+        {"started": attempt.started, "finished": finished, "exit_code": code, "error": error},
+    ]
+    meta.update(
+        state=JobState.failed.value,
+        started=attempt.started,
+        finished=finished,
+        exit_code=code,
+        error=error,
+        cancelled=True,
         pid=attempt.pid,
     )
     write_meta(Path(meta["dir"]), meta, durable=durable)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import secrets
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,8 +18,11 @@ __all__ = [
     "META_FILE",
     "Job",
     "JobState",
+    "ended_text",
+    "exit_text",
     "iter_jobs",
     "new_job_id",
+    "queued_again",
     "read_meta",
     "write_meta",
 ]
@@ -38,6 +42,26 @@ class JobState(StrEnum):
 
 
 FINISHED = frozenset({JobState.done, JobState.failed, JobState.skipped})
+
+
+def exit_text(code: int | None) -> str:
+    """An exit code as people read it: ``0``, ``3``, or the signal that killed the process
+    (``SIGTERM`` for -15, as ``subprocess`` reports it); ``-`` for none."""
+    if code is None:
+        return "-"
+    if code < 0:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)
+
+
+def ended_text(code: int | None) -> str:
+    """How a process ended, for an error line: ``exit code 3`` or ``killed by SIGTERM``."""
+    if code is not None and code < 0:
+        return f"killed by {exit_text(code)}"
+    return f"exit code {code}"
 
 
 def job_id_for(event_key: str, rule: str, point: dict[str, int | float]) -> str:
@@ -143,3 +167,13 @@ def iter_jobs(jobs_root: Path) -> Iterator[dict[str, Any]]:
         metas.append(meta)
     metas.sort(key=lambda m: (m.get("created") or 0, str(m.get("id"))))
     yield from metas
+
+
+def queued_again(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished job's record made ``queued`` again (``meow-async jobs rerun``): its end
+    cleared, its retries given back, its earlier attempts kept as its history."""
+    out = {**meta, "state": JobState.queued.value, "reruns": int(meta.get("reruns") or 0) + 1}
+    for key in ("finished", "exit_code", "error", "pid", "started", "notebook_error"):
+        out[key] = None
+    out.update(timed_out=False, cancelled=False, retried=0)
+    return out

@@ -27,7 +27,8 @@ class Monitor(Protocol):
     A full queue makes ``put`` wait: that is the back-pressure, never a reason to drop.
     Optional methods the runner calls when a monitor has them: ``check()`` (patterns that
     cannot work together: raise at once), ``bind()`` (take ports before anything starts: a
-    port in use is an error then), ``ports()`` (rule name -> port, once bound).
+    port in use is an error then), ``ports()`` (rule name -> port, once bound), ``active()``
+    (whether it has anything to watch now: ``/healthz`` calls one without ``idle``).
     """
 
     name: str

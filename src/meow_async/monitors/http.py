@@ -78,6 +78,10 @@ class HttpMonitor:
         rules = self.workflow.rules if rules is None else rules
         return [r for r in rules.values() if isinstance(r.pattern, HttpPattern)]
 
+    def active(self) -> bool:
+        """Serving anything now: HTTP patterns' routes, or ``runner.http``."""
+        return bool(self.rules()) or self._operator is not None
+
     def serve_operator(self, host: str, port: int, answer: Operator) -> None:
         """Serve ``runner.http``'s paths on ``host``:``port`` too (beside any HTTP patterns'
         routes there)."""

@@ -106,6 +106,10 @@ class NetworkMonitor:
 
     # -- rule changes -------------------------------------------------------------------------
 
+    def active(self) -> bool:
+        """Listening for some rule now."""
+        return bool(self.rules())
+
     def check(self) -> None:
         """MonitorError if patterns sharing a port disagree on its settings."""
         self._wanted(self.rules())

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ..model.jobs import exit_text
+
 __all__ = ["Message", "summary"]
 
 
@@ -57,7 +59,7 @@ class Message:
                 f"Job {job.get('id')} (rule {job.get('rule')}) ended: {job.get('outcome')}.",
                 "",
                 f"Error:     {job.get('error') or '-'}",
-                f"Exit code: {job.get('exit_code')}",
+                f"Exit code: {_exit(job.get('exit_code'))}",
                 f"Started:   {_when(job.get('started'))}",
                 f"Finished:  {_when(job.get('finished'))}",
                 f"Folder:    {job.get('dir')}",
@@ -98,3 +100,7 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         k: record.get(k)
         for k in ("id", "rule", "state", "outcome", "error", "exit_code", "finished", "dir")
     }
+
+
+def _exit(code: object) -> str:
+    return exit_text(code) if isinstance(code, int) and not isinstance(code, bool) else str(code)

@@ -70,7 +70,8 @@ class Retries:
     ) -> bool:
         """Queue a failed job again after its backoff, if its rule allows another attempt."""
         retried = int(job.meta.get("retried") or 0)  # counted here, whatever the conductor
-        if rule is None or retried >= rule.pattern.retries or stopping:
+        cancelled = bool(job.meta.get("cancelled"))  # meow-async jobs cancel: not a failure
+        if rule is None or retried >= rule.pattern.retries or stopping or cancelled:
             return False
         attempts = retried + 1
         job.meta["retried"] = attempts

@@ -1,8 +1,9 @@
 """The runner's own HTTP endpoints (``runner.http``): ``/healthz``, ``/metrics``, ``/jobs``,
-``/status``.
+``/status``, and ``POST /jobs/{id}/rerun`` and ``/jobs/{id}/cancel`` for ``meow-async jobs``.
 
-Read-only views of a running runner for operators and their tools. Metrics are collected when
-scraped, from counters the runner keeps anyway: nothing is added to the path of an event.
+Views of a running runner for operators and their tools, and two requests that change a job.
+Metrics are collected when scraped, from counters the runner keeps anyway: nothing is added to
+the path of an event.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client.core import (
 )
 
 from ..conductors.process_log import current
+from ..exceptions import MeowError
 from ..model.addresses import host_port
 from ..model.config import RunnerConfig
 from ..model.jobs import Job, JobState, iter_jobs, read_meta
@@ -78,6 +80,10 @@ class Observed(Protocol):
     def ports(self) -> dict[str, int]: ...
 
     def queues(self) -> dict[str, asyncio.Queue[Any]]: ...
+
+    async def rerun(self, job_id: str) -> dict[str, Any]: ...
+
+    async def cancel_queued(self, job_id: str) -> None: ...
 
 
 class _Collector:
@@ -155,6 +161,8 @@ class Endpoints:
     patterns' routes on the same server)."""
 
     PATHS = ("/healthz", "/metrics", "/jobs", "/status")
+    #: ``POST /jobs/{id}/<action>``.
+    ACTIONS = ("rerun", "cancel")
 
     def __init__(self, runner: Observed) -> None:
         self.runner = runner
@@ -166,6 +174,9 @@ class Endpoints:
         path = request.path
         if path not in self.PATHS and not path.startswith("/jobs/"):
             return None
+        action = path.rpartition("/")[2]
+        if path.startswith("/jobs/") and path.count("/") == 3 and action in self.ACTIONS:
+            return await self.job_action(request, path.split("/")[2], action)
         if request.method != "GET":
             return web.json_response(
                 {"error": f"{request.method} is not allowed on {path}"},
@@ -182,10 +193,60 @@ class Endpoints:
             return web.json_response(self.status())
         return await self.job(path.removeprefix("/jobs/"))
 
+    def allowed(self, request: web.BaseRequest) -> web.Response | None:
+        """Whether ``request`` may change a job: None if so, else the refusal. The one check
+        every request that changes something passes: from this machine only (a loopback
+        address), until runner.http has a credential of its own."""
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        host = peer[0] if isinstance(peer, tuple) and peer else ""
+        if isinstance(host, str) and (
+            host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1")
+        ):
+            return None
+        return web.json_response(
+            {"error": "jobs can be rerun or cancelled from the runner's own machine only"},
+            status=403,
+        )
+
+    async def job_action(self, request: web.BaseRequest, job_id: str, action: str) -> web.Response:
+        """``POST /jobs/{id}/rerun``: queue a finished job again; ``/cancel``: a queued job
+        is recorded cancelled instead of started (a running one is signalled by the CLI)."""
+        if request.method != "POST":
+            return web.json_response(
+                {"error": f"{request.method} is not allowed on {request.path}"},
+                status=405,
+                headers={"Allow": "POST"},
+            )
+        refused = self.allowed(request)
+        if refused is not None:
+            return refused
+        try:
+            if action == "rerun":
+                meta = await self.runner.rerun(job_id)
+                return web.json_response({"id": job_id, "state": meta.get("state")}, status=202)
+            await self.runner.cancel_queued(job_id)
+            return web.json_response({"id": job_id, "cancelled": True}, status=202)
+        except KeyError:
+            return web.json_response({"error": f"no job {job_id}"}, status=404)
+        except MeowError as e:
+            return web.json_response({"error": str(e)}, status=409)
+
+    def monitors(self) -> dict[str, str]:
+        """What each monitor does now: ``live`` (watching for its rules), ``idle`` (no rule
+        of its kind: nothing to watch) or ``starting`` (a watch or port not live yet)."""
+        out = {}
+        for m in self.runner.monitors:
+            active = getattr(m, "active", None)
+            if active is not None and not active():
+                out[m.name] = "idle"
+            else:
+                out[m.name] = "live" if m.ready.is_set() else "starting"
+        return out
+
     def healthz(self) -> web.Response:
         r = self.runner
-        live = {m.name: m.ready.is_set() for m in r.monitors}
-        ok = r.started.is_set() and not r.stopping and all(live.values())
+        live = self.monitors()
+        ok = r.started.is_set() and not r.stopping and "starting" not in live.values()
         status = "ok" if ok else ("stopping" if r.stopping else "starting")
         return web.json_response({"status": status, "monitors": live}, status=200 if ok else 503)
 
@@ -196,8 +257,8 @@ class Endpoints:
 
         r, s = self.runner, self.runner.stats
         now = time.time()
-        live = {m.name: m.ready.is_set() for m in r.monitors}
-        ok = r.started.is_set() and not r.stopping and all(live.values())
+        live = self.monitors()
+        ok = r.started.is_set() and not r.stopping and "starting" not in live.values()
         by_rule: dict[str, int] = {}
         by_monitor: dict[str, int] = {}
         for (monitor, rule), n in r.events_by.items():

@@ -9,16 +9,18 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from ..conductors import Conductor, JobInterrupted, LocalConductor
+from ..conductors.process_log import CANCELLED, current
 from ..conductors.recovery import recover_jobs
 from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from ..handlers import Handler
 from ..model.config import RunnerConfig
 from ..model.events import Event
-from ..model.jobs import Job, JobState
+from ..model.jobs import FINISHED, META_FILE, Job, JobState, queued_again, read_meta, write_meta
 from ..model.notify import Notify
 from ..model.patterns import FilePattern, Pattern
 from ..model.recipes import Recipe
@@ -88,6 +90,9 @@ class Runner:
         self.durations = Durations()
         #: Jobs whose process runs now, and when each was handed to the conductor (/status).
         self.jobs_running: dict[str, tuple[Job, float]] = {}
+        #: Queued jobs cancelled through runner.http: recorded, not started, when their turn
+        #: comes.
+        self.cancelled: set[str] = set()
         self.live = LiveFile(self.jobs_dir)  # for `meow-async status`
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         http = self.config.http
@@ -457,12 +462,86 @@ class Runner:
                 if self._stop.is_set():
                     self.stats.left_queued += 1  # stays queued on disk
                     continue
+                if job.id in self.cancelled:
+                    await self._cancelled_before_start(job)
+                    continue
                 await self._execute(job, jobs)
             finally:
                 job.process_ended()  # the slot, if the conductor has not given it back yet
                 job.on_end = None
                 jobs.task_done()
                 self._notify()
+
+    async def _cancelled_before_start(self, job: Job) -> None:
+        self.cancelled.discard(job.id)
+        self.stats.failed += 1
+        now = time.time()
+        await asyncio.to_thread(
+            job.update,
+            state=JobState.failed.value,
+            finished=now,
+            error=f"{CANCELLED} before it started",
+            cancelled=True,
+        )
+        logger.warning("job %s cancelled before it started (rule %s)", job.id, job.rule)
+        self._job_ended(job, JobState.failed)
+
+    # -- operator's requests (runner.http) -----------------------------------------------------
+
+    async def rerun(self, job_id: str) -> dict[str, Any]:
+        """Queue a finished job again (``meow-async jobs rerun``); its record as queued.
+
+        Raises:
+            MeowError: no such job, or it has not finished, or the runner is not running.
+        """
+        jobs = self._queues.get("jobs")
+        if jobs is None or not self.started.is_set() or self.stopping:
+            raise MeowError("the runner is not running jobs now")
+        if job_id in self.jobs_running:
+            raise MeowError(f"job {job_id} is running")
+        job = await asyncio.to_thread(self._queue_again, job_id)
+        self.cancelled.discard(job_id)
+        await jobs.put(job)
+        logger.info("job %s queued again (rerun, rule %s)", job.id, job.rule, extra=_fields(job))
+        return job.meta
+
+    def _queue_again(self, job_id: str) -> Job:
+        folder = self._job_folder(job_id)
+        meta = current({**read_meta(folder), "dir": str(folder)})
+        if meta.get("state") not in FINISHED:
+            raise MeowError(f"job {job_id} is {meta.get('state')}: only a finished job reruns")
+        meta = queued_again(meta)
+        write_meta(folder, meta, durable=self.config.durable)
+        job = Job.from_meta(meta)
+        job.durable = self.config.durable
+        return job
+
+    async def cancel_queued(self, job_id: str) -> None:
+        """Mark a queued job cancelled: when its turn comes it is recorded, not started.
+
+        Raises:
+            MeowError: no such job, or it is not queued (a running one is signalled by
+                ``meow-async jobs cancel`` itself).
+        """
+        if job_id in self.jobs_running:
+            raise MeowError(f"job {job_id} is running")
+        folder = self._job_folder(job_id)
+        meta = await asyncio.to_thread(lambda: current({**read_meta(folder), "dir": str(folder)}))
+        if meta.get("state") != JobState.queued.value:
+            raise MeowError(f"job {job_id} is {meta.get('state')}, not queued")
+        self.cancelled.add(job_id)
+        logger.info("job %s cancelled: it will not start", job_id)
+
+    def _job_folder(self, job_id: str) -> Path:
+        folder = self.jobs_dir / job_id
+        if (
+            not job_id
+            or "/" in job_id
+            or job_id.startswith(".")
+            or not (folder / META_FILE).is_file()
+        ):
+            raise KeyError(job_id)
+        return folder
 
     async def _leave_queued(self, jobs: asyncio.Queue[Job]) -> None:
         while True:

@@ -106,6 +106,10 @@ class FileMonitor:
         """Whether files are handed on at their writer's close (inotify), not by batch."""
         return self.watcher == "inotify" or (self.watcher == "auto" and inotify.available())
 
+    def active(self) -> bool:
+        """Watching for some rule now (no file rule: no watch at all)."""
+        return bool(self.rules())
+
     def rules(self) -> list[Rule]:
         return [r for r in self.workflow.rules.values() if isinstance(r.pattern, FilePattern)]
 
