@@ -50,6 +50,9 @@ __all__ = ["ACTIONS", "FOLLOW_EVERY", "job_action", "parser"]
 
 ACTIONS = ("rerun", "cancel", "logs")
 
+#: Each action's section of the docs (--help ends with it).
+_PAGES = {"rerun": "cli/#jobs-rerun", "cancel": "cli/#jobs-cancel", "logs": "cli/#jobs-logs"}
+
 #: Seconds between looks at a followed job's output and state.
 FOLLOW_EVERY = 0.2
 
@@ -112,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
                 help="SIGKILL the job's process group if SIGTERM has not ended it by then "
                 "(default: 5)",
             )
-        a.epilog = f"docs: {DOCS_URL}cli/#jobs-{action}"
+        a.epilog = f"docs: {DOCS_URL}{_PAGES[action]}"
     return p
 
 
