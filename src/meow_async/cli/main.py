@@ -155,8 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument(
         "--json",
         action="store_true",
-        help="print {file, valid, problems: [{line, column, where, message, value}]} as one "
-        "JSON document on stdout, for editors and CI (same exit status)",
+        help="print {file, valid, problems: [{line, column, where, message, value}], warnings: "
+        "[...]} as one JSON document on stdout, for editors and CI (same exit status)",
     )
     sub.add_parser(
         "schema",
