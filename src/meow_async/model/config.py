@@ -16,9 +16,8 @@ from .settings import (
     count,
     custom,
     flag,
-    from_mapping,
     host,
-    nested,
+    made,
     optional,
     port,
     resources,
@@ -130,36 +129,18 @@ class DaskSettings:
 
 
 def _http(where: str, field: str, value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping | HttpEndpoint):
-        raise ConfigError(
-            "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1)",
-            where=where,
-            field=field,
-            value=value,
-        )
-    made = (
-        value
-        if isinstance(value, HttpEndpoint)
-        else nested(where, field, lambda: from_mapping(HttpEndpoint, value))
-    )
-    return {"host": made.host, "port": made.port}
+    hint = "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1)"
+    endpoint = made(HttpEndpoint, where, field, value, hint)
+    return {"host": endpoint.host, "port": endpoint.port}
 
 
 def _dask(where: str, field: str, value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping | DaskSettings):
-        raise ConfigError(
-            "expected {address: tcp://host:8786} or {local_workers: N}",
-            where=where,
-            field=field,
-            value=value,
-        )
-    made = (
-        value
-        if isinstance(value, DaskSettings)
-        else nested(where, field, lambda: from_mapping(DaskSettings, value))
-    )
+    hint = "expected {address: tcp://host:8786} or {local_workers: N}"
+    cluster = made(DaskSettings, where, field, value, hint)
     return {
-        f.name: getattr(made, f.name) for f in fields(made) if getattr(made, f.name) is not None
+        f.name: getattr(cluster, f.name)
+        for f in fields(cluster)
+        if getattr(cluster, f.name) is not None
     }
 
 

@@ -23,6 +23,7 @@ from .settings import (
     env_name,
     flag,
     from_mapping,
+    made,
     nested,
     one_line,
     optional,
@@ -335,19 +336,13 @@ class Email:
 def _make_webhook(where: str, field: str, value: object) -> object:
     if isinstance(value, str):
         return nested("notify", field, lambda: Webhook(url=value))
-    if isinstance(value, Mapping):
-        return nested("notify", field, lambda: Webhook.from_mapping(value))
-    if value is not None and not isinstance(value, Webhook):
-        raise _fail(field, "expected a URL or a mapping with 'url'", value)
-    return value
+    hint = "expected a URL or a mapping with 'url'"
+    return None if value is None else made(Webhook, "notify", field, value, hint)
 
 
 def _make_email(where: str, field: str, value: object) -> object:
-    if isinstance(value, Mapping):
-        return nested("notify", field, lambda: Email.from_mapping(value))
-    if value is not None and not isinstance(value, Email):
-        raise _fail(field, "expected a mapping with host, from and to", value)
-    return value
+    hint = "expected a mapping with host, from and to"
+    return None if value is None else made(Email, "notify", field, value, hint)
 
 
 def _check_on(where: str, field: str, value: object) -> object:

@@ -57,6 +57,7 @@ __all__ = [
     "key_of",
     "keys_of",
     "kind_of",
+    "made",
     "name",
     "nested",
     "one_line",
@@ -162,6 +163,16 @@ def nested(where: str, prefix: str, make: Callable[[], T]) -> T:
     except ConfigError as e:
         field = f"{prefix}.{e.field}" if e.field else prefix
         raise ConfigError(e.message, where=where, field=field, value=e.value) from None
+
+
+def made(cls: type[T], where: str, field: str, value: object, hint: str) -> T:
+    """``value`` as a ``cls``: itself, or made from its mapping (errors named from ``field``);
+    ``hint`` says what is expected when it is neither."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(hint, where=where, field=field, value=value)
+    return nested(where, field, lambda: from_mapping(cls, value))
 
 
 def renamed(key: str, meta: Mapping[str, Any]) -> dict[str, Any]:
