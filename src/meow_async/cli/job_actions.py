@@ -46,7 +46,7 @@ from ..runner.live import Live, read_live
 from .listing import find_one
 from .urls import DOCS_URL
 
-__all__ = ["ACTIONS", "FOLLOW_EVERY", "job_action", "parser"]
+__all__ = ["ACTIONS", "FOLLOW_EVERY", "add_jobs_option", "job_action", "parser"]
 
 ACTIONS = ("rerun", "cancel", "logs")
 
@@ -95,13 +95,7 @@ def parser() -> argparse.ArgumentParser:
             "that triggered it"
             + (", or a rule's name (its newest job)" if action == "logs" else ""),
         )
-        a.add_argument(
-            "--jobs",
-            type=Path,
-            default=Path(".meow/jobs"),
-            metavar="WHERE",
-            help="jobs folder or workflow file (default: ./.meow/jobs)",
-        )
+        add_jobs_option(a)
         if action == "logs":
             a.add_argument(
                 "-f", "--follow", action="store_true", help="follow the output until the job ends"
@@ -117,6 +111,17 @@ def parser() -> argparse.ArgumentParser:
             )
         a.epilog = f"docs: {DOCS_URL}{_PAGES[action]}"
     return p
+
+
+def add_jobs_option(p: argparse.ArgumentParser) -> None:
+    """``--jobs WHERE``, as ``show`` and each action take it."""
+    p.add_argument(
+        "--jobs",
+        type=Path,
+        default=Path(".meow/jobs"),
+        metavar="WHERE",
+        help="jobs folder or workflow file (default: ./.meow/jobs)",
+    )
 
 
 def job_action(args: argparse.Namespace, root: Path) -> int:

@@ -194,13 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         help="job id (or a unique start of one), a job folder, or the input file (a path from "
         "here or from the watched folder) or message id that triggered it",
     )
-    show.add_argument(
-        "--jobs",
-        type=Path,
-        default=Path(".meow/jobs"),
-        metavar="WHERE",
-        help="jobs folder or workflow file (default: ./.meow/jobs)",
-    )
+    job_actions.add_jobs_option(show)
     show.add_argument("--json", action="store_true", help="print the metadata as JSON")
     show.add_argument(
         "--lines",
