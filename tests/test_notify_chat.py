@@ -38,6 +38,11 @@ NOISY = py_recipe(
 LINK_BASE = "https://lab.example.org/meow"
 
 
+def job_of(meta: dict[str, Any]) -> Job:
+    """A job as the notifier is given it, with no folder (so no stderr)."""
+    return Job(id=str(meta["id"]), dir=Path("/nonexistent"), argv=[], env={}, meta=meta)
+
+
 def hooks(services: ChatServices) -> dict[str, dict[str, Any]]:
     return {
         "slack": {"url": services.url("slack"), "format": "slack"},
@@ -181,8 +186,7 @@ async def test_digests_in_each_chat_format() -> None:
                     "exit_code": 1,
                     "timed_out": i % 3 == 0,
                 }
-                job = Job(id=meta["id"], dir=Path("/nonexistent"), argv=[], env={}, meta=meta)
-                notifier.job_ended(job, JobState.failed, notify)
+                notifier.job_ended(job_of(meta), JobState.failed, notify)
         await notifier.close(grace=WAIT)
     assert [(r.service, r.problems) for r in services.received if r.problems] == []
     assert notifier.stats.notifications_sent == 8
@@ -229,11 +233,7 @@ async def test_a_429_with_retry_after_is_waited_out_not_a_failure(
         for service in ("discord", "slack"):
             notify = Notify(webhook=hooks(services)[service], retries=0)
             meta = {"id": f"{service}-1", "rule": "r", "exit_code": 2, "error": "exit code 2"}
-            notifier.job_ended(
-                Job(id=meta["id"], dir=Path("/x"), argv=[], env={}, meta=meta),
-                JobState.failed,
-                notify,
-            )
+            notifier.job_ended(job_of(meta), JobState.failed, notify)
         await services.wait(lambda got: len([r for r in got if r.status < 300]) == 2)
         await notifier.close(grace=WAIT)
     assert notifier.stats.notifications_sent == 2
@@ -255,9 +255,7 @@ async def test_a_refusal_is_given_up_with_what_the_service_said(
         notifier = Notifier()
         notify = Notify(webhook=hooks(services)["slack"], retries=3)
         meta = {"id": "r-1", "rule": "r"}
-        notifier.job_ended(
-            Job(id="r-1", dir=Path("/x"), argv=[], env={}, meta=meta), JobState.failed, notify
-        )
+        notifier.job_ended(job_of(meta), JobState.failed, notify)
         await services.wait(lambda got: len(got) == 1)
         await notifier.close(grace=WAIT)
     assert notifier.stats.notifications_failed == 1
