@@ -231,8 +231,12 @@ class Runner:
                 recovered.finished,
             )
         self.notifier.links = self._links()
-        for meta in recovered.to_notify:  # with the job index (issue 22), from its query
-            self._notify_settled(meta)
+        if recovered.to_notify:  # with the job index (issue 22), from its query
+            logger.info(
+                "%d settled job(s) to notify (found after a restart)", len(recovered.to_notify)
+            )
+            for meta in recovered.to_notify:
+                self._notify_settled(meta)
         cfg = self.config
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
         jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
