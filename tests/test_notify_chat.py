@@ -103,7 +103,7 @@ async def test_each_chat_format_is_the_shape_its_service_documents(ws: Workspace
         "*Input*\n`slack/run_1/day_1.csv`",
         "*Exit code*\n`1`",
     ]
-    assert re.fullmatch(r"\*Ran for\*\n`\d+\.\d s`", fields[3])
+    assert re.fullmatch(r"\*Ran for\*\n`(\d+ ms|\d+\.\d s)`", fields[3])
     shown = json.dumps(blocks)
     assert "ValueError: cannot read" in shown
     assert "in &lt;module&gt; &amp; *not bold* __init__" in shown  # escaped, as Slack asks

@@ -456,6 +456,8 @@ def _link(value: object) -> str | None:
 def _duration(seconds: float) -> str:
     if seconds < 0:
         return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, s = divmod(int(seconds), 60)
