@@ -4,16 +4,14 @@ commands, with the stand-in for Slack (tests/chat_services.py) behind ``LAB_SLAC
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import textwrap
 from pathlib import Path
 
 from .chat_services import chat_services
-from .conftest import PYTHON, WAIT, poll_until
-from .test_job_start import cli_loop
+from .conftest import WAIT
+from .test_notify_restart import Cli
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "notifications.md"
 
@@ -45,29 +43,14 @@ async def test_slack_in_five_minutes(tmp_path: Path) -> None:
         subprocess.run(["bash", "-c", line], cwd=tmp_path, check=True, timeout=WAIT)
 
     async with chat_services() as slack:
-        env = {**os.environ, "LAB_SLACK_URL": slack.url("slack")}
-        err = tmp_path / "run.stderr"
-        with open(err, "wb") as err_f:
-            run = subprocess.Popen(
-                [PYTHON, "-m", "meow_async", "run", "--loop", cli_loop(), "workflow.yaml"],
-                cwd=tmp_path,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err_f,
-            )
+        run = Cli(tmp_path, "run", {"LAB_SLACK_URL": slack.url("slack")})
         try:
-            await poll_until(lambda: "runner started" in err.read_text() or run.poll() is not None)
-            assert "runner started" in err.read_text(), err.read_text()
+            await run.started()
             subprocess.run(["bash", "-c", trigger], cwd=tmp_path, check=True, timeout=WAIT)
             await slack.wait(lambda got: len(got) >= 1)
-            run.send_signal(signal.SIGINT)
-            await poll_until(lambda: run.poll() is not None)
+            await run.stop()
         finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait(WAIT)
-    assert run.returncode == 0, err.read_text()
+            run.close()
     (got,) = slack.received
     assert (got.status, got.problems) == (200, [])
     body = got.body

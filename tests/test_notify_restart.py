@@ -53,9 +53,9 @@ patterns:
 class Cli:
     """`meow-async run workflow.yaml` in the background, its output in files."""
 
-    def __init__(self, root: Path, tag: str, url: str) -> None:
+    def __init__(self, root: Path, tag: str, env: dict[str, str]) -> None:
         self.err = root / f"{tag}.stderr"
-        env = {**os.environ, "MEOW_TEST_CHAT_URL": url}
+        env = {**os.environ, **env}
         with open(root / f"{tag}.stdout", "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [PYTHON, "-m", "meow_async", "run", "--loop", cli_loop(), "workflow.yaml"],
@@ -91,7 +91,7 @@ class Cli:
 
 @contextlib.asynccontextmanager
 async def cli(root: Path, tag: str, services: ChatServices) -> AsyncIterator[Cli]:
-    run = Cli(root, tag, services.url("slack"))
+    run = Cli(root, tag, {"MEOW_TEST_CHAT_URL": services.url("slack")})
     try:
         await run.started()
         yield run
@@ -190,7 +190,7 @@ async def test_a_runner_killed_between_sending_and_marking_sends_again(lab: Path
                 pids.append(int(log_lines(dirs["a.in"])[1][1]))
                 await first.kill()
 
-            second = Cli(lab, "second", services.url("slack"))
+            second = Cli(lab, "second", {"MEOW_TEST_CHAT_URL": services.url("slack")})
             try:  # frozen as its request arrives: it never reads the answer
                 services.on_request = lambda got: second.proc.send_signal(signal.SIGSTOP)
                 await services.wait(lambda got: len(got) >= 1)

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -92,26 +93,40 @@ class WebhookSender:
                 message.tail = await asyncio.to_thread(_tail, message)
             payload = chat.render(fmt, message)
         body = json.dumps(payload, default=str).encode()
-        async with notifier.session().post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            allow_redirects=False,
-        ) as resp:
-            if resp.status < 300:
-                return
-            why = f"HTTP {resp.status} {resp.reason or ''}".rstrip()
-            said = await _said(resp)
-            if said:
-                why += f": {said}"
-            if resp.status == 429:
-                delay = _retry_after(resp.headers.get("Retry-After"), said)
-                if delay is not None:
-                    raise RateLimited(why, delay)
-            if resp.status < 500 and resp.status not in (408, 425, 429):
-                raise Permanent(why)  # a redirect or a refusal: the same next time
-            raise OSError(why)
+        try:
+            async with notifier.session().post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,
+            ) as resp:
+                if resp.status < 300:
+                    return
+                why = f"HTTP {resp.status} {resp.reason or ''}".rstrip()
+                said = await _said(resp)
+        except aiohttp.ClientError as e:
+            # Some of aiohttp's errors quote the URL (a malformed answer's does): not its
+            # path or query, which may be the secret.
+            raise OSError(_redacted(" ".join(str(e).split()) or type(e).__name__, url)) from None
+        if said:
+            why += f": {_redacted(said, url)}"
+        if resp.status == 429:
+            delay = _retry_after(resp.headers.get("Retry-After"), said)
+            if delay is not None:
+                raise RateLimited(why, delay)
+        if resp.status < 500 and resp.status not in (408, 425, 429):
+            raise Permanent(why)  # a redirect or a refusal: the same next time
+        raise OSError(why)
+
+
+def _redacted(text: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.query:
+        text = text.replace(parts.query, "…")
+    if parts.path not in ("", "/"):
+        text = text.replace(parts.path, "/…")
+    return text
 
 
 def _tail(message: Message) -> list[str]:
