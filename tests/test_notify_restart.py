@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from meow_async import Notify
 from meow_async.model.jobs import read_meta
+from meow_async.notify import Notifier
 from meow_async.notify.message import AFTER_RESTART
 
 from .chat_services import ChatServices, chat_services
@@ -210,3 +212,42 @@ async def test_a_runner_killed_between_sending_and_marking_sends_again(lab: Path
     first_post, again = posts(services)
     assert first_post["text"] == again["text"]
     assert "notify_pending" not in read_meta(dirs["a.in"])
+
+
+async def test_a_settled_job_counts_as_notified_once_every_destination_had_it() -> None:
+    """Two destinations: the mark goes after both delivered, not after the first. Its JSON
+    record says ``after_restart`` and carries no ``notify_pending``; its mail says it too."""
+    from .test_notify import smtp_server, webhook_server
+
+    async with webhook_server() as hook, smtp_server() as smtp:
+        notifier = Notifier()
+        notifier.links = "https://lab.example.org/meow"
+        notify = Notify(
+            webhook=hook.url,
+            email={"host": "127.0.0.1", "port": smtp.port, "from": "m@x.example", "to": "o@x"},
+        )
+        meta = {
+            "id": "p-1",
+            "rule": "p",
+            "state": "failed",
+            "error": "the runner died while the job was running",
+            "settled_at_start": 1.0,
+            "notify_pending": True,
+        }
+        notified: list[str] = []
+        assert notifier.settled_at_start(meta, notify, lambda: notified.append("p-1"))
+        await hook.inbox.wait(lambda items: len(items) == 1)
+        await smtp.inbox.wait(lambda items: len(items) == 1)
+        await notifier.close(grace=WAIT)
+        # `on` (failed, timed_out) does not ask for a done job: nothing is filed.
+        done = {**meta, "id": "p-2", "state": "done"}
+        assert not notifier.settled_at_start(done, notify, lambda: notified.append("p-2"))
+    assert notified == ["p-1"]
+    (post,) = hook.inbox.items
+    assert post.body["after_restart"] is True
+    assert post.body["outcome"] == "failed"
+    assert post.body["link"] == "https://lab.example.org/meow/jobs/p-1"
+    assert "notify_pending" not in post.body
+    text = smtp.inbox.items[0].message.get_content()
+    assert "Link:      https://lab.example.org/meow/jobs/p-1" in text
+    assert AFTER_RESTART in text

@@ -24,20 +24,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model.jobs import Job, JobState, fsync_dir, iter_jobs, read_meta, write_meta
+from ..model.jobs import (
+    NOTIFY_PENDING,
+    Job,
+    JobState,
+    fsync_dir,
+    iter_jobs,
+    read_meta,
+    write_meta,
+)
 from ..model.notify import Notify
 from ..model.rules import Rule
 from .base import stderr_tail
 from .forkserver import start_time_of as process_start_time
 from .process_log import Attempt, last_attempt, outcome
 
-__all__ = ["NOTIFY_PENDING", "Recovered", "RunnerState", "clear_notify_mark", "recover_jobs"]
+__all__ = ["Recovered", "RunnerState", "clear_notify_mark", "recover_jobs"]
 
 logger = logging.getLogger("meow_async.recovery")
 
 STATE_FILE = ".meow-runner.json"
-#: In job.json: the job was settled at start and its notification is not delivered yet.
-NOTIFY_PENDING = "notify_pending"
 
 
 @dataclass(slots=True)

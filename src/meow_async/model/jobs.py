@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "META_FILE",
+    "NOTIFY_PENDING",
     "Job",
     "JobState",
     "iter_jobs",
@@ -28,6 +29,8 @@ META_FILE = "job.json"
 PARAMS_FILE = "params.json"
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
+#: In job.json: settled by a starting runner, its notification not yet delivered.
+NOTIFY_PENDING = "notify_pending"
 
 
 class JobState(StrEnum):

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ..model.jobs import Job, JobState
+from ..model.jobs import NOTIFY_PENDING, Job, JobState
 from ..model.notify import Email, Notify, Webhook
 from .message import Message, summary
 from .senders import EmailSender, Permanent, RateLimited, Sender, WebhookSender, describe
@@ -290,7 +290,8 @@ class Notifier:
         outcome = str(meta.get("state"))
         if outcome not in notify.on:
             return False
-        record = {**meta, "timed_out": False, "outcome": outcome, "after_restart": True}
+        record = {k: v for k, v in meta.items() if k != NOTIFY_PENDING}
+        record.update(timed_out=False, outcome=outcome, after_restart=True)
         job_id = str(meta.get("id"))
         self._marks[job_id] = (len(notify.destinations()), notified)
         self._file(record, notify, mark=job_id)
