@@ -115,8 +115,16 @@ def clear_notify_mark(job_dir: Path, *, durable: bool = False) -> None:
         meta = read_meta(job_dir)
     except (OSError, ValueError):
         return
-    if meta.pop(NOTIFY_PENDING, None) is not None:
+    if meta.pop(NOTIFY_PENDING, None) is None:
+        return
+    try:
         write_meta(job_dir, meta, durable=durable)
+    except OSError as e:
+        logger.warning(
+            "job %s: could not record that it was notified (%s): the next start notifies it again",
+            meta.get("id"),
+            e.strerror or e,
+        )
 
 
 def _settle(meta: dict[str, Any], rules: dict[str, Rule], out: Recovered, durable: bool) -> None:
