@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 from ..exceptions import ConfigError
 from .checks import (
@@ -75,6 +76,8 @@ class RunnerConfig:
             metadata, so they survive a machine crash too, not only the runner's.
         http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics`` and
             ``/jobs`` there (off by default; port 0: any free port, see ``Runner.http_port``).
+            ``public_url`` is the address people open to reach it (a proxy's, say), for the
+            job links in notifications; default ``http://HOST:PORT``.
         conductor: where jobs run by default: ``local`` (this machine) or ``dask``; a recipe's
             own ``conductor`` overrides it.
         dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
@@ -154,9 +157,14 @@ class RunnerConfig:
 
 
 def _http_endpoint(value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping) or not set(value) <= {"host", "port"} or "port" not in value:
+    if (
+        not isinstance(value, Mapping)
+        or not set(value) <= {"host", "port", "public_url"}
+        or "port" not in value
+    ):
         raise ConfigError(
-            "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1)",
+            "expected {host: ADDRESS, port: PORT, public_url: URL} (host defaults to "
+            "127.0.0.1; public_url is optional)",
             where="runner",
             field="http",
             value=value,
@@ -164,7 +172,27 @@ def _http_endpoint(value: object) -> dict[str, Any]:
     host, port = value.get("host", "127.0.0.1"), value["port"]
     check_host("runner", "http", host)
     check_port("runner", "http", port)
-    return {"host": host, "port": port}
+    out = {"host": host, "port": port}
+    public: object = value.get("public_url")
+    if public is not None:
+        parts = urlsplit(public) if isinstance(public, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or any(c.isspace() for c in cast("str", public))
+        ):
+            raise ConfigError(
+                "expected the http:// or https:// URL people open to reach runner.http, "
+                "e.g. https://lab.example.org/meow (no query)",
+                where="runner",
+                field="http.public_url",
+                value=public,
+            )
+        out["public_url"] = cast("str", public).rstrip("/")
+    return out
 
 
 def dask_settings(value: object) -> dict[str, Any]:

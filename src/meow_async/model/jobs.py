@@ -15,11 +15,13 @@ from typing import Any
 
 __all__ = [
     "META_FILE",
+    "NOTIFY_PENDING",
     "Job",
     "JobState",
     "iter_jobs",
     "new_job_id",
     "read_meta",
+    "stderr_lines",
     "write_meta",
 ]
 
@@ -27,6 +29,8 @@ META_FILE = "job.json"
 PARAMS_FILE = "params.json"
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
+#: In job.json: settled by a starting runner, its notification not yet delivered.
+NOTIFY_PENDING = "notify_pending"
 
 
 class JobState(StrEnum):
@@ -143,3 +147,20 @@ def iter_jobs(jobs_root: Path) -> Iterator[dict[str, Any]]:
         metas.append(meta)
     metas.sort(key=lambda m: (m.get("created") or 0, str(m.get("id"))))
     yield from metas
+
+
+def stderr_lines(job_dir: Path, count: int, max_bytes: int) -> list[str]:
+    """The last ``count`` non-blank lines of the job's stderr, from at most its last
+    ``max_bytes``: where scripts say why they failed."""
+    try:
+        with open(job_dir / STDERR_FILE, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > max_bytes and len(lines) > 1:
+        lines = lines[1:]  # the first is probably cut
+    return [line for line in lines if line.strip()][-count:]

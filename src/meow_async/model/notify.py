@@ -11,17 +11,20 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any, Literal, cast
+from urllib.parse import SplitResult, urlsplit
 
 from ..exceptions import ConfigError
 from .checks import check_count, check_flag, check_seconds
 
-__all__ = ["Email", "Notify", "Webhook", "make_notify", "notify_paths"]
+__all__ = ["FORMATS", "Email", "Notify", "Webhook", "WebhookFormat", "make_notify", "notify_paths"]
 
 #: What ``on`` may name: a job's end state, with ``timed_out`` apart from other failures.
 OUTCOMES = ("done", "failed", "timed_out", "skipped")
 DEFAULT_ON = frozenset({"failed", "timed_out"})
+#: What a webhook's ``format`` may name: the job's record, or a chat service's message shape.
+WebhookFormat = Literal["json", "slack", "teams", "discord"]
+FORMATS: tuple[WebhookFormat, ...] = ("json", "slack", "teams", "discord")
 DEFAULT_SUBJECT = "[meow_async] job {JOB} {STATE} (rule {RULE})"
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -62,36 +65,40 @@ def _no_newlines(field: str, value: object) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class Webhook:
-    """POST each notification as JSON to ``url``.
+    """POST each notification to ``url``, or to the URL in the environment variable ``url_env``
+    (a chat service's incoming-webhook URL is itself the secret), in the shape ``format``
+    names: ``json`` (the job's record), ``slack`` (also Mattermost), ``teams`` or ``discord``.
 
     ``headers`` are sent as given; ``headers_env`` maps a header to the environment variable
     holding its value, and ``token_env`` names the variable holding a bearer token, so secrets
     stay out of workflow files.
     """
 
-    url: str
+    url: str | None = None
+    #: An environment variable holding the URL, instead of ``url``; read again for each
+    #: message, and never logged beyond its scheme and host.
+    url_env: str | None = None
+    #: The message's shape: ``json``, ``slack`` (also right for Mattermost), ``teams`` or
+    #: ``discord``.
+    format: WebhookFormat = "json"
     timeout: float = 10.0
     headers: Mapping[str, str] = field(default_factory=dict)
     headers_env: Mapping[str, str] = field(default_factory=dict)
     token_env: str | None = None
 
     def __post_init__(self) -> None:
-        url: object = self.url
-        parts = urlsplit(url) if isinstance(url, str) else None
-        try:
-            port_ok = parts is not None and (parts.port is None or parts.port > 0)
-        except ValueError:
-            port_ok = False
-        if (
-            parts is None
-            or parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or not port_ok
-            or any(c.isspace() for c in cast("str", url))
-        ):
-            raise _fail("webhook.url", "expected an http:// or https:// URL", url)
+        if (self.url is None) == (self.url_env is None):
+            both = self.url is not None
+            raise _fail(
+                "webhook.url_env" if both else "webhook.url",
+                "give url or url_env, not both" if both else "a webhook needs url or url_env",
+                self.url_env if both else None,
+            )
+        url = self.target()  # from the environment now: a missing variable is a load error
+        if self.format not in FORMATS:
+            raise _fail("webhook.format", f"expected one of {', '.join(FORMATS)}", self.format)
         check_seconds("notify", "webhook.timeout", self.timeout, above_zero=True)
         for name in ("headers", "headers_env"):
             value: object = getattr(self, name)
@@ -102,6 +109,7 @@ class Webhook:
                     raise _fail(f"webhook.{name}", "expected a header name", k)
                 _no_newlines(f"webhook.{name}.{k}", v)
             object.__setattr__(self, name, dict(value))
+        parts = urlsplit(url)
         if parts.username is not None or parts.password is not None:
             # aiohttp sends the URL's user and password as Authorization and refuses a second
             # one: every message would fail, and be retried for nothing.
@@ -123,6 +131,14 @@ class Webhook:
                 )
         self.request_headers()  # a missing variable is an error now, not at the first job
 
+    def target(self) -> str:
+        """The URL to post to; ``url_env``'s is read from the environment now, and an error
+        about it never shows the URL itself."""
+        if self.url_env is None:
+            return _http_url("webhook.url", self.url, self.url)
+        url = _env("webhook.url_env", self.url_env, "the webhook URL")
+        return _http_url("webhook.url_env", url, self.url_env, shown=f"${self.url_env}")
+
     def request_headers(self) -> dict[str, str]:
         """The headers to send, secrets read from the environment now."""
         out = dict(self.headers)
@@ -136,17 +152,26 @@ class Webhook:
 
     @property
     def label(self) -> str:
-        """The URL for log lines, without its query or user info (they may hold a secret)."""
-        p = urlsplit(self.url)
-        netloc = p.hostname or ""
-        if p.port is not None:
-            netloc += f":{p.port}"
-        return f"webhook {p.scheme}://{netloc}{p.path}"
+        """The URL for log lines, without its query or user info (they may hold a secret);
+        ``url_env``'s without its path either: there, the path is the secret."""
+        if self.url_env is not None:
+            try:
+                p = urlsplit(self.target())
+            except ConfigError:
+                return f"webhook ${self.url_env}"
+            return f"webhook {p.scheme}://{_netloc(p)}/… (${self.url_env})"
+        p = urlsplit(self.url or "")
+        return f"webhook {p.scheme}://{_netloc(p)}{p.path}"
+
+    def __repr__(self) -> str:
+        return f"Webhook({self.label!r}, format={self.format!r})"
 
     def key(self) -> tuple[Any, ...]:
         return (
             "webhook",
             self.url,
+            self.url_env,
+            self.format,
             self.timeout,
             tuple(sorted(self.headers.items())),
             tuple(sorted(self.headers_env.items())),
@@ -156,12 +181,39 @@ class Webhook:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Webhook:
         _keys(raw, _WEBHOOK_KEYS, "webhook.")
-        if "url" not in raw:
-            raise _fail("webhook.url", "a webhook needs 'url'", None)
         return cls(**raw)
 
 
-_WEBHOOK_KEYS = ("url", "timeout", "headers", "headers_env", "token_env")
+def _netloc(p: SplitResult) -> str:
+    netloc = p.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if p.port is not None:
+        netloc += f":{p.port}"
+    return netloc
+
+
+def _http_url(field: str, url: object, value: object, *, shown: str | None = None) -> str:
+    """``url`` if it is an http(s) URL; the error shows ``value`` (a variable's name, not the
+    secret URL it holds)."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        port_ok = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        port_ok = False
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or any(c.isspace() for c in cast("str", url))
+    ):
+        where = f" in {shown}" if shown else ""
+        raise _fail(field, f"expected an http:// or https:// URL{where}", value)
+    return cast("str", url)
+
+
+_WEBHOOK_KEYS = ("url", "url_env", "format", "timeout", "headers", "headers_env", "token_env")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,7 +376,7 @@ class Notify:
         elif isinstance(hook, Mapping):
             hook = Webhook.from_mapping(hook)
         elif hook is not None and not isinstance(hook, Webhook):
-            raise _fail("webhook", "expected a URL or a mapping with 'url'", hook)
+            raise _fail("webhook", "expected a URL or a mapping with 'url' or 'url_env'", hook)
         object.__setattr__(self, "webhook", hook)
         mail: object = self.email
         if isinstance(mail, Mapping):
