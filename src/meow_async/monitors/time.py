@@ -1,0 +1,397 @@
+"""Time triggers: a tick of a ``cron:`` or ``every:`` pattern becomes an event.
+
+One loop serves every time rule. It sleeps on the loop's monotonic clock, never longer than
+``NAP`` seconds, and reads the wall clock again on each wake, so a clock stepped back waits
+for the tick's wall-clock time again and a clock stepped forward (NTP, a suspend) is seen at
+once. A tick is fired only after the last one fired for its rule, so none fires twice.
+
+Each tick is recorded in ``.meow-ticks.json`` (the jobs folder) before its event is queued:
+per rule, the last tick accepted and the accepted ticks whose jobs are not made yet. A runner
+killed at a tick makes that tick's job at the next start (its job id is named from the tick,
+so a job made before is not made again); ticks that fell while no runner ran are what the
+rule's ``catch_up`` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..model.events import Event
+from ..model.filters import Facts
+from ..model.jobs import fsync_dir
+from ..model.patterns import TimePattern
+from ..model.rules import Rule
+from ..model.schedule import tick_name
+from ..model.workflow import Workflow
+from .filtering import Filtering
+
+__all__ = ["SystemClock", "TickState", "TimeMonitor", "plan"]
+
+logger = logging.getLogger("meow_async.monitors.time")
+
+#: Longest sleep (seconds) before the wall clock is read again.
+NAP = 1.0
+#: A tick the runner could not fire within this many seconds of its time (the machine slept,
+#: the clock jumped forward) was missed: the rule's ``catch_up`` decides, as after downtime.
+MISSED_AFTER = 60.0
+#: Missed ticks looked at, at most, to say how many were skipped.
+COUNT_LIMIT = 100_000
+STATE_FILE = ".meow-ticks.json"
+
+
+class Clock(Protocol):
+    """**Protocol:** the wall clock, and a wait on the monotonic one (tests inject theirs)."""
+
+    def now(self) -> float: ...
+
+    async def wait(self, wake: asyncio.Event, seconds: float) -> None:
+        """Return when ``wake`` is set or ``seconds`` have passed."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    async def wait(self, wake: asyncio.Event, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await wake.wait()
+        except TimeoutError:
+            pass
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to do with one rule's ticks up to now: fire ``fire``; ``skipped`` missed ticks
+    were left out (``more``: at least that many), from ``oldest`` to ``newest_skipped``;
+    ``newest`` is the newest tick up to now, fired or not (handled from then on)."""
+
+    newest: datetime
+    fire: list[datetime] = field(default_factory=list)
+    skipped: int = 0
+    more: bool = False
+    oldest: datetime | None = None
+    newest_skipped: datetime | None = None
+
+
+def plan(pattern: TimePattern, last: datetime, now: datetime, missed_before: datetime) -> Plan:
+    """The ticks after ``last`` up to ``now``: those from ``missed_before`` on are due and all
+    fire; earlier ones were missed, and the pattern's ``catch_up`` picks which of them fire."""
+    schedule = pattern.schedule
+    keep = {"none": 0, "latest": 1, "all": pattern.max_catch_up}[pattern.catch_up]
+    # How many were missed, and where the ones kept begin: walked back from the newest.
+    out = Plan(newest=last)
+    count, start = 0, last
+    for t in schedule.back(missed_before):
+        if t <= last:
+            break
+        if count >= COUNT_LIMIT:
+            out.more = True
+            break
+        count += 1
+        out.oldest = t
+        if count == 1:
+            out.newest = t
+        if count == keep + 1:
+            start = out.newest_skipped = t
+    # The kept and the due ones, walked forward from there (exact across DST changes).
+    missed: list[datetime] = []
+    due: list[datetime] = []
+    tick = schedule.after(start)
+    while tick is not None and tick <= now:
+        (missed if tick < missed_before else due).append(tick)
+        tick = schedule.after(tick)
+    kept = missed[len(missed) - keep :] if keep else []
+    out.skipped = max(0, count - len(kept))
+    out.fire = [*kept, *due]
+    if out.fire:
+        out.newest = max(out.newest, out.fire[-1])
+    return out
+
+
+class TickState:
+    """``.meow-ticks.json``: per time rule, the last tick accepted and those accepted whose
+    jobs are not made yet. Written whole (temporary file, then rename) before a tick's event
+    is queued; a tick marked done is written with the next one, or at stop."""
+
+    def __init__(self, path: Path, *, durable: bool) -> None:
+        self.path = path
+        self.durable = durable
+        self.last: dict[str, str] = {}
+        self.pending: dict[str, list[str]] = {}
+        self._dirty = False
+
+    def load(self) -> None:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            logger.warning("cannot read %s (%s): time rules start afresh", self.path, e)
+            return
+        rules = raw.get("rules") if isinstance(raw, dict) else None
+        for name, entry in (rules or {}).items():
+            if isinstance(entry, dict) and isinstance(entry.get("last"), str):
+                self.last[name] = entry["last"]
+                self.pending[name] = [str(t) for t in entry.get("pending") or []]
+
+    def accepted(self, rule: str, last: str, ticks: list[str]) -> None:
+        self.last[rule] = last
+        if ticks:
+            self.pending.setdefault(rule, []).extend(ticks)
+        self._dirty = True
+
+    def done(self, rule: str, tick: str) -> None:
+        ticks = self.pending.get(rule)
+        if ticks and tick in ticks:
+            ticks.remove(tick)
+            self._dirty = True
+
+    def forget(self, keep: set[str]) -> None:
+        for name in [n for n in self.last if n not in keep]:
+            self.last.pop(name, None)
+            self.pending.pop(name, None)
+            self._dirty = True
+
+    def save(self) -> None:
+        """Write if anything changed (blocking: call it in a thread)."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        data = {
+            "rules": {
+                name: {"last": last, "pending": self.pending.get(name, [])}
+                for name, last in self.last.items()
+            }
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, separators=(",", ":")) + "\n")
+            if self.durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        if self.durable:
+            fsync_dir(self.path.parent)
+
+
+class TimeMonitor:
+    """Fires the time rules' ticks as events (see the module's docstring)."""
+
+    name = "time"
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        state_path: Path,
+        *,
+        base_dir: Path,
+        durable: bool = False,
+        filtering: Filtering | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.base = str(Path(base_dir).absolute())
+        self.state = TickState(state_path, durable=durable)
+        self.filtering = filtering or Filtering()
+        self.clock: Clock = clock or SystemClock()
+        self.ready = asyncio.Event()
+        #: Per rule: its pattern as last seen, the last tick handled, and the next one.
+        self._known: dict[str, TimePattern] = {}
+        self._last: dict[str, datetime] = {}
+        self._next: dict[str, datetime | None] = {}
+        self._started = False
+        #: How many ticks each rule fired and skipped (missed ones), for tests and /status.
+        self.fired: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+
+    def rules(self) -> list[Rule]:
+        return [r for r in self.workflow.rules.values() if isinstance(r.pattern, TimePattern)]
+
+    def next_ticks(self) -> dict[str, datetime]:
+        """Each time rule's next tick, as far as the monitor knows now."""
+        out: dict[str, datetime] = {}
+        now = _utc(self.clock.now())
+        for rule in self.rules():
+            nxt = self._next.get(rule.name) if rule.name in self._known else None
+            if nxt is None:
+                got = rule.pattern.schedule.after(now)  # type: ignore[union-attr]
+                if got is None:
+                    continue
+                nxt = got
+            out[rule.name] = nxt
+        return out
+
+    async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
+        await asyncio.to_thread(self.state.load)
+        wake = asyncio.Event()
+        unsubscribe = self.workflow.subscribe(wake.set)
+        stopping = asyncio.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: wake.set())
+        try:
+            await self._start(events)
+            self.ready.set()
+            while not stop.is_set():
+                wake.clear()
+                self._follow()
+                await self._fire_due(events)
+                if stop.is_set():
+                    break
+                await self.clock.wait(wake, self._nap())
+        finally:
+            stopping.cancel()
+            unsubscribe()
+            await asyncio.to_thread(self.state.save)
+
+    async def _start(self, events: asyncio.Queue[Event]) -> None:
+        """Finish what a previous run accepted, then catch up on what it missed."""
+        rules = {r.name: r for r in self.rules()}
+        self.state.forget(set(rules))
+        now = _utc(self.clock.now())
+        recovered: list[Event] = []
+        for name, rule in rules.items():
+            pattern = rule.pattern
+            assert isinstance(pattern, TimePattern)  # noqa: S101
+            self._known[name] = pattern
+            recovered.extend(
+                self._event(rule, _parse(tick), now, recovered=True)
+                for tick in self.state.pending.get(name, [])
+            )
+            last = self.state.last.get(name)
+            if last is None:
+                self._last[name] = now  # a first start: from now on
+                self._next[name] = pattern.schedule.after(now)
+                continue
+            self._last[name] = _parse(last)
+            self._next[name] = pattern.schedule.after(self._last[name])
+        if recovered:
+            logger.info("recovered %d accepted tick(s) whose jobs were not made", len(recovered))
+            for event in recovered:
+                await events.put(event)
+        self._started = True
+        await self._fire_due(events, missed_before=now)
+
+    def _follow(self) -> None:
+        """Rules added, changed or removed since: new ones tick from now on, changed ones
+        from now or their last tick, whichever is later; none catches up."""
+        rules = {r.name: r for r in self.rules()}
+        now = _utc(self.clock.now())
+        for name in [n for n in self._known if n not in rules]:
+            del self._known[name]
+            self._last.pop(name, None)
+            self._next.pop(name, None)
+        self.state.forget(set(rules))
+        for name, rule in rules.items():
+            pattern = rule.pattern
+            assert isinstance(pattern, TimePattern)  # noqa: S101
+            if self._known.get(name) is pattern:
+                continue
+            self._known[name] = pattern
+            since = max(self._last.get(name, now), now)
+            self._last.setdefault(name, now)
+            self._next[name] = pattern.schedule.after(since)
+
+    def _nap(self) -> float:
+        now = self.clock.now()
+        soonest = min((t.timestamp() for t in self._next.values() if t is not None), default=None)
+        if soonest is None:
+            return 3600.0  # no time rule: a workflow change wakes us
+        return max(0.0, min(NAP, soonest - now))
+
+    async def _fire_due(
+        self, events: asyncio.Queue[Event], missed_before: datetime | None = None
+    ) -> None:
+        now_ts = self.clock.now()
+        now = _utc(now_ts)
+        cutoff = missed_before or _utc(now_ts - MISSED_AFTER)
+        batch: list[Event] = []
+        for name, pattern in list(self._known.items()):
+            nxt = self._next.get(name)
+            if nxt is None or nxt > now:
+                continue
+            rule = self.workflow.rules.get(name)
+            if rule is None or rule.pattern is not pattern:
+                continue
+            todo = plan(pattern, self._last[name], now, cutoff)
+            if todo.skipped:
+                self.skipped[name] = self.skipped.get(name, 0) + todo.skipped
+                logger.warning(
+                    "rule %s: skipped %s%d missed tick(s)%s (catch_up: %s%s)",
+                    name,
+                    "at least " if todo.more else "",
+                    todo.skipped,
+                    _span(todo),
+                    pattern.catch_up,
+                    f", max_catch_up {pattern.max_catch_up}" if pattern.catch_up == "all" else "",
+                )
+            wanted = [t for t in todo.fire if self.filtering.passes(rule, _tick_facts(t))]
+            self._last[name] = todo.newest
+            self._next[name] = pattern.schedule.after(max(todo.newest, now))
+            self.state.accepted(name, tick_name(todo.newest), [tick_name(t) for t in wanted])
+            batch.extend(self._event(rule, t, now) for t in wanted)
+            self.fired[name] = self.fired.get(name, 0) + len(wanted)
+        # Recorded before queued: a runner killed now makes these jobs at its next start.
+        await asyncio.to_thread(self.state.save)
+        for event in batch:
+            await events.put(event)
+
+    def _event(
+        self, rule: Rule, tick: datetime, now: datetime, *, recovered: bool = False
+    ) -> Event:
+        pattern = rule.pattern
+        assert isinstance(pattern, TimePattern)  # noqa: S101
+        scheduled = tick_name(tick.astimezone(pattern.schedule.zone))
+        fired = now.astimezone(pattern.schedule.zone).isoformat(timespec="milliseconds")
+        name = rule.name
+        extras: dict[str, Any] = {
+            "scheduled_time": scheduled,
+            "fire_time": fired,
+            "parameters": {"scheduled_time": scheduled, "fire_time": fired},
+        }
+        if recovered:
+            extras["recovered"] = True
+        return Event(
+            kind="time",
+            path=self.base,
+            base=self.base,
+            rule=rule,
+            time=now.timestamp(),
+            extras=extras,
+            key=f"time:{name}:{tick_name(tick.astimezone(pattern.schedule.zone))}",
+            release=_done(self.state, name, tick_name(tick)),
+        )
+
+
+def _tick_facts(tick: datetime) -> Facts:
+    return Facts("time", lambda: {"scheduled_time": tick})
+
+
+def _span(todo: Plan) -> str:
+    if todo.oldest is None:
+        return ""
+    newest = todo.newest_skipped or todo.newest
+    if newest == todo.oldest:
+        return f" at {tick_name(todo.oldest)}"
+    return f" from {tick_name(todo.oldest)} to {tick_name(newest)}"
+
+
+def _done(state: TickState, rule: str, tick: str) -> Callable[[], None]:
+    return lambda: state.done(rule, tick)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text)
