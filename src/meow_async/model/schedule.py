@@ -1,9 +1,10 @@
 """When a time pattern ticks: a cron expression (cronsim, Debian cron's rules) or a fixed
 interval since an anchor, in an IANA time zone.
 
-A tick is an instant. Its identity is that instant written in the pattern's zone (ISO 8601
-with its offset), so the same tick has the same name before and after a restart, and the two
-02:30s of an autumn night are two names when a schedule has both.
+A tick is an instant, handled in UTC (two aware times in one zone compare by their wall
+clocks, which a repeated hour makes equal). Its identity is that instant written in the
+pattern's zone (ISO 8601 with its offset), so the same tick has the same name before and after
+a restart, and the two 02:00s of an autumn night are two names when a schedule has both.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ __all__ = [
     "time_zone",
 ]
 
+#: How far back a repeated (autumn) hour can lie and still matter: the longest DST step.
+_REPEATS = timedelta(hours=3)
+_ZERO = timedelta(0)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 #: The shortest ``every:``: a job is a process, and shorter would start more of them than a
@@ -43,11 +47,11 @@ class Schedule(Protocol):
     def zone(self) -> ZoneInfo: ...
 
     def after(self, t: datetime) -> datetime | None:
-        """The first tick strictly after instant ``t`` (None: there is none)."""
+        """The first tick strictly after instant ``t``, in UTC (None: there is none)."""
         ...
 
     def back(self, t: datetime) -> Iterator[datetime]:
-        """The ticks strictly before instant ``t``, the newest first."""
+        """The ticks strictly before instant ``t``, the newest first, in UTC."""
         ...
 
     def describe(self) -> str: ...
@@ -105,16 +109,16 @@ class Every:
         anchor_ms = _ms(self.anchor)
         since = _ms(t) - anchor_ms
         k = since // step_ms + 1  # strictly after t, in whole milliseconds
-        return _from_ms(anchor_ms + k * step_ms, self.zone)
+        return _from_ms(anchor_ms + k * step_ms)
 
     def back(self, t: datetime) -> Iterator[datetime]:
         step_ms = round(self.interval * 1000)
         anchor_ms = _ms(self.anchor)
         k = -((anchor_ms - _ms(t)) // step_ms) - 1  # the last multiple strictly before t
-        if _from_ms(anchor_ms + (k + 1) * step_ms, self.zone) < t:
+        if _from_ms(anchor_ms + (k + 1) * step_ms) < t:
             k += 1  # t had sub-millisecond digits past that multiple
         while True:
-            yield _from_ms(anchor_ms + k * step_ms, self.zone)
+            yield _from_ms(anchor_ms + k * step_ms)
             k -= 1
 
     def describe(self) -> str:
@@ -126,21 +130,35 @@ class Cron:
     cron does: a time in the hour DST skips runs once at the jump, one in the hour DST repeats
     runs once, and schedules finer than an hour run in both halves of a repeated hour."""
 
-    __slots__ = ("expression", "zone")
+    __slots__ = ("_walk", "expression", "zone")
 
     def __init__(self, expression: str, zone: ZoneInfo) -> None:
         self.expression = expression
         self.zone = zone
         CronSim(expression, datetime.now(zone))  # CronSimError now, at load time
+        #: The last tick named and the walk that named it: cronsim walks wall-clock time and
+        #: knows which half of a repeated hour it is in only while it keeps walking.
+        self._walk: tuple[datetime, Iterator[datetime]] | None = None
 
     def after(self, t: datetime) -> datetime | None:
-        local = t.astimezone(self.zone)
-        # cronsim works in wall-clock time: from inside a repeated hour it may name a time
-        # that is earlier as an instant; those are skipped, so nothing runs twice.
-        it = CronSim(self.expression, local.replace(microsecond=0))
-        for tick in _bounded(it):
-            if tick > t:
-                return tick
+        walk = self._walk
+        if walk is not None and walk[0] == t:
+            it = walk[1]
+        else:
+            local = t.astimezone(self.zone)
+            start = local
+            earlier = (t - _REPEATS).astimezone(self.zone)
+            if (earlier.utcoffset() or _ZERO) > (local.utcoffset() or _ZERO):
+                start = earlier  # a repeated hour lies just behind t: walk through it again
+            it = _bounded(CronSim(self.expression, start.replace(microsecond=0)))
+        # cronsim may name a time that is earlier as an instant (inside a repeated hour):
+        # those are skipped, so nothing runs twice.
+        for tick in it:
+            instant = tick.astimezone(UTC)
+            if instant > t:
+                self._walk = (instant, it)
+                return instant
+        self._walk = None
         return None
 
     def back(self, t: datetime) -> Iterator[datetime]:
@@ -148,7 +166,7 @@ class Cron:
         newest = t
         while True:
             try:
-                tick = next(it)
+                tick = next(it).astimezone(UTC)
             except StopIteration:
                 return
             if tick < newest:  # strictly older instants only (a repeated hour)
@@ -159,9 +177,9 @@ class Cron:
         return f"cron {self.expression}"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Cron) and (self.expression, str(self.zone)) == (
-            other.expression,
-            str(other.zone),
+        return (
+            isinstance(other, Cron)
+            and (self.expression, str(self.zone)) == (other.expression, str(other.zone))
         )
 
     def __hash__(self) -> int:
@@ -211,7 +229,7 @@ def _ceil_second(t: datetime) -> datetime:
 
 
 def _bounded(it: CronSim) -> Iterator[datetime]:
-    for _ in range(1000):  # more than any DST overlap holds; cronsim ends by itself after 50 y
+    while True:  # cronsim itself ends after 50 years without a tick
         try:
             yield next(it)
         except StopIteration:
@@ -223,8 +241,8 @@ def _ms(t: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-def _from_ms(ms: int, zone: ZoneInfo) -> datetime:
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).astimezone(zone)
+def _from_ms(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
 def _duration(seconds: float) -> str:

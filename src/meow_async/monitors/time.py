@@ -40,18 +40,22 @@ logger = logging.getLogger("meow_async.monitors.time")
 
 #: Longest sleep (seconds) before the wall clock is read again.
 NAP = 1.0
-#: A tick the runner could not fire within this many seconds of its time (the machine slept,
-#: the clock jumped forward) was missed: the rule's ``catch_up`` decides, as after downtime.
-MISSED_AFTER = 60.0
+#: Ticks in wall-clock time that passed without the monotonic clock (the machine slept, the
+#: clock was stepped forward), less this slack, were missed: the rule's ``catch_up`` decides,
+#: as after downtime. Ticks the loop was merely late for (it was busy) all fire.
+SLACK = 0.25
 #: Missed ticks looked at, at most, to say how many were skipped.
 COUNT_LIMIT = 100_000
 STATE_FILE = ".meow-ticks.json"
 
 
 class Clock(Protocol):
-    """**Protocol:** the wall clock, and a wait on the monotonic one (tests inject theirs)."""
+    """**Protocol:** the wall clock, the monotonic one, and a wait on the monotonic one
+    (tests inject theirs)."""
 
     def now(self) -> float: ...
+
+    def monotonic(self) -> float: ...
 
     async def wait(self, wake: asyncio.Event, seconds: float) -> None:
         """Return when ``wake`` is set or ``seconds`` have passed."""
@@ -61,6 +65,9 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     async def wait(self, wake: asyncio.Event, seconds: float) -> None:
         try:
@@ -210,7 +217,7 @@ class TimeMonitor:
         self._known: dict[str, TimePattern] = {}
         self._last: dict[str, datetime] = {}
         self._next: dict[str, datetime | None] = {}
-        self._started = False
+        self._looked = self.clock.monotonic()  # when the wall clock was last read
         #: How many ticks each rule fired and skipped (missed ones), for tests and /status.
         self.fired: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
@@ -278,7 +285,6 @@ class TimeMonitor:
             logger.info("recovered %d accepted tick(s) whose jobs were not made", len(recovered))
             for event in recovered:
                 await events.put(event)
-        self._started = True
         await self._fire_due(events, missed_before=now)
 
     def _follow(self) -> None:
@@ -311,9 +317,12 @@ class TimeMonitor:
     async def _fire_due(
         self, events: asyncio.Queue[Event], missed_before: datetime | None = None
     ) -> None:
-        now_ts = self.clock.now()
+        now_ts, mono = self.clock.now(), self.clock.monotonic()
         now = _utc(now_ts)
-        cutoff = missed_before or _utc(now_ts - MISSED_AFTER)
+        # What the wall clock did that the monotonic clock did not (a suspend, a step) is
+        # missed; the time the loop itself took is not.
+        looked, self._looked = self._looked, mono
+        cutoff = missed_before or _utc(now_ts - (mono - looked) - SLACK)
         batch: list[Event] = []
         for name, pattern in list(self._known.items()):
             nxt = self._next.get(name)
