@@ -98,7 +98,7 @@ class Filter:
             if "out of range" in why and facts.widen():
                 return self.test(facts)  # a JSON integer CEL has no int for: now a double
             raise FilterError(why)
-        raise FilterError(f"the expression gave a {kind.name().lower()}, not true or false")
+        raise FilterError(f"the expression gave {_a(kind.name())}, not true or false")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Filter) and (self.kind, self.source) == (other.kind, other.source)
@@ -133,10 +133,13 @@ def compile_filter(kind: str, source: object) -> Filter:
         raise ValueError("the filter does not compile: " + "; ".join(parts)) from None
     returns = expr.return_type()
     if returns not in (cel.Type.BOOL, cel.Type.DYN):
-        raise ValueError(
-            f"a filter must give true or false; this one gives a {returns.name().lower()}"
-        )
+        raise ValueError(f"a filter must give true or false; this one gives {_a(returns.name())}")
     return Filter(kind, source, expr, cel.Type.ERROR, cel.Type.BOOL)
+
+
+def _a(type_name: str) -> str:
+    name = type_name.lower()
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
 def parse_json(data: bytes | bytearray | None) -> tuple[bool, Any]:

@@ -177,9 +177,9 @@ class Cron:
         return f"cron {self.expression}"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Cron)
-            and (self.expression, str(self.zone)) == (other.expression, str(other.zone))
+        return isinstance(other, Cron) and (self.expression, str(self.zone)) == (
+            other.expression,
+            str(other.zone),
         )
 
     def __hash__(self) -> int:
