@@ -347,7 +347,7 @@ class TimeMonitor:
             self._last[name] = todo.newest
             self._next[name] = pattern.schedule.after(max(todo.newest, now))
             self.state.accepted(name, tick_name(todo.newest), [tick_name(t) for t in wanted])
-            batch.extend(self._event(rule, t, now) for t in wanted)
+            batch.extend(self._event(rule, t, now, missed=t < cutoff) for t in wanted)
             self.fired[name] = self.fired.get(name, 0) + len(wanted)
         # Recorded before queued: a runner killed now makes these jobs at its next start.
         await asyncio.to_thread(self.state.save)
@@ -355,7 +355,13 @@ class TimeMonitor:
             await events.put(event)
 
     def _event(
-        self, rule: Rule, tick: datetime, now: datetime, *, recovered: bool = False
+        self,
+        rule: Rule,
+        tick: datetime,
+        now: datetime,
+        *,
+        recovered: bool = False,
+        missed: bool = False,
     ) -> Event:
         pattern = rule.pattern
         assert isinstance(pattern, TimePattern)  # noqa: S101
@@ -368,7 +374,9 @@ class TimeMonitor:
             "parameters": {"scheduled_time": scheduled, "fire_time": fired},
         }
         if recovered:
-            extras["recovered"] = True
+            extras["recovered"] = True  # accepted by a runner that died before its job
+        if missed:
+            extras["catch_up"] = True  # missed while no runner ran (or the machine slept)
         return Event(
             kind="time",
             path=self.base,
