@@ -119,9 +119,11 @@ def test_run_time_errors_are_no_match_with_a_rate_limited_warning(
             assert filtering.passes(rule, names({"n": 2**70, "id": 2**80}))
 
     asyncio.run(run())
-    assert filtering.filtered["h"] == 101 and filtering.failed["h"] == 100
+    assert filtering.filtered["h"] == 101
+    assert filtering.failed["h"] == 100
     warnings = [r for r in caplog.records if "its filter failed" in r.getMessage()]
-    assert len(warnings) == 1 and "rule h" in warnings[0].getMessage()
+    assert len(warnings) == 1
+    assert "rule h" in warnings[0].getMessage()
 
 
 def test_names_are_made_once_per_event_however_many_rules_look() -> None:
@@ -324,7 +326,8 @@ async def test_a_request_every_rule_rejects_is_answered_202_with_no_jobs(ws: Wor
             async with s.post(url + "?mode=wait", data=b"x") as r:
                 assert r.status == 202
                 answer = await r.json()
-            assert answer["jobs"] == [] and answer["message_id"]
+            assert answer["jobs"] == []
+            assert answer["message_id"]
             async with s.post(url + "?mode=go", data=b"x") as r:
                 assert (r.status, len((await r.json())["jobs"])) == (202, 1)
         async with asyncio.timeout(WAIT):

@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -103,7 +104,7 @@ def test_six_fields_mean_seconds_first() -> None:
 
 
 def test_bad_time_patterns_are_config_errors_naming_the_field() -> None:
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "every": {"every": "0s"},
         "cron": {"cron": "61 * * * *"},
         "timezone": {"every": "1s", "timezone": "Europe/Atlantis"},
@@ -164,7 +165,10 @@ def test_an_unquoted_yaml_time_is_an_anchor(tmp_path: Path) -> None:
 
 def test_plan_catch_up_policies() -> None:
     last, now = at("2024-01-01T00:00:00+00:00"), at("2024-01-01T00:00:10.5+00:00")
-    names = lambda ts: [t.strftime("%S") for t in ts]  # noqa: E731
+
+    def names(ts: list[datetime]) -> list[str]:
+        return [t.strftime("%S") for t in ts]
+
     none = plan(timed(every="1s", catch_up="none"), last, now, now)
     assert (none.fire, none.skipped, none.newest) == ([], 10, at("2024-01-01T00:00:10+00:00"))
     latest = plan(timed(every="1s", catch_up="latest"), last, now, now)
@@ -186,7 +190,9 @@ def test_plan_after_a_long_downtime_stays_bounded() -> None:
     p = timed(every="100ms", catch_up="all", max_catch_up=5)
     last, now = at("2024-01-01T00:00:00+00:00"), at("2024-03-01T00:00:00.05+00:00")
     got = plan(p, last, now, now)
-    assert len(got.fire) == 5 and got.more and got.skipped >= 99_995
+    assert len(got.fire) == 5
+    assert got.more
+    assert got.skipped >= 99_995
     assert got.fire[-1] == got.newest == at("2024-03-01T00:00:00+00:00")
 
 
