@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..model.filters import Facts, FilterError
+from ..model.filters import Facts, FilterError, keep_paths
 from ..model.rules import Rule
 from .log_limit import LogLimit
 
@@ -42,9 +42,10 @@ class Filtering:
     ) -> list[Rule]:
         """The rules among ``rules`` whose filter passes the event; ``names()`` (called at
         most once) gives what the filters see."""
-        if not self.needed(rules):
+        filters = [r.pattern.filter for r in rules if r.pattern.filter is not None]
+        if not filters:
             return list(rules)
-        facts = Facts(kind, names)
+        facts = Facts(kind, names, keep_paths(filters))  # only what the filters read
         return [rule for rule in rules if self.passes(rule, facts)]
 
     def passes(self, rule: Rule, facts: Facts) -> bool:

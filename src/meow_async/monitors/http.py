@@ -25,7 +25,7 @@ from aiohttp import web
 from ..exceptions import ConfigError, MonitorError
 from ..model.addresses import host_port
 from ..model.events import Event
-from ..model.filters import ABSENT, parse_json
+from ..model.filters import ABSENT, Later, parse_json
 from ..model.jobs import job_id_for
 from ..model.patterns import HttpPattern
 from ..model.rules import Rule
@@ -573,9 +573,13 @@ def _names(
     for name, value in request.headers.items():
         key = name.lower()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    ok, parsed = parse_json(body)
+
+    def parsed() -> Any:
+        ok, value = parse_json(body)
+        return value if ok else ABSENT
+
     return {
-        "body": parsed if ok else ABSENT,
+        "body": Later(parsed),
         "headers": headers,
         "query": dict(request.query.items()),  # a repeated name: its last value
         "route": dict(parts),

@@ -25,7 +25,7 @@ from ..exceptions import MonitorError
 from ..model.addresses import bracket
 from ..model.config import DEFAULT_CHUNK_SIZE
 from ..model.events import Event
-from ..model.filters import ABSENT, parse_json
+from ..model.filters import ABSENT, Later, parse_json
 from ..model.patterns import LISTENER_FIELDS, NetworkPattern
 from ..model.rules import Rule
 from ..model.workflow import Workflow
@@ -370,7 +370,7 @@ class NetworkMonitor:
 
             def names() -> dict[str, Any]:
                 return {
-                    "payload": self.payload(path, size),
+                    "payload": Later(lambda: self.payload(path, size)),
                     "size": size,
                     "peer": peer,
                     "identity": subject,
