@@ -339,3 +339,35 @@ async def test_a_request_every_rule_rejects_is_answered_202_with_no_jobs(ws: Wor
 def test_the_runner_counts_filtered_events_per_rule() -> None:
     runner = Runner([FilePattern(name="f", glob="*", recipe="py", when="size > 1")], [py_recipe()])
     assert runner.filtering.filtered == {}
+
+
+def test_filters_read_only_the_keys_they_name_and_all_of_what_they_cannot_tell() -> None:
+    from meow_async.model.filters import used_paths
+
+    assert used_paths('body.ref == "x" && body["a"].b > 1', "body") == {("ref",), ("a", "b")}
+    assert used_paths('body.ref.startsWith("refs/tags/")', "body") == {("ref",)}
+    assert used_paths('body.commits.exists(c, c.id == "body.x")', "body") == {("commits",)}
+    assert used_paths('"body" == method && x.body == 1', "body") == frozenset()
+    for whole in ("size(body) > 1", "body[headers.k] == 1", '"k" in body', "body.?x == 1"):
+        assert used_paths(whole, "body") is None, whole
+    # and the answers are the same as on the whole body
+    body = {"ref": "refs/heads/main", "a": {"b": 2, "c": 3}, "commits": [{"id": 1}], "n": 2**70}
+    for source in (
+        'body.ref == "refs/heads/main" && body.a.b == 2',
+        "has(body.a.c) && !has(body.a.d) && size(body.commits) == 1",
+        "body.commits[0].id == 1 && body.n > 1.0",
+    ):
+        f = compile_filter("http", source)
+        assert f.test(Facts("http", lambda: {"body": body}, f.paths)), source
+
+
+def test_json_bodies_parse_as_cel_can_take_them() -> None:
+    from meow_async.model.filters import parse_json
+
+    # an integer past 64 bits is a double, as CEL has no bigger int
+    ok, value = parse_json(b'{"n": 123456789012345678901234567890}')
+    assert ok
+    assert value == {"n": 1.2345678901234568e29}
+    assert parse_json(b'{"x": NaN}')[0]  # json reads what orjson refuses
+    assert parse_json(b"not json") == (False, None)
+    assert parse_json(b"") == (False, None)
