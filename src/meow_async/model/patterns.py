@@ -419,7 +419,13 @@ HTTP_ROUTE_FIELDS = (
     "hmac_header",
     "timestamp_header",
     "hmac_window",
+    "signature",
+    "token_header",
 )
+#: How a signed request is signed: meow_async's own scheme (a timestamp signed with the body),
+#: or GitHub's (``X-Hub-Signature-256``, the body alone).
+SIGNATURES: tuple[str, ...] = ("meow", "github")
+GITHUB_HEADER = "X-Hub-Signature-256"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -452,6 +458,13 @@ class HttpPattern(_PatternBase):
     hmac_header: str = "X-Signature-256"
     timestamp_header: str = "X-Timestamp"
     hmac_window: float = 300.0
+    #: ``meow`` (above) or ``github``: GitHub's own webhooks, ``sha256=<hex of HMAC(secret,
+    #: body)>`` in ``X-Hub-Signature-256`` (unless ``hmac_header`` says otherwise), with no
+    #: timestamp; a signature seen before within ``hmac_window`` is refused as a replay.
+    signature: Literal["meow", "github"] = "meow"
+    #: The header clients send the token in: ``Authorization`` (as ``Bearer <token>``), or
+    #: another whose value is the token itself, e.g. ``X-Gitlab-Token`` for GitLab's webhooks.
+    token_header: str = "Authorization"  # noqa: S105 - a header's name, not a secret
     #: Seconds an ``Idempotency-Key`` is remembered (across restarts).
     idempotency_window: float = 24 * 3600.0
     #: HTTPS, and client certificates signed by ``tls_client_ca``, as for network patterns.
@@ -541,7 +554,16 @@ class HttpPattern(_PatternBase):
                 field="hmac_secret_file",
                 value=self.hmac_secret_file,
             )
-        for name in ("hmac_header", "timestamp_header"):
+        if self.signature not in SIGNATURES:
+            raise ConfigError(
+                f"expected one of {', '.join(SIGNATURES)}",
+                where=where,
+                field="signature",
+                value=self.signature,
+            )
+        if self.signature == "github" and self.hmac_header == "X-Signature-256":
+            object.__setattr__(self, "hmac_header", GITHUB_HEADER)
+        for name in ("hmac_header", "timestamp_header", "token_header"):
             value: object = getattr(self, name)
             if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]+", value):
                 raise ConfigError(

@@ -269,33 +269,43 @@ class HttpMonitor:
             identity = f"client certificate {subject}" if subject else "client certificate"
         token, secret = self._secrets(pattern)
         if token is not None:
-            given = request.headers.get("Authorization", "")
-            scheme, _, value = given.partition(" ")
             challenge = {"WWW-Authenticate": 'Bearer realm="meow_async"'}
-            if scheme.lower() != "bearer" or not value:
-                return _error(401, "a bearer token is needed", challenge)
+            what = "bearer token"
+            if pattern.token_header.lower() == "authorization":
+                scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not value:
+                    return _error(401, "a bearer token is needed", challenge)
+            else:  # the token itself in its own header (GitLab's X-Gitlab-Token)
+                value = request.headers.get(pattern.token_header, "")
+                challenge, what = {}, f"{pattern.token_header} token"  # no scheme to name
+                if not value:
+                    return _error(401, f"a token is needed in {pattern.token_header}")
             if not hmac.compare_digest(value.strip().encode(), token.encode()):
                 if self._valid_elsewhere(key, value.strip(), pattern):
                     return _error(403, f"that token is not allowed on {pattern.route}")
-                return _error(401, "the bearer token is wrong", challenge)
-            identity = f"bearer token of pattern {pattern.name}"
+                return _error(401, f"the {what} is wrong", challenge)
+            identity = f"{what} of pattern {pattern.name}"
         signer = None
         if secret is not None:
             signature = request.headers.get(pattern.hmac_header, "")
             stamp = request.headers.get(pattern.timestamp_header, "")
-            try:
-                age = time.time() - float(stamp)
-            except ValueError:
-                return _error(401, f"a signed request needs {pattern.timestamp_header}")
+            signed = b""  # GitHub signs the body alone
+            if pattern.signature == "meow":
+                try:
+                    age = time.time() - float(stamp)
+                except ValueError:
+                    return _error(401, f"a signed request needs {pattern.timestamp_header}")
+                if abs(age) > pattern.hmac_window:
+                    return _error(
+                        401,
+                        f"the timestamp is {age:.0f} s off (window {pattern.hmac_window:g} s)",
+                    )
+                signed = stamp.encode() + b"."
             if not signature.startswith("sha256="):
                 return _error(401, f"a signed request needs {pattern.hmac_header}: sha256=...")
-            if abs(age) > pattern.hmac_window:
-                return _error(
-                    401, f"the timestamp is {age:.0f} s off (window {pattern.hmac_window:g} s)"
-                )
             if self._seen_signatures.get(signature, 0) > time.time():
                 return _error(401, "that signature was used before: a replay")
-            signer = (hmac.new(secret.encode(), stamp.encode() + b".", hashlib.sha256), signature)
+            signer = (hmac.new(secret.encode(), signed, hashlib.sha256), signature)
             identity = f"HMAC signature of pattern {pattern.name}"
         idem = request.headers.get("Idempotency-Key")
         scope = f"{key}:{pattern.route}:{idem}" if idem else None
