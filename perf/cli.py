@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     steps["filters"] = lambda: schedules.run_filters(5000, args.repeats or 7)
     steps["ticks"] = lambda: schedules.run_ticks(
-        100 if sizes.name == "small" else 600, scratch, args.loop
+        60 if sizes.name == "small" else 400, scratch, args.loop
     )
     chosen = list(SUITES) if args.suite == "all" else [args.suite]
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from meow_async.model.events import Event
 from meow_async.model.patterns import TimePattern
 from meow_async.model.schedule import parse_interval
 from meow_async.model.workflow import Workflow
-from meow_async.monitors.time import STATE_FILE, TimeMonitor, plan
+from meow_async.monitors.time import STATE_FILE, TickState, TimeMonitor, plan
 
 from .conftest import WAIT, Workspace, py_recipe
 
@@ -346,16 +345,17 @@ async def test_a_tick_accepted_before_a_kill_is_made_at_the_next_start_then_catc
         clock.set("2024-01-01T00:00:01+00:00")
         await asyncio.sleep(0.2)  # recorded and queued, never handled: the runner dies here
         assert t.events.qsize() == 1
-    state = json.loads(t.state.read_text())
-    assert state["rules"]["beat"] == {
-        "last": "2024-01-01T00:00:01+00:00",
-        "pending": ["2024-01-01T00:00:01+00:00"],
-    }
+    record = TickState(t.state, durable=False)
+    record.load()
+    assert record.last == {"beat": "2024-01-01T00:00:01+00:00"}
+    assert record.pending == {"beat": ["2024-01-01T00:00:01+00:00"]}
     clock.set("2024-01-01T00:00:04.5+00:00")  # restarted 3.5 s later
     async with Ticking(tmp_path, [beat], clock) as again:
         got = await again.settle()
     assert got == [f"beat@2024-01-01T00:00:0{i}+00:00" for i in (1, 2, 3, 4)]
-    assert json.loads(t.state.read_text())["rules"]["beat"]["pending"] == []
+    record = TickState(t.state, durable=False)
+    record.load()
+    assert record.pending == {"beat": []}
 
 
 async def test_catch_up_latest_after_downtime_and_a_first_start_catches_nothing(

@@ -5,7 +5,6 @@ changes under libfaketime (Debian's ``faketime``), running at an accelerated rat
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 import time
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from meow_async import iter_jobs
+from meow_async.monitors.time import STATE_FILE, TickState
 
 from .conftest import wait_until_sync
 from .test_cli import MeowRun
@@ -71,8 +71,9 @@ def test_every_second_across_a_sigkill_and_restart(tmp_path: Path) -> None:
         wait_until_sync(lambda: len(ticks(tmp_path, "none")) >= 3)
         first.proc.kill()  # SIGKILL: no graceful anything
         first.wait_exit()
-    state = json.loads((tmp_path / ".meow" / "jobs" / ".meow-ticks.json").read_text())
-    killed_at = {rule: state["rules"][rule]["last"] for rule in ("all", "latest", "none")}
+    record = TickState(tmp_path / ".meow" / "jobs" / STATE_FILE, durable=False)
+    record.load()
+    killed_at = {rule: record.last[rule] for rule in ("all", "latest", "none")}
     time.sleep(2.5)  # down for at least two ticks
     with MeowRun(path, cwd=tmp_path) as second:
         second.wait_for("runner started", stream="stderr")
@@ -116,10 +117,11 @@ def faketime_run(tmp: Path, start: str, rate: int, patterns: str) -> MeowRun:
     # ticks it was too late for are made by its catch-up, named the same, from a tick record
     # saying where the rules stood at the start.
     rules = [line.split(":")[0].strip() for line in patterns.splitlines()]
-    record = tmp / ".meow" / "jobs" / ".meow-ticks.json"
-    record.parent.mkdir(parents=True)
-    begin = f"{start.replace(' ', 'T')}+00:00"
-    record.write_text(json.dumps({"rules": {r: {"last": begin, "pending": []} for r in rules}}))
+    record = TickState(tmp / ".meow" / "jobs" / STATE_FILE, durable=False)
+    record.path.parent.mkdir(parents=True)
+    for rule in rules:
+        record.accepted(rule, f"{start.replace(' ', 'T')}+00:00", [])
+    record.close()
     env = {**os.environ, "TZ": "UTC", "LD_PRELOAD": FAKETIME, "FAKETIME": f"@{start} x{rate}"}
     return MeowRun(path, "--loop", "asyncio", cwd=tmp, env=env)
 

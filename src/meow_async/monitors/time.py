@@ -5,7 +5,7 @@ One loop serves every time rule. It sleeps on the loop's monotonic clock, never 
 for the tick's wall-clock time again and a clock stepped forward (NTP, a suspend) is seen at
 once. A tick is fired only after the last one fired for its rule, so none fires twice.
 
-Each tick is recorded in ``.meow-ticks.json`` (the jobs folder) before its event is queued:
+Each tick is recorded in ``.meow-ticks.log`` (the jobs folder) before its event is queued:
 per rule, the last tick accepted and the accepted ticks whose jobs are not made yet. A runner
 killed at a tick makes that tick's job at the next start (its job id is named from the tick,
 so a job made before is not made again); ticks that fell while no runner ran are what the
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from ..model.events import Event
 from ..model.filters import Facts
@@ -33,6 +33,7 @@ from ..model.rules import Rule
 from ..model.schedule import tick_name
 from ..model.workflow import Workflow
 from .filtering import Filtering
+from .spool import json_lines
 
 __all__ = ["SystemClock", "TickState", "TimeMonitor", "plan"]
 
@@ -46,7 +47,7 @@ NAP = 1.0
 SLACK = 0.25
 #: Missed ticks looked at, at most, to say how many were skipped.
 COUNT_LIMIT = 100_000
-STATE_FILE = ".meow-ticks.json"
+STATE_FILE = ".meow-ticks.log"
 
 
 class Clock(Protocol):
@@ -127,69 +128,105 @@ def plan(pattern: TimePattern, last: datetime, now: datetime, missed_before: dat
 
 
 class TickState:
-    """``.meow-ticks.json``: per time rule, the last tick accepted and those accepted whose
-    jobs are not made yet. Written whole (temporary file, then rename) before a tick's event
-    is queued; a tick marked done is written with the next one, or at stop."""
+    """``.meow-ticks.log``: per time rule, the last tick accepted and those accepted whose
+    jobs are not made yet, as JSON lines appended (one ``write`` to the page cache: no rename
+    on the way of a tick) and read back in order. A tick's line is written before its event
+    is queued; a tick marked done goes with the next line, or at stop. The file is rewritten
+    short at each start and when it has grown long."""
 
     def __init__(self, path: Path, *, durable: bool) -> None:
         self.path = path
         self.durable = durable
         self.last: dict[str, str] = {}
         self.pending: dict[str, list[str]] = {}
-        self._dirty = False
+        self._lines: list[str] = []  # not written yet
+        self._file: IO[str] | None = None
+        self._written = 0
 
     def load(self) -> None:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as e:
-            logger.warning("cannot read %s (%s): time rules start afresh", self.path, e)
-            return
-        rules = raw.get("rules") if isinstance(raw, dict) else None
-        for name, entry in (rules or {}).items():
-            if isinstance(entry, dict) and isinstance(entry.get("last"), str):
-                self.last[name] = entry["last"]
-                self.pending[name] = [str(t) for t in entry.get("pending") or []]
+        """Read the record back (blocking: call it in a thread), then write it short."""
+        for entry in json_lines(self.path):  # a line cut short by a kill is skipped
+            rule = entry.get("rule")
+            if not isinstance(rule, str):
+                continue
+            if entry.get("forget"):
+                self.last.pop(rule, None)
+                self.pending.pop(rule, None)
+                continue
+            if isinstance(entry.get("last"), str):
+                self.last[rule] = entry["last"]
+            pending = self.pending.setdefault(rule, [])
+            pending.extend(str(t) for t in entry.get("add") or [])
+            if entry.get("done") in pending:
+                pending.remove(entry["done"])
+        self._compact()
 
     def accepted(self, rule: str, last: str, ticks: list[str]) -> None:
         self.last[rule] = last
         if ticks:
             self.pending.setdefault(rule, []).extend(ticks)
-        self._dirty = True
+        self._lines.append(_line({"rule": rule, "last": last, "add": ticks}))
 
     def done(self, rule: str, tick: str) -> None:
         ticks = self.pending.get(rule)
         if ticks and tick in ticks:
             ticks.remove(tick)
-            self._dirty = True
+            self._lines.append(_line({"rule": rule, "done": tick}))
 
     def forget(self, keep: set[str]) -> None:
         for name in [n for n in self.last if n not in keep]:
             self.last.pop(name, None)
             self.pending.pop(name, None)
-            self._dirty = True
+            self._lines.append(_line({"rule": name, "forget": True}))
 
     def save(self) -> None:
-        """Write if anything changed (blocking: call it in a thread)."""
-        if not self._dirty:
+        """Write the lines not written yet (one ``write``; with ``durable``, an fsync)."""
+        if not self._lines:
             return
-        self._dirty = False
-        data = {
-            "rules": {
-                name: {"last": last, "pending": self.pending.get(name, [])}
-                for name, last in self.last.items()
-            }
-        }
+        if self._written > 4096 and self._written > 8 * (len(self.last) + 1):
+            self._compact()
+            return
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        text, self._lines = "".join(self._lines), []
+        self._file.write(text)
+        self._file.flush()
+        if self.durable:
+            os.fsync(self._file.fileno())
+        self._written += text.count("\n")
+
+    def close(self) -> None:
+        self.save()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _compact(self) -> None:
+        """The whole record as one line per rule (temporary file, then rename)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._lines = []
+        lines = [
+            _line({"rule": r, "last": last, "add": self.pending.get(r, [])})
+            for r, last in self.last.items()
+        ]
+        if not lines and not self.path.exists():
+            return
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(data, separators=(",", ":")) + "\n")
+            f.write("".join(lines))
             if self.durable:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, self.path)
         if self.durable:
             fsync_dir(self.path.parent)
+        self._written = len(lines)
+
+
+def _line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, separators=(",", ":")) + "\n"
 
 
 class TimeMonitor:
@@ -258,7 +295,10 @@ class TimeMonitor:
         finally:
             stopping.cancel()
             unsubscribe()
-            await asyncio.to_thread(self.state.save)
+            if self.state.durable:
+                await asyncio.to_thread(self.state.close)
+            else:
+                self.state.close()
 
     async def _start(self, events: asyncio.Queue[Event]) -> None:
         """Finish what a previous run accepted, then catch up on what it missed."""
@@ -350,7 +390,12 @@ class TimeMonitor:
             batch.extend(self._event(rule, t, now, missed=t < cutoff) for t in wanted)
             self.fired[name] = self.fired.get(name, 0) + len(wanted)
         # Recorded before queued: a runner killed now makes these jobs at its next start.
-        await asyncio.to_thread(self.state.save)
+        # A line appended from the loop, as the spool journal's are (a thread hop costs
+        # more), unless each write waits for the disk (durable).
+        if self.state.durable:
+            await asyncio.to_thread(self.state.save)
+        else:
+            self.state.save()
         for event in batch:
             await events.put(event)
 
