@@ -111,7 +111,10 @@ def _next_tick(p: Pattern, now: float) -> dict[str, Any]:
     tick = p.schedule.after(datetime.fromtimestamp(now, UTC))
     if tick is None:
         return {}
-    return {"next_tick": tick_name(tick), "next_tick_in": tick.timestamp() - now}
+    return {
+        "next_tick": tick_name(tick.astimezone(p.schedule.zone)),
+        "next_tick_in": tick.timestamp() - now,
+    }
 
 
 def _runner(live: Live, now: float) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..model.filters import Facts, FilterError, keep_paths
+from ..model.filters import Facts, Filter, FilterError, keep_paths
 from ..model.rules import Rule
 from .log_limit import LogLimit
 
@@ -31,6 +31,7 @@ class Filtering:
         #: Events each rule's filter failed on (counted in ``filtered`` too).
         self.failed: Counter[str] = Counter()
         self._warn = LogLimit(logger, every=60.0)
+        self._keep: dict[tuple[Filter, ...], dict[str, frozenset[tuple[str, ...]] | None]] = {}
 
     @staticmethod
     def needed(rules: Sequence[Rule]) -> bool:
@@ -42,10 +43,15 @@ class Filtering:
     ) -> list[Rule]:
         """The rules among ``rules`` whose filter passes the event; ``names()`` (called at
         most once) gives what the filters see."""
-        filters = [r.pattern.filter for r in rules if r.pattern.filter is not None]
+        filters = tuple(r.pattern.filter for r in rules if r.pattern.filter is not None)
         if not filters:
             return list(rules)
-        facts = Facts(kind, names, keep_paths(filters))  # only what the filters read
+        keep = self._keep.get(filters)
+        if keep is None:  # what these filters read together, worked out once
+            if len(self._keep) > 1024:
+                self._keep.clear()
+            keep = self._keep[filters] = keep_paths(list(filters))
+        facts = Facts(kind, names, keep)  # only what the filters read is made
         return [rule for rule in rules if self.passes(rule, facts)]
 
     def passes(self, rule: Rule, facts: Facts) -> bool:

@@ -263,7 +263,7 @@ class TimeMonitor:
         return [r for r in self.workflow.rules.values() if isinstance(r.pattern, TimePattern)]
 
     def next_ticks(self) -> dict[str, datetime]:
-        """Each time rule's next tick, as far as the monitor knows now."""
+        """Each time rule's next tick, as far as the monitor knows now, in its zone."""
         out: dict[str, datetime] = {}
         now = _utc(self.clock.now())
         for rule in self.rules():
@@ -273,7 +273,7 @@ class TimeMonitor:
                 if got is None:
                     continue
                 nxt = got
-            out[rule.name] = nxt
+            out[rule.name] = nxt.astimezone(rule.pattern.schedule.zone)  # type: ignore[union-attr]
         return out
 
     async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
