@@ -442,3 +442,27 @@ async def test_github_and_gitlab_native_webhook_headers(
         "HMAC signature of pattern github",
         "X-Gitlab-Token token of pattern gitlab",
     ]
+
+
+async def test_a_held_file_that_changes_into_what_the_filter_rejects_makes_no_job(
+    ws: Workspace,
+) -> None:
+    small = FilePattern(name="small", glob="*.dat", recipe="py", settle=1.0, when="size < 5")
+    async with ws.runner([small], [py_recipe()]) as runner:
+        ws.write("a.dat", "abc")  # wanted: held while it settles
+        await poll_until(lambda: runner.files._gate.held() == 1)
+        ws.write("a.dat", "abcdefgh")  # changed within the settle time, now too big
+        ws.write("b.dat", "ok")  # wanted, and left alone: its job shows the gate ran
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.finished >= 1)
+        # nothing held, nothing queued, no handler busy: every trigger is through
+        await poll_until(
+            lambda: (
+                runner.files._gate.held() == 0
+                and runner.queues()["events"].empty()
+                and not runner._handling
+            )
+        )
+        assert runner.stats.events == 1
+    made = [Path(j["event"]["path"]).name for j in ws.jobs_list()]
+    assert made == ["b.dat"]
