@@ -48,7 +48,7 @@ async def test_healthz_metrics_and_jobs_tell_what_happened(ws: Workspace) -> Non
         base = f"http://127.0.0.1:{runner.http_port}"
         status, health = await get(session, f"{base}/healthz")
         assert (status, health["status"]) == (200, "ok")
-        assert health["monitors"] == {"files": True, "network": True, "http": True}
+        assert health["monitors"] == {"files": True, "network": True, "http": True, "time": True}
         for name in ("a.ok", "b.ok", "c.bad"):
             ws.write(name)
         await until(runner, 3)

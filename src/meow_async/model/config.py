@@ -74,6 +74,8 @@ class RunnerConfig:
         chunk_size: bytes read from a network connection at a time.
         durable: fsync spool files (before any acknowledgement), the spool journal and job
             metadata, so they survive a machine crash too, not only the runner's.
+        filter_max_body: bytes of an HTTP body or network message a ``when:`` filter reads at
+            most; a larger one is not parsed, and its ``body``/``payload`` is absent.
         http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics`` and
             ``/jobs`` there (off by default; port 0: any free port, see ``Runner.http_port``).
             ``public_url`` is the address people open to reach it (a proxy's, say), for the
@@ -98,6 +100,7 @@ class RunnerConfig:
     watch_debounce_ms: int = DEFAULT_DEBOUNCE_MS
     chunk_size: int = DEFAULT_CHUNK_SIZE
     durable: bool = False
+    filter_max_body: int = 1024 * 1024
     http: Mapping[str, Any] | None = None
     conductor: ConductorName = "local"
     dask: Mapping[str, Any] | None = None
@@ -117,6 +120,7 @@ class RunnerConfig:
             "watch_step_ms",
             "watch_debounce_ms",
             "chunk_size",
+            "filter_max_body",
         ):
             check_count("runner", name, getattr(self, name))
         for name in ("shutdown_timeout", "kill_timeout"):

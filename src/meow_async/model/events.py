@@ -61,7 +61,11 @@ class Event:
 
 
 def trigger_of(event: dict[str, Any]) -> str:
-    """A file path relative to the watched folder, or a message's id and its sender."""
+    """A file path relative to the watched folder, a message's id and its sender, or a
+    time pattern's tick."""
+    tick = event.get("scheduled_time")
+    if tick:
+        return f"tick {tick}"
     msg = event.get("message_id")
     if msg:
         return f"{msg} from {event.get('peer') or '?'}"

@@ -8,8 +8,9 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 from ..exceptions import ConfigError
 from .checks import (
@@ -22,10 +23,20 @@ from .checks import (
     check_seconds,
     check_variable,
 )
+from .filters import Filter, compile_filter
 from .globs import compile_glob
 from .notify import Notify, make_notify
+from .schedule import Every, Schedule, check_cron, parse_anchor, parse_interval, time_zone
 
-__all__ = ["Change", "FilePattern", "HttpPattern", "NetworkPattern", "Pattern", "Sweep"]
+__all__ = [
+    "Change",
+    "FilePattern",
+    "HttpPattern",
+    "NetworkPattern",
+    "Pattern",
+    "Sweep",
+    "TimePattern",
+]
 
 MAX_SWEEP_POINTS = 100_000
 
@@ -133,10 +144,22 @@ class _PatternBase:
     on_restart: OnRestart = "rerun"
     #: Who hears of a job's end (a webhook, an email): see docs/notifications.md.
     notify: Notify | Mapping[str, Any] | None = None
+    #: A CEL expression on the event (docs/schedules-and-filters.md): only events it holds
+    #: true for make jobs, e.g. ``body.ref == "refs/heads/main"``.
+    when: str | None = None
+    #: ``when`` compiled; None without one.
+    filter: Filter | None = field(init=False, default=None, repr=False, compare=False)
+    #: What a filter of this kind of pattern sees (model/filters.py's NAMES).
+    EVENT_KIND: ClassVar[str] = "file"
 
     def _check_common(self) -> None:
         where = f"pattern {self.name!r}"
         check_name("pattern", "name", self.name)
+        if self.when is not None:
+            try:
+                object.__setattr__(self, "filter", compile_filter(self.EVENT_KIND, self.when))
+            except ValueError as e:
+                raise ConfigError(str(e), where=where, field="when", value=self.when) from None
         check_name(where, "recipe", self.recipe)
         check_variable(where, "variable", self.variable)
         object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
@@ -296,6 +319,8 @@ class NetworkPattern(_PatternBase):
     the handshake). An empty message makes no job unless ``allow_empty``.
     """
 
+    EVENT_KIND: ClassVar[str] = "network"
+
     port: int
     host: str = "127.0.0.1"
     framing: Framing = "connection"
@@ -394,7 +419,13 @@ HTTP_ROUTE_FIELDS = (
     "hmac_header",
     "timestamp_header",
     "hmac_window",
+    "signature",
+    "token_header",
 )
+#: How a signed request is signed: meow_async's own scheme (a timestamp signed with the body),
+#: or GitHub's (``X-Hub-Signature-256``, the body alone).
+SIGNATURES: tuple[str, ...] = ("meow", "github")
+GITHUB_HEADER = "X-Hub-Signature-256"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -407,6 +438,8 @@ class HttpPattern(_PatternBase):
     ``token_file`` names where the bearer token clients must send is kept (never the token
     itself). Patterns on one host:port share one server.
     """
+
+    EVENT_KIND: ClassVar[str] = "http"
 
     route: str
     port: int
@@ -425,6 +458,13 @@ class HttpPattern(_PatternBase):
     hmac_header: str = "X-Signature-256"
     timestamp_header: str = "X-Timestamp"
     hmac_window: float = 300.0
+    #: ``meow`` (above) or ``github``: GitHub's own webhooks, ``sha256=<hex of HMAC(secret,
+    #: body)>`` in ``X-Hub-Signature-256`` (unless ``hmac_header`` says otherwise), with no
+    #: timestamp; a signature seen before within ``hmac_window`` is refused as a replay.
+    signature: Literal["meow", "github"] = "meow"
+    #: The header clients send the token in: ``Authorization`` (as ``Bearer <token>``), or
+    #: another whose value is the token itself, e.g. ``X-Gitlab-Token`` for GitLab's webhooks.
+    token_header: str = "Authorization"  # noqa: S105 - a header's name, not a secret
     #: Seconds an ``Idempotency-Key`` is remembered (across restarts).
     idempotency_window: float = 24 * 3600.0
     #: HTTPS, and client certificates signed by ``tls_client_ca``, as for network patterns.
@@ -514,7 +554,16 @@ class HttpPattern(_PatternBase):
                 field="hmac_secret_file",
                 value=self.hmac_secret_file,
             )
-        for name in ("hmac_header", "timestamp_header"):
+        if self.signature not in SIGNATURES:
+            raise ConfigError(
+                f"expected one of {', '.join(SIGNATURES)}",
+                where=where,
+                field="signature",
+                value=self.signature,
+            )
+        if self.signature == "github" and self.hmac_header == "X-Signature-256":
+            object.__setattr__(self, "hmac_header", GITHUB_HEADER)
+        for name in ("hmac_header", "timestamp_header", "token_header"):
             value: object = getattr(self, name)
             if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]+", value):
                 raise ConfigError(
@@ -592,4 +641,101 @@ class HttpPattern(_PatternBase):
         return (self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
-Pattern = FilePattern | NetworkPattern | HttpPattern
+CatchUp = Literal["none", "latest", "all"]
+CATCH_UP: tuple[str, ...] = ("none", "latest", "all")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimePattern(_PatternBase):
+    """Triggers on a clock: ``cron`` (a cron expression, in ``timezone``) or ``every`` (a fixed
+    interval, ticking on whole multiples of it since ``anchor``, the Unix epoch by default).
+
+    A tick is its scheduled instant: one job per tick, across restarts. After downtime,
+    ``catch_up`` decides what missed ticks do: ``none`` skips them, ``latest`` runs the most
+    recent one, ``all`` runs each, the most recent ``max_catch_up`` at most. The job gets
+    ``scheduled_time`` and ``fire_time`` (ISO 8601 with offset) as parameters.
+    """
+
+    EVENT_KIND: ClassVar[str] = "time"
+
+    #: Five fields (minute hour day month weekday), or six with seconds first.
+    cron: str | None = None
+    #: An interval: 500ms, 10s, 5m, 1h30m, 1d.
+    every: str | float | None = None
+    #: IANA zone of ``cron`` and of the times a job is given (and of an ``anchor`` without an
+    #: offset).
+    timezone: str = "UTC"
+    #: ISO 8601 time ``every`` counts from (default: the Unix epoch).
+    anchor: str | None = None
+    #: What ticks missed while no runner ran do: none, latest or all.
+    catch_up: CatchUp = "latest"
+    #: With catch_up all, at most this many missed ticks run (the most recent); the older are
+    #: skipped and logged.
+    max_catch_up: int = 100
+    #: Ticks named once checked (``cron``/``every`` made into times).
+    schedule: Schedule = field(init=False, repr=False, compare=False)
+    variable: str = "scheduled_time"
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        where = f"pattern {self.name!r}"
+        if self.variable == "fire_time":
+            raise ConfigError(
+                "fire_time is a parameter of every time job already: choose another name",
+                where=where,
+                field="variable",
+                value=self.variable,
+            )
+        try:
+            zone = time_zone(self.timezone)
+        except ValueError as e:
+            raise ConfigError(str(e), where=where, field="timezone", value=self.timezone) from None
+        if (self.cron is None) == (self.every is None):
+            raise ConfigError(
+                "a time pattern has either cron (a cron expression) or every (an interval), "
+                "not both"
+                if self.cron is not None
+                else "a time pattern needs cron or every",
+                where=where,
+                field="every" if self.cron is not None else "cron",
+                value=self.every,
+            )
+        schedule: Schedule
+        if self.cron is not None:
+            if self.anchor is not None:
+                raise ConfigError(
+                    "anchor goes with every, not cron",
+                    where=where,
+                    field="anchor",
+                    value=self.anchor,
+                )
+            try:
+                schedule = check_cron(self.cron, zone)
+            except ValueError as e:
+                raise ConfigError(str(e), where=where, field="cron", value=self.cron) from None
+        else:
+            try:
+                interval = parse_interval(self.every)
+            except ValueError as e:
+                raise ConfigError(str(e), where=where, field="every", value=self.every) from None
+            anchor: datetime | None = None
+            if self.anchor is not None:
+                try:
+                    anchor = parse_anchor(self.anchor, zone)
+                except ValueError as e:
+                    raise ConfigError(
+                        str(e), where=where, field="anchor", value=self.anchor
+                    ) from None
+            schedule = Every(interval, zone) if anchor is None else Every(interval, zone, anchor)
+        object.__setattr__(self, "schedule", schedule)
+        if self.catch_up not in CATCH_UP:
+            raise ConfigError(
+                f"expected one of {', '.join(CATCH_UP)}",
+                where=where,
+                field="catch_up",
+                value=self.catch_up,
+            )
+        check_count(where, "max_catch_up", self.max_catch_up, low=1, high=100_000)
+
+
+Pattern = FilePattern | NetworkPattern | HttpPattern | TimePattern

@@ -7,6 +7,7 @@ each one that fails, the failing setting is set aside and the entry is built aga
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
 import re
@@ -20,7 +21,14 @@ import yaml
 from ..exceptions import ConfigError, WorkflowFileError, WorkflowProblem
 from .config import RunnerConfig
 from .notify import notify_paths
-from .patterns import LISTENER_FIELDS, FilePattern, HttpPattern, NetworkPattern, Pattern
+from .patterns import (
+    LISTENER_FIELDS,
+    FilePattern,
+    HttpPattern,
+    NetworkPattern,
+    Pattern,
+    TimePattern,
+)
 from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 from .rules import Rule
 
@@ -62,6 +70,7 @@ _COMMON_KEYS = {
     "retry_backoff",
     "on_restart",
     "notify",
+    "when",
 }
 _FILE_PATTERN_KEYS = _COMMON_KEYS | {
     "glob",
@@ -73,7 +82,15 @@ _FILE_PATTERN_KEYS = _COMMON_KEYS | {
     "coalesce",
 }
 _NETWORK_PATTERN_KEYS = _COMMON_KEYS | {"port", *LISTENER_FIELDS}
-_HTTP_PATTERN_KEYS = {f.name for f in fields(HttpPattern)} - {"name"}
+_HTTP_PATTERN_KEYS = {f.name for f in fields(HttpPattern) if f.init} - {"name"}
+_TIME_PATTERN_KEYS = _COMMON_KEYS | {
+    "cron",
+    "every",
+    "timezone",
+    "anchor",
+    "catch_up",
+    "max_catch_up",
+}
 _TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")
 _RUNNER_KEYS = {f.name for f in fields(RunnerConfig)}
 _TOP_KEYS = {"runner", "recipes", "patterns"}
@@ -84,9 +101,17 @@ _TOP_KEYS = {"runner", "recipes", "patterns"}
 _PATTERN_KINDS: tuple[tuple[str, type[Pattern], set[str]], ...] = (
     ("route", HttpPattern, _HTTP_PATTERN_KEYS),
     ("port", NetworkPattern, _NETWORK_PATTERN_KEYS),
+    ("cron", TimePattern, _TIME_PATTERN_KEYS),
+    ("every", TimePattern, _TIME_PATTERN_KEYS),
     ("glob", FilePattern, _FILE_PATTERN_KEYS),
 )
-_TRIGGERS = {"glob": "files", "port": "data received over TCP", "route": "HTTP requests"}
+_TRIGGERS = {
+    "glob": "files",
+    "port": "data received over TCP",
+    "route": "HTTP requests",
+    "cron": "a clock",
+    "every": "a clock",
+}
 #: Settings that pass the model's checks, put in for one that is missing or wrong and has no
 #: default, so that the entry's other settings are still checked (a recipe whose file cannot be
 #: read is checked on as if it had a script).
@@ -500,6 +525,8 @@ def _pattern(
     for key in ("token_file", "hmac_secret_file", *_TLS_FILES):
         if isinstance(kwargs.get(key), str):
             kwargs[key] = str(folder / kwargs[key])
+    if isinstance(kwargs.get("anchor"), datetime.datetime | datetime.date):
+        kwargs["anchor"] = kwargs["anchor"].isoformat()  # YAML reads an unquoted time itself
     if "notify" in kwargs:  # its email.tls_ca, relative to the workflow file too
         kwargs["notify"] = notify_paths(kwargs["notify"], folder)
     for key in ("methods", "headers"):
@@ -544,7 +571,7 @@ def _needs(cls: type[Pattern], key: str) -> str:
     if key == "glob":
         return (
             "a pattern needs 'glob' (files under the watched folder), 'port' (data received "
-            "over TCP) or 'route' and 'port' (HTTP requests)"
+            "over TCP), 'route' and 'port' (HTTP requests), or 'cron' or 'every' (a clock)"
         )
     if cls is HttpPattern and key == "port":
         return "an HTTP pattern needs 'port' (0: any free port)"

@@ -27,7 +27,8 @@ from ..model.recipes import Recipe
 from ..model.rules import Rule
 from ..model.workflow import Workflow
 from ..model.workflow_file import WorkflowSpec, load_workflow
-from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
+from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
+from ..monitors.filtering import Filtering
 from ..notify import GRACE as NOTIFY_GRACE
 from ..notify import Notifier
 from .bookkeeping import Retries, RunnerStats, Watermark
@@ -71,14 +72,18 @@ class Runner:
         self.handler = Handler(self.jobs_dir, durable=self.config.durable)
         self.watermark = Watermark(self.jobs_dir, durable=self.config.durable)
         self._handling = 0  # events a handler has taken and not finished
+        #: Each rule's ``when:`` filter, applied by every monitor (counts for /metrics).
+        self.filtering = Filtering()
         self.monitors: list[Monitor] = []
         for make in KINDS.values():  # one of each kind, whatever the patterns now
             self.monitors.append(make(self))
-        # The runner's own bookkeeping needs these three by name (watermark, spool journal,
-        # runner.http); everything else goes through the Monitor protocol.
+        # The runner's own bookkeeping needs these by name (watermark, spool journal,
+        # runner.http, the next ticks it shows); everything else goes through the Monitor
+        # protocol.
         self.files: FileMonitor = self.monitor("files")
         self.network: NetworkMonitor = self.monitor("network")
         self.http: HttpMonitor = self.monitor("http")
+        self.time: TimeMonitor = self.monitor("time")
         for m in self.monitors:
             check = getattr(m, "check", None)
             if check is not None:
@@ -144,7 +149,7 @@ class Runner:
         return out
 
     def monitor(self, name: str) -> Any:
-        """The runner's monitor called ``name`` (``files``, ``network``, ``http``)."""
+        """The runner's monitor called ``name`` (``files``, ``network``, ``http``, ``time``)."""
         for m in self.monitors:
             if m.name == name:
                 return m
@@ -665,4 +670,6 @@ def _what(event: Event) -> str:
         x = event.extras
         what = f"{x.get('method')} {x.get('request_path')}"
         return f"{what} ({x.get('message_id')}) from {x.get('peer')}"
+    if event.kind == "time":
+        return f"tick {event.extras.get('scheduled_time')}"
     return f"{event.change or event.kind} {event.rel_path}"
