@@ -14,7 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import chunks, files, http, jobs, listing, memory, output, report_tests, scale_out
+from . import (
+    chunks,
+    files,
+    http,
+    jobs,
+    listing,
+    memory,
+    output,
+    report_tests,
+    scale_out,
+    schedules,
+)
 from .limits import raise_nofile
 from .loops import LOOPS
 from .machine import describe
@@ -33,6 +44,8 @@ SUITES = {
     "dask": "a burst of 1000 short jobs: local conductor vs a Dask LocalCluster (jobs/s, "
     "ms per job)",
     "listing": "meow-async jobs (and show PATH, status) on 100,000 job folders, the real CLI",
+    "filters": "a when: filter's cost per event (2 kB JSON body, two clauses) against none",
+    "ticks": "every: ticks -> warm Python job start, p50/p99",
 }
 
 
@@ -155,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
     steps["dask"] = lambda: scale_out.run(
         1000, 1 if sizes.name == "small" else 3, args.max_jobs, 2, args.loop, scratch
+    )
+    steps["filters"] = lambda: schedules.run_filters(5000, args.repeats or 7)
+    steps["ticks"] = lambda: schedules.run_ticks(
+        60 if sizes.name == "small" else 400, scratch, args.loop
     )
     chosen = list(SUITES) if args.suite == "all" else [args.suite]
     try:

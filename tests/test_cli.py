@@ -69,11 +69,13 @@ class MeowRun:
         cwd: Path,
         on_stdout: LineHook | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.args = [str(a) for a in args]
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "meow_async", "run", *self.args],
             cwd=cwd,
+            env=env,
             preexec_fn=preexec_fn,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

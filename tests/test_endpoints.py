@@ -12,7 +12,14 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from meow_async import FilePattern, MonitorError, NetworkPattern, Runner, RunnerConfig
+from meow_async import (
+    FilePattern,
+    MonitorError,
+    NetworkPattern,
+    Runner,
+    RunnerConfig,
+    TimePattern,
+)
 from meow_async.exceptions import ConfigError
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe
@@ -48,8 +55,14 @@ async def test_healthz_metrics_and_jobs_tell_what_happened(ws: Workspace) -> Non
         base = f"http://127.0.0.1:{runner.http_port}"
         status, health = await get(session, f"{base}/healthz")
         assert (status, health["status"]) == (200, "ok")
-        # no network pattern: that monitor has nothing to do; http serves runner.http
-        assert health["monitors"] == {"files": "live", "network": "idle", "http": "live"}
+        # no network or time pattern: those monitors have nothing to do; http serves
+        # runner.http
+        assert health["monitors"] == {
+            "files": "live",
+            "network": "idle",
+            "http": "live",
+            "time": "idle",
+        }
         for name in ("a.ok", "b.ok", "c.bad"):
             ws.write(name)
         await until(runner, 3)
@@ -192,11 +205,20 @@ async def test_healthz_says_which_monitors_have_nothing_to_watch(ws: Workspace) 
         status, health = await get(session, f"{base}/healthz")
         assert (status, health) == (
             200,
-            {"status": "ok", "monitors": {"files": "idle", "network": "live", "http": "live"}},
+            {
+                "status": "ok",
+                "monitors": {"files": "idle", "network": "live", "http": "live", "time": "idle"},
+            },
         )
         runner.add_pattern(FilePattern(name="files", glob="*.txt", recipe="fine"))
+        runner.add_pattern(TimePattern(name="hourly", every="1h", recipe="fine"))
         await runner.wait_ready()
         status, health = await get(session, f"{base}/healthz")
-        assert health["monitors"]["files"] == "live"
+        assert (health["monitors"]["files"], health["monitors"]["time"]) == ("live", "live")
         _, answer = await get(session, f"{base}/status")
-        assert answer["monitors"] == {"files": "live", "network": "live", "http": "live"}
+        assert answer["monitors"] == {
+            "files": "live",
+            "network": "live",
+            "http": "live",
+            "time": "live",
+        }

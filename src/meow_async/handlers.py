@@ -89,10 +89,16 @@ class Handler:
             shutil.rmtree(job_dir)  # half made when a runner was killed: make it again
             job_dir.mkdir()
         path, rel_to = event.path, event.base
+        trigger: str = path
         if event.kind in ("network", "http"):
             # The job keeps its own link to the message: the spool file can go as soon as
             # every rule has its jobs, and the job folder stays a complete record.
             path, rel_to = str(_adopt(Path(event.path), job_dir)), str(job_dir)
+            trigger = path
+        elif event.kind == "time":
+            # No file: the tick's time is what triggered it; its folder stands in for a path.
+            path = rel_to = str(job_dir)
+            trigger = str(event.extras.get("scheduled_time"))
         keywords = keyword_values(path, event.base, job_id, rel_to=rel_to)
         outputs: dict[str, Any] = expand(dict(pattern.outputs), keywords)
         params: dict[str, Any] = {
@@ -102,7 +108,7 @@ class Handler:
             **(event.extras.get("parameters") or {}),
             **outputs,
             **point,
-            pattern.variable: path,
+            pattern.variable: trigger,
         }
         script = job_dir / f"script{recipe.suffix}"
         params_file = job_dir / PARAMS_FILE

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from ..conductors.process_log import current
 from ..exceptions import MeowError
+from ..model.events import trigger_of
 from ..model.jobs import META_FILE, JobState, exit_text
 
 __all__ = ["Query", "Row", "find_jobs", "parse_since", "scan", "table"]
@@ -147,19 +148,6 @@ class Row(NamedTuple):
     #: The whole record, with --json: ``job.json``'s line as it is on disk (bytes, with its
     #: newline) when that is still how the job stands, else the current metadata.
     record: bytes | dict[str, Any] | None = None
-
-
-def trigger_of(event: dict[str, Any]) -> str:
-    """A file path relative to the watched folder, or a message's id and its sender."""
-    msg = event.get("message_id")
-    if msg:
-        return f"{msg} from {event.get('peer') or '?'}"
-    path, base = event.get("path"), event.get("base")
-    if not isinstance(path, str):
-        return "-"
-    if isinstance(base, str) and path.startswith(base.rstrip("/") + "/"):
-        return path[len(base.rstrip("/")) + 1 :]
-    return path
 
 
 def sweep_of(point: Any) -> str:

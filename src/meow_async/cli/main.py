@@ -23,6 +23,7 @@ from ..model.addresses import host_port
 from ..model.config import dask_option
 from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, ended_text, read_meta
 from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
+from ..model.schedule import tick_name
 from ..model.schema import schema_text
 from ..model.workflow_file import WorkflowSpec, load_workflow
 from ..runner.endpoints import trigger_text
@@ -397,21 +398,14 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
     ]
     rules = runner.rules
     ports = runner.ports()
+    ticks = runner.time.next_ticks()
     width = max((len(n) for n in rules), default=0)
     for i, (name, rule) in enumerate(rules.items()):
-        p = rule.pattern
-        if isinstance(p, FilePattern):
-            trigger = p.glob
-        elif isinstance(p, HttpPattern):
-            where = host_port(p.host, ports.get(name, p.port))
-            trigger = f"http {'|'.join(p.methods)} http://{where}{p.route}"
-        else:
-            trigger = f"tcp {host_port(p.host, ports.get(name, p.port))}" + (
-                " tls" if p.tls else ""
-            )
+        trigger = trigger_text(rule.pattern, ports.get(name))
+        nxt = f"; next {tick_name(ticks[name])}" if name in ticks else ""
         out.append(
             f"  {'rules' if i == 0 else '':<9} {name:<{width}}  {trigger} -> "
-            f"{rule.recipe.kind} recipe {rule.recipe.name}"
+            f"{rule.recipe.kind} recipe {rule.recipe.name}{nxt}"
         )
     out.extend(f"Try it: {hint}" for hint in _hints(runner, ports))
     out.append(f"Then: {_prog()} jobs {_rel(runner.jobs_dir)}   (Ctrl+C stops)")

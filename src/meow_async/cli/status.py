@@ -17,10 +17,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import MeowError
+from ..model.patterns import Pattern, TimePattern
+from ..model.schedule import tick_name
 from ..model.workflow_file import WorkflowSpec
 from ..runner.endpoints import trigger_text
 from ..runner.live import LIVE_FILE, Live, read_live
@@ -96,10 +99,25 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
                 "trigger": trigger_text(p, ports.get(p.name)),
                 "recipe": p.recipe,
                 "recipe_kind": next((r.kind for r in spec.recipes if r.name == p.recipe), "?"),
+                **_next_tick(p, now),
             }
             for p in spec.patterns
         ]
     return out
+
+
+def _next_tick(p: Pattern, now: float) -> dict[str, Any]:
+    """A time pattern's next tick by its schedule (the runner's /status knows better: a
+    tick it has fired already)."""
+    if not isinstance(p, TimePattern):
+        return {}
+    tick = p.schedule.after(datetime.fromtimestamp(now, UTC))
+    if tick is None:
+        return {}
+    return {
+        "next_tick": tick_name(tick.astimezone(p.schedule.zone)),
+        "next_tick_in": tick.timestamp() - now,
+    }
 
 
 def _runner(live: Live, now: float) -> dict[str, Any]:
@@ -221,6 +239,11 @@ def _rule_lines(rules: list[dict[str, Any]]) -> list[str]:
     return [
         f"{'rules' if i == 0 else '':<9} {r['name']:<{width}}  {r['trigger']} -> "
         f"{r['recipe_kind']} recipe {r['recipe']}"
+        + (
+            f"; next {r['next_tick']} (in {_age(r.get('next_tick_in'))})"
+            if r.get("next_tick")
+            else ""
+        )
         for i, r in enumerate(rules)
     ]
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..model.jobs import STDERR_FILE, Job, JobState, ended_text
+from ..model.jobs import Job, JobState, ended_text, stderr_lines
 from .process_log import CANCELLED, last_attempt
 
 __all__ = [
@@ -152,11 +151,5 @@ def _notebook_error(job_dir: Path) -> dict[str, Any] | None:
 
 def stderr_tail(job_dir: Path) -> str:
     """The end of stderr, which is where scripts say why they failed."""
-    try:
-        with open(job_dir / STDERR_FILE, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - _TAIL_BYTES))
-            lines = f.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
+    lines = stderr_lines(job_dir, 1, _TAIL_BYTES)
     return f": {lines[-1].strip()}" if lines else ""

@@ -5,6 +5,11 @@ A job not started runs; a job that finished while no runner watched is recorded 
 exit code; a job cut off has its process group killed (if it is still the same process),
 then the rule's ``on_restart`` policy decides: ``rerun`` queues it again, ``fail`` records it
 failed with the reason.
+
+A job settled here (failed, or recorded from its own exit) is marked ``settled_at_start`` and,
+if its pattern's ``notify`` asks for that end, ``notify_pending`` until every destination has
+had its message ("found after a restart"): the next start files it again if a runner died
+before that, so it is notified at least once, and not again once the mark is gone.
 """
 
 from __future__ import annotations
@@ -19,13 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model.jobs import Job, JobState, ended_text, fsync_dir, iter_jobs, write_meta
+from ..model.jobs import (
+    NOTIFY_PENDING,
+    Job,
+    JobState,
+    ended_text,
+    fsync_dir,
+    iter_jobs,
+    read_meta,
+    write_meta,
+)
+from ..model.notify import Notify
 from ..model.rules import Rule
 from .base import stderr_tail
 from .forkserver import start_time_of as process_start_time
 from .process_log import CANCELLED, Attempt, last_attempt, outcome
 
-__all__ = ["Recovered", "RunnerState", "recover_jobs"]
+__all__ = ["Recovered", "RunnerState", "clear_notify_mark", "recover_jobs"]
 
 logger = logging.getLogger("meow_async.recovery")
 
@@ -39,6 +54,8 @@ class Recovered:
     failed: int = 0
     killed: int = 0
     finished: int = 0  # ended while no runner watched: recorded, not run again
+    #: Jobs settled at start (now, or by a runner that died before notifying) to notify.
+    to_notify: list[dict[str, Any]] = field(default_factory=list)
 
 
 def recover_jobs(jobs_root: Path, rules: dict[str, Rule], *, durable: bool = False) -> Recovered:
@@ -61,11 +78,13 @@ def recover_jobs(jobs_root: Path, rules: dict[str, Rule], *, durable: bool = Fal
             attempt, cut_off, killed = outcome(job_dir, attempt)
             out.killed += killed
             if attempt.cancelled is not None and (cut_off or attempt.exit_code):
-                _record_cancelled(meta, attempt, durable)
+                _record_cancelled(meta, attempt, rules, durable)
                 out.finished += 1
+                _to_notify(meta, out)
             elif attempt.exit_code is not None:
-                _record_exit(meta, attempt, durable)
+                _record_exit(meta, attempt, rules, durable)
                 out.finished += 1
+                _to_notify(meta, out)
             elif cut_off:
                 meta["started"] = attempt.started
                 _settle(meta, rules, out, durable)
@@ -75,7 +94,42 @@ def recover_jobs(jobs_root: Path, rules: dict[str, Rule], *, durable: bool = Fal
             if _kill_orphan(meta):
                 out.killed += 1
             _settle(meta, rules, out, durable)
+        else:
+            _to_notify(meta, out)  # settled by an earlier start that died before notifying
     return out
+
+
+def _to_notify(meta: dict[str, Any], out: Recovered) -> None:
+    if meta.get(NOTIFY_PENDING) and meta.get("state") in (JobState.done, JobState.failed):
+        out.to_notify.append(meta)
+
+
+def _mark(meta: dict[str, Any], rules: dict[str, Rule]) -> None:
+    """Settled now: say so in job.json, with the notification still to send if one is due."""
+    meta["settled_at_start"] = time.time()
+    rule = rules.get(str(meta.get("rule")))
+    notify = rule.pattern.notify if rule is not None else None
+    if isinstance(notify, Notify) and meta.get("state") in notify.on:
+        meta[NOTIFY_PENDING] = True
+
+
+def clear_notify_mark(job_dir: Path, *, durable: bool = False) -> None:
+    """Every destination had the notification of a job settled at start (or none wants it
+    any more): the next start does not send it again."""
+    try:
+        meta = read_meta(job_dir)
+    except (OSError, ValueError):
+        return
+    if meta.pop(NOTIFY_PENDING, None) is None:
+        return
+    try:
+        write_meta(job_dir, meta, durable=durable)
+    except OSError as e:
+        logger.warning(
+            "job %s: could not record that it was notified (%s): the next start notifies it again",
+            meta.get("id"),
+            e.strerror or e,
+        )
 
 
 def _settle(meta: dict[str, Any], rules: dict[str, Rule], out: Recovered, durable: bool) -> None:
@@ -99,11 +153,15 @@ def _settle(meta: dict[str, Any], rules: dict[str, Rule], out: Recovered, durabl
             "" if rule is not None else " (and its rule no longer exists)"
         )
         meta.update(state=JobState.failed.value, error=why, finished=time.time())
+        _mark(meta, rules)
         write_meta(Path(meta["dir"]), meta, durable=durable)
         out.failed += 1
+        _to_notify(meta, out)
 
 
-def _record_exit(meta: dict[str, Any], attempt: Attempt, durable: bool) -> None:
+def _record_exit(
+    meta: dict[str, Any], attempt: Attempt, rules: dict[str, Rule], durable: bool
+) -> None:
     """A job that ended while no runner watched: recorded as it ended, not run again."""
     code = attempt.exit_code
     finished = attempt.finished or time.time()
@@ -120,10 +178,13 @@ def _record_exit(meta: dict[str, Any], attempt: Attempt, durable: bool) -> None:
         error=error,
         pid=attempt.pid,
     )
+    _mark(meta, rules)
     write_meta(Path(meta["dir"]), meta, durable=durable)
 
 
-def _record_cancelled(meta: dict[str, Any], attempt: Attempt, durable: bool) -> None:
+def _record_cancelled(
+    meta: dict[str, Any], attempt: Attempt, rules: dict[str, Rule], durable: bool
+) -> None:
     """A job ``meow-async jobs cancel`` stopped while no runner watched: failed, not rerun."""
     code = attempt.exit_code
     error = f"{CANCELLED}: " + ("killed" if code is None else ended_text(code))
@@ -141,6 +202,7 @@ def _record_cancelled(meta: dict[str, Any], attempt: Attempt, durable: bool) -> 
         cancelled=True,
         pid=attempt.pid,
     )
+    _mark(meta, rules)
     write_meta(Path(meta["dir"]), meta, durable=durable)
 
 

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
+from urllib.parse import urlsplit
 
 from ..exceptions import ConfigError
 from .settings import (
@@ -58,6 +59,34 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _public_url(where: str, field: str, value: object) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    try:
+        port_ok = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        port_ok = False
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in cast("str", value))
+    ):
+        raise ConfigError(
+            "expected the http:// or https:// URL people open to reach runner.http, "
+            "e.g. https://lab.example.org/meow (no query)",
+            where=where,
+            field=field,
+            value=value,
+        )
+    return cast("str", value).rstrip("/")
+
+
+_PUBLIC_URL = custom({"type": "string", "pattern": r"^https?://[^\s/?#]+[^\s?#]*$"}, _public_url)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpEndpoint:
     """Where ``runner.http`` serves ``/healthz``, ``/metrics``, ``/jobs`` and ``/status``."""
@@ -67,6 +96,9 @@ class HttpEndpoint:
     host: str = field(default="127.0.0.1", metadata=host())
     #: 0: any free port (``Runner.http_port`` says which).
     port: int = field(metadata=port())
+    #: The address people open to reach it (a proxy's, say), for the job links in
+    #: notifications; default ``http://HOST:PORT``.
+    public_url: str | None = field(default=None, metadata=optional(_PUBLIC_URL))
 
     def __post_init__(self) -> None:
         check_settings(self, "runner.http")
@@ -129,9 +161,15 @@ class DaskSettings:
 
 
 def _http(where: str, field: str, value: object) -> dict[str, Any]:
-    hint = "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1)"
+    hint = (
+        "expected {host: ADDRESS, port: PORT, public_url: URL} (host defaults to 127.0.0.1; "
+        "public_url is optional)"
+    )
     endpoint = made(HttpEndpoint, where, field, value, hint)
-    return {"host": endpoint.host, "port": endpoint.port}
+    out: dict[str, Any] = {"host": endpoint.host, "port": endpoint.port}
+    if endpoint.public_url is not None:
+        out["public_url"] = endpoint.public_url
+    return out
 
 
 def _dask(where: str, field: str, value: object) -> dict[str, Any]:
@@ -174,8 +212,12 @@ class RunnerConfig:
         chunk_size: bytes read from a network connection at a time.
         durable: fsync spool files (before any acknowledgement), the spool journal and job
             metadata, so they survive a machine crash too, not only the runner's.
+        filter_max_body: bytes of an HTTP body or network message a ``when:`` filter reads at
+            most; a larger one is not parsed, and its ``body``/``payload`` is absent.
         http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics`` and
             ``/jobs`` there (off by default; port 0: any free port, see ``Runner.http_port``).
+            ``public_url`` is the address people open to reach it (a proxy's, say), for the
+            job links in notifications; default ``http://HOST:PORT``.
         conductor: where jobs run by default: ``local`` (this machine) or ``dask``; a recipe's
             own ``conductor`` overrides it.
         dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
@@ -196,6 +238,7 @@ class RunnerConfig:
     watch_debounce_ms: int = field(default=DEFAULT_DEBOUNCE_MS, metadata=count())
     chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=count())
     durable: bool = field(default=False, metadata=flag())
+    filter_max_body: int = field(default=1024 * 1024, metadata=count())
     http: Mapping[str, Any] | None = field(
         default=None, metadata=optional(block(HttpEndpoint, _http))
     )

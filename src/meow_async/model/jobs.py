@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "META_FILE",
+    "NOTIFY_PENDING",
     "Job",
     "JobState",
     "ended_text",
@@ -24,6 +25,7 @@ __all__ = [
     "new_job_id",
     "queued_again",
     "read_meta",
+    "stderr_lines",
     "write_meta",
 ]
 
@@ -31,6 +33,8 @@ META_FILE = "job.json"
 PARAMS_FILE = "params.json"
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
+#: In job.json: settled by a starting runner, its notification not yet delivered.
+NOTIFY_PENDING = "notify_pending"
 
 
 class JobState(StrEnum):
@@ -176,4 +180,24 @@ def queued_again(meta: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("finished", "exit_code", "error", "pid", "started", "notebook_error"):
         out[key] = None
     out.update(timed_out=False, cancelled=False, retried=0)
+    # Its new end is notified as any job's: not again as one settled at start.
+    for key in (NOTIFY_PENDING, "settled_at_start"):
+        out.pop(key, None)
     return out
+
+
+def stderr_lines(job_dir: Path, count: int, max_bytes: int) -> list[str]:
+    """The last ``count`` non-blank lines of the job's stderr, from at most its last
+    ``max_bytes``: where scripts say why they failed."""
+    try:
+        with open(job_dir / STDERR_FILE, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > max_bytes and len(lines) > 1:
+        lines = lines[1:]  # the first is probably cut
+    return [line for line in lines if line.strip()][-count:]

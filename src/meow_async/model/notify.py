@@ -10,14 +10,15 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any, ClassVar, cast
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Literal, cast
+from urllib.parse import SplitResult, urlsplit
 
 from ..exceptions import ConfigError
 from .settings import (
     ENV_NAME,
     block,
     check_settings,
+    choice,
     count,
     custom,
     env_name,
@@ -32,11 +33,14 @@ from .settings import (
     seconds,
 )
 
-__all__ = ["Email", "Notify", "Webhook", "make_notify", "notify_paths"]
+__all__ = ["FORMATS", "Email", "Notify", "Webhook", "WebhookFormat", "make_notify", "notify_paths"]
 
 #: What ``on`` may name: a job's end state, with ``timed_out`` apart from other failures.
 OUTCOMES = ("done", "failed", "timed_out", "skipped")
 DEFAULT_ON = frozenset({"failed", "timed_out"})
+#: What a webhook's ``format`` may name: the job's record, or a chat service's message shape.
+WebhookFormat = Literal["json", "slack", "teams", "discord"]
+FORMATS: tuple[WebhookFormat, ...] = ("json", "slack", "teams", "discord")
 DEFAULT_SUBJECT = "[meow_async] job {JOB} {STATE} (rule {RULE})"
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -64,8 +68,10 @@ def _no_newlines(field: str, value: object) -> str:
     return value
 
 
-def _url(where: str, field: str, value: object) -> object:
-    parts = urlsplit(value) if isinstance(value, str) else None
+def _http_url(field: str, url: object, value: object, *, shown: str | None = None) -> str:
+    """``url`` if it is an http(s) URL; the error shows ``value`` (a variable's name, not the
+    secret URL it holds)."""
+    parts = urlsplit(url) if isinstance(url, str) else None
     try:
         port_ok = parts is not None and (parts.port is None or parts.port > 0)
     except ValueError:
@@ -75,10 +81,15 @@ def _url(where: str, field: str, value: object) -> object:
         or parts.scheme not in ("http", "https")
         or not parts.hostname
         or not port_ok
-        or any(c.isspace() for c in cast("str", value))
+        or any(c.isspace() for c in cast("str", url))
     ):
-        raise _fail(field, "expected an http:// or https:// URL", value)
-    return value
+        where = f" in {shown}" if shown else ""
+        raise _fail(field, f"expected an http:// or https:// URL{where}", value)
+    return cast("str", url)
+
+
+def _url(where: str, field: str, value: object) -> object:
+    return _http_url(field, value, value)
 
 
 _URL = {"type": "string", "pattern": r"^https?://[^\s/?#]+[^\s]*$"}
@@ -105,9 +116,11 @@ def _headers(values: dict[str, Any], what: str) -> dict[str, Any]:
     return custom(schema, check)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class Webhook:
-    """POST each notification as JSON to ``url``.
+    """POST each notification to ``url``, or to the URL in the environment variable ``url_env``
+    (a chat service's incoming-webhook URL is itself the secret), in the shape ``format``
+    names: ``json`` (the job's record), ``slack`` (also Mattermost), ``teams`` or ``discord``.
 
     ``headers`` are sent as given; ``headers_env`` maps a header to the environment variable
     holding its value, and ``token_env`` names the variable holding a bearer token, so secrets
@@ -116,7 +129,13 @@ class Webhook:
 
     what: ClassVar[str] = "a webhook"
 
-    url: str = field(metadata=custom(_URL, _url))
+    url: str | None = field(default=None, metadata=optional(custom(_URL, _url)))
+    #: An environment variable holding the URL, instead of ``url``; read again for each
+    #: message, and never logged beyond its scheme and host.
+    url_env: str | None = field(default=None, metadata=optional(env_name()))
+    #: The message's shape: ``json``, ``slack`` (also right for Mattermost), ``teams`` or
+    #: ``discord``.
+    format: WebhookFormat = field(default="json", metadata=choice(*FORMATS))
     timeout: float = field(default=10.0, metadata=seconds(above_zero=True))
     headers: Mapping[str, str] = field(
         default_factory=dict,
@@ -128,9 +147,22 @@ class Webhook:
     )
     token_env: str | None = field(default=None, metadata=optional(env_name()))
 
+    #: One of ``url`` and ``url_env`` (``__post_init__`` checks the same).
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["url"]}, {"required": ["url_env"]}]
+    }
+
     def __post_init__(self) -> None:
         check_settings(self, "notify.webhook")
-        parts = urlsplit(self.url)
+        if (self.url is None) == (self.url_env is None):
+            both = self.url is not None
+            raise _fail(
+                "url_env" if both else "url",
+                "give url or url_env, not both" if both else "a webhook needs url or url_env",
+                self.url_env if both else None,
+            )
+        url = self.target()  # from the environment now: a missing variable is a load error
+        parts = urlsplit(url)
         if parts.username is not None or parts.password is not None:
             # aiohttp sends the URL's user and password as Authorization and refuses a second
             # one: every message would fail, and be retried for nothing.
@@ -152,6 +184,14 @@ class Webhook:
                 )
         self.request_headers()  # a missing variable is an error now, not at the first job
 
+    def target(self) -> str:
+        """The URL to post to; ``url_env``'s is read from the environment now, and an error
+        about it never shows the URL itself."""
+        if self.url_env is None:
+            return _http_url("url", self.url, self.url)
+        url = _env("url_env", self.url_env, "the webhook URL")
+        return _http_url("url_env", url, self.url_env, shown=f"${self.url_env}")
+
     def request_headers(self) -> dict[str, str]:
         """The headers to send, secrets read from the environment now."""
         out = dict(self.headers)
@@ -163,17 +203,26 @@ class Webhook:
 
     @property
     def label(self) -> str:
-        """The URL for log lines, without its query or user info (they may hold a secret)."""
-        p = urlsplit(self.url)
-        netloc = p.hostname or ""
-        if p.port is not None:
-            netloc += f":{p.port}"
-        return f"webhook {p.scheme}://{netloc}{p.path}"
+        """The URL for log lines, without its query or user info (they may hold a secret);
+        ``url_env``'s without its path either: there, the path is the secret."""
+        if self.url_env is not None:
+            try:
+                p = urlsplit(self.target())
+            except ConfigError:
+                return f"webhook ${self.url_env}"
+            return f"webhook {p.scheme}://{_netloc(p)}/… (${self.url_env})"
+        p = urlsplit(self.url or "")
+        return f"webhook {p.scheme}://{_netloc(p)}{p.path}"
+
+    def __repr__(self) -> str:
+        return f"Webhook({self.label!r}, format={self.format!r})"
 
     def key(self) -> tuple[Any, ...]:
         return (
             "webhook",
             self.url,
+            self.url_env,
+            self.format,
             self.timeout,
             tuple(sorted(self.headers.items())),
             tuple(sorted(self.headers_env.items())),
@@ -183,6 +232,15 @@ class Webhook:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Webhook:
         return from_mapping(cls, raw)
+
+
+def _netloc(p: SplitResult) -> str:
+    netloc = p.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if p.port is not None:
+        netloc += f":{p.port}"
+    return netloc
 
 
 def _address(field: str, value: object) -> None:
@@ -336,7 +394,7 @@ class Email:
 def _make_webhook(where: str, field: str, value: object) -> object:
     if isinstance(value, str):
         return nested("notify", field, lambda: Webhook(url=value))
-    hint = "expected a URL or a mapping with 'url'"
+    hint = "expected a URL or a mapping with 'url' or 'url_env'"
     return None if value is None else made(Webhook, "notify", field, value, hint)
 
 
@@ -372,7 +430,8 @@ class Notify:
     later, doubling.
     """
 
-    #: A URL, or a mapping with url, headers, headers_env, token_env, timeout.
+    #: A URL, or a mapping with url or url_env, format, headers, headers_env, token_env,
+    #: timeout.
     webhook: Webhook | str | Mapping[str, Any] | None = field(
         default=None, metadata=optional(block(Webhook, _make_webhook, also=_URL))
     )

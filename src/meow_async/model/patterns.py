@@ -8,13 +8,25 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, cast
+from zoneinfo import ZoneInfo
 
 from ..exceptions import ConfigError
 from .checks import check_name, check_variable
+from .filters import Filter, compile_filter
 from .globs import compile_glob
 from .notify import Notify, make_notify
+from .schedule import (
+    MIN_INTERVAL,
+    Every,
+    Schedule,
+    check_cron,
+    parse_anchor,
+    parse_interval,
+    time_zone,
+)
 from .settings import (
     HEADER_NAME,
     block,
@@ -35,7 +47,15 @@ from .settings import (
 )
 from .settings import name as name_kind
 
-__all__ = ["Change", "FilePattern", "HttpPattern", "NetworkPattern", "Pattern", "Sweep"]
+__all__ = [
+    "Change",
+    "FilePattern",
+    "HttpPattern",
+    "NetworkPattern",
+    "Pattern",
+    "Sweep",
+    "TimePattern",
+]
 
 MAX_SWEEP_POINTS = 100_000
 
@@ -143,6 +163,22 @@ def _notify(where: str, field: str, value: object) -> Notify | None:
         raise ConfigError(e.message, where=where, field=sub, value=e.value) from None
 
 
+def _when(where: str, field: str, value: object) -> object:
+    """A filter's text; whether it compiles depends on the kind of pattern (its names), which
+    ``_check_common`` knows."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            'expected a CEL expression, e.g. body.ref == "refs/heads/main"',
+            where=where,
+            field=field,
+            value=value,
+        )
+    return value
+
+
+_WHEN_SCHEMA = {"type": "string", "pattern": r"\S"}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _PatternBase:
     """What every pattern has: a name, the recipe it triggers, and the job's parameters."""
@@ -169,11 +205,23 @@ class _PatternBase:
     notify: Notify | Mapping[str, Any] | None = field(
         default=None, metadata=optional(block(Notify, _notify))
     )
+    #: A CEL expression on the event (docs/schedules-and-filters.md): only events it holds
+    #: true for make jobs, e.g. ``body.ref == "refs/heads/main"``.
+    when: str | None = field(default=None, metadata=optional(custom(_WHEN_SCHEMA, _when)))
+    #: ``when`` compiled; None without one.
+    filter: Filter | None = field(init=False, default=None, repr=False, compare=False)
+    #: What a filter of this kind of pattern sees (model/filters.py's NAMES).
+    EVENT_KIND: ClassVar[str] = "file"
 
     def _check_common(self) -> None:
         where = f"pattern {self.name!r}"
         check_name("pattern", "name", self.name)
         check_settings(self, where)
+        if self.when is not None:
+            try:
+                object.__setattr__(self, "filter", compile_filter(self.EVENT_KIND, self.when))
+            except ValueError as e:
+                raise ConfigError(str(e), where=where, field="when", value=self.when) from None
         for var in (*self.outputs, *self.sweep):
             if var == self.variable:
                 raise ConfigError(
@@ -349,6 +397,8 @@ class NetworkPattern(_PatternBase):
     the handshake). An empty message makes no job unless ``allow_empty``.
     """
 
+    EVENT_KIND: ClassVar[str] = "network"
+
     port: int = field(metadata=port())
     host: str = field(default="127.0.0.1", metadata=host())
     framing: Framing = field(default="connection", metadata=choice(*FRAMINGS, what="framing"))
@@ -421,7 +471,13 @@ HTTP_ROUTE_FIELDS = (
     "hmac_header",
     "timestamp_header",
     "hmac_window",
+    "signature",
+    "token_header",
 )
+#: How a signed request is signed: meow_async's own scheme (a timestamp signed with the body),
+#: or GitHub's (``X-Hub-Signature-256``, the body alone).
+SIGNATURES: tuple[str, ...] = ("meow", "github")
+GITHUB_HEADER = "X-Hub-Signature-256"
 
 
 def _route(where: str, field: str, value: object) -> object:
@@ -504,6 +560,8 @@ class HttpPattern(_PatternBase):
     itself). Patterns on one host:port share one server.
     """
 
+    EVENT_KIND: ClassVar[str] = "http"
+
     #: The URL path, e.g. ``/ingest/{instrument}``; each ``{name}`` part is a parameter.
     route: str = field(metadata=custom(_ROUTE_SCHEMA, _route))
     port: int = field(metadata=port())
@@ -534,6 +592,16 @@ class HttpPattern(_PatternBase):
     hmac_header: str = field(default="X-Signature-256", metadata=header_name())
     timestamp_header: str = field(default="X-Timestamp", metadata=header_name())
     hmac_window: float = field(default=300.0, metadata=seconds(above_zero=True))
+    #: ``meow`` (above) or ``github``: GitHub's own webhooks, ``sha256=<hex of HMAC(secret,
+    #: body)>`` in ``X-Hub-Signature-256`` (unless ``hmac_header`` says otherwise), with no
+    #: timestamp; a signature seen before within ``hmac_window`` is refused as a replay.
+    signature: Literal["meow", "github"] = field(default="meow", metadata=choice(*SIGNATURES))
+    #: The header clients send the token in: ``Authorization`` (as ``Bearer <token>``), or
+    #: another whose value is the token itself, e.g. ``X-Gitlab-Token`` for GitLab's webhooks.
+    token_header: str = field(
+        default="Authorization",  # a header's name, not a secret
+        metadata=header_name(),
+    )
     #: Seconds an ``Idempotency-Key`` is remembered (across restarts).
     idempotency_window: float = field(default=24 * 3600.0, metadata=seconds())
     #: HTTPS, and client certificates signed by ``tls_client_ca``, as for network patterns.
@@ -577,6 +645,8 @@ class HttpPattern(_PatternBase):
                 field="hmac_secret_file",
                 value=self.hmac_secret_file,
             )
+        if self.signature == "github" and self.hmac_header == "X-Signature-256":
+            object.__setattr__(self, "hmac_header", GITHUB_HEADER)
         _check_tls(self, where)
         # A missing secret is an error now, not at the first request.
         self.token()
@@ -645,4 +715,140 @@ class HttpPattern(_PatternBase):
         return (self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
-Pattern = FilePattern | NetworkPattern | HttpPattern
+_UTC = ZoneInfo("UTC")
+CatchUp = Literal["none", "latest", "all"]
+CATCH_UP: tuple[str, ...] = ("none", "latest", "all")
+
+
+def _cron(where: str, field: str, value: object) -> object:
+    """Its syntax (cronsim's rules); the schedule itself is made in the pattern's zone."""
+    try:
+        check_cron(value, _UTC)
+    except ValueError as e:
+        raise ConfigError(str(e), where=where, field=field, value=value) from None
+    return value
+
+
+#: Five fields, or six with seconds first (cronsim checks each field; the schema only counts).
+_CRON_SCHEMA = {"type": "string", "pattern": r"^\s*\S+(\s+\S+){4,5}\s*$"}
+
+
+def _every(where: str, field: str, value: object) -> object:
+    try:
+        parse_interval(value)
+    except ValueError as e:
+        raise ConfigError(str(e), where=where, field=field, value=value) from None
+    return value
+
+
+_EVERY_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": MIN_INTERVAL},
+        {"type": "string", "pattern": r"^\s*( *\d+(\.\d+)? *(ms|s|m|h|d))+ *\s*$"},
+    ]
+}
+
+
+def _zone(where: str, field: str, value: object) -> object:
+    try:
+        time_zone(value)
+    except ValueError as e:
+        raise ConfigError(str(e), where=where, field=field, value=value) from None
+    return value
+
+
+def _anchor(where: str, field: str, value: object) -> object:
+    """ISO 8601; read in the pattern's zone when it has no offset (``__post_init__``)."""
+    try:
+        parse_anchor(value, _UTC)
+    except ValueError as e:
+        raise ConfigError(str(e), where=where, field=field, value=value) from None
+    return value
+
+
+#: ISO 8601 as Python reads it: a date, then maybe a time and an offset.
+_ANCHOR_SCHEMA = {"type": "string", "pattern": r"^\s*\d{4}-?\d{2}-?\d{2}([T ].*)?$"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimePattern(_PatternBase):
+    """Triggers on a clock: ``cron`` (a cron expression, in ``timezone``) or ``every`` (a fixed
+    interval, ticking on whole multiples of it since ``anchor``, the Unix epoch by default).
+
+    A tick is its scheduled instant: one job per tick, across restarts. After downtime,
+    ``catch_up`` decides what missed ticks do: ``none`` skips them, ``latest`` runs the most
+    recent one, ``all`` runs each, the most recent ``max_catch_up`` at most. The job gets
+    ``scheduled_time`` and ``fire_time`` (ISO 8601 with offset) as parameters.
+    """
+
+    EVENT_KIND: ClassVar[str] = "time"
+
+    #: Five fields (minute hour day month weekday), or six with seconds first.
+    cron: str | None = field(default=None, metadata=optional(custom(_CRON_SCHEMA, _cron)))
+    #: An interval: 500ms, 10s, 5m, 1h30m, 1d (or a number of seconds).
+    every: str | float | None = field(
+        default=None, metadata=optional(custom(_EVERY_SCHEMA, _every))
+    )
+    #: IANA zone of ``cron`` and of the times a job is given (and of an ``anchor`` without an
+    #: offset).
+    timezone: str = field(default="UTC", metadata=custom({"type": "string", "minLength": 1}, _zone))
+    #: ISO 8601 time ``every`` counts from (default: the Unix epoch).
+    anchor: str | None = field(default=None, metadata=optional(custom(_ANCHOR_SCHEMA, _anchor)))
+    #: What ticks missed while no runner ran do: none, latest or all.
+    catch_up: CatchUp = field(default="latest", metadata=choice(*CATCH_UP))
+    #: With catch_up all, at most this many missed ticks run (the most recent); the older are
+    #: skipped and logged.
+    max_catch_up: int = field(default=100, metadata=count(low=1, high=100_000))
+    #: Ticks named once checked (``cron``/``every`` made into times).
+    schedule: Schedule = field(init=False, repr=False, compare=False)
+    #: The parameter that holds the tick's scheduled time (``fire_time`` holds when it ran).
+    variable: str = field(default="scheduled_time", metadata=variable())
+
+    #: What only the keys together can say (``__post_init__`` checks the same).
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["cron"]}, {"required": ["every"]}],
+        "dependentRequired": {"anchor": ["every"]},
+        "not": {"required": ["variable"], "properties": {"variable": {"const": "fire_time"}}},
+    }
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        where = f"pattern {self.name!r}"
+        if self.variable == "fire_time":
+            raise ConfigError(
+                "fire_time is a parameter of every time job already: choose another name",
+                where=where,
+                field="variable",
+                value=self.variable,
+            )
+        zone = time_zone(self.timezone)  # checked by its kind
+        if (self.cron is None) == (self.every is None):
+            raise ConfigError(
+                "a time pattern has either cron (a cron expression) or every (an interval), "
+                "not both"
+                if self.cron is not None
+                else "a time pattern needs cron or every",
+                where=where,
+                field="every" if self.cron is not None else "cron",
+                value=self.every,
+            )
+        schedule: Schedule
+        if self.cron is not None:
+            if self.anchor is not None:
+                raise ConfigError(
+                    "anchor goes with every, not cron",
+                    where=where,
+                    field="anchor",
+                    value=self.anchor,
+                )
+            schedule = check_cron(self.cron, zone)
+        else:
+            interval = parse_interval(self.every)
+            anchor: datetime | None = None
+            if self.anchor is not None:
+                anchor = parse_anchor(self.anchor, zone)
+            schedule = Every(interval, zone) if anchor is None else Every(interval, zone, anchor)
+        object.__setattr__(self, "schedule", schedule)
+
+
+Pattern = FilePattern | NetworkPattern | HttpPattern | TimePattern

@@ -348,6 +348,8 @@ def optional(meta: Mapping[str, Any]) -> dict[str, Any]:
         schema["type"] = [schema["type"], "null"]
     elif "enum" in schema:
         schema["enum"] = [*schema["enum"], None]
+    elif set(schema) == {"anyOf"}:
+        schema["anyOf"] = [*schema["anyOf"], {"type": "null"}]
     else:
         schema = {"anyOf": [schema, {"type": "null"}]}
     return {**meta, _KIND: Kind(schema, check, inner.block, inner.uses)}

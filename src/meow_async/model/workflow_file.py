@@ -7,6 +7,7 @@ each one that fails, the failing setting is set aside and the entry is built aga
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
 import re
@@ -20,7 +21,7 @@ import yaml
 from ..exceptions import ConfigError, WorkflowFileError, WorkflowProblem
 from .config import RunnerConfig
 from .notify import Email
-from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern
+from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern, TimePattern
 from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 from .rules import Rule
 from .settings import keys_of, kind_of
@@ -46,6 +47,7 @@ _RECIPE_KEYS = {"kind"}.union(*(keys_of(c) for c in _RECIPE_KINDS.values()))
 _FILE_PATTERN_KEYS = set(keys_of(FilePattern))
 _NETWORK_PATTERN_KEYS = set(keys_of(NetworkPattern))
 _HTTP_PATTERN_KEYS = set(keys_of(HttpPattern))
+_TIME_PATTERN_KEYS = set(keys_of(TimePattern))
 _RUNNER_KEYS = set(keys_of(RunnerConfig))
 _TOP_KEYS = {"runner", "recipes", "patterns"}
 #: Settings that name a file, relative to the workflow file's folder.
@@ -62,9 +64,17 @@ _PATHS: dict[type[Any], tuple[str, ...]] = {
 _PATTERN_KINDS: tuple[tuple[str, type[Pattern], set[str]], ...] = (
     ("route", HttpPattern, _HTTP_PATTERN_KEYS),
     ("port", NetworkPattern, _NETWORK_PATTERN_KEYS),
+    ("cron", TimePattern, _TIME_PATTERN_KEYS),
+    ("every", TimePattern, _TIME_PATTERN_KEYS),
     ("glob", FilePattern, _FILE_PATTERN_KEYS),
 )
-_TRIGGERS = {"glob": "files", "port": "data received over TCP", "route": "HTTP requests"}
+_TRIGGERS = {
+    "glob": "files",
+    "port": "data received over TCP",
+    "route": "HTTP requests",
+    "cron": "a clock",
+    "every": "a clock",
+}
 #: Settings that pass the model's checks, put in for one that is missing or wrong and has no
 #: default, so that the entry's other settings are still checked (a recipe whose file cannot be
 #: read is checked on as if it had a script).
@@ -576,6 +586,8 @@ def _pattern(
     _unknown(raw, keys, where, problems)
     kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k in keys}
     _relative(cls, kwargs, folder)
+    if isinstance(kwargs.get("anchor"), datetime.datetime | datetime.date):
+        kwargs["anchor"] = kwargs["anchor"].isoformat()  # YAML reads an unquoted time itself
     aside = _blocks(cls, raw, kwargs, where, folder, problems)
     for key in ("methods", "headers"):
         if cls is HttpPattern and isinstance(kwargs.get(key), list):
@@ -639,7 +651,7 @@ def _needs(cls: type[Pattern], key: str) -> str:
     if key == "glob":
         return (
             "a pattern needs 'glob' (files under the watched folder), 'port' (data received "
-            "over TCP) or 'route' and 'port' (HTTP requests)"
+            "over TCP), 'route' and 'port' (HTTP requests), or 'cron' or 'every' (a clock)"
         )
     if cls is HttpPattern and key == "port":
         return "an HTTP pattern needs 'port' (0: any free port)"

@@ -17,8 +17,9 @@ from ..model.events import Event
 from .files.monitor import FileMonitor
 from .http import HttpMonitor
 from .network import NetworkMonitor
+from .time import STATE_FILE, TimeMonitor
 
-__all__ = ["KINDS", "FileMonitor", "HttpMonitor", "Monitor", "NetworkMonitor"]
+__all__ = ["KINDS", "FileMonitor", "HttpMonitor", "Monitor", "NetworkMonitor", "TimeMonitor"]
 
 
 class Monitor(Protocol):
@@ -48,6 +49,7 @@ def _files(runner: Any) -> Monitor:
         step_ms=cfg.watch_step_ms,
         debounce_ms=cfg.watch_debounce_ms,
         on_watch=runner.watermark.watch_started,
+        filtering=runner.filtering,
     )
 
 
@@ -59,6 +61,8 @@ def _network(runner: Any) -> Monitor:
         base_dir=cfg.base_dir,
         chunk_size=cfg.chunk_size,
         durable=cfg.durable,
+        filtering=runner.filtering,
+        filter_max_body=cfg.filter_max_body,
     )
 
 
@@ -66,9 +70,21 @@ def _http(runner: Any) -> Monitor:
     return HttpMonitor(runner.workflow, runner.monitor("network"))
 
 
+def _time(runner: Any) -> Monitor:
+    cfg = runner.config
+    return TimeMonitor(
+        runner.workflow,
+        runner.jobs_dir / STATE_FILE,
+        base_dir=cfg.base_dir,
+        durable=cfg.durable,
+        filtering=runner.filtering,
+    )
+
+
 #: The monitors a runner makes, by name, each from the runner (its workflow and settings).
 KINDS: dict[str, Callable[[Any], Monitor]] = {
     "files": _files,
     "network": _network,
     "http": _http,
+    "time": _time,
 }

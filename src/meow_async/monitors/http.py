@@ -25,10 +25,12 @@ from aiohttp import web
 from ..exceptions import ConfigError, MonitorError
 from ..model.addresses import host_port
 from ..model.events import Event
+from ..model.filters import ABSENT, Later, parse_json
 from ..model.jobs import job_id_for
 from ..model.patterns import HttpPattern
 from ..model.rules import Rule
 from ..model.workflow import Workflow
+from .filtering import Filtering
 from .follow import follow_changes
 from .network import NetworkMonitor, bind_tcp, tls_context
 from .spool import MessageTooLarge, json_lines
@@ -271,33 +273,43 @@ class HttpMonitor:
             identity = f"client certificate {subject}" if subject else "client certificate"
         token, secret = self._secrets(pattern)
         if token is not None:
-            given = request.headers.get("Authorization", "")
-            scheme, _, value = given.partition(" ")
             challenge = {"WWW-Authenticate": 'Bearer realm="meow_async"'}
-            if scheme.lower() != "bearer" or not value:
-                return _error(401, "a bearer token is needed", challenge)
+            what = "bearer token"
+            if pattern.token_header.lower() == "authorization":
+                scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not value:
+                    return _error(401, "a bearer token is needed", challenge)
+            else:  # the token itself in its own header (GitLab's X-Gitlab-Token)
+                value = request.headers.get(pattern.token_header, "")
+                challenge, what = {}, f"{pattern.token_header} token"  # no scheme to name
+                if not value:
+                    return _error(401, f"a token is needed in {pattern.token_header}")
             if not hmac.compare_digest(value.strip().encode(), token.encode()):
                 if self._valid_elsewhere(key, value.strip(), pattern):
                     return _error(403, f"that token is not allowed on {pattern.route}")
-                return _error(401, "the bearer token is wrong", challenge)
-            identity = f"bearer token of pattern {pattern.name}"
+                return _error(401, f"the {what} is wrong", challenge)
+            identity = f"{what} of pattern {pattern.name}"
         signer = None
         if secret is not None:
             signature = request.headers.get(pattern.hmac_header, "")
             stamp = request.headers.get(pattern.timestamp_header, "")
-            try:
-                age = time.time() - float(stamp)
-            except ValueError:
-                return _error(401, f"a signed request needs {pattern.timestamp_header}")
+            signed = b""  # GitHub signs the body alone
+            if pattern.signature == "meow":
+                try:
+                    age = time.time() - float(stamp)
+                except ValueError:
+                    return _error(401, f"a signed request needs {pattern.timestamp_header}")
+                if abs(age) > pattern.hmac_window:
+                    return _error(
+                        401,
+                        f"the timestamp is {age:.0f} s off (window {pattern.hmac_window:g} s)",
+                    )
+                signed = stamp.encode() + b"."
             if not signature.startswith("sha256="):
                 return _error(401, f"a signed request needs {pattern.hmac_header}: sha256=...")
-            if abs(age) > pattern.hmac_window:
-                return _error(
-                    401, f"the timestamp is {age:.0f} s off (window {pattern.hmac_window:g} s)"
-                )
             if self._seen_signatures.get(signature, 0) > time.time():
                 return _error(401, "that signature was used before: a replay")
-            signer = (hmac.new(secret.encode(), stamp.encode() + b".", hashlib.sha256), signature)
+            signer = (hmac.new(secret.encode(), signed, hashlib.sha256), signature)
             identity = f"HMAC signature of pattern {pattern.name}"
         idem = request.headers.get("Idempotency-Key")
         scope = f"{key}:{pattern.route}:{idem}" if idem else None
@@ -352,12 +364,19 @@ class HttpMonitor:
     ) -> web.Response:
         spool = self.network.new_spool()
         accepted = False
+        # What filters read of the body: kept while it is no larger than filter_max_body.
+        limit = self.network.filter_max_body
+        kept: bytearray | None = bytearray() if Filtering.needed(rules) else None
         try:
             try:
                 while chunk := await request.content.read(_CHUNK):
                     spool.write(chunk, pattern.max_size)
                     if signer is not None:
                         signer[0].update(chunk)
+                    if kept is not None:
+                        kept += chunk
+                        if len(kept) > limit:
+                            kept = None
             except MessageTooLarge:
                 return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
             if signer is not None:
@@ -365,6 +384,15 @@ class HttpMonitor:
                 if not hmac.compare_digest(expected.encode(), signer[1].encode()):
                     return _error(401, "the signature does not match the body")
                 self._remember_signature(signer[1], pattern.hmac_window)
+            if Filtering.needed(rules):
+                rules = self.network.filtering.wanted(
+                    rules, "http", lambda: _names(request, parts, identity, kept)
+                )
+                if not rules:
+                    # Accepted, and answered so (a retry would be refused the same way), but
+                    # no rule wants it: nothing of it is kept.
+                    logger.debug("%s %s: no rule's filter wants it", request.method, request.path)
+                    return web.json_response({"message_id": spool.id, "jobs": []}, status=202)
             path = spool.finish(durable=self.network.durable)
             peername = request.transport.get_extra_info("peername") if request.transport else None
             peer = host_port(peername[0], peername[1]) if peername else request.remote or "?"
@@ -549,6 +577,29 @@ def _claims(rules: list[Rule]) -> None:
                 f"{host_port(p.host, p.port)} with different settings "
                 "(methods, max_size, headers, token): make them agree or use another route",
             )
+
+
+def _names(
+    request: web.BaseRequest, parts: dict[str, str], identity: str | None, body: bytearray | None
+) -> dict[str, Any]:
+    """What an HTTP pattern's filter sees of a request (docs/schedules-and-filters.md)."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+
+    def parsed() -> Any:
+        ok, value = parse_json(body)
+        return value if ok else ABSENT
+
+    return {
+        "body": Later(parsed),
+        "headers": headers,
+        "query": dict(request.query.items()),  # a repeated name: its last value
+        "route": dict(parts),
+        "method": request.method,
+        "identity": identity,
+    }
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

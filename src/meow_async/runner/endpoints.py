@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,10 +32,12 @@ from ..exceptions import MeowError
 from ..model.addresses import host_port
 from ..model.config import RunnerConfig
 from ..model.jobs import Job, JobState, iter_jobs, read_meta
-from ..model.patterns import FilePattern, HttpPattern, Pattern
+from ..model.patterns import FilePattern, HttpPattern, Pattern, TimePattern
 from ..model.rules import Rule
-from ..monitors import HttpMonitor, Monitor, NetworkMonitor
+from ..model.schedule import tick_name
+from ..monitors import HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
 from ..monitors.connection import peer_log
+from ..monitors.filtering import Filtering
 from .bookkeeping import RunnerStats
 from .live import LiveFile
 
@@ -68,6 +71,8 @@ class Observed(Protocol):
     monitors: list[Monitor]
     network: NetworkMonitor
     http: HttpMonitor
+    time: TimeMonitor
+    filtering: Filtering
     live: LiveFile
     started: asyncio.Event
 
@@ -98,6 +103,23 @@ class _Collector:
         for (monitor, rule), n in sorted(r.events_by.items()):
             events.add_metric([monitor, rule], n)
         yield events
+        filtered = CounterMetricFamily(
+            "meow_events_filtered",
+            "Events a rule's when: filter rejected (or failed on), by rule: they made no job",
+            labels=["rule"],
+        )
+        for rule, n in sorted(r.filtering.filtered.items()):
+            filtered.add_metric([rule], n)
+        yield filtered
+        ticks = GaugeMetricFamily(
+            "meow_schedule_next_tick_seconds",
+            "Seconds until each time rule's next tick",
+            labels=["rule"],
+        )
+        now = time.time()
+        for rule, tick in sorted(r.time.next_ticks().items()):
+            ticks.add_metric([rule], max(0.0, tick.timestamp() - now))
+        yield ticks
         jobs = CounterMetricFamily("meow_jobs_ended", "Jobs ended, by state", labels=["state"])
         for state in ("done", "failed", "skipped"):
             jobs.add_metric([state], getattr(s, state))
@@ -265,6 +287,7 @@ class Endpoints:
             by_rule[rule] = by_rule.get(rule, 0) + n
             by_monitor[monitor] = by_monitor.get(monitor, 0) + n
         ports = r.ports()
+        ticks = r.time.next_ticks()
         running = []
         for job, handed in sorted(r.jobs_running.values(), key=lambda jt: jt[1]):
             started = job.meta.get("started")
@@ -287,10 +310,16 @@ class Endpoints:
                     "trigger": trigger_text(rule.pattern, ports.get(name)),
                     "recipe": rule.recipe.name,
                     "recipe_kind": rule.recipe.kind,
+                    **(_tick(ticks[name], now) if name in ticks else {}),
                 }
                 for name, rule in r.rules.items()
             ],
-            "events": {"total": s.events, "by_rule": by_rule, "by_monitor": by_monitor},
+            "events": {
+                "total": s.events,
+                "by_rule": by_rule,
+                "by_monitor": by_monitor,
+                "filtered": dict(sorted(r.filtering.filtered.items())),
+            },
             "jobs": {
                 "made": s.jobs,
                 "running": s.running,
@@ -350,11 +379,27 @@ class Endpoints:
         return web.json_response(meta)
 
 
+def _tick(tick: datetime, now: float) -> dict[str, Any]:
+    return {"next_tick": tick_name(tick), "next_tick_in": tick.timestamp() - now}
+
+
 def trigger_text(p: Pattern, port: int | None) -> str:
     """A rule's trigger as the banner of ``meow-async run`` shows it."""
+    return _trigger(p, port) + (f" when {_short(p.when)}" if p.when is not None else "")
+
+
+def _trigger(p: Pattern, port: int | None) -> str:
     if isinstance(p, FilePattern):
         return p.glob
+    if isinstance(p, TimePattern):
+        zone = f" ({p.timezone})" if p.cron is not None and p.timezone != "UTC" else ""
+        return p.schedule.describe() + zone
     where = host_port(p.host, port if port is not None else p.port)
     if isinstance(p, HttpPattern):
         return f"http {'|'.join(p.methods)} http://{where}{p.route}"
     return f"tcp {where}" + (" tls" if p.tls else "")
+
+
+def _short(text: str, width: int = 60) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= width else one[: width - 1] + "…"

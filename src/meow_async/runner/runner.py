@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -15,7 +16,7 @@ from typing import Any, Self
 
 from ..conductors import Conductor, JobInterrupted, LocalConductor
 from ..conductors.process_log import CANCELLED, current
-from ..conductors.recovery import recover_jobs
+from ..conductors.recovery import clear_notify_mark, recover_jobs
 from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from ..handlers import Handler
 from ..model.config import RunnerConfig
@@ -27,7 +28,8 @@ from ..model.recipes import Recipe
 from ..model.rules import Rule
 from ..model.workflow import Workflow
 from ..model.workflow_file import WorkflowSpec, load_workflow
-from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
+from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
+from ..monitors.filtering import Filtering
 from ..notify import GRACE as NOTIFY_GRACE
 from ..notify import Notifier
 from .bookkeeping import Retries, RunnerStats, Watermark
@@ -71,14 +73,18 @@ class Runner:
         self.handler = Handler(self.jobs_dir, durable=self.config.durable)
         self.watermark = Watermark(self.jobs_dir, durable=self.config.durable)
         self._handling = 0  # events a handler has taken and not finished
+        #: Each rule's ``when:`` filter, applied by every monitor (counts for /metrics).
+        self.filtering = Filtering()
         self.monitors: list[Monitor] = []
         for make in KINDS.values():  # one of each kind, whatever the patterns now
             self.monitors.append(make(self))
-        # The runner's own bookkeeping needs these three by name (watermark, spool journal,
-        # runner.http); everything else goes through the Monitor protocol.
+        # The runner's own bookkeeping needs these by name (watermark, spool journal,
+        # runner.http, the next ticks it shows); everything else goes through the Monitor
+        # protocol.
         self.files: FileMonitor = self.monitor("files")
         self.network: NetworkMonitor = self.monitor("network")
         self.http: HttpMonitor = self.monitor("http")
+        self.time: TimeMonitor = self.monitor("time")
         for m in self.monitors:
             check = getattr(m, "check", None)
             if check is not None:
@@ -86,6 +92,7 @@ class Runner:
         self.stats = RunnerStats()
         self.retries = Retries(self.stats)
         self.notifier = Notifier(self.stats, self._notify)  # sends in the background
+        self._unmarking: set[asyncio.Task[None]] = set()  # job.json: notified after a restart
         self.events_by: Counter[tuple[str, str]] = Counter()  # (monitor, rule): for /metrics
         self.durations = Durations()
         #: Jobs whose process runs now, and when each was handed to the conductor (/status).
@@ -146,7 +153,7 @@ class Runner:
         return out
 
     def monitor(self, name: str) -> Any:
-        """The runner's monitor called ``name`` (``files``, ``network``, ``http``)."""
+        """The runner's monitor called ``name`` (``files``, ``network``, ``http``, ``time``)."""
         for m in self.monitors:
             if m.name == name:
                 return m
@@ -232,6 +239,13 @@ class Runner:
                 recovered.killed,
                 recovered.finished,
             )
+        self.notifier.links = self._links()
+        if recovered.to_notify:  # with the job index (issue 22), from its query
+            logger.info(
+                "%d settled job(s) to notify (found after a restart)", len(recovered.to_notify)
+            )
+            for meta in recovered.to_notify:
+                self._notify_settled(meta)
         cfg = self.config
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
         jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
@@ -241,6 +255,7 @@ class Runner:
         finally:
             self.network.close_journal()  # cancelled too: no open file left behind
             await self.notifier.close(min(NOTIFY_GRACE, self.config.shutdown_timeout))
+            await asyncio.gather(*self._unmarking)
             close = getattr(self.conductor, "close", None)
             if close is not None:
                 await close()
@@ -622,6 +637,40 @@ class Runner:
         if isinstance(notify, Notify):
             self.notifier.job_ended(job, state, notify)
 
+    def _notify_settled(self, meta: dict[str, Any]) -> None:
+        """A job settled at start: notified once ("found after a restart"); its job.json's
+        mark goes once every destination has had the message, so a runner that dies before
+        leaves it to the next start (at least once)."""
+        rule = self.workflow.rules.get(str(meta.get("rule")))
+        notify = rule.pattern.notify if rule is not None else None
+        job_dir = Path(meta["dir"])
+
+        def notified() -> None:
+            task = asyncio.create_task(
+                asyncio.to_thread(clear_notify_mark, job_dir, durable=self.config.durable)
+            )
+            self._unmarking.add(task)
+            task.add_done_callback(self._unmarking.discard)
+
+        if not isinstance(notify, Notify) or not self.notifier.settled_at_start(
+            meta, notify, notified
+        ):
+            notified()  # its rule no longer asks for it
+
+    def _links(self) -> str | None:
+        """Where people open runner.http: its ``public_url``, else the address it is bound to."""
+        http, port = self.config.http, self.http_port
+        if http is None:
+            return None
+        if http.get("public_url"):
+            return str(http["public_url"])
+        if port is None:
+            return None
+        host = str(http["host"])
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - every address: name this machine
+            host = socket.gethostname()
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
     def _notify(self) -> None:
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
@@ -699,4 +748,6 @@ def _what(event: Event) -> str:
         x = event.extras
         what = f"{x.get('method')} {x.get('request_path')}"
         return f"{what} ({x.get('message_id')}) from {x.get('peer')}"
+    if event.kind == "time":
+        return f"tick {event.extras.get('scheduled_time')}"
     return f"{event.change or event.kind} {event.rel_path}"

@@ -86,6 +86,13 @@ class Gate:
         self._files[key] = held
         held.task = asyncio.create_task(self._wait_complete(key, held))
 
+    def withdraw(self, rule: str, path: str) -> None:
+        """Stop holding ``rule``'s trigger for ``path``, if one is held (its file changed into
+        a state the rule's filter rejects)."""
+        held = self._files.pop((rule, path), None)
+        if held is not None and held.task is not None:
+            held.task.cancel()
+
     def close(self) -> None:
         """Stop waiting: held triggers are found again at the next start (catch-up)."""
         for held in (*self._files.values(), *self._bursts.values()):

@@ -16,9 +16,11 @@ from pathlib import Path
 from ...exceptions import MonitorError
 from ...model.config import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, WATCHERS, WatcherName
 from ...model.events import Event
+from ...model.filters import ABSENT, Facts
 from ...model.patterns import Change, FilePattern
 from ...model.rules import Rule
 from ...model.workflow import Workflow
+from ..filtering import Filtering
 from . import inotify
 from .changes import FileChange, FileState, PathFilter, chronological, fs_now, state_of
 from .gate import Gate
@@ -62,6 +64,7 @@ class FileMonitor:
         rescan_after: int = 1000,
         catch_up_since: float | None = None,
         on_watch: Callable[[float], None] | None = None,
+        filtering: Filtering | None = None,
     ) -> None:
         if watcher not in WATCHERS:
             raise MonitorError(
@@ -87,6 +90,7 @@ class FileMonitor:
         #: returns is never missed.
         self._added_at: float | None = None
         self._on_watch = on_watch
+        self.filtering = filtering or Filtering()
         self._gate = Gate(_nowhere)
         self._emitting: float | None = None
         #: Set when no rule needs the watch any more.
@@ -318,9 +322,11 @@ class FileMonitor:
         retroactive: bool,
         catch_up: bool,
     ) -> None:
+        filtered = Filtering.needed(rules)
         for ch in changes:
             self._gate.noticed(ch.path)  # it may be a sentinel a held trigger waits for
             rel = ch.path[len(self.base) + 1 :]  # every path here is below self.base
+            facts = _facts(ch, rel) if filtered else None
             for rule in rules:
                 pattern = rule.pattern
                 assert isinstance(pattern, FilePattern)  # noqa: S101 - rules() gave file rules
@@ -328,6 +334,11 @@ class FileMonitor:
                     catch_up and not pattern.changes.isdisjoint(_CATCH_UP)
                 )
                 if wanted and pattern.matches(rel):
+                    if facts is not None and not self.filtering.passes(rule, facts):
+                        # Not this state of the file: a trigger held for an earlier one is
+                        # no longer what the file holds either.
+                        self._gate.withdraw(rule.name, ch.path)
+                        continue
                     extras: dict[str, object] = {}
                     if ch.src is not None:
                         extras["src_path"] = ch.src
@@ -452,6 +463,19 @@ class FileMonitor:
                     self.remember(path, state)
                 out.append(FileChange(change, path, None, state, st.st_ctime))
         return out
+
+
+def _facts(ch: FileChange, rel: str) -> Facts:
+    """What a file pattern's filter sees of a change."""
+    return Facts(
+        "file",
+        lambda: {
+            "path": rel,
+            "name": os.path.basename(rel),
+            "size": ch.state.size if ch.state is not None else ABSENT,
+            "change": ch.change.value,
+        },
+    )
 
 
 async def _nowhere(event: Event) -> None:
