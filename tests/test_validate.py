@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from meow_async import WorkflowFileError, load_workflow
+from meow_async import Runner, WorkflowFileError, load_workflow
 from meow_async.model.schema import schema_text, workflow_schema
 
 from .test_cli import meow
@@ -332,6 +332,13 @@ def test_there_are_examples_to_check() -> None:
 def test_the_schema_takes_every_shipped_example(path: Path) -> None:
     errors = [e.message for e in validator().iter_errors(yaml.safe_load(path.read_text()))]
     assert errors == []
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_validate_takes_every_shipped_example(path: Path) -> None:
+    """What `validate` runs: settings given relative to the file (a secret's file, a
+    certificate) are checked where the file says, as paths."""
+    Runner.from_spec(load_workflow(path))
 
 
 @pytest.mark.parametrize(("name", "text"), DOC_WORKFLOWS, ids=[n for n, _ in DOC_WORKFLOWS])

@@ -371,6 +371,18 @@ def _tls_file() -> dict[str, Any]:
     return custom({"type": "string", "minLength": 1}, check)
 
 
+def _secret_file() -> dict[str, Any]:
+    """The path of a file holding a secret (a workflow file's, made relative to its folder,
+    arrives as a Path); whether it can be read is the pattern's to say, naming the secret."""
+
+    def check(where: str, field: str, value: object) -> object:
+        if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+            raise ConfigError("expected the path of a file", where=where, field=field, value=value)
+        return os.fspath(value)
+
+    return custom({"type": "string", "minLength": 1}, check)
+
+
 #: TLS needs a certificate and its key, and client certificates need TLS.
 _TLS_SCHEMA: dict[str, Any] = {
     "dependentRequired": {
@@ -578,17 +590,13 @@ class HttpPattern(_PatternBase):
         ),
     )
     token_env: str | None = field(default=None, metadata=optional(env_name()))
-    token_file: str | None = field(
-        default=None, metadata=optional(text("expected the path of a file"))
-    )
+    token_file: str | None = field(default=None, metadata=optional(_secret_file()))
     #: HMAC-SHA256 signatures instead of (or as well as) a token: the client sends
     #: ``sha256=<hex of HMAC(secret, TIMESTAMP + "." + body)>`` in ``hmac_header`` and the
     #: Unix time it signed in ``timestamp_header``; older than ``hmac_window`` seconds, or a
     #: signature seen before within it, is refused.
     hmac_secret_env: str | None = field(default=None, metadata=optional(env_name()))
-    hmac_secret_file: str | None = field(
-        default=None, metadata=optional(text("expected the path of a file"))
-    )
+    hmac_secret_file: str | None = field(default=None, metadata=optional(_secret_file()))
     hmac_header: str = field(default="X-Signature-256", metadata=header_name())
     timestamp_header: str = field(default="X-Timestamp", metadata=header_name())
     hmac_window: float = field(default=300.0, metadata=seconds(above_zero=True))
