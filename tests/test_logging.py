@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 from .conftest import PYTHON, WAIT, wait_until_sync
@@ -22,6 +23,7 @@ recipes:
 patterns:
   good: {glob: "*.ok", recipe: ok}
   failing: {glob: "*.bad", recipe: bad}
+  yearly: {cron: "0 0 1 1 *", catch_up: none, recipe: ok}
 """
 
 
@@ -38,12 +40,19 @@ def test_log_format_json_gives_one_object_per_line(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in run.stderr.splitlines() if line.strip()]
     assert lines, run.report()
     (banner,) = [x for x in lines if "rules" in x]
-    assert banner["message"].endswith("running workflow.yaml (loop: auto), 2 rule(s)")
+    assert banner["message"].endswith("running workflow.yaml (loop: auto), 3 rule(s)")
     assert banner["workflow"] == "workflow.yaml"
     assert banner["base_dir"] == str(tmp_path / "data")
     assert banner["rules"] == [
         {"name": "good", "trigger": "*.ok", "recipe": "ok", "recipe_kind": "bash"},
         {"name": "failing", "trigger": "*.bad", "recipe": "bad", "recipe_kind": "bash"},
+        {
+            "name": "yearly",
+            "trigger": "cron 0 0 1 1 *",
+            "recipe": "ok",
+            "recipe_kind": "bash",
+            "next_tick": f"{time.gmtime().tm_year + 1}-01-01T00:00:00+00:00",
+        },
     ]
     assert "http" not in banner  # no runner.http: no field (as for any None)
     for line in lines:

@@ -415,6 +415,7 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
 def _banner_record(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
     """What the banner says, as one log record (``--log-format json``)."""
     ports = runner.ports()
+    ticks = runner.time.next_ticks()
     http, port = runner.config.http, runner.http_port
     rules = [
         {
@@ -422,6 +423,7 @@ def _banner_record(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
             "trigger": trigger_text(rule.pattern, ports.get(name)),
             "recipe": rule.recipe.name,
             "recipe_kind": rule.recipe.kind,
+            **({"next_tick": tick_name(ticks[name])} if name in ticks else {}),
         }
         for name, rule in runner.rules.items()
     ]
