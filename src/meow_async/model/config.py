@@ -22,6 +22,8 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_DEBOUNCE_MS",
     "DEFAULT_STEP_MS",
+    "JOBQUEUES",
+    "JOBQUEUE_KEYS",
     "WATCHERS",
     "ConductorName",
     "LoopName",
@@ -31,8 +33,8 @@ __all__ = [
     "dask_settings",
 ]
 
-WatcherName = Literal["auto", "inotify", "watchfiles"]
-WATCHERS: tuple[str, ...] = ("auto", "inotify", "watchfiles")
+WatcherName = Literal["auto", "inotify", "watchfiles", "poll"]
+WATCHERS: tuple[str, ...] = ("auto", "inotify", "watchfiles", "poll")
 #: Measured on Linux (perf/): watchfiles yields a batch once ``step`` ms pass with no new change,
 #: so ``step`` is the latency floor. 5 ms gives ~7 ms median change-to-event, coalesces the
 #: create/write/close of one write, and costs <1 % of a core while idle. watchfiles' own
@@ -45,7 +47,46 @@ DEFAULT_CHUNK_SIZE = 64 * 1024
 LoopName = Literal["auto", "asyncio", "uvloop"]
 ConductorName = Literal["local", "dask"]
 CONDUCTORS: tuple[ConductorName, ...] = ("local", "dask")
-_DASK_KEYS = ("address", "local_workers", "threads_per_worker", "resources", "connect_timeout")
+_DASK_KEYS = (
+    "address",
+    "local_workers",
+    "jobqueue",
+    "threads_per_worker",
+    "resources",
+    "connect_timeout",
+)
+#: Batch systems dask-jobqueue starts workers on (``runner.dask.jobqueue``): name -> its class.
+JOBQUEUES = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "oar": "OARCluster",
+    "moab": "MoabCluster",
+}
+#: ``runner.dask`` settings passed to the dask-jobqueue cluster as they are (its own names).
+JOBQUEUE_KEYS = (
+    "cores",
+    "memory",
+    "processes",
+    "queue",
+    "account",
+    "walltime",
+    "job_name",
+    "job_extra_directives",
+    "job_directives_skip",
+    "job_script_prologue",
+    "worker_extra_args",
+    "log_directory",
+    "local_directory",
+    "interface",
+    "scheduler_options",
+    "python",
+    "shebang",
+)
+#: How many batch jobs: ``jobs`` (a fixed number) or ``adapt`` (``{minimum_jobs, maximum_jobs}``).
+_JOBQUEUE_SCALE = ("jobs", "adapt")
 
 
 def _cpus() -> int:
@@ -65,10 +106,18 @@ class RunnerConfig:
         queue_size: events waiting for a handler before monitors are made to wait.
         shutdown_timeout: seconds running jobs get to finish on a graceful stop.
         kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
-        file_watcher: ``auto`` (inotify on Linux, else watchfiles), ``inotify`` or
-            ``watchfiles`` (the portable backend, which batches instead of waiting for a
-            writer's close; see
+        file_watcher: ``auto`` (inotify on Linux, polling where ``base_dir`` is on a network
+            or FUSE filesystem, else watchfiles), ``inotify``, ``watchfiles`` (the portable
+            backend, which batches instead of waiting for a writer's close) or ``poll``
+            (looks every ``poll_interval`` seconds, for writes made on other machines; see
             https://meow-async.github.io/meow_async/concepts/#what-each-platform-guarantees).
+        poll_interval: seconds between two looks of the ``poll`` watcher.
+        poll_settle: seconds a polled file's size and mtime must stay the same before it
+            triggers, for patterns that set none of ``settle``, ``min_age``, ``sentinel``;
+            longer than ``poll_interval``, so that a look has seen it unchanged (default:
+            2 s, or twice ``poll_interval`` if that is longer).
+        poll_full_interval: seconds between two full looks of the ``poll`` watcher (every
+            file looked at, not only those in folders whose mtime changed).
         watch_step_ms / watch_debounce_ms: watchfiles' batching, for that backend only.
         chunk_size: bytes read from a network connection at a time.
         durable: fsync spool files (before any acknowledgement), the spool journal and job
@@ -77,9 +126,12 @@ class RunnerConfig:
             ``/jobs`` there (off by default; port 0: any free port, see ``Runner.http_port``).
         conductor: where jobs run by default: ``local`` (this machine) or ``dask``; a recipe's
             own ``conductor`` overrides it.
-        dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
-            (a LocalCluster the runner starts and stops), plus ``threads_per_worker`` and
-            ``resources`` (local workers only) and ``connect_timeout``; see docs/scale-out.md.
+        dask: the Dask cluster, ``{"address": "tcp://host:8786"}``, ``{"local_workers": N}``
+            (a LocalCluster the runner starts and stops), or ``{"jobqueue": "slurm", "cores":
+            N, "memory": "16GB", ...}`` (workers as batch jobs through dask-jobqueue, with
+            ``jobs: N`` or ``adapt: {minimum_jobs, maximum_jobs}``), plus
+            ``threads_per_worker`` and ``resources`` (local workers only) and
+            ``connect_timeout``; see docs/scale-out.md.
     """
 
     base_dir: Path = Path()
@@ -93,6 +145,9 @@ class RunnerConfig:
     file_watcher: WatcherName = "auto"
     watch_step_ms: int = DEFAULT_STEP_MS
     watch_debounce_ms: int = DEFAULT_DEBOUNCE_MS
+    poll_interval: float = 1.0
+    poll_settle: float | None = None
+    poll_full_interval: float = 60.0
     chunk_size: int = DEFAULT_CHUNK_SIZE
     durable: bool = False
     http: Mapping[str, Any] | None = None
@@ -118,6 +173,19 @@ class RunnerConfig:
             check_count("runner", name, getattr(self, name))
         for name in ("shutdown_timeout", "kill_timeout"):
             check_seconds("runner", name, getattr(self, name))
+        for name in ("poll_interval", "poll_full_interval"):
+            check_seconds("runner", name, getattr(self, name), above_zero=True)
+        if self.poll_settle is not None:
+            check_seconds("runner", "poll_settle", self.poll_settle, above_zero=True)
+        if self.polled_settle <= self.poll_interval:
+            raise ConfigError(
+                f"must be longer than poll_interval ({self.poll_interval:g}s): a polled file "
+                "is complete once a look has found it unchanged",
+                where="runner",
+                field="poll_settle",
+                value=self.poll_settle,
+            )
+
         check_flag("runner", "durable", self.durable)
         if self.http is not None:
             object.__setattr__(self, "http", _http_endpoint(self.http))
@@ -152,6 +220,13 @@ class RunnerConfig:
                 value=self.watch_debounce_ms,
             )
 
+    @property
+    def polled_settle(self) -> float:
+        """``poll_settle``, or its default: 2 s, or twice ``poll_interval`` if longer."""
+        if self.poll_settle is not None:
+            return float(self.poll_settle)
+        return max(2.0, 2 * float(self.poll_interval))
+
 
 def _http_endpoint(value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not set(value) <= {"host", "port"} or "port" not in value:
@@ -170,7 +245,7 @@ def _http_endpoint(value: object) -> dict[str, Any]:
 def dask_settings(value: object) -> dict[str, Any]:
     """``runner.dask``, checked: exactly one of a scheduler address or a local worker count."""
     where = "runner"
-    if not isinstance(value, Mapping) or not set(value) <= set(_DASK_KEYS):
+    if not isinstance(value, Mapping):
         raise ConfigError(
             f"expected a mapping with keys from {', '.join(_DASK_KEYS)}",
             where=where,
@@ -178,10 +253,22 @@ def dask_settings(value: object) -> dict[str, Any]:
             value=value,
         )
     out = dict(value)
+    if "jobqueue" in out:
+        return _jobqueue_settings(out)
+    if not set(value) <= set(_DASK_KEYS):
+        unknown = sorted(set(value) - set(_DASK_KEYS), key=str)
+        raise ConfigError(
+            f"unknown key(s) {', '.join(map(str, unknown))}: expected keys from "
+            f"{', '.join(_DASK_KEYS)} (the batch-system settings need jobqueue: slurm)",
+            where=where,
+            field="dask",
+            value=value,
+        )
     if ("address" in out) == ("local_workers" in out):
         raise ConfigError(
-            "give either address (tcp://host:8786, a running scheduler) or local_workers "
-            "(N worker processes started with the runner)",
+            "give one of address (tcp://host:8786, a running scheduler), local_workers "
+            "(N worker processes started with the runner) or jobqueue (slurm, pbs, ...: "
+            "workers started as batch jobs)",
             where=where,
             field="dask",
             value=value,
@@ -217,6 +304,100 @@ def dask_settings(value: object) -> dict[str, Any]:
                 value=resources,
             )
         out["resources"] = check_resources(where, "dask.resources", resources)
+    return out
+
+
+def _jobqueue_settings(out: dict[str, Any]) -> dict[str, Any]:
+    """``runner.dask`` with ``jobqueue``: workers as batch jobs, through dask-jobqueue."""
+    where = "runner"
+    allowed = {"jobqueue", "connect_timeout", *JOBQUEUE_KEYS, *_JOBQUEUE_SCALE}
+    unknown = sorted(set(out) - allowed, key=str)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(map(str, unknown))} with jobqueue: expected keys from "
+            f"{', '.join(sorted(allowed))}",
+            where=where,
+            field="dask",
+            value=out,
+        )
+    if out["jobqueue"] not in JOBQUEUES:
+        raise ConfigError(
+            f"expected one of {', '.join(JOBQUEUES)}",
+            where=where,
+            field="dask.jobqueue",
+            value=out["jobqueue"],
+        )
+    for key in ("cores", "memory"):
+        if key not in out:
+            raise ConfigError(
+                f"a batch job's {key} must be given (e.g. cores: 8, memory: 16GB)",
+                where=where,
+                field=f"dask.{key}",
+                value=None,
+            )
+    for key in ("cores", "processes", "jobs"):
+        if key in out:
+            check_count(where, f"dask.{key}", out[key])
+    for key in ("memory", "queue", "account", "walltime", "job_name", "log_directory"):
+        if key in out and (not isinstance(out[key], str) or not out[key]):
+            raise ConfigError(
+                "expected a non-empty string", where=where, field=f"dask.{key}", value=out[key]
+            )
+    for key in ("job_extra_directives", "job_directives_skip", "job_script_prologue"):
+        if key in out and (
+            not isinstance(out[key], list) or not all(isinstance(x, str) for x in out[key])
+        ):
+            raise ConfigError(
+                "expected a list of strings", where=where, field=f"dask.{key}", value=out[key]
+            )
+    if "worker_extra_args" in out and (
+        not isinstance(out["worker_extra_args"], list)
+        or not all(isinstance(x, str) for x in out["worker_extra_args"])
+    ):
+        raise ConfigError(
+            "expected a list of strings, e.g. [--resources, GPU=1]",
+            where=where,
+            field="dask.worker_extra_args",
+            value=out["worker_extra_args"],
+        )
+    if "scheduler_options" in out and not isinstance(out["scheduler_options"], Mapping):
+        raise ConfigError(
+            "expected a mapping, e.g. {host: 10.0.0.5}",
+            where=where,
+            field="dask.scheduler_options",
+            value=out["scheduler_options"],
+        )
+    if "jobs" in out and "adapt" in out:
+        raise ConfigError(
+            "give either jobs (a fixed number of batch jobs) or adapt (minimum_jobs and "
+            "maximum_jobs, grown and shrunk with the queue of jobs)",
+            where=where,
+            field="dask",
+            value=out,
+        )
+    adapt = out.get("adapt")
+    if adapt is not None:
+        if not isinstance(adapt, Mapping) or not set(adapt) <= {"minimum_jobs", "maximum_jobs"}:
+            raise ConfigError(
+                "expected {minimum_jobs: N, maximum_jobs: M}",
+                where=where,
+                field="dask.adapt",
+                value=adapt,
+            )
+        for key, n in adapt.items():
+            check_count(where, f"dask.adapt.{key}", n, low=0)
+        if adapt.get("minimum_jobs", 0) > adapt.get("maximum_jobs", adapt.get("minimum_jobs", 0)):
+            raise ConfigError(
+                "minimum_jobs is more than maximum_jobs",
+                where=where,
+                field="dask.adapt",
+                value=adapt,
+            )
+        out["adapt"] = dict(adapt)
+    elif "jobs" not in out:
+        out["jobs"] = 1
+    if "connect_timeout" in out:
+        check_seconds(where, "dask.connect_timeout", out["connect_timeout"], above_zero=True)
     return out
 
 

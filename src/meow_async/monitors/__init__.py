@@ -47,6 +47,11 @@ def _files(runner: Any) -> Monitor:
         step_ms=cfg.watch_step_ms,
         debounce_ms=cfg.watch_debounce_ms,
         on_watch=runner.watermark.watch_started,
+        poll_interval=cfg.poll_interval,
+        poll_settle=cfg.polled_settle,
+        poll_full_interval=cfg.poll_full_interval,
+        # The runner's own state, like the spool: each runner needs its own.
+        poll_index=runner.spool_dir / "poll-index.sqlite",
     )
 
 

@@ -503,6 +503,9 @@ class Runner:
         finally:
             self.stats.running -= 1
             self.jobs_running.pop(job.id, None)
+        if state is not JobState.skipped:
+            # What it declared is complete now: the next stage need not wait for a watcher.
+            self.files.job_ended(job.dir, job.meta.get("outputs") or {})
         took = time.monotonic() - t0
         self.durations.observe(took)
         if state is JobState.done:

@@ -4,7 +4,9 @@ Per pattern: ``settle`` (no change for that many seconds), ``min_age`` (the file
 least that old), ``sentinel`` (another file, named by a template such as ``{PATH}.done``,
 exists), and ``coalesce`` (events of the rule within that many seconds of each other make one,
 for the latest file). Each held trigger waits on a timer or on the sentinel's arrival, never
-by polling; a new change to the same file restarts its wait.
+by polling; a new change to the same file restarts its wait. The polling watcher's changes
+get a default ``settle`` where the pattern has no check of its own; the end of the job that
+wrote the file cuts that guess short (``hurry``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class _Held:
     first_seen: float
     changed: float  # monotonic time of the latest change
     sentinel: str | None = None
+    settle: float = 0.0  # the pattern's, or the watcher's default for polled files
+    default_settle: bool = False  # the settle is the watcher's guess, not the pattern's word
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    hurried: asyncio.Event = field(default_factory=asyncio.Event)
     count: int = 1
     task: asyncio.Task[None] | None = None
 
@@ -65,18 +70,30 @@ class Gate:
             if held is not None:
                 held.arrived.set()
 
-    def offer(self, event: Event) -> None:
+    @staticmethod
+    def default_settle(pattern: FilePattern, settle: float) -> float:
+        """The settle a watcher's default gives this pattern: none where the pattern has its
+        own completeness check (settle, min_age, sentinel)."""
+        return 0.0 if pattern.settle or pattern.min_age or pattern.sentinel else settle
+
+    def offer(self, event: Event, *, settle: float = 0.0) -> None:
+        """Hold ``event`` until its file is complete; ``settle`` is the watcher's default for
+        patterns without a check of their own (polled files), 0 for none."""
         pattern = event.rule.pattern
         assert isinstance(pattern, FilePattern)  # noqa: S101 - only file events are gated
-        if not (pattern.settle or pattern.min_age or pattern.sentinel):
+        default = self.default_settle(pattern, settle)
+        if not (pattern.settle or pattern.min_age or pattern.sentinel or default):
             self._coalesce(event)
             return
         key = (event.rule.name, event.path)
         held = self._files.get(key)
         if held is not None:  # changed again while waiting: the latest state, a fresh wait
             held.event, held.changed, held.count = event, time.monotonic(), held.count + 1
+            if held.default_settle and not default:
+                self._hurry(held)  # found complete now (a job's end): no more guessing
             return
         held = _Held(event, time.time(), time.monotonic())
+        held.settle, held.default_settle = pattern.settle or default, bool(default)
         if pattern.sentinel:
             values = keyword_values(event.path, event.base, "")
             held.sentinel = os.path.normpath(
@@ -85,6 +102,18 @@ class Gate:
             self._sentinels.setdefault(held.sentinel, set()).add(key)
         self._files[key] = held
         held.task = asyncio.create_task(self._wait_complete(key, held))
+
+    def hurry(self, path: str) -> None:
+        """``path`` is known complete (the job that wrote it has ended): triggers held only by
+        a watcher's default settle go on now."""
+        for (_, held_path), held in self._files.items():
+            if held_path == path and held.default_settle:
+                self._hurry(held)
+
+    @staticmethod
+    def _hurry(held: _Held) -> None:
+        held.settle, held.default_settle = 0.0, False
+        held.hurried.set()
 
     def close(self) -> None:
         """Stop waiting: held triggers are found again at the next start (catch-up)."""
@@ -106,17 +135,20 @@ class Gate:
                         break
                     await held.arrived.wait()
             while True:
+                held.hurried.clear()  # before looking: a hurry from now on is not missed
                 try:
                     mtime = (await asyncio.to_thread(os.stat, held.event.path)).st_mtime
                 except OSError:
                     return  # gone before it was complete: nothing to run
                 wait = max(
-                    held.changed + pattern.settle - time.monotonic(),
+                    held.changed + held.settle - time.monotonic(),
                     mtime + pattern.min_age - time.time(),
                 )
                 if wait <= 0:
                     break
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await held.hurried.wait()
         finally:
             self._files.pop(key, None)
             if held.sentinel is not None:
