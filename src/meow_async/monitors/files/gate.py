@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ...model.events import Event
-from ...model.patterns import FilePattern
+from ...model.patterns import Change, FilePattern
 from ...model.templates import expand, keyword_values
 
 __all__ = ["Gate"]
@@ -82,12 +82,16 @@ class Gate:
         pattern = event.rule.pattern
         assert isinstance(pattern, FilePattern)  # noqa: S101 - only file events are gated
         default = self.default_settle(pattern, settle)
-        if not (pattern.settle or pattern.min_age or pattern.sentinel or default):
-            self._coalesce(event)
-            return
         key = (event.rule.name, event.path)
         held = self._files.get(key)
+        if held is None and not (pattern.settle or pattern.min_age or pattern.sentinel or default):
+            self._coalesce(event)
+            return
         if held is not None:  # changed again while waiting: the latest state, a fresh wait
+            if (held.event.changed_at or 0) > (event.changed_at or 0):
+                event = held.event  # an older view (an attribute cache): the newer one stays
+            elif held.event.change is Change.created and event.change is Change.modified:
+                event = _with(event, change=Change.created)  # never triggered: still new
             held.event, held.changed, held.count = event, time.monotonic(), held.count + 1
             if held.default_settle and not default:
                 self._hurry(held)  # found complete now (a job's end): no more guessing
@@ -103,12 +107,13 @@ class Gate:
         self._files[key] = held
         held.task = asyncio.create_task(self._wait_complete(key, held))
 
-    def hurry(self, path: str) -> None:
-        """``path`` is known complete (the job that wrote it has ended): triggers held only by
-        a watcher's default settle go on now."""
-        for (_, held_path), held in self._files.items():
-            if held_path == path and held.default_settle:
-                self._hurry(held)
+    def holds(self, rule: str, path: str) -> bool:
+        """Whether a trigger of ``rule`` for ``path`` waits here (a new state joins it)."""
+        return (rule, path) in self._files
+
+    def holds_path(self, path: str) -> bool:
+        """Whether any rule's trigger for ``path`` waits here."""
+        return any(held_path == path for _, held_path in self._files)
 
     @staticmethod
     def _hurry(held: _Held) -> None:
@@ -188,13 +193,13 @@ class Gate:
         await self._put(_with(burst.event, coalesced=burst.count))
 
 
-def _with(event: Event, **extras: object) -> Event:
+def _with(event: Event, change: Change | None = None, **extras: object) -> Event:
     return Event(
         kind=event.kind,
         path=event.path,
         base=event.base,
         rule=event.rule,
-        change=event.change,
+        change=change or event.change,
         time=event.time,
         id=event.id,
         extras={**event.extras, **extras},

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable, Mapping
+import stat
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ...model.events import Event
-from .changes import FileChange, Seen, chronological
+from ...model.patterns import Change
+from .changes import FileChange, FileState, Seen, chronological
+from .fresh_stat import fresh_stat
 
 __all__ = ["OutputScan", "Target", "output_targets"]
 
@@ -42,10 +46,13 @@ class Emits(Seen, Protocol):
     def exact(self) -> bool: ...
 
     async def emit_outputs(
-        self, changes: list[FileChange], events: asyncio.Queue[Event], complete: frozenset[str]
+        self,
+        changes: list[FileChange],
+        events: asyncio.Queue[Event],
+        complete: dict[str, FileChange],
     ) -> None: ...
 
-    def hurry(self, paths: Iterable[str]) -> None: ...
+    def scan_lock(self) -> AbstractContextManager[object]: ...
 
 
 def output_targets(
@@ -90,33 +97,67 @@ class OutputScan:
             targets, self._pending = self._pending, []
             if not targets:
                 continue
-            found, complete = await asyncio.to_thread(self._scan, targets)
+            found, complete = await asyncio.to_thread(self._scan_locked, targets)
             self.scans += 1
             await self._m.emit_outputs(found, events, complete)
-            self._m.hurry(complete)
 
-    def _scan(self, targets: list[Target]) -> tuple[list[FileChange], frozenset[str]]:
-        """Files changed since they last triggered, and which of them the jobs declared."""
+    def _scan_locked(self, targets: list[Target]) -> tuple[list[FileChange], dict[str, FileChange]]:
+        with self._m.scan_lock():
+            return self._scan(targets)
+
+    def _scan(self, targets: list[Target]) -> tuple[list[FileChange], dict[str, FileChange]]:
+        """Files changed since they last triggered, and each declared file as it is now."""
         folders: set[str] = set()  # declared folders: every file below is complete
         beside: set[str] = set()  # folders declared files point into
-        files: set[str] = set()
+        declared: set[str] = set()
         for t in targets:
             if os.path.isdir(t.path):
                 folders.add(t.path)
             else:
-                files.add(t.path)
+                declared.add(t.path)
                 beside.add(os.path.dirname(t.path))
-        found: list[FileChange] = []
-        complete = set(files)
-        still: list[tuple[str, float]] = []  # being written: the watcher reports their close
         for folder in sorted(folders):
-            changes = self._m.scan(folder)
-            complete.update(c.path for c in changes)
-            found.extend(changes)
+            for dirpath, dirnames, names in os.walk(folder):
+                dirnames[:] = [d for d in dirnames if self._m.filter(os.path.join(dirpath, d))]
+                declared.update(os.path.join(dirpath, n) for n in names)
+        found: list[FileChange] = []
+        complete: dict[str, FileChange] = {}
+        for path in sorted(declared):
+            now = self._declared(path)
+            if now is None:
+                continue
+            change, new = now
+            complete[path] = change
+            if new:
+                found.append(change)
+        still: list[tuple[str, float]] = []  # being written: the watcher reports their close
         for folder in sorted(beside - folders):
             if os.path.isdir(folder):
                 # Files still open for writing (inotify can tell): their close is reported.
                 found.extend(
                     self._m.scan(folder, recurse=False, still_open=still if self._m.exact else None)
                 )
-        return chronological(found), frozenset(complete)
+        return chronological(found), complete
+
+    def _declared(self, path: str) -> tuple[FileChange, bool] | None:
+        """A declared file as it is now, and whether that state is new (it has not triggered
+        in it). Looked at by name (a network filesystem's folder listing may lag), and past
+        the attribute cache, which may still hold the size a poll saw mid-write."""
+        if not self._m.filter(path):
+            return None
+        try:
+            st = fresh_stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.mode):
+            return None
+        state = FileState(st.ino, st.dev, st.size, st.mtime_ns)
+        known = self._m.seen(path)
+        same = known is not None and (known.ino, known.dev) == (st.ino, st.dev)
+        change = FileChange(
+            Change.modified if same else Change.created, path, None, state, st.ctime
+        )
+        if known == state:
+            return change, False  # triggered in this state already (the watcher was first)
+        self._m.remember(path, state)
+        return change, True

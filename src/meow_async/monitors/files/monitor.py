@@ -5,6 +5,7 @@ at once when a job that declared its outputs ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
@@ -386,10 +387,22 @@ class FileMonitor:
             self._emitting.pop(id(token), None)
 
     async def emit_outputs(
-        self, changes: list[FileChange], events: asyncio.Queue[Event], complete: frozenset[str]
+        self,
+        changes: list[FileChange],
+        events: asyncio.Queue[Event],
+        complete: dict[str, FileChange],
     ) -> None:
-        """What a job-end scan found: the declared files (``complete``) go on at once."""
-        await self._emit(changes, events, self.rules(), complete=complete)
+        """What a job-end scan found: the declared files (``complete``, each as it is now)
+        go on at once, those a watcher already reported and the gate holds too."""
+        found = {c.path for c in changes}
+        held = [c for p, c in complete.items() if p not in found and self._gate.holds_path(p)]
+        await self._emit([*changes, *held], events, self.rules(), complete=frozenset(complete))
+
+    def scan_lock(self) -> contextlib.AbstractContextManager[object]:
+        """Held by a job-end scan: no poll looks meanwhile, so neither reports an older view
+        of a file after the other reported a newer one."""
+        watch = self._watch_now
+        return watch.exclusive() if isinstance(watch, PollWatch) else contextlib.nullcontext()
 
     async def _emit_each(
         self,
@@ -402,7 +415,8 @@ class FileMonitor:
         complete: frozenset[str],
     ) -> None:
         for ch in changes:
-            guess = 0.0 if ch.path in complete else settle
+            # A deletion is complete as it is; a declared output once its job has ended.
+            guess = 0.0 if ch.state is None or ch.path in complete else settle
             self._gate.noticed(ch.path)  # it may be a sentinel a held trigger waits for
             rel = ch.path[len(self.base) + 1 :]  # every path here is below self.base
             for rule in rules:
@@ -429,15 +443,14 @@ class FileMonitor:
                         key=ch.key(),
                         changed_at=ch.ctime,
                     )
-                    if Gate.needed(pattern) or Gate.default_settle(pattern, guess):
+                    if (
+                        Gate.needed(pattern)
+                        or Gate.default_settle(pattern, guess)
+                        or self._gate.holds(rule.name, ch.path)  # a newer state of a held one
+                    ):
                         self._gate.offer(event, settle=guess)
                     else:
                         await events.put(event)
-
-    def hurry(self, paths: Iterable[str]) -> None:
-        """These files are complete (their job ended): stop guessing whether they are."""
-        for path in paths:
-            self._gate.hurry(path)
 
     # -- what was seen: shared with the watchers, which may ask from a worker thread ------------
 

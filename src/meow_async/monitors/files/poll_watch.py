@@ -113,6 +113,10 @@ class PollWatch:
         else:  # a look still runs in its thread (it cannot be interrupted): it closes after
             threading.Thread(target=self._close_locked, name="meow-poll-close").start()
 
+    def exclusive(self) -> threading.Lock:
+        """Held while a look runs (and by whoever must not run during one)."""
+        return self._lock
+
     def held_since(self) -> float | None:
         """Changes made since the last look began are not seen yet: the watermark must stay
         before it (and before what an attribute cache may still hide)."""
