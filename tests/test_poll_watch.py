@@ -385,4 +385,3 @@ async def test_job_end_scan_and_poll_together_make_one_job_per_write(
         assert runner.stats.jobs == 3 * n
     assert len(ws.jobs_list()) == 3 * n
     assert [s for _, s, _ in seen(ws, "three")] == [len(f"sample {i} 1! 2!") for i in range(n)]
-

@@ -593,8 +593,12 @@ def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
         return local
     from ..conductors.dask import DaskConductor  # imports distributed: only when asked for
 
+    settings = dict(config.dask)
+    if "jobqueue" in settings:  # the batch system's settings go to dask-jobqueue as they are
+        timeout = settings.pop("connect_timeout", 30.0)
+        settings = {"jobqueue": settings, "connect_timeout": timeout}
     return DaskConductor(
-        **config.dask, kill_timeout=config.kill_timeout, default=config.conductor, local=local
+        **settings, kill_timeout=config.kill_timeout, default=config.conductor, local=local
     )
 
 
