@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import chunks, files, http, jobs, listing, memory, output, report_tests, scale_out
+from . import chunks, files, http, jobs, listing, memory, output, poll, report_tests, scale_out
 from .limits import raise_nofile
 from .loops import LOOPS
 from .machine import describe
@@ -33,6 +33,8 @@ SUITES = {
     "dask": "a burst of 1000 short jobs: local conductor vs a Dask LocalCluster (jobs/s, "
     "ms per job)",
     "listing": "meow-async jobs (and show PATH, status) on 100,000 job folders, the real CLI",
+    "poll": "the polling watcher on 100,000 files in 1,000 folders (CPU per look, memory of "
+    "the index), and job end -> next job start through the job-end scan",
 }
 
 
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             args.payload,
         ),
     }
+    steps["poll"] = lambda: poll.run(scratch, args.loop, sizes.name)
     steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
     steps["dask"] = lambda: scale_out.run(
         1000, 1 if sizes.name == "small" else 3, args.max_jobs, 2, args.loop, scratch
