@@ -10,7 +10,7 @@ chain's next job starts when only the job's end can tell the runner.
    message) writes its declared output and ends, stage two's job starts. Variants take turns:
    ``poll`` every 300 s (only the job-end scan can see the output) and ``inotify`` (the
    kernel reports the writer's close; the job-end scan finds nothing new). Time from stage
-   one's end (``finished`` in job.json) to stage two's start.
+   one's end (the ``exit`` line its process wrote in process.log) to stage two's start.
 """
 
 from __future__ import annotations
@@ -159,8 +159,14 @@ async def _handoff(root: Path, watcher: str, n: int) -> list[float]:
             async with asyncio.timeout(30):
                 await runner.wait_for(_finished(2 * (i + 1)))
     metas = list(iter_jobs(jobs))
-    ends = {m["parameters"]["out"]: m["finished"] for m in metas if m["rule"] == "one"}
+    ends = {m["parameters"]["out"]: _exited(Path(m["dir"])) for m in metas if m["rule"] == "one"}
     return [m["started"] - ends[m["event"]["path"]] for m in metas if m["rule"] == "two"]
+
+
+def _exited(job_dir: Path) -> float:
+    """When the job's process ended: the time on the ``exit`` line it wrote itself."""
+    lines = (job_dir / "process.log").read_text().splitlines()
+    return float(next(ln for ln in reversed(lines) if ln.startswith("exit ")).split()[2])
 
 
 def _finished(k: int) -> Callable[[Any], bool]:

@@ -199,14 +199,18 @@ async def test_poll_index_is_kept_in_sqlite_and_made_anew_when_unreadable(
     async with ws.runner([pattern], [py_recipe()], **cfg) as runner:
         await poll_until(lambda: _looks(runner) >= 2)
     index = ws.root / "spool" / "poll-index.sqlite"
-    with sqlite3.connect(index) as db:
+    db = sqlite3.connect(index)
+    try:
         assert db.execute("SELECT count(*) FROM files").fetchone() == (20,)
         assert db.execute("SELECT count(*) FROM dirs").fetchone() == (5,)
+    finally:
+        db.close()  # the runner holds its index exclusively
     async with ws.runner([pattern], [py_recipe()], **cfg) as runner:
         watch = runner.files._watch_now
         assert isinstance(watch, PollWatch)
         await poll_until(lambda: _looks(runner) >= 2)
-        # Every folder's mtime is as indexed: none is listed again.
+        # Every folder's mtime is as indexed: none is listed again, not even at the start.
+        assert watch.first_look["folders_listed"] == 0
         assert watch.last_look["folders_listed"] == 0
         assert watch.last_look["folders"] == 5
     assert not ws.jobs_list()  # files there before: the catch-up's, not the poll's
@@ -273,6 +277,8 @@ async def test_auto_polls_a_fuse_mount_and_every_file_triggers_once_complete(
     got = seen(ws, "hash")
     assert len(got) == 7, got  # once each
     assert {name: (size, h) for name, size, h in got} == expected
+    # Seen growing over several looks, each new file still triggers as what it is: new.
+    assert {j["event"]["change"] for j in ws.jobs_list()} == {"created"}
     big.unlink()
 
 

@@ -84,13 +84,14 @@ class PollWatch:
         self._db: sqlite3.Connection | None = None
         self._dirs: dict[str, _Dir] = {}
         self._hot: dict[str, _Hot] = {}
-        self._last_full = 0.0
+        self._last_full = -float("inf")  # the first look is a full one
         self._looked_from: float | None = None  # time.time() when the last look began
         self._wake = asyncio.Event()
         self._stopped = False
         self._lock = threading.Lock()  # one look at a time; close waits for it
         self.looks = 0
         self.last_look: dict[str, float | int] = {}  # what the last look did (perf, tests)
+        self.first_look: dict[str, float | int] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -147,7 +148,10 @@ class PollWatch:
         with self._lock:
             self._db = self._open()
             self._load_dirs()
+            if self._dirs:  # the last run's index: unchanged folders need no listing
+                self._last_full = time.monotonic()
             self._look(silent=True)
+            self.first_look = dict(self.last_look)
 
     def _close_locked(self) -> None:
         with self._lock:
@@ -163,6 +167,15 @@ class PollWatch:
         where = ":memory:" if self.index_path is None else str(self.index_path)
         try:
             return self._connect(where)
+        except sqlite3.OperationalError as e:  # locked by another process, or unwritable
+            if self.index_path is None:
+                raise
+            logger.warning(
+                "the poll index %s cannot be used (%s): keeping it in memory for this run",
+                where,
+                e,
+            )
+            return self._connect(":memory:")
         except sqlite3.DatabaseError as e:
             if self.index_path is None:
                 raise
@@ -221,7 +234,7 @@ class PollWatch:
         assert self._db is not None  # noqa: S101
         t0, cpu0 = time.monotonic(), time.process_time()
         began = time.time()
-        full = silent or t0 - self._last_full >= self.full_interval
+        full = t0 - self._last_full >= self.full_interval
         if full:
             self._last_full = t0
         look = _Look(self, silent, full, t0)
