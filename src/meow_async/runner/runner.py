@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -453,7 +454,7 @@ class Runner:
                     except asyncio.CancelledError:
                         self.stats.left_queued += 1  # stopped at once: it stays queued
                         raise
-                    job.on_end = _once(self._slots.release)
+                    job.on_end = _once(functools.partial(self._process_ended, job))
                 if self._stop.is_set():
                     self.stats.left_queued += 1  # stays queued on disk
                     continue
@@ -463,6 +464,13 @@ class Runner:
                 job.on_end = None
                 jobs.task_done()
                 self._notify()
+
+    def _process_ended(self, job: Job) -> None:
+        """The job's process is gone (here or on a worker): its slot goes to the next job, and
+        what it declared is complete, so the next stage need not wait for a watcher (the
+        end is recorded in job.json meanwhile)."""
+        self._slots.release()
+        self.files.job_ended(job.dir, job.meta.get("outputs") or {})
 
     async def _leave_queued(self, jobs: asyncio.Queue[Job]) -> None:
         while True:
@@ -503,9 +511,6 @@ class Runner:
         finally:
             self.stats.running -= 1
             self.jobs_running.pop(job.id, None)
-        if state is not JobState.skipped:
-            # What it declared is complete now: the next stage need not wait for a watcher.
-            self.files.job_ended(job.dir, job.meta.get("outputs") or {})
         took = time.monotonic() - t0
         self.durations.observe(took)
         if state is JobState.done:
