@@ -19,7 +19,6 @@ import asyncio
 import os
 import stat
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,7 +51,7 @@ class Emits(Seen, Protocol):
         complete: dict[str, FileChange],
     ) -> None: ...
 
-    def scan_lock(self) -> AbstractContextManager[object]: ...
+    def declared(self, path: str) -> None: ...
 
 
 def output_targets(
@@ -97,13 +96,9 @@ class OutputScan:
             targets, self._pending = self._pending, []
             if not targets:
                 continue
-            found, complete = await asyncio.to_thread(self._scan_locked, targets)
+            found, complete = await asyncio.to_thread(self._scan, targets)
             self.scans += 1
             await self._m.emit_outputs(found, events, complete)
-
-    def _scan_locked(self, targets: list[Target]) -> tuple[list[FileChange], dict[str, FileChange]]:
-        with self._m.scan_lock():
-            return self._scan(targets)
 
     def _scan(self, targets: list[Target]) -> tuple[list[FileChange], dict[str, FileChange]]:
         """Files changed since they last triggered, and each declared file as it is now."""
@@ -149,6 +144,7 @@ class OutputScan:
             st = fresh_stat(path)
         except OSError:
             return None
+        self._m.declared(path)
         if not stat.S_ISREG(st.mode):
             return None
         state = FileState(st.ino, st.dev, st.size, st.mtime_ns)

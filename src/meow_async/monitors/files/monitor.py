@@ -5,7 +5,6 @@ at once when a job that declared its outputs ends."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import stat
@@ -398,11 +397,12 @@ class FileMonitor:
         held = [c for p, c in complete.items() if p not in found and self._gate.holds_path(p)]
         await self._emit([*changes, *held], events, self.rules(), complete=frozenset(complete))
 
-    def scan_lock(self) -> contextlib.AbstractContextManager[object]:
-        """Held by a job-end scan: no poll looks meanwhile, so neither reports an older view
-        of a file after the other reported a newer one."""
+    def declared(self, path: str) -> None:
+        """A job-end scan has just read ``path`` as its job left it: a look that began
+        before may hold an older view of it (an attribute cache's), which must not trigger."""
         watch = self._watch_now
-        return watch.exclusive() if isinstance(watch, PollWatch) else contextlib.nullcontext()
+        if isinstance(watch, PollWatch):
+            watch.declared(path)
 
     async def _emit_each(
         self,

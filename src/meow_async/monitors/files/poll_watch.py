@@ -62,6 +62,7 @@ class _Hot:
 
 
 _Row = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, ino, dev
+_UNSEEN = FileState(-1, -1, -1, -1)  # matches no file: the next look reports what it finds
 
 
 class PollWatch:
@@ -92,6 +93,8 @@ class PollWatch:
         self.looks = 0
         self.last_look: dict[str, float | int] = {}  # what the last look did (perf, tests)
         self.first_look: dict[str, float | int] = {}
+        self._declared: dict[str, float] = {}  # path -> when a job-end scan read it
+        self._declared_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -114,14 +117,20 @@ class PollWatch:
         else:  # a look still runs in its thread (it cannot be interrupted): it closes after
             threading.Thread(target=self._close_locked, name="meow-poll-close").start()
 
-    def exclusive(self) -> threading.Lock:
-        """Held while a look runs (and by whoever must not run during one)."""
-        return self._lock
+    def declared(self, path: str) -> None:
+        """The job-end scan has just read ``path`` past the attribute cache (any thread): a
+        look that began before then may have seen it older, and must not report that."""
+        with self._declared_lock:
+            self._declared[path] = time.monotonic()
 
     def held_since(self) -> float | None:
         """Changes made since the last look began are not seen yet: the watermark must stay
         before it (and before what an attribute cache may still hide)."""
         return None if self._looked_from is None else self._looked_from - CACHE_SLACK
+
+    def read_since(self, path: str, since: float) -> bool:
+        with self._declared_lock:
+            return self._declared.get(path, -1.0) >= since
 
     def still_open(self, found: list[tuple[str, float]]) -> list[FileChange]:
         return []  # no lease probes here: the gate's settle decides completeness
@@ -237,6 +246,8 @@ class PollWatch:
         full = t0 - self._last_full >= self.full_interval
         if full:
             self._last_full = t0
+        with self._declared_lock:  # read since this look began: its own view may be older
+            self._declared = {p: t for p, t in self._declared.items() if t > t0 - 60.0}
         look = _Look(self, silent, full, t0)
         look.walk()
         look.hot_files()
@@ -374,6 +385,14 @@ class _Look:
         state = FileState(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
         if self.silent or (row is not None and (row[3], row[4], row[0], row[1]) == state):
             return  # only its ctime moved (chmod, a hard link): no new content
+        if self.w.read_since(path, self.now):
+            # A job-end scan read it as its job left it after this look's stat: this view
+            # may be older. Not indexed or reported; the next look stats it again.
+            self.upserts.pop()
+            # Looked at again next time against the indexed state (a size no file has).
+            was = _UNSEEN if row is None else FileState(row[3], row[4], -1, row[1])
+            self.w._hot[path] = _Hot(was, row[2] if row else 0, self.now + self.quiet_after)
+            return
         self.w._hot[path] = _Hot(state, st.st_ctime_ns, self.now + self.quiet_after)
         self._report(path, state, st.st_ctime, row)
 
