@@ -188,7 +188,7 @@ stop_pid() {  # stop_pid FILE: TERM, then KILL after 10 s
 stop() {
   need_root
   export SLURM_CONF=$CONF
-  [ -f "$CONF" ] && scancel --state=RUNNING,PENDING --full 2>/dev/null --user=root || true
+  [ -f "$CONF" ] && scancel --user=root 2>/dev/null || true  # every job of this test cluster
   stop_pid "$DIR/run/slurmd.pid"
   stop_pid "$DIR/run/slurmctld.pid"
   stop_pid "$DIR/run/slurmdbd.pid"
