@@ -393,7 +393,7 @@ def test_dask_settings_are_checked_when_made(ws: Workspace) -> None:
         RunnerConfig(dask={"jobqueue": "slurm", "cores": 2})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) local_workers with jobqueue"):
         RunnerConfig(dask={**slurm, "local_workers": 2})
-    with pytest.raises(ConfigError, match="either jobs .* or adapt"):
+    with pytest.raises(ConfigError, match=r"either jobs .* or adapt"):
         RunnerConfig(dask={**slurm, "jobs": 2, "adapt": {"maximum_jobs": 4}})
     with pytest.raises(ConfigError, match="minimum_jobs is more than maximum_jobs"):
         RunnerConfig(dask={**slurm, "adapt": {"minimum_jobs": 4, "maximum_jobs": 2}})
