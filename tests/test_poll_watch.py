@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from meow_async import Change, ConfigError, FilePattern, Runner, RunnerConfig
+from meow_async import Change, ConfigError, FilePattern, Runner, RunnerConfig, Workflow
+from meow_async.monitors.files.monitor import FileMonitor
 from meow_async.monitors.files.mounts import mount_of, remote_mounts
 from meow_async.monitors.files.poll_watch import PollWatch
 
@@ -135,6 +136,15 @@ def test_mount_table_is_read(tmp_path: Path) -> None:
     below = remote_mounts("/home/me", str(table))
     assert [m.point for m in below] == ["/home/me/with space"]  # a FUSE mount below it
     assert remote_mounts("/srv", str(table)) == []
+
+
+def test_job_ends_are_looked_at_only_where_the_kernel_may_not_tell(tmp_path: Path) -> None:
+    """inotify on a local folder reports every write at its close, exactly (a rename as
+    ``moved``): a job-end scan would only race it. The poll, or a network or FUSE mount, is
+    where a job's end is worth a look."""
+    wf = Workflow([FilePattern(name="p", glob="*", recipe="r")], [py_recipe("r")])
+    assert not FileMonitor(tmp_path, wf, watcher="inotify").scans_job_outputs
+    assert FileMonitor(tmp_path, wf, watcher="poll").scans_job_outputs
 
 
 # -- the poll on a local folder: what a look finds -----------------------------------------------

@@ -5,7 +5,8 @@ A watcher learns of a file only when the kernel tells it (inotify, on this machi
 writes) or at its next look (polling, for writes made elsewhere). A job the runner ran itself
 needs neither: its end is known, so what it declared is looked at then, and the next stage
 starts milliseconds after the job's end even when the job ran on another machine and wrote to
-a network filesystem. A declared file, and every file in a declared folder, is complete when
+a network filesystem. (Where the kernel reports every write exactly, inotify on a local
+filesystem, the monitor makes no such scan.) A declared file, and every file in a declared folder, is complete when
 its job has ended; other new files in the folders declared files point into may be another
 writer's, so they are complete only as the watcher would judge them (a writer's close for
 inotify, the default ``settle`` for polled folders). A file the watcher reports as well makes

@@ -87,6 +87,7 @@ class FileMonitor:
         self.poll_full_interval = poll_full_interval
         self.poll_index = poll_index
         self._chosen: str | None = None  # what `auto` became, once decided
+        self._remote = False  # base_dir, or a mount below it, is a network or FUSE mount
         self._outputs = OutputScan(self)
         self.filter = PathFilter(self.base, self.ignore)
         self._seen: OrderedDict[str, FileState] = OrderedDict()
@@ -129,9 +130,11 @@ class FileMonitor:
         return self._chosen
 
     def _choose(self) -> str:
+        remote = remote_mounts(self.base)
+        # Writes the kernel here may not report: the job-end scan is then worth making.
+        self._remote = bool(remote)
         if self.watcher != "auto":
             return self.watcher
-        remote = remote_mounts(self.base)
         if remote:
             m = remote[0]
             logger.info(
@@ -174,11 +177,18 @@ class FileMonitor:
             unsubscribe()
             self._gate.close()
 
+    @property
+    def scans_job_outputs(self) -> bool:
+        """Whether a job's end is a reason to look: where the watcher polls, or the folder is
+        on a network or FUSE mount. inotify or watchfiles on a local filesystem are told of
+        every write made to it, at its close, exactly: a scan would only race them."""
+        return self.kind == "poll" or self._remote
+
     def job_ended(self, job_dir: Path, outputs: Mapping[str, Any]) -> None:
         """A job has ended: look at once at the files its declared ``outputs`` name and the
         folders they point into, so the next stage need not wait for a watcher (a poll, or
         another machine's write that inotify never sees). Returns at once."""
-        if self.rules() and self._watch_now is not None:
+        if self.rules() and self._watch_now is not None and self.scans_job_outputs:
             targets = output_targets(self.base, job_dir, outputs, self.filter)
             if targets:
                 self._outputs.add(targets)
