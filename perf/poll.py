@@ -9,7 +9,7 @@ chain's next job starts when only the job's end can tell the runner.
 2. ``handoff``: a two-stage chain, one chain at a time: stage one's job (started by a TCP
    message) writes its declared output and ends, stage two's job starts. Variants take turns:
    ``poll`` every 300 s (only the job-end scan can see the output) and ``inotify`` (the
-   kernel reports the writer's close; the job-end scan finds nothing new). Time from stage
+   kernel reports the writer's close; no job-end scan is made on a local folder). Time from stage
    one's end (the ``exit`` line its process wrote in process.log) to stage two's start.
 """
 
