@@ -22,6 +22,7 @@ from . import (
     listing,
     memory,
     output,
+    poll,
     report_tests,
     scale_out,
     schedules,
@@ -46,6 +47,8 @@ SUITES = {
     "listing": "meow-async jobs (and show PATH, status) on 100,000 job folders, the real CLI",
     "filters": "a when: filter's cost per event (2 kB JSON body, two clauses) against none",
     "ticks": "every: ticks -> warm Python job start, p50/p99",
+    "poll": "the polling watcher on 100,000 files in 1,000 folders (CPU per look, memory of "
+    "the index), and job end -> next job start through the job-end scan",
 }
 
 
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             args.payload,
         ),
     }
+    steps["poll"] = lambda: poll.run(scratch, args.loop, sizes.name)
     steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
     steps["dask"] = lambda: scale_out.run(
         1000, 1 if sizes.name == "small" else 3, args.max_jobs, 2, args.loop, scratch

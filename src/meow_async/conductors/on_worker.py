@@ -22,7 +22,7 @@ from .forkserver import start_time_of
 from .process_log import last_attempt
 from .spawn import NotStarted, Vanished, spawn
 
-__all__ = ["run_job", "signal_attempt"]
+__all__ = ["batch_job", "run_job", "signal_attempt"]
 
 #: Seconds between looks at the worker while its job runs.
 _WATCH = 0.2
@@ -49,6 +49,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "worker": str(worker.address) if worker is not None else "",
         "host": socket.gethostname(),
     }
+    batch = batch_job()
+    if batch is not None:
+        where["batch_job"] = batch
     job_dir = Path(spec["dir"])
     if not job_dir.is_dir():
         return {
@@ -119,6 +122,15 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             out["timed_out"] = True
             out["exit_code"] = _stop(popen, float(spec["kill_timeout"]))
             return out
+
+
+#: Where batch systems put the id of the batch job a worker runs in (Slurm, PBS, LSF, SGE).
+_BATCH_IDS = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
+
+
+def batch_job() -> str | None:
+    """The batch job this worker runs in (dask-jobqueue workers), for the job's record."""
+    return next((os.environ[k] for k in _BATCH_IDS if os.environ.get(k)), None)
 
 
 def signal_attempt(job_dir: str, attempt: int, sig: int, host: str | None = None) -> bool:

@@ -30,6 +30,8 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_DEBOUNCE_MS",
     "DEFAULT_STEP_MS",
+    "JOBQUEUES",
+    "JOBQUEUE_KEYS",
     "WATCHERS",
     "ConductorName",
     "LoopName",
@@ -39,8 +41,8 @@ __all__ = [
     "dask_settings",
 ]
 
-WatcherName = Literal["auto", "inotify", "watchfiles"]
-WATCHERS: tuple[str, ...] = ("auto", "inotify", "watchfiles")
+WatcherName = Literal["auto", "inotify", "watchfiles", "poll"]
+WATCHERS: tuple[str, ...] = ("auto", "inotify", "watchfiles", "poll")
 #: Measured on Linux (perf/): watchfiles yields a batch once ``step`` ms pass with no new change,
 #: so ``step`` is the latency floor. 5 ms gives ~7 ms median change-to-event, coalesces the
 #: create/write/close of one write, and costs <1 % of a core while idle. watchfiles' own
@@ -53,6 +55,39 @@ DEFAULT_CHUNK_SIZE = 64 * 1024
 LoopName = Literal["auto", "asyncio", "uvloop"]
 ConductorName = Literal["local", "dask"]
 CONDUCTORS: tuple[ConductorName, ...] = ("local", "dask")
+#: Batch systems dask-jobqueue starts workers on (``runner.dask.jobqueue``): name -> its class.
+JOBQUEUES = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "oar": "OARCluster",
+    "moab": "MoabCluster",
+}
+#: ``runner.dask`` settings passed to the dask-jobqueue cluster as they are (its own names);
+#: each is a field of :class:`DaskSettings`, allowed with ``jobqueue`` only.
+JOBQUEUE_KEYS = (
+    "cores",
+    "memory",
+    "processes",
+    "queue",
+    "account",
+    "walltime",
+    "job_name",
+    "job_extra_directives",
+    "job_directives_skip",
+    "job_script_prologue",
+    "worker_extra_args",
+    "log_directory",
+    "local_directory",
+    "interface",
+    "scheduler_options",
+    "python",
+    "shebang",
+)
+#: How many batch jobs: ``jobs`` (a fixed number) or ``adapt`` (``{minimum_jobs, maximum_jobs}``).
+_JOBQUEUE_SCALE = ("jobs", "adapt")
 
 
 def _cpus() -> int:
@@ -104,10 +139,66 @@ class HttpEndpoint:
         check_settings(self, "runner.http")
 
 
+def _strings(hint: str) -> dict[str, Any]:
+    """A list of strings (``hint``: what is expected)."""
+
+    def check(where: str, field: str, value: Any) -> Any:
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ConfigError(hint, where=where, field=field, value=value)
+        return value
+
+    return custom({"type": "array", "items": {"type": "string"}}, check)
+
+
+def _options(where: str, field: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            "expected a mapping, e.g. {host: 10.0.0.5}", where=where, field=field, value=value
+        )
+    return dict(value)
+
+
+_BATCH_TEXT = text("expected a non-empty string")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adapt:
+    """``runner.dask.adapt``: batch jobs grown and shrunk with the queue of jobs."""
+
+    what: ClassVar[str] = "runner.dask.adapt"
+
+    #: Batch jobs kept at least, even with no job queued.
+    minimum_jobs: int | None = field(default=None, metadata=optional(count(low=0)))
+    #: Batch jobs at most.
+    maximum_jobs: int | None = field(default=None, metadata=optional(count(low=0)))
+
+    def __post_init__(self) -> None:
+        check_settings(self, self.what)
+        if (
+            self.minimum_jobs is not None
+            and self.maximum_jobs is not None
+            and self.minimum_jobs > self.maximum_jobs
+        ):
+            raise ConfigError(
+                "minimum_jobs is more than maximum_jobs",
+                where=self.what,
+                field="minimum_jobs",
+                value=self.minimum_jobs,
+            )
+
+
+def _adapt(where: str, field: str, value: object) -> dict[str, Any]:
+    scale = made(Adapt, where, field, value, "expected {minimum_jobs: N, maximum_jobs: M}")
+    return {
+        f.name: getattr(scale, f.name) for f in fields(scale) if getattr(scale, f.name) is not None
+    }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaskSettings:
-    """The Dask cluster: a running scheduler's ``address``, or ``local_workers`` started and
-    stopped with the runner."""
+    """The Dask cluster: a running scheduler's ``address``, ``local_workers`` started and
+    stopped with the runner, or workers started as batch jobs by dask-jobqueue (``jobqueue``,
+    with the batch jobs' own settings)."""
 
     what: ClassVar[str] = "runner.dask"
 
@@ -124,24 +215,96 @@ class DaskSettings:
     resources: Mapping[str, float] | None = field(default=None, metadata=optional(resources()))
     #: Seconds to wait for the scheduler.
     connect_timeout: float | None = field(default=None, metadata=optional(seconds(above_zero=True)))
+    #: Workers as batch jobs of this system, through dask-jobqueue (pip install
+    #: 'meow-async[dask]'); the keys below go to its cluster class as they are.
+    jobqueue: str | None = field(default=None, metadata=optional(choice(*JOBQUEUES)))
+    #: Cores of each batch job (jobqueue only).
+    cores: int | None = field(default=None, metadata=optional(count()))
+    #: Memory of each batch job, e.g. 16GB (jobqueue only).
+    memory: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: Dask worker processes in each batch job (jobqueue only).
+    processes: int | None = field(default=None, metadata=optional(count()))
+    #: The batch queue or partition (jobqueue only).
+    queue: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: The account batch jobs are charged to (jobqueue only).
+    account: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: Each batch job's wall time, e.g. 01:00:00 (jobqueue only).
+    walltime: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: The batch jobs' name (jobqueue only).
+    job_name: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: Extra directives of the batch script, e.g. [--gres=gpu:1] (jobqueue only).
+    job_extra_directives: list[str] | None = field(
+        default=None, metadata=optional(_strings("expected a list of strings"))
+    )
+    #: Directives left out of the batch script (jobqueue only).
+    job_directives_skip: list[str] | None = field(
+        default=None, metadata=optional(_strings("expected a list of strings"))
+    )
+    #: Shell lines run before the worker starts (jobqueue only).
+    job_script_prologue: list[str] | None = field(
+        default=None, metadata=optional(_strings("expected a list of strings"))
+    )
+    #: Extra arguments of the worker, e.g. [--resources, GPU=1] (jobqueue only).
+    worker_extra_args: list[str] | None = field(
+        default=None,
+        metadata=optional(_strings("expected a list of strings, e.g. [--resources, GPU=1]")),
+    )
+    #: Where the batch jobs' output goes (jobqueue only).
+    log_directory: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: The workers' local scratch folder (jobqueue only).
+    local_directory: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: The network interface workers and scheduler talk on, e.g. ib0 (jobqueue only).
+    interface: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: The scheduler's own settings, e.g. {host: 10.0.0.5} (jobqueue only).
+    scheduler_options: Mapping[str, Any] | None = field(
+        default=None, metadata=optional(custom({"type": "object"}, _options))
+    )
+    #: The Python the batch jobs run the worker with (jobqueue only).
+    python: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: The batch script's first line (jobqueue only).
+    shebang: str | None = field(default=None, metadata=optional(_BATCH_TEXT))
+    #: Batch jobs kept running (jobqueue only; default 1, unless ``adapt``).
+    jobs: int | None = field(default=None, metadata=optional(count()))
+    #: Batch jobs grown and shrunk with the queue of jobs (jobqueue only; not with ``jobs``).
+    adapt: Mapping[str, int] | None = field(default=None, metadata=optional(block(Adapt, _adapt)))
 
     extra_schema: ClassVar[dict[str, Any]] = {
-        "oneOf": [{"required": ["address"]}, {"required": ["local_workers"]}],
+        "oneOf": [
+            {"required": ["address"]},
+            {"required": ["local_workers"]},
+            {"required": ["jobqueue"]},
+        ],
         "dependentRequired": {
             "threads_per_worker": ["local_workers"],
             "resources": ["local_workers"],
+            "jobqueue": ["cores", "memory"],
+            **{key: ["jobqueue"] for key in (*JOBQUEUE_KEYS, *_JOBQUEUE_SCALE)},
         },
+        "not": {"required": ["jobs", "adapt"]},
     }
 
     def __post_init__(self) -> None:
         where = "runner.dask"
         check_settings(self, where)
-        if (self.address is None) == (self.local_workers is None):
+        if [self.address, self.local_workers, self.jobqueue].count(None) != 2:
             raise ConfigError(
-                "give either address (tcp://host:8786, a running scheduler) or local_workers "
-                "(N worker processes started with the runner)",
+                "give one of address (tcp://host:8786, a running scheduler), local_workers "
+                "(N worker processes started with the runner) or jobqueue (slurm, pbs, ...: "
+                "workers started as batch jobs)",
                 where=where,
             )
+        if self.jobqueue is None:
+            batch = [k for k in (*JOBQUEUE_KEYS, *_JOBQUEUE_SCALE) if getattr(self, k) is not None]
+            if batch:
+                raise ConfigError(
+                    f"batch-job settings ({', '.join(batch)}) need jobqueue: slurm (or another "
+                    "batch system)",
+                    where=where,
+                    field=batch[0],
+                    value=getattr(self, batch[0]),
+                )
+        else:
+            self._check_jobqueue(where)
         if self.threads_per_worker is not None and self.local_workers is None:
             raise ConfigError(
                 "threads are set on the workers themselves (dask worker --nthreads 8); here only "
@@ -159,6 +322,26 @@ class DaskSettings:
                 value=self.resources,
             )
 
+    def _check_jobqueue(self, where: str) -> None:
+        for key in ("cores", "memory"):
+            if getattr(self, key) is None:
+                raise ConfigError(
+                    f"a batch job's {key} must be given (e.g. cores: 8, memory: 16GB)",
+                    where=where,
+                    field=key,
+                    value=None,
+                )
+        if self.jobs is not None and self.adapt is not None:
+            raise ConfigError(
+                "give either jobs (a fixed number of batch jobs) or adapt (minimum_jobs and "
+                "maximum_jobs, grown and shrunk with the queue of jobs)",
+                where=where,
+                field="jobs",
+                value=self.jobs,
+            )
+        if self.adapt is None and self.jobs is None:
+            object.__setattr__(self, "jobs", 1)
+
 
 def _http(where: str, field: str, value: object) -> dict[str, Any]:
     hint = (
@@ -173,7 +356,10 @@ def _http(where: str, field: str, value: object) -> dict[str, Any]:
 
 
 def _dask(where: str, field: str, value: object) -> dict[str, Any]:
-    hint = "expected {address: tcp://host:8786} or {local_workers: N}"
+    hint = (
+        "expected {address: tcp://host:8786}, {local_workers: N} or {jobqueue: slurm, cores: N, "
+        "memory: 16GB, ...}"
+    )
     cluster = made(DaskSettings, where, field, value, hint)
     return {
         f.name: getattr(cluster, f.name)
@@ -204,10 +390,18 @@ class RunnerConfig:
         queue_size: events waiting for a handler before monitors are made to wait.
         shutdown_timeout: seconds running jobs get to finish on a graceful stop.
         kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
-        file_watcher: ``auto`` (inotify on Linux, else watchfiles), ``inotify`` or
-            ``watchfiles`` (the portable backend, which batches instead of waiting for a
-            writer's close; see
+        file_watcher: ``auto`` (inotify on Linux, polling where ``base_dir`` is on a network
+            or FUSE filesystem, else watchfiles), ``inotify``, ``watchfiles`` (the portable
+            backend, which batches instead of waiting for a writer's close) or ``poll``
+            (looks every ``poll_interval`` seconds, for writes made on other machines; see
             https://meow-async.github.io/meow_async/concepts/#what-each-platform-guarantees).
+        poll_interval: seconds between two looks of the ``poll`` watcher.
+        poll_settle: seconds a polled file's size and mtime must stay the same before it
+            triggers, for patterns that set none of ``settle``, ``min_age``, ``sentinel``;
+            longer than ``poll_interval``, so that a look has seen it unchanged (default:
+            2 s, or twice ``poll_interval`` if that is longer).
+        poll_full_interval: seconds between two full looks of the ``poll`` watcher (every
+            file looked at, not only those in folders whose mtime changed).
         watch_step_ms / watch_debounce_ms: watchfiles' batching, for that backend only.
         chunk_size: bytes read from a network connection at a time.
         durable: fsync spool files (before any acknowledgement), the spool journal and job
@@ -220,9 +414,12 @@ class RunnerConfig:
             job links in notifications; default ``http://HOST:PORT``.
         conductor: where jobs run by default: ``local`` (this machine) or ``dask``; a recipe's
             own ``conductor`` overrides it.
-        dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
-            (a LocalCluster the runner starts and stops), plus ``threads_per_worker`` and
-            ``resources`` (local workers only) and ``connect_timeout``; see docs/scale-out.md.
+        dask: the Dask cluster, ``{"address": "tcp://host:8786"}``, ``{"local_workers": N}``
+            (a LocalCluster the runner starts and stops), or ``{"jobqueue": "slurm", "cores":
+            N, "memory": "16GB", ...}`` (workers as batch jobs through dask-jobqueue, with
+            ``jobs: N`` or ``adapt: {minimum_jobs, maximum_jobs}``), plus
+            ``threads_per_worker`` and ``resources`` (local workers only) and
+            ``connect_timeout``; see docs/scale-out.md.
     """
 
     base_dir: Path = field(default=Path(), metadata=_FOLDER)
@@ -236,6 +433,9 @@ class RunnerConfig:
     file_watcher: WatcherName = field(default="auto", metadata=choice(*WATCHERS))
     watch_step_ms: int = field(default=DEFAULT_STEP_MS, metadata=count())
     watch_debounce_ms: int = field(default=DEFAULT_DEBOUNCE_MS, metadata=count())
+    poll_interval: float = field(default=1.0, metadata=seconds(above_zero=True))
+    poll_settle: float | None = field(default=None, metadata=optional(seconds(above_zero=True)))
+    poll_full_interval: float = field(default=60.0, metadata=seconds(above_zero=True))
     chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=count())
     durable: bool = field(default=False, metadata=flag())
     filter_max_body: int = field(default=1024 * 1024, metadata=count())
@@ -265,10 +465,26 @@ class RunnerConfig:
                 field="watch_debounce_ms",
                 value=self.watch_debounce_ms,
             )
+        if self.polled_settle <= self.poll_interval:
+            raise ConfigError(
+                f"must be longer than poll_interval ({self.poll_interval:g}s): a polled file "
+                "is complete once a look has found it unchanged",
+                where="runner",
+                field="poll_settle",
+                value=self.poll_settle,
+            )
+
+    @property
+    def polled_settle(self) -> float:
+        """``poll_settle``, or its default: 2 s, or twice ``poll_interval`` if longer."""
+        if self.poll_settle is not None:
+            return float(self.poll_settle)
+        return max(2.0, 2 * float(self.poll_interval))
 
 
 def dask_settings(value: object) -> dict[str, Any]:
-    """``runner.dask``, checked: exactly one of a scheduler address or a local worker count."""
+    """``runner.dask``, checked: exactly one of a scheduler address, a local worker count or a
+    batch system (``jobqueue``, with its batch jobs' settings)."""
     return _dask("runner", "dask", value)
 
 

@@ -50,6 +50,11 @@ def _files(runner: Any) -> Monitor:
         debounce_ms=cfg.watch_debounce_ms,
         on_watch=runner.watermark.watch_started,
         filtering=runner.filtering,
+        poll_interval=cfg.poll_interval,
+        poll_settle=cfg.polled_settle,
+        poll_full_interval=cfg.poll_full_interval,
+        # The runner's own state, like the spool: each runner needs its own.
+        poll_index=runner.spool_dir / "poll-index.sqlite",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -473,7 +474,7 @@ class Runner:
                     except asyncio.CancelledError:
                         self.stats.left_queued += 1  # stopped at once: it stays queued
                         raise
-                    job.on_end = _once(self._slots.release)
+                    job.on_end = _once(functools.partial(self._process_ended, job))
                 if self._stop.is_set():
                     self.stats.left_queued += 1  # stays queued on disk
                     continue
@@ -557,6 +558,13 @@ class Runner:
         ):
             raise KeyError(job_id)
         return folder
+
+    def _process_ended(self, job: Job) -> None:
+        """The job's process is gone (here or on a worker): its slot goes to the next job, and
+        what it declared is complete, so the next stage need not wait for a watcher (the
+        end is recorded in job.json meanwhile)."""
+        self._slots.release()
+        self.files.job_ended(job.dir, job.meta.get("outputs") or {})
 
     async def _leave_queued(self, jobs: asyncio.Queue[Job]) -> None:
         while True:
@@ -718,8 +726,12 @@ def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
         return local
     from ..conductors.dask import DaskConductor  # imports distributed: only when asked for
 
+    settings = dict(config.dask)
+    if "jobqueue" in settings:  # the batch system's settings go to dask-jobqueue as they are
+        timeout = settings.pop("connect_timeout", 30.0)
+        settings = {"jobqueue": settings, "connect_timeout": timeout}
     return DaskConductor(
-        **config.dask, kill_timeout=config.kill_timeout, default=config.conductor, local=local
+        **settings, kill_timeout=config.kill_timeout, default=config.conductor, local=local
     )
 
 
