@@ -466,3 +466,42 @@ async def test_a_held_file_that_changes_into_what_the_filter_rejects_makes_no_jo
         assert runner.stats.events == 1
     made = [Path(j["event"]["path"]).name for j in ws.jobs_list()]
     assert made == ["b.dat"]
+
+
+async def test_a_trigger_withdrawn_and_offered_again_at_once_stays_held(tmp_path: Path) -> None:
+    """The gate's withdraw cancels the held wait; a new state offered before that wait has
+    ended (same loop turn) is a new hold, which the old wait's end must leave alone: else the
+    gate forgets it (no watermark, a later change makes a second hold and a second job)."""
+    from meow_async.model.events import Event
+    from meow_async.model.rules import Rule
+    from meow_async.monitors.files.gate import Gate
+
+    put: list[Event] = []
+
+    async def to_queue(event: Event) -> None:
+        put.append(event)
+
+    (tmp_path / "a.dat").write_text("abc")
+    pattern = FilePattern(name="p", glob="*.dat", recipe="py", settle=0.3)
+    rule = Rule(pattern=pattern, recipe=py_recipe())
+    gate = Gate(to_queue)
+
+    def event() -> Event:
+        return Event(
+            kind="file", path=str(tmp_path / "a.dat"), base=str(tmp_path), rule=rule, key="a"
+        )
+
+    gate.offer(event())
+    await asyncio.sleep(0.05)  # its wait has begun
+    gate.withdraw("p", str(tmp_path / "a.dat"))
+    gate.offer(event())  # a newer state the filter takes again, before the old wait ends
+    await asyncio.sleep(0.05)
+    assert gate.holds("p", str(tmp_path / "a.dat"))
+    assert gate.held() == 1
+    assert gate.oldest() is not None
+    gate.offer(event())  # joins the hold, not a second one
+    await poll_until(lambda: bool(put))
+    await asyncio.sleep(0.4)
+    assert len(put) == 1
+    assert gate.held() == 0
+    gate.close()

@@ -162,8 +162,13 @@ class Gate:
                     async with asyncio.timeout(wait):
                         await held.hurried.wait()
         finally:
-            self._files.pop(key, None)
-            if held.sentinel is not None:
+            # Withdrawn, then offered again before this ran: the new hold is not ours to end.
+            now = self._files.get(key)
+            if now is held:
+                del self._files[key]
+            if held.sentinel is not None and (
+                now is held or now is None or now.sentinel != held.sentinel
+            ):
                 waiting = self._sentinels.get(held.sentinel, set())
                 waiting.discard(key)
                 if not waiting:
