@@ -24,12 +24,14 @@ from ..model.config import dask_option
 from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, read_meta
 from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
 from ..model.schema import schema_text
+from ..model.secrets import REDACTED
 from ..model.templates import unknown_keywords
 from ..model.workflow_file import WorkflowSpec, load_workflow
 from ..runner.loops import loop_factory
 from ..runner.runner import Runner
 from . import listing, status
 from .listening import target
+from .logs import setup_logging
 from .send import client_tls_context, send
 from .urls import DOCS_URL
 
@@ -283,14 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _setup_logging(
+    setup_logging(
         logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         json_lines=args.log_format == "json",
     )
     if args.max_jobs is not None and args.max_jobs < 1:
         raise MeowError(f"--max-jobs must be at least 1, got {args.max_jobs}")
     spec = load_workflow(args.workflow)
-    _warn_templates(spec)
+    _warn(spec)
     dask = {"conductor": "dask", "dask": dask_option(args.dask)} if args.dask is not None else {}
     runner = Runner.from_spec(spec, max_jobs=args.max_jobs, **dask)
     try:
@@ -324,8 +326,14 @@ async def _serve(runner: Runner, spec: WorkflowSpec, loop_name: str) -> None:
             logger.warning("%s: stopping gracefully (again to stop running jobs at once)", sig.name)
         runner.stop()
 
+    def on_hangup() -> None:
+        # A closed terminal or `kill -HUP` (what daemons take for "reload") must not end a
+        # runner silently; reloading the workflow is for a later release.
+        logger.warning("SIGHUP ignored: reloading the workflow is not supported yet")
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         task = asyncio.create_task(runner.run())
         started = asyncio.create_task(runner.started.wait())
@@ -335,7 +343,7 @@ async def _serve(runner: Runner, spec: WorkflowSpec, loop_name: str) -> None:
             _banner(spec, runner, loop_name)  # the runner's live file is written by now
         await task
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -425,44 +433,6 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-class _Formatter(logging.Formatter):
-    default_msec_format = "%s.%03d"
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, with stable keys, for log shippers."""
-
-    FIELDS = ("job", "rule", "event", "jobs")
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key in self.FIELDS:
-            value = record.__dict__.get(key)
-            if value is not None:
-                out[key] = value
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def _setup_logging(level: int, *, json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonFormatter()
-        if json_lines
-        else _Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
-    )
-    root = logging.getLogger("meow_async")
-    root.addHandler(handler)
-    root.setLevel(level)
-
-
 # -- send ---------------------------------------------------------------------------------------
 
 
@@ -538,7 +508,7 @@ def _validate(path: Path, *, as_json: bool = False) -> int:
     if as_json:
         return _validate_json(path)
     spec = load_workflow(path)
-    _warn_templates(spec)
+    _warn(spec)
     runner = Runner.from_spec(spec)  # rules are checked as they are made
     print(
         f"{path}: OK: {len(spec.patterns)} pattern(s), {len(spec.recipes)} recipe(s), "
@@ -556,7 +526,7 @@ def _validate_json(path: Path) -> int:
     """The same checks, as one JSON document on stdout: every problem, located, for tools."""
     try:
         spec = load_workflow(path)
-        _warn_templates(spec)
+        _warn(spec)
         Runner.from_spec(spec)
         problems = []
     except WorkflowFileError as e:
@@ -566,6 +536,24 @@ def _validate_json(path: Path) -> int:
     doc = {"file": str(path), "valid": not problems, "problems": problems}
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     return 1 if problems else 0
+
+
+def _warn(spec: WorkflowSpec) -> None:
+    _warn_templates(spec)
+    _warn_secret_headers(spec)
+
+
+def _warn_secret_headers(spec: WorkflowSpec) -> None:
+    """A header that carries a credential reaches jobs redacted: say so before anyone
+    wonders where its value went (docs/security.md)."""
+    for p in spec.patterns:
+        if isinstance(p, HttpPattern):
+            for name in p.secret_headers:
+                print(
+                    f"warning: {spec.path}: patterns.{p.name}.headers: {name} carries a "
+                    f"secret: jobs and every record get {REDACTED!r} instead of its value",
+                    file=sys.stderr,
+                )
 
 
 def _warn_templates(spec: WorkflowSpec) -> None:

@@ -16,7 +16,10 @@ from .checks import (
     check_port,
     check_resources,
     check_seconds,
+    check_text,
 )
+from .http_limits import HTTP_LIMIT_FIELDS, HttpLimits, limits_from
+from .secrets import read_secret
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -29,6 +32,8 @@ __all__ = [
     "WatcherName",
     "dask_option",
     "dask_settings",
+    "http_limits",
+    "http_token",
 ]
 
 WatcherName = Literal["auto", "inotify", "watchfiles"]
@@ -73,8 +78,11 @@ class RunnerConfig:
         chunk_size: bytes read from a network connection at a time.
         durable: fsync spool files (before any acknowledgement), the spool journal and job
             metadata, so they survive a machine crash too, not only the runner's.
-        http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics`` and
-            ``/jobs`` there (off by default; port 0: any free port, see ``Runner.http_port``).
+        http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics``,
+            ``/jobs`` and ``/status`` there (off by default; port 0: any free port, see
+            ``Runner.http_port``); with ``token_env`` or ``token_file``, every path but
+            ``/healthz`` needs that bearer token; ``idle_timeout``, ``header_timeout``,
+            ``body_timeout``, ``body_min_rate`` and ``max_connections`` as HTTP patterns have.
         conductor: where jobs run by default: ``local`` (this machine) or ``dask``; a recipe's
             own ``conductor`` overrides it.
         dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
@@ -153,10 +161,14 @@ class RunnerConfig:
             )
 
 
+_HTTP_KEYS = ("host", "port", "token_env", "token_file", *HTTP_LIMIT_FIELDS)
+
+
 def _http_endpoint(value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping) or not set(value) <= {"host", "port"} or "port" not in value:
+    if not isinstance(value, Mapping) or not set(value) <= set(_HTTP_KEYS) or "port" not in value:
         raise ConfigError(
-            "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1)",
+            "expected {host: ADDRESS, port: PORT} (host defaults to 127.0.0.1), optionally "
+            f"with {', '.join(_HTTP_KEYS[2:])}",
             where="runner",
             field="http",
             value=value,
@@ -164,7 +176,36 @@ def _http_endpoint(value: object) -> dict[str, Any]:
     host, port = value.get("host", "127.0.0.1"), value["port"]
     check_host("runner", "http", host)
     check_port("runner", "http", port)
-    return {"host": host, "port": port}
+    out: dict[str, Any] = {"host": host, "port": port}
+    if value.get("token_env") is not None and value.get("token_file") is not None:
+        raise ConfigError(
+            "give the bearer token in one place: token_env or token_file",
+            where="runner",
+            field="http.token_file",
+            value=value["token_file"],
+        )
+    for key in ("token_env", "token_file"):
+        if value.get(key) is not None:
+            check_text("runner", f"http.{key}", value[key], "expected a variable name or a path")
+            out[key] = os.fspath(value[key])
+    limits = limits_from("runner", "http", value)
+    out.update({k: getattr(limits, k) for k in HTTP_LIMIT_FIELDS if k in value})
+    http_token(out)  # a missing token is an error now, not at the first request
+    return out
+
+
+def http_token(http: Mapping[str, Any] | None) -> str | None:
+    """The bearer token ``runner.http`` asks for (None: its paths are open), read from the
+    variable or file it names."""
+    if not http:
+        return None
+    what = "runner.http's bearer token"
+    return read_secret("runner", "http.token", http.get("token_env"), http.get("token_file"), what)
+
+
+def http_limits(http: Mapping[str, Any]) -> HttpLimits:
+    """``runner.http``'s limits: what it sets, the defaults for the rest."""
+    return HttpLimits(**{k: http[k] for k in HTTP_LIMIT_FIELDS if k in http})
 
 
 def dask_settings(value: object) -> dict[str, Any]:

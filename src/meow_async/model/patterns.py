@@ -23,7 +23,9 @@ from .checks import (
     check_variable,
 )
 from .globs import compile_glob
+from .http_limits import DEFAULT_LIMITS, HTTP_LIMIT_FIELDS, HttpLimits, check_limits
 from .notify import Notify, make_notify
+from .secrets import read_secret, secret_header
 
 __all__ = ["Change", "FilePattern", "HttpPattern", "NetworkPattern", "Pattern", "Sweep"]
 
@@ -395,6 +397,9 @@ HTTP_ROUTE_FIELDS = (
     "timestamp_header",
     "hmac_window",
 )
+#: Settings of the server itself: every HTTP pattern on one host:port must agree on them
+#: (and ``runner.http`` on the same host:port on the limits).
+HTTP_SERVER_FIELDS = ("tls_cert", "tls_key", "tls_client_ca", *HTTP_LIMIT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -405,7 +410,9 @@ class HttpPattern(_PatternBase):
     ``route`` may hold ``{name}`` parts (``/ingest/{instrument}``): their values, the query
     string and the ``headers`` named here reach the recipe as parameters. ``token_env`` or
     ``token_file`` names where the bearer token clients must send is kept (never the token
-    itself). Patterns on one host:port share one server.
+    itself). Patterns on one host:port share one server, and so its limits: how long a
+    connection may stay idle, send its headers or its body, and how many may be open (see
+    :class:`HttpLimits`).
     """
 
     route: str
@@ -431,12 +438,25 @@ class HttpPattern(_PatternBase):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    #: Seconds a connection may stay open without a request (before its first, between
+    #: keep-alive requests).
+    idle_timeout: float = DEFAULT_LIMITS.idle_timeout
+    #: Seconds from a request's first byte until its headers are complete.
+    header_timeout: float = DEFAULT_LIMITS.header_timeout
+    #: Seconds a body may go without a byte; after them, it must have come at
+    #: ``body_min_rate`` bytes/s on average.
+    body_timeout: float = DEFAULT_LIMITS.body_timeout
+    body_min_rate: int = DEFAULT_LIMITS.body_min_rate
+    #: Connections open at once on this host:port; past it the oldest idle one is closed,
+    #: or the new one answered 503.
+    max_connections: int = DEFAULT_LIMITS.max_connections
 
     def __post_init__(self) -> None:
         self._check_common()
         where = f"pattern {self.name!r}"
         check_port(where, "port", self.port)
         check_host(where, "host", self.host)
+        check_limits(where, self)
         route: object = self.route
         if not isinstance(route, str) or not route.startswith("/") or " " in route:
             raise ConfigError(
@@ -531,42 +551,24 @@ class HttpPattern(_PatternBase):
 
     def token(self) -> str | None:
         """The bearer token clients must send, read from where the pattern says."""
-        return self._secret("token", "the bearer token")
+        where = f"pattern {self.name!r}"
+        return read_secret(where, "token", self.token_env, self.token_file, "the bearer token")
 
     def hmac_secret(self) -> str | None:
         """The secret request signatures are made with."""
-        return self._secret("hmac_secret", "the HMAC secret")
-
-    def _secret(self, prefix: str, what: str) -> str | None:
         where = f"pattern {self.name!r}"
-        env, file = getattr(self, f"{prefix}_env"), getattr(self, f"{prefix}_file")
-        if env is not None:
-            value = os.environ.get(str(env))
-            if not value:
-                raise ConfigError(
-                    f"environment variable {env} ({what}) is not set",
-                    where=where,
-                    field=f"{prefix}_env",
-                    value=env,
-                )
-            return value
-        if file is not None:
-            try:
-                with open(os.fspath(file), encoding="utf-8") as f:
-                    value = f.read().strip()
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot read {what} from {file}: {e.strerror or e}",
-                    where=where,
-                    field=f"{prefix}_file",
-                    value=file,
-                ) from None
-            if not value:
-                raise ConfigError(
-                    f"{file} ({what}) is empty", where=where, field=f"{prefix}_file", value=file
-                )
-            return value
-        return None
+        return read_secret(
+            where, "hmac_secret", self.hmac_secret_env, self.hmac_secret_file, "the HMAC secret"
+        )
+
+    @property
+    def secret_headers(self) -> tuple[str, ...]:
+        """The chosen ``headers`` whose values are credentials: recorded as ``[redacted]``."""
+        mine = self.hmac_header.lower()
+        return tuple(h for h in self.headers if h == mine or secret_header(h))
+
+    def limits(self) -> HttpLimits:
+        return HttpLimits(**{f: getattr(self, f) for f in HTTP_LIMIT_FIELDS})
 
     @property
     def route_parts(self) -> list[str]:
@@ -588,8 +590,9 @@ class HttpPattern(_PatternBase):
         return self.tls_cert is not None
 
     def server_settings(self) -> tuple[object, ...]:
-        """What every HTTP pattern on one host:port must agree on: the server's TLS."""
-        return (self.tls_cert, self.tls_key, self.tls_client_ca)
+        """What every HTTP pattern on one host:port must agree on: the server's TLS and
+        limits."""
+        return tuple(getattr(self, f) for f in HTTP_SERVER_FIELDS)
 
 
 Pattern = FilePattern | NetworkPattern | HttpPattern

@@ -428,6 +428,9 @@ def _runner(doc: _Map, folder: Path, problems: _Problems) -> RunnerConfig | None
     for key in ("base_dir", "jobs_dir", "spool_dir"):
         if isinstance(kwargs.get(key), str):
             kwargs[key] = folder / kwargs[key]
+    http = kwargs.get("http")
+    if isinstance(http, Mapping) and isinstance(http.get("token_file"), str):
+        kwargs["http"] = {**http, "token_file": str(folder / http["token_file"])}
     kwargs.setdefault("base_dir", folder)
     kwargs.setdefault("jobs_dir", folder / ".meow" / "jobs")
     config, errors = _attempt(RunnerConfig, kwargs, given=set(raw))

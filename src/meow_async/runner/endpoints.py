@@ -3,12 +3,15 @@
 
 Read-only views of a running runner for operators and their tools. Metrics are collected when
 scraped, from counters the runner keeps anyway: nothing is added to the path of an event.
+With a token (``runner.http.token_env`` / ``token_file``) every path but ``/healthz`` needs it
+as a bearer token; ``/healthz`` stays open for load balancers and says only "ok" or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import hmac
 import os
 import time
 from collections import Counter
@@ -33,11 +36,14 @@ from ..model.patterns import FilePattern, HttpPattern, Pattern
 from ..model.rules import Rule
 from ..monitors import HttpMonitor, Monitor, NetworkMonitor
 from ..monitors.connection import peer_log
+from ..monitors.http_server import http_log
 from .bookkeeping import RunnerStats
 from .live import LiveFile
 
 __all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
 
+#: Why the runner closes connections (``meow_connections_closed_total``'s ``reason``).
+CLOSE_REASONS = ("cap", "tls", "hello", "idle", "header", "body")
 #: Upper bounds (seconds) of the job duration histogram's buckets.
 BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
 
@@ -123,12 +129,14 @@ class _Collector:
         )
         closed = CounterMetricFamily(
             "meow_connections_closed",
-            "Network connections closed by the runner, by why: cap (over max_waiting), tls "
-            "(handshake failed), hello (TLS on a plain port), idle (idle_timeout)",
+            "Network and HTTP connections closed by the runner, by why: cap (over a network "
+            "listener's max_waiting, or an HTTP server's max_connections), tls (handshake "
+            "failed), hello (TLS on a plain port), idle (idle_timeout), header (HTTP "
+            "header_timeout), body (HTTP body_timeout or body_min_rate)",
             labels=["reason"],
         )
-        for reason in ("cap", "tls", "hello", "idle"):
-            closed.add_metric([reason], peer_log.counts[reason])
+        for reason in CLOSE_REASONS:
+            closed.add_metric([reason], peer_log.counts[reason] + http_log.counts[reason])
         yield closed
         answered = CounterMetricFamily(
             "meow_http_responses",
@@ -156,10 +164,11 @@ class Endpoints:
 
     PATHS = ("/healthz", "/metrics", "/jobs", "/status")
 
-    def __init__(self, runner: Observed) -> None:
+    def __init__(self, runner: Observed, token: str | None = None) -> None:
         self.runner = runner
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(runner))
+        self._token = None if token is None else token.encode()
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The answer to an operator's request; None for a path that is not one of ours."""
@@ -174,6 +183,12 @@ class Endpoints:
             )
         if path == "/healthz":
             return self.healthz()
+        if self._token is not None and not self._authorized(request):
+            return web.json_response(
+                {"error": f"{path} needs runner.http's bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="meow_async runner"'},
+            )
         if path == "/metrics":
             return self.metrics()
         if path == "/jobs":
@@ -181,6 +196,15 @@ class Endpoints:
         if path == "/status":
             return web.json_response(self.status())
         return await self.job(path.removeprefix("/jobs/"))
+
+    def _authorized(self, request: web.BaseRequest) -> bool:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        token = self._token
+        return (
+            token is not None
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(value.strip().encode(), token)
+        )
 
     def healthz(self) -> web.Response:
         r = self.runner

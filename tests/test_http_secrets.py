@@ -1,0 +1,184 @@
+"""Secrets over HTTP: header values that are credentials are recorded nowhere (issue 20, item
+14), and runner.http's bearer token (item 16), from outside: aiohttp's client, curl, and
+`meow-async validate` / `status` as processes."""
+
+# ruff: noqa: S105 - the secrets here are made up for the tests
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from meow_async import HttpPattern
+
+from .conftest import WAIT, Workspace, py_recipe, wait_until_sync
+from .test_cli import MeowRun, meow, write_workflow
+
+TOKEN_ENV = "MEOW_TEST_SECRETS_TOKEN"
+SECRETS = {
+    "Authorization": "Bearer tok-3f9a-SECRET",
+    "X-Api-Key": "apikey-77-SECRET",
+    "Cookie": "session=cookie-SECRET",
+    "X-Auth-Token": "xauth-SECRET",
+}
+SHOWN = {"X-Trace": "trace-1234"}
+PRINT_HEADERS = "import json\nprint(json.dumps(headers, sort_keys=True))\n"
+
+
+def every_file_under(root: Path) -> dict[Path | str, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def test_secret_header_values_are_recorded_nowhere(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Authorization, X-Api-Key, Cookie and X-Auth-Token are listed in the pattern's
+    ``headers`` (with X-Trace). The journal (held there by a jobs folder made immutable),
+    then params.json, job.json, the script, what the script saw, /jobs and every other file
+    the runner wrote hold ``[redacted]`` for each, and X-Trace as sent. Before the change the
+    token and the key were copied into all of them."""
+    monkeypatch.setenv(TOKEN_ENV, "tok-3f9a-SECRET")
+    pattern = HttpPattern(
+        name="h",
+        route="/in",
+        port=0,
+        recipe="r",
+        token_env=TOKEN_ENV,
+        headers=(*SECRETS, *SHOWN),
+    )
+    assert set(pattern.secret_headers) == {h.lower() for h in SECRETS}
+    recipes = [py_recipe("r", PRINT_HEADERS)]
+    journal_text = None
+    try:
+        async with ws.runner([pattern], recipes) as r, aiohttp.ClientSession() as s:
+            held = subprocess.run(["chattr", "+i", str(ws.jobs)], check=False).returncode == 0
+            target = f"http://127.0.0.1:{r.ports()['h']}/in"
+            async with s.post(target, data=b"body", headers={**SECRETS, **SHOWN}) as resp:
+                assert resp.status == 202, await resp.text()
+            if held:  # the event could not make its job: it stays in the journal
+                async with asyncio.timeout(WAIT):
+                    await r.wait_for(lambda st: st.handler_errors == 1)
+                journal_text = (r.spool_dir / "accepted.log").read_text()
+    finally:
+        subprocess.run(["chattr", "-i", str(ws.jobs)], check=False)
+    async with (
+        ws.runner([pattern], recipes, http={"port": 0}) as r,
+        aiohttp.ClientSession() as s,
+    ):
+        async with asyncio.timeout(WAIT):
+            await r.wait_for(lambda st: st.finished >= 1)
+        async with s.get(f"http://127.0.0.1:{r.http_port}/jobs") as resp:
+            listed = await resp.text()
+    (job,) = ws.jobs_list()
+    folder = Path(job["dir"])
+    want = {h.lower(): "[redacted]" for h in SECRETS} | {h.lower(): v for h, v in SHOWN.items()}
+    assert json.loads((folder / "stdout.txt").read_text()) == want  # what the script saw
+    assert json.loads((folder / "params.json").read_text())["headers"] == want
+    assert job["parameters"]["headers"] == want
+    assert job["event"]["parameters"]["headers"] == want
+    assert "[redacted]" in (folder / "script.py").read_text()
+    records: dict[Path | str, bytes] = {"/jobs": listed.encode(), **every_file_under(ws.root)}
+    if journal_text is not None:
+        records["journal"] = journal_text.encode()
+        assert "[redacted]" in journal_text
+        assert "trace-1234" in journal_text
+    for where, data in records.items():
+        for value in SECRETS.values():
+            secret = value.split()[-1].split("=")[-1].encode()
+            assert secret not in data, (where, value)
+
+
+def test_validate_warns_about_a_secret_header(tmp_path: Path) -> None:
+    write_workflow(
+        tmp_path,
+        "runner: {base_dir: data}\n"
+        "recipes:\n  r: {kind: bash, script: 'true'}\n"
+        "patterns:\n  h: {route: /in, port: 0, recipe: r, headers: [X-Trace, Authorization,"
+        " X-Api-Key, Idempotency-Key]}\n",
+    )
+    for args in (["validate", "workflow.yaml"], ["validate", "--json", "workflow.yaml"]):
+        res = meow(*args, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 2, res.stderr
+        assert "patterns.h.headers: authorization carries a secret" in warnings[0]
+        assert "patterns.h.headers: x-api-key carries a secret" in warnings[1]
+        assert "[redacted]" in warnings[0]
+
+
+# -- runner.http's token (item 16) --------------------------------------------------------------
+
+
+async def test_runner_http_asks_for_its_token_except_on_healthz(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "operator-token")
+    async with (
+        ws.runner([], [], http={"port": 0, "token_env": TOKEN_ENV}) as r,
+        aiohttp.ClientSession() as s,
+    ):
+        base = f"http://127.0.0.1:{r.http_port}"
+
+        async def status(path: str, token: str | None) -> int:
+            headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+            async with s.get(base + path, headers=headers) as resp:
+                if resp.status == 401:
+                    assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
+                    assert "token" in (await resp.json())["error"]
+                return resp.status
+
+        assert await status("/healthz", None) == 200  # load balancers probe it
+        for path in ("/metrics", "/jobs", "/jobs/nothing", "/status"):
+            assert await status(path, None) == 401, path
+            assert await status(path, "wrong") == 401, path
+            assert await status(path, "operator-token") in (200, 404), path
+
+
+def test_status_sends_the_token_the_workflow_names(tmp_path: Path) -> None:
+    """`meow-async status workflow.yaml` reads /status with runner.http's token (from the
+    same file the workflow names); given only the jobs folder, it cannot, and says so."""
+    (tmp_path / "operator.token").write_text("file-token\n")
+    write_workflow(
+        tmp_path,
+        "runner: {base_dir: data, jobs_dir: jobs, http: {port: 0, token_file: operator.token}}\n"
+        "recipes:\n  r: {kind: bash, script: 'true'}\n"
+        "patterns:\n  p: {glob: '*.txt', recipe: r}\n",
+    )
+    with MeowRun("workflow.yaml", cwd=tmp_path) as run:
+        run.wait_ready()
+        wait_until_sync(lambda: (tmp_path / "jobs" / ".meow-live.json").exists())
+        res = meow("status", "--json", "workflow.yaml", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        got: dict[str, Any] = json.loads(res.stdout)
+        assert got["source"] == "http", got
+        assert got["status"]["status"] == "ok"
+        res = meow("status", "--json", "jobs", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        got = json.loads(res.stdout)
+        assert got["source"] == "folders"
+        assert "token" in got["note"], got
+        live = json.loads((tmp_path / "jobs" / ".meow-live.json").read_text())
+        assert "file-token" not in json.dumps(live)
+
+
+def test_a_missing_runner_http_token_is_an_error_naming_it(tmp_path: Path) -> None:
+    os.environ.pop("MEOW_TEST_UNSET_OPERATOR_TOKEN", None)
+    write_workflow(
+        tmp_path,
+        "runner: {base_dir: data, http: {port: 0, token_env: MEOW_TEST_UNSET_OPERATOR_TOKEN}}\n"
+        "recipes:\n  r: {kind: bash, script: 'true'}\n"
+        "patterns:\n  p: {glob: '*.txt', recipe: r}\n",
+    )
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 1
+    assert (
+        "runner.http.token_env: environment variable MEOW_TEST_UNSET_OPERATOR_TOKEN" in res.stderr
+    )
+    assert "is not set" in res.stderr
