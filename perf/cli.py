@@ -40,8 +40,8 @@ SUITES = {
     "memory": "peak RSS under 10,000 idle connections, under a flood, and under TLS (idle "
     "connections, stalled handshakes)",
     "chunks": "network intake time by chunk size",
-    "http": "HTTP intake: requests/s and request -> event latency against a bare aiohttp "
-    "handler writing the same spool files",
+    "http": "HTTP intake: requests/s and request -> event latency (plain and HMAC-signed) "
+    "against a bare aiohttp handler writing the same spool files",
     "dask": "a burst of 1000 short jobs: local conductor vs a Dask LocalCluster (jobs/s, "
     "ms per job)",
     "listing": "meow-async jobs (and show PATH, status) on 100,000 job folders, the real CLI",
@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
         f"{', '.join(memory.LOADS)} (default: all; tls needs trustme)",
     )
     p.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="DIR",
+        help="http suite: also run the meow_async found in DIR (another checkout's src/, e.g. "
+        "from `git archive`), taking turns with this one, each point in its own process",
+    )
+    p.add_argument(
         "--from-json",
         type=Path,
         help="do not measure: render --markdown/--plots from a saved --json",
@@ -166,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             args.loop,
             args.concurrency,
             args.payload,
+            baseline=args.baseline_src,
         ),
     }
     steps["poll"] = lambda: poll.run(scratch, args.loop, sizes.name)

@@ -676,6 +676,30 @@ def test_one_signal_waits_for_the_running_job(tmp_path: Path, sig: signal.Signal
     assert "Traceback" not in run.stderr
 
 
+def test_sighup_is_logged_and_ignored(tmp_path: Path) -> None:
+    """SIGHUP to the runner's whole process group, as a closed terminal sends it: logged,
+    ignored by the runner and its fork server (a warm Python job runs after it), never a
+    silent death (before: the runner died of it without a line)."""
+    write_workflow(
+        tmp_path,
+        RUNNER + "recipes:\n  r: {kind: python, script: 'print(open(input_file).read())'}\n"
+        "patterns:\n  p: {glob: '*.txt', recipe: r}\n",
+    )
+    with MeowRun("workflow.yaml", cwd=tmp_path, preexec_fn=os.setsid) as run:
+        run.wait_ready()
+        (tmp_path / "data" / "before.txt").write_text("before")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 1, SHORT)
+        os.killpg(run.proc.pid, signal.SIGHUP)
+        run.wait_for("SIGHUP ignored: reloading the workflow is not supported yet", stream="stderr")
+        assert run.still_running(), run.report()
+        (tmp_path / "data" / "after.txt").write_text("after")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 2, SHORT)
+        run.signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+    assert [j["state"] for j in finished_jobs(tmp_path / "jobs")] == ["done", "done"]
+    assert "Traceback" not in run.stderr
+
+
 #: A job that would take a minute; it writes its own pid and its child's (by rename: whole).
 STUCK = """\
 cd "$MEOW_JOB_DIR"

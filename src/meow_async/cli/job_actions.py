@@ -124,16 +124,17 @@ def add_jobs_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def job_action(args: argparse.Namespace, root: Path) -> int:
-    """Run ``args.action`` on the job ``args.job`` under the jobs folder ``root``."""
+def job_action(args: argparse.Namespace, root: Path, token: str | None = None) -> int:
+    """Run ``args.action`` on the job ``args.job`` under the jobs folder ``root``; ``token``:
+    runner.http's bearer token, when the workflow file (``--jobs``) names one."""
     if args.action == "logs":
         return logs(find_one(root, args.job), follow=args.follow)
     folder = _folder(root, args.job)
     if args.action == "rerun":
-        return rerun(root, folder)
+        return rerun(root, folder, token)
     if not args.kill_after >= 0:
         raise MeowError(f"--kill-after: expected seconds, 0 or more, got {args.kill_after}")
-    return cancel(root, folder, args.kill_after)
+    return cancel(root, folder, args.kill_after, token)
 
 
 def _folder(root: Path, text: str) -> Path:
@@ -152,11 +153,14 @@ def _live(root: Path) -> Live | None:
     return live if live is not None and live.alive is not False else None
 
 
-def _post(live: Live, path: str) -> dict[str, Any]:
-    """POST to the runner's runner.http; its JSON answer (raises MeowError with its error)."""
+def _post(live: Live, path: str, token: str | None) -> dict[str, Any]:
+    """POST to the runner's runner.http (with its bearer token, if given); its JSON answer
+    (raises MeowError with its error)."""
     url = str(live.url(path))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310 - our runner
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with opener.open(request, timeout=HTTP_TIMEOUT) as resp:
             answer: dict[str, Any] = json.loads(resp.read())
@@ -166,6 +170,8 @@ def _post(live: Live, path: str) -> dict[str, Any]:
             why = json.loads(e.read()).get("error") or e.reason
         except ValueError:
             why = e.reason
+        if e.code == 401 and token is None:
+            why = f"{why} (give the workflow file with --jobs: its runner.http names the token)"
         raise MeowError(f"the runner (pid {live.pid}) refused: {why}") from None
     except (OSError, ValueError) as e:
         raise MeowError(f"the runner's runner.http at {live.url()} did not answer: {e}") from None
@@ -174,7 +180,7 @@ def _post(live: Live, path: str) -> dict[str, Any]:
 # -- rerun ------------------------------------------------------------------------------------
 
 
-def rerun(root: Path, folder: Path) -> int:
+def rerun(root: Path, folder: Path, token: str | None = None) -> int:
     meta = _meta(folder)
     job_id = str(meta.get("id") or folder.name)
     state = meta.get("state")
@@ -182,7 +188,7 @@ def rerun(root: Path, folder: Path) -> int:
         raise MeowError(f"job {job_id} is {state}: only a finished job can be rerun")
     live = _live(root)
     if live is not None and live.http is not None:
-        _post(live, f"/jobs/{job_id}/rerun")
+        _post(live, f"/jobs/{job_id}/rerun", token)
         print(f"job {job_id} queued again: the runner (pid {live.pid}) runs it now")
         return 0
     write_meta(folder, queued_again(meta))
@@ -199,7 +205,7 @@ def rerun(root: Path, folder: Path) -> int:
 # -- cancel -----------------------------------------------------------------------------------
 
 
-def cancel(root: Path, folder: Path, kill_after: float) -> int:
+def cancel(root: Path, folder: Path, kill_after: float, token: str | None = None) -> int:
     meta = _meta(folder)
     job_id = str(meta.get("id") or folder.name)
     state = meta.get("state")
@@ -208,12 +214,14 @@ def cancel(root: Path, folder: Path, kill_after: float) -> int:
     attempt = last_attempt(folder)
     started = attempt is not None and attempt.number > len(meta.get("attempts") or [])
     if state == JobState.queued.value and not started:
-        return _cancel_queued(root, folder, meta, job_id)
+        return _cancel_queued(root, folder, meta, job_id, token)
     assert attempt is not None  # noqa: S101 - it started
     return _cancel_running(folder, attempt, job_id, kill_after)
 
 
-def _cancel_queued(root: Path, folder: Path, meta: dict[str, Any], job_id: str) -> int:
+def _cancel_queued(
+    root: Path, folder: Path, meta: dict[str, Any], job_id: str, token: str | None
+) -> int:
     live = _live(root)
     if live is None:
         meta.update(
@@ -231,7 +239,7 @@ def _cancel_queued(root: Path, folder: Path, meta: dict[str, Any], job_id: str) 
             "moment; it has no runner.http to be told, so cancel it once it runs, or stop "
             "the runner first"
         )
-    _post(live, f"/jobs/{job_id}/cancel")
+    _post(live, f"/jobs/{job_id}/cancel", token)
     print(f"job {job_id} cancelled: its runner (pid {live.pid}) records it instead of starting it")
     return 0
 

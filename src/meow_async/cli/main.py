@@ -20,7 +20,7 @@ from .. import __version__
 from ..conductors.process_log import current
 from ..exceptions import MeowError, WorkflowFileError, WorkflowProblem
 from ..model.addresses import host_port
-from ..model.config import dask_option
+from ..model.config import dask_option, http_token
 from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, ended_text, read_meta
 from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
 from ..model.schedule import tick_name
@@ -33,6 +33,7 @@ from . import folders, job_actions, listing, status
 from .docs import docs_command
 from .init import init_command
 from .listening import target
+from .logs import setup_logging
 from .send import client_tls_context, send
 from .urls import DOCS_URL
 
@@ -295,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     try:
         if args.command.startswith("jobs "):
-            return job_actions.job_action(args, _jobs_root(args.jobs))
+            root, spec = _root_and_spec(args.jobs)
+            token = http_token(spec.config.http) if spec is not None else None
+            return job_actions.job_action(args, root, token)
         if args.command == "run":
             return _run(args)
         if args.command == "init":
@@ -326,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _setup_logging(
+    setup_logging(
         logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         json_lines=args.log_format == "json",
     )
@@ -371,8 +374,14 @@ async def _serve(
             logger.warning("%s: stopping gracefully (again to stop running jobs at once)", sig.name)
         runner.stop()
 
+    def on_hangup() -> None:
+        # A closed terminal or `kill -HUP` (what daemons take for "reload") must not end a
+        # runner silently; reloading the workflow is for a later release.
+        logger.warning("SIGHUP ignored: reloading the workflow is not supported yet")
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         task = asyncio.create_task(runner.run())
         started = asyncio.create_task(runner.started.wait())
@@ -385,7 +394,7 @@ async def _serve(
                 _banner(spec, runner, loop_name)  # the runner's live file is written by now
         await task
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -497,44 +506,6 @@ def _rel(path: Path) -> str:
         return os.path.relpath(path)
     except ValueError:
         return str(path)
-
-
-class _Formatter(logging.Formatter):
-    default_msec_format = "%s.%03d"
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, with stable keys, for log shippers."""
-
-    FIELDS = ("job", "rule", "event", "jobs", "workflow", "base_dir", "jobs_dir", "rules", "http")
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key in self.FIELDS:
-            value = record.__dict__.get(key)
-            if value is not None:
-                out[key] = value
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def _setup_logging(level: int, *, json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonFormatter()
-        if json_lines
-        else _Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
-    )
-    root = logging.getLogger("meow_async")
-    root.addHandler(handler)
-    root.setLevel(level)
 
 
 # -- send ---------------------------------------------------------------------------------------

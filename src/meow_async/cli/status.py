@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import MeowError
+from ..model.config import http_token
 from ..model.patterns import Pattern, TimePattern
 from ..model.schedule import tick_name
 from ..model.workflow_file import WorkflowSpec
@@ -71,8 +72,16 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
         "note": None,
     }
     if running and live is not None and live.http is not None:
+        token = http_token(spec.config.http) if spec is not None else None
         try:
-            out["status"] = _get_json(str(live.url("/status")))
+            out["status"] = _get_json(str(live.url("/status")), token)
+        except urllib.error.HTTPError as e:
+            out["note"] = (
+                f"runner.http at {live.url()} asks for its token: give the workflow file, "
+                "whose runner.http names it: figures from the job folders"
+                if e.code == 401
+                else f"runner.http at {live.url()} answered {e.code}: figures from the job folders"
+            )
         except (OSError, ValueError) as e:
             out["note"] = (
                 f"runner.http at {live.url()} did not answer ({_why(e)}): figures from the "
@@ -154,10 +163,13 @@ def _folders(root: Path, now: float) -> dict[str, Any]:
     }
 
 
-def _get_json(url: str) -> dict[str, Any]:
+def _get_json(url: str, token: str | None = None) -> dict[str, Any]:
     # No proxy: the runner is asked directly, whatever HTTP_PROXY says.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=HTTP_TIMEOUT) as resp:
+    request = urllib.request.Request(url)  # noqa: S310 - http:// built from the live file
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    with opener.open(request, timeout=HTTP_TIMEOUT) as resp:
         answer = json.loads(resp.read())
     if not isinstance(answer, dict):
         raise ValueError("not a JSON object")  # noqa: TRY004 - a bad answer, as bad JSON is

@@ -10,12 +10,15 @@ from typing import Any, ClassVar, Literal, cast
 from urllib.parse import urlsplit
 
 from ..exceptions import ConfigError
+from .http_limits import DEFAULT_LIMITS, HTTP_LIMIT_FIELDS, HttpLimits, limit, limits_of
+from .secrets import read_secret
 from .settings import (
     block,
     check_settings,
     choice,
     count,
     custom,
+    env_name,
     flag,
     host,
     made,
@@ -23,6 +26,7 @@ from .settings import (
     port,
     resources,
     seconds,
+    secret_file,
     text,
 )
 
@@ -39,6 +43,8 @@ __all__ = [
     "WatcherName",
     "dask_option",
     "dask_settings",
+    "http_limits",
+    "http_token",
 ]
 
 WatcherName = Literal["auto", "inotify", "watchfiles", "poll"]
@@ -134,9 +140,33 @@ class HttpEndpoint:
     #: The address people open to reach it (a proxy's, say), for the job links in
     #: notifications; default ``http://HOST:PORT``.
     public_url: str | None = field(default=None, metadata=optional(_PUBLIC_URL))
+    #: The environment variable holding the bearer token every path but /healthz then needs.
+    token_env: str | None = field(default=None, metadata=optional(env_name()))
+    #: The file holding that bearer token (relative to the workflow file's folder).
+    token_file: str | None = field(default=None, metadata=optional(secret_file()))
+    #: Seconds a connection may stay open without a request.
+    idle_timeout: float = limit("idle_timeout")
+    #: Seconds from a request's first byte until its headers are complete.
+    header_timeout: float = limit("header_timeout")
+    #: Seconds a body may go without a byte (then ``body_min_rate`` on average).
+    body_timeout: float = limit("body_timeout")
+    #: Bytes per second a body must come at, on average, once ``body_timeout`` has passed.
+    body_min_rate: int = limit("body_min_rate")
+    #: Connections open at once; past it the oldest idle one is closed, or the new one
+    #: answered 503.
+    max_connections: int = limit("max_connections")
+
+    extra_schema: ClassVar[dict[str, Any]] = {"not": {"required": ["token_env", "token_file"]}}
 
     def __post_init__(self) -> None:
         check_settings(self, "runner.http")
+        if self.token_env is not None and self.token_file is not None:
+            raise ConfigError(
+                "give the bearer token in one place: token_env or token_file",
+                where="runner.http",
+                field="token_file",
+                value=self.token_file,
+            )
 
 
 def _strings(hint: str) -> dict[str, Any]:
@@ -346,12 +376,18 @@ class DaskSettings:
 def _http(where: str, field: str, value: object) -> dict[str, Any]:
     hint = (
         "expected {host: ADDRESS, port: PORT, public_url: URL} (host defaults to 127.0.0.1; "
-        "public_url is optional)"
+        "public_url is optional), optionally with token_env or token_file and "
+        f"{', '.join(HTTP_LIMIT_FIELDS)}"
     )
     endpoint = made(HttpEndpoint, where, field, value, hint)
     out: dict[str, Any] = {"host": endpoint.host, "port": endpoint.port}
-    if endpoint.public_url is not None:
-        out["public_url"] = endpoint.public_url
+    for key in ("public_url", "token_env", "token_file"):
+        if getattr(endpoint, key) is not None:
+            out[key] = getattr(endpoint, key)
+    for key in HTTP_LIMIT_FIELDS:  # the defaults are implied
+        if getattr(endpoint, key) != getattr(DEFAULT_LIMITS, key):
+            out[key] = getattr(endpoint, key)
+    http_token(out)  # a missing token is an error now, not at the first request
     return out
 
 
@@ -408,8 +444,11 @@ class RunnerConfig:
             metadata, so they survive a machine crash too, not only the runner's.
         filter_max_body: bytes of an HTTP body or network message a ``when:`` filter reads at
             most; a larger one is not parsed, and its ``body``/``payload`` is absent.
-        http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics`` and
-            ``/jobs`` there (off by default; port 0: any free port, see ``Runner.http_port``).
+        http: ``{"host": "127.0.0.1", "port": 9464}`` serves ``/healthz``, ``/metrics``,
+            ``/jobs`` and ``/status`` there (off by default; port 0: any free port, see
+            ``Runner.http_port``); with ``token_env`` or ``token_file``, every path but
+            ``/healthz`` needs that bearer token; ``idle_timeout``, ``header_timeout``,
+            ``body_timeout``, ``body_min_rate`` and ``max_connections`` as HTTP patterns have.
             ``public_url`` is the address people open to reach it (a proxy's, say), for the
             job links in notifications; default ``http://HOST:PORT``.
         conductor: where jobs run by default: ``local`` (this machine) or ``dask``; a recipe's
@@ -480,6 +519,20 @@ class RunnerConfig:
         if self.poll_settle is not None:
             return float(self.poll_settle)
         return max(2.0, 2 * float(self.poll_interval))
+
+
+def http_token(http: Mapping[str, Any] | None) -> str | None:
+    """The bearer token ``runner.http`` asks for (None: its paths are open), read from the
+    variable or file it names."""
+    if not http:
+        return None
+    what = "runner.http's bearer token"
+    return read_secret("runner", "http.token", http.get("token_env"), http.get("token_file"), what)
+
+
+def http_limits(http: Mapping[str, Any]) -> HttpLimits:
+    """``runner.http``'s limits: what it sets, the defaults for the rest."""
+    return limits_of(dict(http))
 
 
 def dask_settings(value: object) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ..exceptions import ConfigError
 from .checks import check_name, check_variable
 from .filters import Filter, compile_filter
 from .globs import compile_glob
+from .http_limits import HTTP_LIMIT_FIELDS, HttpLimits, limit, limits_of
 from .notify import Notify, make_notify
 from .schedule import (
     MIN_INTERVAL,
@@ -27,6 +28,7 @@ from .schedule import (
     parse_interval,
     time_zone,
 )
+from .secrets import read_secret, secret_header
 from .settings import (
     HEADER_NAME,
     block,
@@ -42,6 +44,7 @@ from .settings import (
     params,
     port,
     seconds,
+    secret_file,
     text,
     variable,
 )
@@ -371,18 +374,6 @@ def _tls_file() -> dict[str, Any]:
     return custom({"type": "string", "minLength": 1}, check)
 
 
-def _secret_file() -> dict[str, Any]:
-    """The path of a file holding a secret (a workflow file's, made relative to its folder,
-    arrives as a Path); whether it can be read is the pattern's to say, naming the secret."""
-
-    def check(where: str, field: str, value: object) -> object:
-        if not isinstance(value, str | os.PathLike) or not os.fspath(value):
-            raise ConfigError("expected the path of a file", where=where, field=field, value=value)
-        return os.fspath(value)
-
-    return custom({"type": "string", "minLength": 1}, check)
-
-
 #: TLS needs a certificate and its key, and client certificates need TLS.
 _TLS_SCHEMA: dict[str, Any] = {
     "dependentRequired": {
@@ -486,6 +477,9 @@ HTTP_ROUTE_FIELDS = (
     "signature",
     "token_header",
 )
+#: Settings of the server itself: every HTTP pattern on one host:port must agree on them
+#: (and ``runner.http`` on the same host:port on the limits).
+HTTP_SERVER_FIELDS = ("tls_cert", "tls_key", "tls_client_ca", *HTTP_LIMIT_FIELDS)
 #: How a signed request is signed: meow_async's own scheme (a timestamp signed with the body),
 #: or GitHub's (``X-Hub-Signature-256``, the body alone).
 SIGNATURES: tuple[str, ...] = ("meow", "github")
@@ -569,7 +563,9 @@ class HttpPattern(_PatternBase):
     ``route`` may hold ``{name}`` parts (``/ingest/{instrument}``): their values, the query
     string and the ``headers`` named here reach the recipe as parameters. ``token_env`` or
     ``token_file`` names where the bearer token clients must send is kept (never the token
-    itself). Patterns on one host:port share one server.
+    itself). Patterns on one host:port share one server, and so its limits: how long a
+    connection may stay idle, send its headers or its body, and how many may be open (see
+    :class:`HttpLimits`).
     """
 
     EVENT_KIND: ClassVar[str] = "http"
@@ -590,19 +586,20 @@ class HttpPattern(_PatternBase):
         ),
     )
     token_env: str | None = field(default=None, metadata=optional(env_name()))
-    token_file: str | None = field(default=None, metadata=optional(_secret_file()))
+    token_file: str | None = field(default=None, metadata=optional(secret_file()))
     #: HMAC-SHA256 signatures instead of (or as well as) a token: the client sends
     #: ``sha256=<hex of HMAC(secret, TIMESTAMP + "." + body)>`` in ``hmac_header`` and the
     #: Unix time it signed in ``timestamp_header``; older than ``hmac_window`` seconds, or a
     #: signature seen before within it, is refused.
     hmac_secret_env: str | None = field(default=None, metadata=optional(env_name()))
-    hmac_secret_file: str | None = field(default=None, metadata=optional(_secret_file()))
+    hmac_secret_file: str | None = field(default=None, metadata=optional(secret_file()))
     hmac_header: str = field(default="X-Signature-256", metadata=header_name())
     timestamp_header: str = field(default="X-Timestamp", metadata=header_name())
     hmac_window: float = field(default=300.0, metadata=seconds(above_zero=True))
     #: ``meow`` (above) or ``github``: GitHub's own webhooks, ``sha256=<hex of HMAC(secret,
     #: body)>`` in ``X-Hub-Signature-256`` (unless ``hmac_header`` says otherwise), with no
-    #: timestamp; a signature seen before within ``hmac_window`` is refused as a replay.
+    #: timestamp; either way a signature seen before (kept for twice ``hmac_window``, across
+    #: restarts) is refused as a replay.
     signature: Literal["meow", "github"] = field(default="meow", metadata=choice(*SIGNATURES))
     #: The header clients send the token in: ``Authorization`` (as ``Bearer <token>``), or
     #: another whose value is the token itself, e.g. ``X-Gitlab-Token`` for GitLab's webhooks.
@@ -616,6 +613,19 @@ class HttpPattern(_PatternBase):
     tls_cert: str | None = field(default=None, metadata=optional(_tls_file()))
     tls_key: str | None = field(default=None, metadata=optional(_tls_file()))
     tls_client_ca: str | None = field(default=None, metadata=optional(_tls_file()))
+    #: Seconds a connection may stay open without a request (before its first, between
+    #: keep-alive requests).
+    idle_timeout: float = limit("idle_timeout")
+    #: Seconds from a request's first byte until its headers are complete.
+    header_timeout: float = limit("header_timeout")
+    #: Seconds a body may go without a byte; after them, it must have come at
+    #: ``body_min_rate`` bytes/s on average.
+    body_timeout: float = limit("body_timeout")
+    #: Bytes per second a body must come at, on average, once ``body_timeout`` has passed.
+    body_min_rate: int = limit("body_min_rate")
+    #: Connections open at once on this host:port; past it the oldest idle one is closed,
+    #: or the new one answered 503.
+    max_connections: int = limit("max_connections")
 
     extra_schema: ClassVar[dict[str, Any]] = {
         **_TLS_SCHEMA,
@@ -662,42 +672,24 @@ class HttpPattern(_PatternBase):
 
     def token(self) -> str | None:
         """The bearer token clients must send, read from where the pattern says."""
-        return self._secret("token", "the bearer token")
+        where = f"pattern {self.name!r}"
+        return read_secret(where, "token", self.token_env, self.token_file, "the bearer token")
 
     def hmac_secret(self) -> str | None:
         """The secret request signatures are made with."""
-        return self._secret("hmac_secret", "the HMAC secret")
-
-    def _secret(self, prefix: str, what: str) -> str | None:
         where = f"pattern {self.name!r}"
-        env, file = getattr(self, f"{prefix}_env"), getattr(self, f"{prefix}_file")
-        if env is not None:
-            value = os.environ.get(str(env))
-            if not value:
-                raise ConfigError(
-                    f"environment variable {env} ({what}) is not set",
-                    where=where,
-                    field=f"{prefix}_env",
-                    value=env,
-                )
-            return value
-        if file is not None:
-            try:
-                with open(os.fspath(file), encoding="utf-8") as f:
-                    value = f.read().strip()
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot read {what} from {file}: {e.strerror or e}",
-                    where=where,
-                    field=f"{prefix}_file",
-                    value=file,
-                ) from None
-            if not value:
-                raise ConfigError(
-                    f"{file} ({what}) is empty", where=where, field=f"{prefix}_file", value=file
-                )
-            return value
-        return None
+        return read_secret(
+            where, "hmac_secret", self.hmac_secret_env, self.hmac_secret_file, "the HMAC secret"
+        )
+
+    @property
+    def secret_headers(self) -> tuple[str, ...]:
+        """The chosen ``headers`` whose values are credentials: recorded as ``[redacted]``."""
+        mine = (self.hmac_header.lower(), self.token_header.lower())
+        return tuple(h for h in self.headers if h in mine or secret_header(h))
+
+    def limits(self) -> HttpLimits:
+        return limits_of(self)
 
     @property
     def route_parts(self) -> list[str]:
@@ -719,8 +711,9 @@ class HttpPattern(_PatternBase):
         return self.tls_cert is not None
 
     def server_settings(self) -> tuple[object, ...]:
-        """What every HTTP pattern on one host:port must agree on: the server's TLS."""
-        return (self.tls_cert, self.tls_key, self.tls_client_ca)
+        """What every HTTP pattern on one host:port must agree on: the server's TLS and
+        limits."""
+        return tuple(getattr(self, f) for f in HTTP_SERVER_FIELDS)
 
 
 _UTC = ZoneInfo("UTC")

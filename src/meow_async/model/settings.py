@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import keyword
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass
@@ -67,6 +68,7 @@ __all__ = [
     "renamed",
     "resources",
     "seconds",
+    "secret_file",
     "text",
     "variable",
 ]
@@ -313,6 +315,18 @@ def env_name(what: str = "the name of an environment variable") -> dict[str, Any
         return value
 
     return _meta(Kind({"type": "string", "pattern": f"^{ENV_NAME.pattern}$"}, check))
+
+
+def secret_file() -> dict[str, Any]:
+    """The path of a file holding a secret (a workflow file's, made relative to its folder,
+    arrives as a Path); whether it can be read is for its owner to say, naming the secret."""
+
+    def check(where: str, field: str, value: Any) -> Any:
+        if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+            raise ConfigError("expected the path of a file", where=where, field=field, value=value)
+        return os.fspath(value)
+
+    return _meta(Kind({"type": "string", "minLength": 1}, check))
 
 
 def header_name() -> dict[str, Any]:

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from ..exceptions import ConfigError, WorkflowFileError, WorkflowProblem
-from .config import RunnerConfig
+from .config import HttpEndpoint, RunnerConfig
 from .notify import Email
 from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern, TimePattern
 from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 from .rules import Rule
+from .secrets import REDACTED
 from .settings import keys_of, kind_of
 from .templates import unknown_keywords
 
@@ -53,6 +54,7 @@ _TOP_KEYS = {"runner", "recipes", "patterns"}
 #: Settings that name a file, relative to the workflow file's folder.
 _PATHS: dict[type[Any], tuple[str, ...]] = {
     RunnerConfig: ("base_dir", "jobs_dir", "spool_dir"),
+    HttpEndpoint: ("token_file",),
     NetworkPattern: ("tls_cert", "tls_key", "tls_client_ca"),
     HttpPattern: ("token_file", "hmac_secret_file", "tls_cert", "tls_key", "tls_client_ca"),
     Email: ("tls_ca",),
@@ -625,7 +627,27 @@ def _pattern(
         )
     for field_name in ("parameters", "outputs"):
         _templates(raw, field_name, where, problems)
+    if isinstance(pattern, HttpPattern):
+        _secret_headers(pattern, raw, where, problems)
     return pattern
+
+
+def _secret_headers(pattern: HttpPattern, raw: _Map, where: str, problems: _Problems) -> None:
+    """A header that carries a credential reaches jobs redacted: say so before anyone wonders
+    where its value went (docs/security.md)."""
+    given = raw.get("headers")
+    for name in pattern.secret_headers:
+        mark, value = _value_at(raw, "headers"), given
+        if isinstance(given, _Seq):
+            at = [i for i, h in enumerate(given) if isinstance(h, str) and h.lower() == name]
+            if at:
+                mark, value = given.items_at[at[0]], given[at[0]]  # as the file spells it
+        problems.warn(
+            mark,
+            f"{where}.headers",
+            f"{name} carries a secret: jobs and every record get {REDACTED!r} instead of its value",
+            value,
+        )
 
 
 def _templates(raw: _Map, key: str, where: str, problems: _Problems) -> None:

@@ -398,23 +398,34 @@ class NetworkMonitor:
         return self.journal(path, spool.id, rules, extras, "network")
 
     def journal(
-        self, path: str, msg_id: str, rules: list[Rule], extras: dict[str, Any], kind: str
+        self,
+        path: str,
+        msg_id: str,
+        rules: list[Rule],
+        extras: dict[str, Any],
+        kind: str,
+        *,
+        signature: tuple[str, float] | None = None,
     ) -> list[Event]:
         """Accept a complete spooled message for ``rules``: its journal line, then its events.
-        (The HTTP monitor's requests come in here too: one spool, one journal.)"""
-        self.spooled_bytes += int(extras.get("size") or 0)
-        entry = {
+        (The HTTP monitor's requests come in here too: one spool, one journal; a signed one's
+        ``signature`` and until when it is refused again ride along, so that a restart right
+        after still refuses a replay: see ``pending_entries``.)"""
+        entry: dict[str, Any] = {
             "id": msg_id,
             "time": time.time(),
             "rules": [r.name for r in rules],
             "extras": extras,
             "kind": kind,
         }
+        if signature is not None:
+            entry["signature"] = list(signature)
         try:
             self._journal.add(entry)  # accepted from here on: a restart will finish it
         except OSError:
             unlink(path)  # not accepted: nothing of it stays
             raise
+        self.spooled_bytes += int(extras.get("size") or 0)
         return self._events_for(entry, path, rules)
 
     def payload(self, path: str, size: int) -> Any:
@@ -429,6 +440,10 @@ class NetworkMonitor:
             return ABSENT
         ok, value = parse_json(data)
         return value if ok else ABSENT
+
+    def pending_entries(self) -> list[dict[str, Any]]:
+        """The journal's entries whose jobs are not all made yet (after ``recover``)."""
+        return list(self._journal.pending.values())
 
     def offer(self, events: list[Event]) -> bool:
         """Queue the events now if there is room and nobody is waiting before them."""

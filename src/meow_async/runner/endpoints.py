@@ -3,13 +3,17 @@
 
 Views of a running runner for operators and their tools, and two requests that change a job.
 Metrics are collected when scraped, from counters the runner keeps anyway: nothing is added to
-the path of an event.
+the path of an event. With a token (``runner.http.token_env`` / ``token_file``) every path but
+``/healthz`` needs it as a bearer token, the two POSTs included; ``/healthz`` stays open for
+load balancers and says only "ok" or not. Without one, the POSTs are accepted from this
+machine only (a loopback address).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import hmac
 import os
 import time
 from collections import Counter
@@ -38,11 +42,14 @@ from ..model.schedule import tick_name
 from ..monitors import HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
 from ..monitors.connection import peer_log
 from ..monitors.filtering import Filtering
+from ..monitors.http_server import http_log
 from .bookkeeping import RunnerStats
 from .live import LiveFile
 
 __all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
 
+#: Why the runner closes connections (``meow_connections_closed_total``'s ``reason``).
+CLOSE_REASONS = ("cap", "tls", "hello", "idle", "header", "body")
 #: Upper bounds (seconds) of the job duration histogram's buckets.
 BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
 
@@ -151,12 +158,14 @@ class _Collector:
         )
         closed = CounterMetricFamily(
             "meow_connections_closed",
-            "Network connections closed by the runner, by why: cap (over max_waiting), tls "
-            "(handshake failed), hello (TLS on a plain port), idle (idle_timeout)",
+            "Network and HTTP connections closed by the runner, by why: cap (over a network "
+            "listener's max_waiting, or an HTTP server's max_connections), tls (handshake "
+            "failed), hello (TLS on a plain port), idle (idle_timeout), header (HTTP "
+            "header_timeout), body (HTTP body_timeout or body_min_rate)",
             labels=["reason"],
         )
-        for reason in ("cap", "tls", "hello", "idle"):
-            closed.add_metric([reason], peer_log.counts[reason])
+        for reason in CLOSE_REASONS:
+            closed.add_metric([reason], peer_log.counts[reason] + http_log.counts[reason])
         yield closed
         answered = CounterMetricFamily(
             "meow_http_responses",
@@ -186,10 +195,11 @@ class Endpoints:
     #: ``POST /jobs/{id}/<action>``.
     ACTIONS = ("rerun", "cancel")
 
-    def __init__(self, runner: Observed) -> None:
+    def __init__(self, runner: Observed, token: str | None = None) -> None:
         self.runner = runner
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(runner))
+        self._token = None if token is None else token.encode()
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The answer to an operator's request; None for a path that is not one of ours."""
@@ -207,6 +217,9 @@ class Endpoints:
             )
         if path == "/healthz":
             return self.healthz()
+        refused = self.allowed(request, changes=False)
+        if refused is not None:
+            return refused
         if path == "/metrics":
             return self.metrics()
         if path == "/jobs":
@@ -215,10 +228,22 @@ class Endpoints:
             return web.json_response(self.status())
         return await self.job(path.removeprefix("/jobs/"))
 
-    def allowed(self, request: web.BaseRequest) -> web.Response | None:
-        """Whether ``request`` may change a job: None if so, else the refusal. The one check
-        every request that changes something passes: from this machine only (a loopback
-        address), until runner.http has a credential of its own."""
+    def allowed(self, request: web.BaseRequest, *, changes: bool = True) -> web.Response | None:
+        """Whether ``request`` may be answered: None if so, else the refusal. The one check
+        every request but ``/healthz`` passes. With runner.http's token, the request must
+        carry it (``Authorization: Bearer``), from wherever it comes; without one, views are
+        open and a request that ``changes`` a job must come from this machine (a loopback
+        address)."""
+        if self._token is not None:
+            if self._authorized(request):
+                return None
+            return web.json_response(
+                {"error": f"{request.path} needs runner.http's bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="meow_async runner"'},
+            )
+        if not changes:
+            return None
         peer = request.transport.get_extra_info("peername") if request.transport else None
         host = peer[0] if isinstance(peer, tuple) and peer else ""
         if isinstance(host, str) and (
@@ -264,6 +289,15 @@ class Endpoints:
             else:
                 out[m.name] = "live" if m.ready.is_set() else "starting"
         return out
+
+    def _authorized(self, request: web.BaseRequest) -> bool:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        token = self._token
+        return (
+            token is not None
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(value.strip().encode(), token)
+        )
 
     def healthz(self) -> web.Response:
         r = self.runner

@@ -20,11 +20,12 @@ from ..conductors.process_log import CANCELLED, current
 from ..conductors.recovery import clear_notify_mark, recover_jobs
 from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from ..handlers import Handler
-from ..model.config import RunnerConfig
+from ..model.config import RunnerConfig, http_limits, http_token
 from ..model.events import Event
 from ..model.jobs import FINISHED, META_FILE, Job, JobState, queued_again, read_meta, write_meta
 from ..model.notify import Notify
 from ..model.patterns import FilePattern, Pattern
+from ..model.printable import printable
 from ..model.recipes import Recipe
 from ..model.rules import Rule
 from ..model.workflow import Workflow
@@ -104,9 +105,11 @@ class Runner:
         self.live = LiveFile(self.jobs_dir)  # for `meow-async status`
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         http = self.config.http
-        self.endpoints = Endpoints(self) if http else None
+        self.endpoints = Endpoints(self, http_token(http)) if http else None
         if http and self.endpoints is not None:
-            self.http.serve_operator(http["host"], http["port"], self.endpoints.answer)
+            self.http.serve_operator(
+                http["host"], http["port"], self.endpoints.answer, http_limits(http)
+            )
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -622,7 +625,7 @@ class Runner:
                 "job %s skipped (rule %s): %s",
                 job.id,
                 job.rule,
-                job.meta["error"],
+                printable(str(job.meta["error"])),
                 extra=_fields(job),
             )
         else:
@@ -633,7 +636,7 @@ class Runner:
                 state.value,
                 took,
                 job.rule,
-                job.meta.get("error"),
+                printable(str(job.meta.get("error"))),
                 extra=_fields(job),
             )
         self._job_ended(job, state)
@@ -753,13 +756,14 @@ def _fields(job: Job) -> dict[str, Any]:
 
 
 def _what(event: Event) -> str:
-    """An event in a log line: the file, or the message."""
+    """An event in a log line: the file, or the message (what came from outside escaped, for
+    an embedding application's own log format too)."""
     if event.kind == "network":
         return f"message {event.extras.get('message_id')} from {event.extras.get('peer')}"
     if event.kind == "http":
         x = event.extras
-        what = f"{x.get('method')} {x.get('request_path')}"
+        what = f"{x.get('method')} {printable(str(x.get('request_path')))}"
         return f"{what} ({x.get('message_id')}) from {x.get('peer')}"
     if event.kind == "time":
         return f"tick {event.extras.get('scheduled_time')}"
-    return f"{event.change or event.kind} {event.rel_path}"
+    return f"{event.change or event.kind} {printable(event.rel_path)}"
