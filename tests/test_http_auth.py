@@ -232,6 +232,57 @@ async def test_a_signature_journaled_just_before_a_kill_is_refused_again(
     assert len(ws.jobs_list()) == 1
 
 
+def github_signed(body: bytes, *, secret: str = SECRET) -> dict[str, str]:
+    """GitHub's own signature: the body alone, no timestamp."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={digest}"}
+
+
+async def test_a_github_signature_is_refused_again_as_meows_are(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``signature: github`` carries no timestamp, but its signature is remembered as a
+    ``meow`` one is (in signatures.log, twice hmac_window): a delivery sent again after a
+    restart is refused, two copies sent at once make one job, and a delivery no rule's
+    filter wants (202, no job) has used its signature all the same."""
+    monkeypatch.setenv("MEOW_TEST_GH_SECRET", SECRET)
+    hook = HttpPattern(
+        name="gh",
+        route="/gh",
+        port=0,
+        recipe="r",
+        hmac_secret_env="MEOW_TEST_GH_SECRET",
+        signature="github",
+        when='body.ref == "refs/heads/main"',
+    )
+    recipe = sh_recipe("r", 'cat "$input_file"')
+    first = json.dumps({"ref": "refs/heads/main", "after": "1"}).encode()
+    twice = json.dumps({"ref": "refs/heads/main", "after": "2"}).encode()
+    other = json.dumps({"ref": "refs/heads/dev", "after": "3"}).encode()
+    async with ws.runner([hook], [recipe]) as r:
+        url = f"http://127.0.0.1:{r.ports()['gh']}/gh"
+        status, answer = await post(url, first, github_signed(first))
+        assert status == 202, answer
+        assert len(answer["jobs"]) == 1
+        both = await asyncio.gather(*(post(url, twice, github_signed(twice)) for _ in range(2)))
+        assert sorted(status for status, _ in both) == [202, 401], both
+        status, filtered = await post(url, other, github_signed(other))
+        assert (status, filtered["jobs"]) == (202, []), filtered
+        status, refused = await post(url, other, github_signed(other))
+        assert status == 401, refused
+        assert "replay" in refused["error"]
+        async with asyncio.timeout(WAIT):
+            await r.wait_for(lambda s: s.finished >= 2)
+    async with ws.runner([hook], [recipe]) as r:  # a restart: the signatures are remembered
+        url = f"http://127.0.0.1:{r.ports()['gh']}/gh"
+        for body in (first, twice, other):
+            status, refused = await post(url, body, github_signed(body))
+            assert status == 401, (body, refused)
+            assert "replay" in refused["error"]
+        assert no_spool_left(r)
+    assert len(ws.jobs_list()) == 2
+
+
 def test_seen_signatures_and_answers_are_bounded_by_their_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

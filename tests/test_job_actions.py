@@ -26,8 +26,16 @@ sys.exit(int(go.read_text() or 0) if go.exists() else 9)
 """
 
 
-def workflow(root: Path, *, http: bool = False, retries: int = 0, max_jobs: int = 2) -> None:
-    server = ", http: {host: 127.0.0.1, port: 0}" if http else ""
+def workflow(
+    root: Path,
+    *,
+    http: bool = False,
+    retries: int = 0,
+    max_jobs: int = 2,
+    token_file: str | None = None,
+) -> None:
+    token = f", token_file: {token_file}" if token_file else ""
+    server = f", http: {{host: 127.0.0.1, port: 0{token}}}" if http else ""
     script = "\n".join("      " + line for line in WAITER.splitlines())
     write_workflow(
         root,
@@ -150,6 +158,48 @@ def test_rerun_through_runner_http_and_cancel_a_queued_job(tmp_path: Path) -> No
         rerun = metas[first["id"]]
         assert (rerun["state"], rerun["reruns"], len(rerun["attempts"])) == ("done", 1, 2)
         assert (tmp_path / "jobs" / first["id"] / "stdout.txt").read_text().count("started") == 1
+        run.signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+
+
+def test_rerun_and_cancel_send_the_token_the_workflow_names(tmp_path: Path) -> None:
+    """With runner.http's token, `jobs rerun|cancel --jobs workflow.yaml` read it from where
+    the workflow names it and send it; given the jobs folder they cannot, and say what to give."""
+    (tmp_path / "operator.token").write_text("file-token\n")
+    workflow(tmp_path, http=True, max_jobs=1, token_file="operator.token")  # noqa: S106
+    data = tmp_path / "data"
+    with MeowRun("workflow.yaml", cwd=tmp_path) as run:
+        run.wait_ready()
+        (data / "c.txt.go").write_text("0")
+        (data / "c.txt").write_text("x")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 1)
+        (first,) = finished_jobs(tmp_path / "jobs")
+        res = meow("jobs", "rerun", first["id"], "--jobs", "jobs", cwd=tmp_path)
+        assert res.returncode == 1
+        assert "needs runner.http's bearer token" in res.stderr
+        assert "give the workflow file with --jobs" in res.stderr
+        res = meow("jobs", "rerun", first["id"], "--jobs", "workflow.yaml", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith(f"job {first['id']} queued again: the runner (pid ")
+        wait_until_sync(lambda: any(m.get("reruns") == 1 for m in finished_jobs(tmp_path / "jobs")))
+        # one job holds the only slot; the next waits, queued, and is cancelled with the token
+        (data / "d.txt").write_text("x")
+        running(tmp_path, "d.txt")
+        (data / "e.txt").write_text("x")
+        wait_until_sync(lambda: len(job_metas(tmp_path / "jobs")) == 3)
+        (queued,) = [
+            m for m in job_metas(tmp_path / "jobs") if m["event"]["path"].endswith("e.txt")
+        ]
+        res = meow("jobs", "cancel", queued["id"], "--jobs", "jobs", cwd=tmp_path)
+        assert res.returncode == 1
+        assert "needs runner.http's bearer token" in res.stderr
+        res = meow("jobs", "cancel", queued["id"], "--jobs", "workflow.yaml", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert "records it instead of starting it" in res.stdout
+        (data / "d.txt.go").write_text("0")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 3)
+        metas = {m["id"]: m for m in finished_jobs(tmp_path / "jobs")}
+        assert metas[queued["id"]]["cancelled"] is True
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()
 
