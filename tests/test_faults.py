@@ -46,7 +46,7 @@ def _workflow(root: Path, port: int, **runner: Any) -> Path:
 
 
 def _jobs(root: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in (root / "jobs").glob("*/job.json")]
+    return [json.loads(p.read_text()) for p in (root / "jobs").glob("*/*/job.json")]
 
 
 class _Traffic:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..model.jobs import STDERR_FILE, Job, JobState
+from ..model.jobs import STDERR_FILE, Indexed, Job, JobState
 
 __all__ = [
     "PYTHON_KINDS",
@@ -85,14 +85,24 @@ class Records:
 
 
 def _write_all(jobs: list[Job]) -> list[Exception | None]:
+    """Each job's ``job.json``, then the index rows of those written, in one commit: the
+    folders first, so a reader never finds an end in the index that its folder lacks."""
     errors: list[Exception | None] = []
-    for job in jobs:
+    by_index: dict[int, tuple[Indexed, list[int]]] = {}
+    for i, job in enumerate(jobs):
         try:
-            job.update()
+            job.save()
         except Exception as e:
             errors.append(e)
-        else:
-            errors.append(None)
+            continue
+        errors.append(None)
+        if job.index is not None:
+            by_index.setdefault(id(job.index), (job.index, []))[1].append(i)
+    for index, which in by_index.values():
+        try:
+            index.put([jobs[i] for i in which])
+        except Exception as e:  # the ends are on disk, and the next start indexes them
+            logger.warning("could not write %d job end(s) to the job index: %s", len(which), e)
     return errors
 
 

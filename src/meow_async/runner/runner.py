@@ -18,6 +18,7 @@ from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from ..handlers import Handler
 from ..model.config import RunnerConfig
 from ..model.events import Event
+from ..model.index import JobIndex
 from ..model.jobs import Job, JobState
 from ..model.notify import Notify
 from ..model.patterns import FilePattern, Pattern
@@ -89,6 +90,8 @@ class Runner:
         #: Jobs whose process runs now, and when each was handed to the conductor (/status).
         self.jobs_running: dict[str, tuple[Job, float]] = {}
         self.live = LiveFile(self.jobs_dir)  # for `meow-async status`
+        #: The jobs folder's index, open while ``run`` runs.
+        self.index: JobIndex | None = None
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         http = self.config.http
         self.endpoints = Endpoints(self) if http else None
@@ -213,9 +216,48 @@ class Runner:
         # What a previous run left: accepted messages, queued and running jobs, file changes
         # since its watermark (found by the file monitor once its watch is live).
         recovered_events = await asyncio.to_thread(self.network.recover)
+        self.index = await asyncio.to_thread(self._open_index)
+        self.handler.index = self.index
+        try:
+            await self._run_indexed(recovered_events)
+        finally:
+            await asyncio.to_thread(self.index.close)
+
+    def _open_index(self) -> JobIndex:
+        """The jobs folder's index, made again from the folders if it cannot be trusted."""
+        index, opened = JobIndex.open(self.jobs_dir, durable=self.config.durable)
+        if opened.rebuilt is not None:
+            logger.info(
+                "job index made again from the job folders (%s): %d job(s) in %.2fs",
+                opened.rebuilt,
+                opened.jobs,
+                opened.took,
+            )
+        elif opened.added or opened.dropped:
+            logger.info(
+                "job index brought up to date with the job folders: %d added, %d gone "
+                "(%d folder(s) looked at, %.2fs)",
+                opened.added,
+                opened.dropped,
+                opened.looked_at,
+                opened.took,
+            )
+        return index
+
+    async def _run_indexed(self, recovered_events: list[Event]) -> None:
         recovered = await asyncio.to_thread(
-            recover_jobs, self.jobs_dir, self.workflow.rules, durable=self.config.durable
+            recover_jobs,
+            self.jobs_dir,
+            self.workflow.rules,
+            durable=self.config.durable,
+            index=self.index,
         )
+        if recovered.half_made:
+            logger.info(
+                "%d job(s) were being made when the runner stopped: removed; their triggers "
+                "make them again",
+                recovered.half_made,
+            )
         if recovered.to_run or recovered.failed or recovered.finished:
             logger.info(
                 "recovered %d job(s) to run (%d were cut off: %d to rerun, %d failed; %d "
