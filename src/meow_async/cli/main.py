@@ -28,7 +28,7 @@ from ..model.templates import unknown_keywords
 from ..model.workflow_file import WorkflowSpec, load_workflow
 from ..runner.loops import loop_factory
 from ..runner.runner import Runner
-from . import listing, status
+from . import history, listing, status
 from .listening import target
 from .send import client_tls_context, send
 from .urls import DOCS_URL
@@ -48,6 +48,7 @@ examples:
   meow-async show incoming_text --jobs workflow.yaml  print one job (an id or its start)
   meow-async show data/a.csv --jobs workflow.yaml     print the job a file triggered (newest)
   meow-async status workflow.yaml --watch             what the runner is doing, every 2 s
+  meow-async prune --older-than 30d workflow.yaml     remove finished jobs older than 30 days
   printf 'hi' | meow-async send --ack workflow.yaml -  send data to its network trigger
 
 docs: {DOCS_URL}
@@ -63,6 +64,8 @@ _PAGES = {
     "jobs": "cli/#jobs",
     "show": "cli/#show",
     "status": "cli/#status",
+    "reindex": "cli/#reindex",
+    "prune": "cli/#prune",
     "send": "network/#meow-async-send",
 }
 
@@ -188,6 +191,37 @@ def _parser() -> argparse.ArgumentParser:
         help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
     )
     status.add_arguments(st)
+    rx = sub.add_parser(
+        "reindex",
+        help="make the job index again from the job folders",
+        description="Make the jobs folder's index (.meow-index.sqlite3) again from the job "
+        "folders, which are the record. A runner does it by itself at start when the index is "
+        "missing, unreadable or of an older version; this is for doing it by hand (with no "
+        "runner running).",
+    )
+    rx.add_argument(
+        "where",
+        nargs="?",
+        type=Path,
+        default=Path(".meow/jobs"),
+        help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
+    )
+    pr = sub.add_parser(
+        "prune",
+        help="remove finished jobs older than a given age",
+        description="Remove finished jobs (their folders and index rows) that ended longer "
+        "ago than --older-than, oldest first, a slice at a time: a runner on the same folder "
+        "goes on meanwhile. runner.retention in the workflow file does the same in the "
+        "background.",
+    )
+    pr.add_argument(
+        "where",
+        nargs="?",
+        type=Path,
+        default=Path(".meow/jobs"),
+        help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
+    )
+    history.add_prune_arguments(pr)
     snd = sub.add_parser(
         "send",
         help="send data to a network trigger (one message)",
@@ -270,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _send(args)
         if args.command == "status":
             return status.status_command(_root_and_spec, args.where, args.watch, args.json)
+        if args.command == "reindex":
+            return history.reindex_command(_jobs_root(args.where))
+        if args.command == "prune":
+            return history.prune_command(_jobs_root(args.where), args)
         return _show(args)
     except MeowError as e:
         print(f"meow-async: error: {e}", file=sys.stderr)

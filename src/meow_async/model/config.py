@@ -17,6 +17,7 @@ from .checks import (
     check_resources,
     check_seconds,
 )
+from .retention import retention_settings
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -80,6 +81,9 @@ class RunnerConfig:
         dask: the Dask cluster, ``{"address": "tcp://host:8786"}`` or ``{"local_workers": N}``
             (a LocalCluster the runner starts and stops), plus ``threads_per_worker`` and
             ``resources`` (local workers only) and ``connect_timeout``; see docs/scale-out.md.
+        retention: how long finished jobs are kept, by state, e.g. ``{"done": "30d",
+            "failed": "180d", "skipped": "7d"}`` (durations or seconds); older ones are removed
+            (folder and index row) in the background. None (the default): keep everything.
     """
 
     base_dir: Path = Path()
@@ -98,6 +102,7 @@ class RunnerConfig:
     http: Mapping[str, Any] | None = None
     conductor: ConductorName = "local"
     dask: Mapping[str, Any] | None = None
+    retention: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):
@@ -137,6 +142,8 @@ class RunnerConfig:
                 field="dask",
                 value=None,
             )
+        if self.retention is not None:
+            object.__setattr__(self, "retention", retention_settings(self.retention))
         if self.file_watcher not in WATCHERS:
             raise ConfigError(
                 f"expected one of {', '.join(WATCHERS)}",

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -529,8 +530,14 @@ class JobIndex:
         except FileNotFoundError:
             present = {}
         added = self._add_found({f: p for f, p in present.items() if f not in known})
-        gone = [f for f in known if f not in present]
-        dropped = self._drop_folders(gone)
+        dropped = self._drop_folders([f for f in known if f not in present])
+        # A folder without its job.json was being made, or removed, when a runner died.
+        half = [
+            f for f in known if f in present and not os.path.exists(f"{present[f]}/{META_FILE}")
+        ]
+        for f in half:
+            shutil.rmtree(present[f], ignore_errors=True)
+        dropped += self._drop_folders(half)
         return added, dropped, len(present)
 
     def _reconcile_flat(self, entries: list[os.DirEntry[str]]) -> tuple[int, int, int]:
@@ -546,7 +553,11 @@ class JobIndex:
             and os.path.isfile(os.path.join(e.path, META_FILE))
         }
         added = self._add_found({f: p for f, p in present.items() if f not in known})
-        dropped = self._drop_folders([f for f in known if f not in present])
+        gone = [f for f in known if f not in present]
+        for f in gone:  # listed, but its job.json is gone: removed half way
+            if os.path.isdir(self.root / f):
+                shutil.rmtree(self.root / f, ignore_errors=True)
+        dropped = self._drop_folders(gone)
         return added, dropped, len(present)
 
     def _add_found(self, found: Mapping[str, str]) -> int:
@@ -573,6 +584,7 @@ class JobIndex:
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             n = self.conn.execute(f"DELETE FROM jobs WHERE {where}", args).rowcount  # noqa: S608
+            self._set_meta(last_commit=time.time())
             self.conn.execute("COMMIT")
         return int(n)
 
@@ -716,19 +728,31 @@ class JobIndex:
 
     def older_than(
         self, before: float, states: Iterable[str], limit: int
-    ) -> list[tuple[str, str, str]]:
-        """(id, folder, state) of up to ``limit`` finished jobs that ended before ``before``,
-        oldest first (what retention and ``prune`` remove)."""
+    ) -> list[tuple[str, str, str, float]]:
+        """(id, folder, state, created) of up to ``limit`` finished jobs that ended before
+        ``before``, oldest first (what retention and ``prune`` remove)."""
         wanted = sorted(set(states) & {s.value for s in FINISHED})
         if not wanted:
             return []
+        marks = ", ".join("?" * len(wanted))
         with self._lock:
             return [
-                (str(i), str(f), str(s))
-                for i, f, s in self.conn.execute(
-                    f"SELECT id, folder, state FROM jobs WHERE state IN "  # noqa: S608
-                    f"({', '.join('?' * len(wanted))}) AND created < ? "
-                    "AND coalesce(finished, created) < ? ORDER BY created LIMIT ?",
+                (str(i), str(f), str(s), float(c))
+                for i, f, s, c in self.conn.execute(
+                    "SELECT id, folder, state, created FROM jobs WHERE state IN ("  # noqa: S608
+                    + marks
+                    + ") AND created < ? AND coalesce(finished, created) < ? "
+                    "ORDER BY created LIMIT ?",
                     (*wanted, before, before, limit),
                 )
             ]
+
+    def count_older(self, before: float, state: str) -> tuple[int, float | None, float | None]:
+        """How many ``state`` jobs ended before ``before``, and the oldest and newest made."""
+        with self._lock:
+            n, oldest, newest = self.conn.execute(
+                "SELECT count(*), min(created), max(created) FROM jobs WHERE state = ? "
+                "AND created < ? AND coalesce(finished, created) < ?",
+                (state, before, before),
+            ).fetchone()
+        return int(n), oldest, newest

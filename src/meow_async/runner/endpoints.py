@@ -116,6 +116,9 @@ class _Collector:
         yield GaugeMetricFamily("meow_jobs_running", "Jobs running now", value=s.running)
         yield CounterMetricFamily("meow_job_retries", "Failed jobs queued again", value=s.retries)
         yield CounterMetricFamily(
+            "meow_jobs_removed", "Finished jobs removed by runner.retention", value=s.removed
+        )
+        yield CounterMetricFamily(
             "meow_handler_errors", "Events that could not make their jobs", value=s.handler_errors
         )
         depth = GaugeMetricFamily("meow_queue_depth", "Items waiting, by queue", labels=["queue"])

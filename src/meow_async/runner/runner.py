@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -23,6 +25,8 @@ from ..model.jobs import Job, JobState
 from ..model.notify import Notify
 from ..model.patterns import FilePattern, Pattern
 from ..model.recipes import Recipe
+from ..model.retention import SLICE as RETENTION_SLICE
+from ..model.retention import Pruned, describe, prune_slice
 from ..model.rules import Rule
 from ..model.workflow import Workflow
 from ..model.workflow_file import WorkflowSpec, load_workflow
@@ -333,6 +337,8 @@ class Runner:
                 ports=self.ports(),
             )
             tg.create_task(self.live.keep(self._stop), name="live-file")
+            if cfg.retention:
+                tg.create_task(self._retain(dict(cfg.retention)), name="retention")
             self.started.set()
             logger.info(
                 "runner started: watching %s, jobs in %s, up to %d at once",
@@ -358,6 +364,28 @@ class Runner:
                 logger.warning("stopping %d running job(s)", self.stats.running)
             for t in (force, drained, *workers, *self.retries.waiting):
                 t.cancel()
+
+    async def _retain(self, keep: dict[str, float]) -> None:
+        """Remove finished jobs past ``runner.retention``, a slice (``SLICE`` jobs, one thread
+        hop) every few seconds while there is a backlog, then once a minute."""
+        assert self.index is not None  # noqa: S101 - open while running
+        index, pruned = self.index, Pruned()
+        while not self._stop.is_set():
+            try:
+                done = await asyncio.to_thread(prune_slice, index, keep, into=Pruned())
+            except (OSError, sqlite3.Error) as e:
+                logger.warning("retention: could not remove old jobs: %s", e)
+                done = Pruned()
+            for state, n in done.removed.items():
+                pruned.removed[state] = pruned.removed.get(state, 0) + n
+            self.stats.removed += done.total
+            busy = done.total >= RETENTION_SLICE
+            if not busy and pruned.total:
+                logger.info("retention: removed %d old job(s): %s", pruned.total, describe(pruned))
+                pruned = Pruned()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETENTION_BUSY if busy else RETENTION_IDLE):
+                    await self._stop.wait()
 
     async def _requeue(
         self,
@@ -610,6 +638,11 @@ class Runner:
         self.stop(force=exc is not None)
         await self._task
 
+
+#: Seconds between retention slices while old jobs are left to remove, and after a pass that
+#: found none left: a slice is one thread hop, never a pause of the loop.
+RETENTION_BUSY = 2.0
+RETENTION_IDLE = 60.0
 
 #: Events a handler task makes jobs for in one thread hop, at most: fewer hops in a burst,
 #: while the first job of a burst waits for no more than a few folders to be made.
