@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import chunks, files, http, jobs, listing, memory, output, report_tests, scale_out
+from . import chunks, files, history, http, jobs, listing, memory, output, report_tests, scale_out
 from .limits import raise_nofile
 from .loops import LOOPS
 from .machine import describe
@@ -33,6 +33,8 @@ SUITES = {
     "dask": "a burst of 1000 short jobs: local conductor vs a Dask LocalCluster (jobs/s, "
     "ms per job)",
     "listing": "meow-async jobs (and show PATH, status) on 100,000 job folders, the real CLI",
+    "history": "restart, RSS, jobs --tail/--state and status over N finished jobs (100,000; "
+    "--history-jobs 1000000), this tree against --history-base; disk per job",
 }
 
 
@@ -95,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
         f"{', '.join(memory.LOADS)} (default: all; tls needs trustme)",
     )
     p.add_argument(
+        "--history-jobs",
+        type=int,
+        default=100_000,
+        help="history suite: finished jobs to build (default 100,000; the issue's 1,000,000)",
+    )
+    p.add_argument(
+        "--history-base",
+        default=history.BASE,
+        help=f"history suite: the commit to compare with (default {history.BASE}, before the "
+        "job index)",
+    )
+    p.add_argument(
         "--from-json",
         type=Path,
         help="do not measure: render --markdown/--plots from a saved --json",
@@ -153,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
+    steps["history"] = lambda: history.run(
+        args.history_jobs, args.repeats or 3, scratch, args.history_base
+    )
     steps["dask"] = lambda: scale_out.run(
         1000, 1 if sizes.name == "small" else 3, args.max_jobs, 2, args.loop, scratch
     )

@@ -11,6 +11,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,18 @@ class Handler:
     """
 
     def __init__(
-        self, jobs_root: Path, *, durable: bool = False, index: JobIndex | None = None
+        self,
+        jobs_root: Path,
+        *,
+        durable: bool = False,
+        index: JobIndex | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.jobs_root = jobs_root
         self.durable = durable
         self.index = index
+        #: When a job is made (its ``created``, and so its day folder).
+        self.clock = clock
         self._making: set[str] = set()
         self._lock = threading.Lock()
         self._days: set[str] = set()  # day folders known to exist
@@ -141,13 +149,13 @@ class Handler:
         or, with no index, its folder is in today's day folder or the flat layout's."""
         if self.index is not None:
             return self.index.folder_of(job_id) is not None
-        today = self.jobs_root / day_of(time.time()) / job_id
+        today = self.jobs_root / day_of(self.clock()) / job_id
         return (today / META_FILE).exists() or (self.jobs_root / job_id / META_FILE).exists()
 
     def _meta(self, event: Event, point: dict[str, int | float], job_id: str) -> _Plan:
         rule = event.rule
         pattern, recipe = rule.pattern, rule.recipe
-        created = time.time()
+        created = self.clock()
         day = day_of(created)
         job_dir = self.jobs_root / day / job_id
         path, rel_to = event.path, event.base

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..model.jobs import STDERR_FILE, Indexed, Job, JobState
+from ..model.jobs import STDERR_FILE, STDOUT_FILE, Indexed, Job, JobState
 
 __all__ = [
     "PYTHON_KINDS",
@@ -66,6 +66,7 @@ class Records:
     def finish_now(self, job: Job, code: int | None, error: str) -> None:
         """On the loop's thread, at shutdown, when no thread may be waited for."""
         _ended(job, code, error, None, False)
+        drop_empty_output(job.dir)
         job.update()
 
     async def _write(self) -> None:
@@ -91,6 +92,7 @@ def _write_all(jobs: list[Job]) -> list[Exception | None]:
     by_index: dict[int, tuple[Indexed, list[int]]] = {}
     for i, job in enumerate(jobs):
         try:
+            drop_empty_output(job.dir)
             job.save()
         except Exception as e:
             errors.append(e)
@@ -134,6 +136,19 @@ def _ended(
         attempts=[*(job.meta.get("attempts") or []), attempt],
     )
     return state
+
+
+def drop_empty_output(job_dir: Path) -> None:
+    """Remove ``stdout.txt``/``stderr.txt`` if the job wrote nothing to them: two files (and
+    two disk blocks' worth of inodes and entries) fewer per quiet job. A file that is missing
+    simply means the job printed nothing there."""
+    for name in (STDOUT_FILE, STDERR_FILE):
+        path = os.path.join(job_dir, name)
+        try:
+            if os.stat(path).st_size == 0:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def trigger_to_check(job: Job) -> str | None:
