@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -327,10 +328,42 @@ def _cli(root: Path, env: dict[str, str], repeats: int, log: Any, name: str) -> 
     return out
 
 
+def commit_cost(folder: Path, n: int = 300, rounds: int = 4) -> dict[str, Any]:
+    """What one index commit (one job's row, as the handler writes it) costs with
+    ``synchronous=NORMAL`` (the default) and ``FULL`` (``durable: true``), taking turns."""
+    from meow_async.model.index import _SCHEMA, _UPSERT, row_of
+
+    out: dict[str, list[float]] = {"NORMAL": [], "FULL": []}
+    for r in range(rounds):
+        for mode in ("NORMAL", "FULL") if r % 2 == 0 else ("FULL", "NORMAL"):
+            path = folder / f"commit-{mode}-{r}.sqlite3"
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.executescript(_SCHEMA)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {mode}")
+            samples = []
+            for i in range(n):
+                row = row_of({"id": f"r-{i:016x}", "rule": "r", "created": time.time()}, "d/x")
+                t0 = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_UPSERT, row)
+                conn.execute("COMMIT")
+                samples.append(time.perf_counter() - t0)
+            conn.close()
+            out[mode].append(statistics.median(samples) * 1e6)
+    return {mode: {"median_us": statistics.median(v), "rounds_us": v} for mode, v in out.items()}
+
+
 def run(n: int, repeats: int, scratch: Path, base: str = BASE, log: Any = print) -> dict[str, Any]:
     root = scratch / "history"
     empty = scratch / "history-empty"
     root.mkdir()
+    costs = commit_cost(root)
+    log(
+        "history: one index commit (one row): synchronous=NORMAL "
+        f"{costs['NORMAL']['median_us']:.0f} us, FULL {costs['FULL']['median_us']:.0f} us "
+        f"(median of {len(costs['NORMAL']['rounds_us'])} rounds' medians)"
+    )
     (empty / "data" / "in").mkdir(parents=True)
     (empty / "data" / "bad").mkdir(parents=True)
     (empty / "workflow.yaml").write_text(_WORKFLOW)
@@ -344,6 +377,7 @@ def run(n: int, repeats: int, scratch: Path, base: str = BASE, log: Any = print)
     env_new = {**os.environ}
     env_old = {**os.environ, "PYTHONPATH": str(old_src)}
     out: dict[str, Any] = {"n": n, "repeats": repeats, "counts": counts, "base": base}
+    out["commit_us"] = costs
     out["disk_history"] = disk(root / "jobs", n)
     for name, env in (("new", env_new), ("old", env_old)):
         if name == "old":
