@@ -43,11 +43,12 @@ from meow_async.model.events import Event
 from meow_async.model.index import INDEX_FILE, JobIndex
 from meow_async.model.patterns import Change
 
+from .cli import HISTORY_BASE
 from .listing import time_command
 from .procs import ROOT
 
 #: The commit before the index: what "before" means in docs/performance.md.
-BASE = "951a90c"
+BASE = HISTORY_BASE
 
 DAYS = 30
 #: Trivial jobs a real runner makes for the disk measurement.

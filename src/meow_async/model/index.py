@@ -318,6 +318,7 @@ class JobIndex:
         self.writer = writer
         self._lock = threading.Lock()
         self._closed = False
+        self._marked = False  # this connection said the index is open (a runner's)
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -328,7 +329,8 @@ class JobIndex:
         """The index of ``root`` for writing, made again from the folders if it cannot be
         trusted, and reconciled with any day folder changed since its last commit (a runner
         killed mid-write, one of an earlier version, a folder removed by hand, a machine
-        crash). Blocking: call it in a thread."""
+        crash). ``repair=False`` (a second writer beside a running runner, e.g. ``prune``):
+        neither reconciled nor marked open. Blocking: call it in a thread."""
         t0 = time.monotonic()
         path = root / INDEX_FILE
         why: str | None = None
@@ -352,7 +354,8 @@ class JobIndex:
             return index, Opened(rebuilt=why, took=time.monotonic() - t0, jobs=rows)
         try:
             added, dropped, looked = index._reconcile() if repair else (0, 0, 0)
-            index._mark_open()
+            if repair:
+                index._mark_open()
             n = index.count()
         except sqlite3.DatabaseError as e:  # corrupt beyond the first pages
             index.conn.close()
@@ -420,6 +423,7 @@ class JobIndex:
             self.conn.execute("BEGIN IMMEDIATE")
             self._set_meta(open=1, boot=_boot_id(), pid=os.getpid(), last_commit=time.time())
             self.conn.execute("COMMIT")
+        self._marked = True
 
     @classmethod
     def rebuild(cls, root: Path) -> int:
@@ -646,7 +650,9 @@ class JobIndex:
             try:
                 if self.writer:
                     self.conn.execute("BEGIN IMMEDIATE")
-                    self._set_meta(open=0, last_commit=time.time())
+                    if self._marked:
+                        self._set_meta(open=0)
+                    self._set_meta(last_commit=time.time())
                     self.conn.execute("COMMIT")
                     self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as e:
