@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from meow_async import FilePattern, Runner, read_meta
-from meow_async.model.index import INDEX_FILE, SCHEMA_VERSION, JobIndex
+from meow_async.model.index import INDEX_FILE, SCHEMA_VERSION, STALE_FILE, JobIndex
 from meow_async.model.jobs import iter_jobs
 
 from .conftest import WAIT, Workspace, py_recipe, sh_recipe, wait_until_sync
@@ -65,6 +65,7 @@ async def test_the_index_holds_a_row_per_job_folder_in_day_folders(ws: Workspace
         ("truncate", "unreadable"),
         ("garbage", "unreadable"),
         ("old schema", f"this version uses {SCHEMA_VERSION}"),
+        ("a write failed", "a write to it had failed"),
     ],
 )
 async def test_an_index_deleted_truncated_or_old_is_made_again_from_the_folders(
@@ -80,9 +81,11 @@ async def test_an_index_deleted_truncated_or_old_is_made_again_from_the_folders(
             f.truncate(1000)  # cut inside the first pages: a torn copy, a full disk
     elif damage == "garbage":
         index.write_bytes(b"not a database" * 100)
-    else:
+    elif damage == "old schema":
         with sqlite3.connect(index) as conn:
             conn.execute("UPDATE meta SET value = 0 WHERE key = 'schema'")
+    else:  # what JobIndex.put leaves when a write after its folder's fails (a full disk)
+        (ws.jobs / STALE_FILE).touch()
     caplog.set_level(logging.INFO, logger=LOGGER)
     r = await _run_files(ws, ["c.in"])
     lines = [m for m in caplog.messages if "job index made again" in m]
@@ -94,6 +97,7 @@ async def test_an_index_deleted_truncated_or_old_is_made_again_from_the_folders(
     assert len(after) == 3
     assert after == _folders(ws.jobs)
     assert r.stats.jobs == 1  # a.in and b.in were made before: not made again
+    assert not (ws.jobs / STALE_FILE).exists()
 
 
 async def test_a_job_being_made_when_the_runner_died_is_removed_and_made_again(

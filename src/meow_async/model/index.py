@@ -50,6 +50,9 @@ __all__ = [
 logger = logging.getLogger("meow_async.index")
 
 INDEX_FILE = ".meow-index.sqlite3"
+#: Left beside the index when a write to it failed after its folder's: the next start makes
+#: the index again.
+STALE_FILE = ".meow-index.stale"
 
 #: Raised whenever the table's columns change: an index of another version is made again
 #: from the folders at the next start (``meow-async reindex`` does it by hand).
@@ -337,6 +340,8 @@ class JobIndex:
         index: JobIndex | None = None
         if not path.exists():
             why = "there was no index"
+        elif (root / STALE_FILE).exists():
+            why = "a write to it had failed"
         else:
             try:
                 index = cls._connect(root, durable=durable)
@@ -467,6 +472,8 @@ class JobIndex:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{path}{suffix}")
         os.replace(tmp, path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(root / STALE_FILE)
         return n
 
     # -- reconciling with the folders ---------------------------------------------------------
@@ -616,8 +623,20 @@ class JobIndex:
         return None if row is None else str(row[0])
 
     def put(self, jobs: Sequence[Job]) -> None:
-        """Write these jobs' rows as their metadata says now, in one commit."""
-        self.put_metas([(job.meta, job.dir) for job in jobs])
+        """Write these jobs' rows as their metadata says now, in one commit, after their
+        folders: a failure (a full disk) is logged, not raised, since the folders hold the
+        change, and the index is marked to be made again from them at the next start."""
+        try:
+            self.put_metas([(job.meta, job.dir) for job in jobs])
+        except sqlite3.Error as e:
+            logger.warning(
+                "could not write %d job(s) to the job index (%s): it is made again from the "
+                "job folders at the next start",
+                len(jobs),
+                e,
+            )
+            with contextlib.suppress(OSError):
+                (self.root / STALE_FILE).touch()
 
     def put_metas(self, metas: Sequence[tuple[Mapping[str, Any], str | Path]]) -> None:
         if not metas:
