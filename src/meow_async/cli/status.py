@@ -222,6 +222,10 @@ def _live_lines(st: dict[str, Any]) -> list[str]:
     )
     q = st.get("queues") or {}
     lines.append("queues    " + (", ".join(f"{k} {v}" for k, v in q.items()) or "-"))
+    kept = st.get("kept")
+    if kept:
+        counts = ", ".join(f"{n} {state}" for state, n in kept.items())
+        lines.append(f"kept      {sum(kept.values())} in the jobs folder: {counts}")
     lines += _running_lines(st.get("running") or [])
     return lines
 

@@ -261,7 +261,19 @@ class Endpoints:
             },
             "running": running,
             "queues": {name: q.qsize() for name, q in r.queues().items()},
+            "kept": self._kept(),
         }
+
+    def _kept(self) -> dict[str, int] | None:
+        """The jobs folder's jobs by state, all runs (the index's counts: microseconds)."""
+        index = self.runner.index
+        if index is None:
+            return None
+        out: dict[str, int] = {}
+        with contextlib.suppress(sqlite3.Error):
+            for (_, state), n in index.counts().items():
+                out[state] = out.get(state, 0) + n
+        return dict(sorted(out.items()))
 
     def metrics(self) -> web.Response:
         body = generate_latest(self.registry)
