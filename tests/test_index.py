@@ -151,6 +151,18 @@ async def test_folders_changed_behind_the_index_are_reconciled_at_start(ws: Work
     assert gone_id not in after
     assert after[flat.name] == (flat.name, "done")
     assert after == _folders(ws.jobs)
+    # A whole day moved away by hand, then moved back (mv keeps its old mtime).
+    (day,) = [p for p in ws.jobs.iterdir() if p.name[:2] == "20"]
+    day.rename(ws.root / "archived")
+    index, opened = JobIndex.open(ws.jobs)
+    index.close()
+    assert (opened.added, opened.dropped) == (0, 1)
+    assert list(_rows(ws.jobs)) == [flat.name]
+    (ws.root / "archived").rename(day)
+    index, opened = JobIndex.open(ws.jobs)
+    index.close()
+    assert (opened.added, opened.dropped) == (1, 0)
+    assert _rows(ws.jobs) == after
 
 
 def test_the_cli_reads_the_index_while_the_runner_writes(tmp_path: Path) -> None:

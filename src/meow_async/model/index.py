@@ -92,6 +92,20 @@ CREATE INDEX jobs_rule ON jobs (rule, created);
 CREATE INDEX jobs_path ON jobs (event_path);
 CREATE INDEX jobs_trigger ON jobs (trigger);
 CREATE INDEX jobs_message ON jobs (message_id) WHERE message_id IS NOT NULL;
+CREATE INDEX jobs_folder ON jobs (folder);
+-- Jobs per day folder ('' for the flat layout), kept by triggers: a start compares it with the
+-- day folders there are, so a day moved away by hand is found without reading any row.
+CREATE TABLE days (day TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER days_added AFTER INSERT ON jobs BEGIN
+    INSERT INTO days VALUES (DAY_OF(new.folder), 1) ON CONFLICT (day) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER days_removed AFTER DELETE ON jobs BEGIN
+    UPDATE days SET n = n - 1 WHERE day = DAY_OF(old.folder);
+END;
+CREATE TRIGGER days_moved AFTER UPDATE OF folder ON jobs WHEN old.folder IS NOT new.folder BEGIN
+    UPDATE days SET n = n - 1 WHERE day = DAY_OF(old.folder);
+    INSERT INTO days VALUES (DAY_OF(new.folder), 1) ON CONFLICT (day) DO UPDATE SET n = n + 1;
+END;
 -- Jobs by rule and state, kept by triggers: status and metrics read it in microseconds.
 CREATE TABLE counts (rule TEXT, state TEXT, n INTEGER NOT NULL, PRIMARY KEY (rule, state))
     WITHOUT ROWID;
@@ -110,6 +124,12 @@ WHEN old.rule IS NOT new.rule OR old.state IS NOT new.state BEGIN
 END;
 INSERT INTO meta VALUES ('schema', SCHEMA_VERSION);
 """.replace("SCHEMA_VERSION", str(SCHEMA_VERSION))
+_SCHEMA = re.sub(
+    r"DAY_OF\((\w+\.folder)\)",
+    r"(CASE WHEN \1 GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/*' "
+    r"THEN substr(\1, 1, 10) ELSE '' END)",
+    _SCHEMA,
+)
 
 COLUMNS = (
     "id",
@@ -459,9 +479,17 @@ class JobIndex:
                     batch = []
             conn.executemany(_UPSERT, batch)
             n += len(batch)
+            flat = sum(
+                1
+                for e in os.scandir(root)
+                if e.is_dir(follow_symlinks=False)
+                and not _DAY.fullmatch(e.name)
+                and not e.name.startswith(".")
+            )
             conn.execute(
-                "INSERT INTO meta VALUES ('last_commit', ?), ('open', 0), ('built', ?)",
-                (started, time.time()),
+                "INSERT INTO meta VALUES ('last_commit', ?), ('open', 0), ('built', ?), "
+                "('flat_dirs', ?)",
+                (started, time.time(), flat),
             )
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -479,53 +507,44 @@ class JobIndex:
     # -- reconciling with the folders ---------------------------------------------------------
 
     def _reconcile(self) -> tuple[int, int, int]:
-        """Compare with the folders wherever they may have changed since the last commit: a
-        day folder (or the jobs folder itself, for the flat layout) whose mtime is later.
-        After a machine crash (the last writer left it open under another boot), the rows of
-        the last minute are read again too, since their commits may be lost."""
+        """Compare with the folders wherever they may have changed since the last commit,
+        found without reading any row: a day folder whose mtime is later (a job added or
+        removed in it), a day the index has that is gone (moved away by hand) or one there is
+        that the index does not have (moved in), and a different number of folders in the
+        flat layout of earlier versions. After a machine crash (the last writer left it open
+        under another boot), the rows of the minute before its last commit are read again
+        too, since their commits may be lost."""
         last = float(self._meta("last_commit") or 0.0)
         crashed = self._meta("open") == 1 and self._meta("boot") not in (None, _boot_id())
+        since = last - 60.0 if crashed else last
         added = dropped = looked = 0
         try:
-            entries = list(os.scandir(self.root))
+            entries = [e for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False)]
         except FileNotFoundError:
             entries = []
-        since = last - 60.0 if crashed else last
-        days = [
-            e
-            for e in entries
-            if _DAY.fullmatch(e.name)
-            and e.is_dir(follow_symlinks=False)
-            and e.stat(follow_symlinks=False).st_mtime >= since
-        ]
-        try:
-            flat = os.stat(self.root).st_mtime >= since
-        except OSError:
-            flat = False
-        for day in days:
-            a, d, n = self._reconcile_folder(day.name, day.path)
+        on_disk = {e.name: e for e in entries if _DAY.fullmatch(e.name)}
+        indexed = {
+            str(d) for (d,) in self.conn.execute("SELECT day FROM days WHERE n > 0 AND day != ''")
+        }
+        for day in sorted(indexed - set(on_disk)):
+            dropped += self._drop_where("folder >= ? AND folder < ?", (f"{day}/", f"{day}0"))
+        for name, e in sorted(on_disk.items()):
+            if name not in indexed or e.stat(follow_symlinks=False).st_mtime >= since:
+                a, d, n = self._reconcile_folder(name, e.path)
+                added, dropped, looked = added + a, dropped + d, looked + n
+        flat = [e for e in entries if e.name not in on_disk and not e.name.startswith(".")]
+        if len(flat) != int(self._meta("flat_dirs") or 0):
+            a, d, n = self._reconcile_flat(flat)
             added, dropped, looked = added + a, dropped + d, looked + n
-        if flat:
-            a, d, n = self._reconcile_flat(entries)
-            added, dropped, looked = added + a, dropped + d, looked + n
-        # Days whose folder is gone altogether (removed by hand).
-        known_days = {e.name for e in entries if _DAY.fullmatch(e.name)}
-        for (day,) in self.conn.execute(
-            "SELECT DISTINCT substr(folder, 1, 10) FROM jobs WHERE folder GLOB "
-            "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/*' AND created >= ?",
-            (since - 86400,),
-        ).fetchall():
-            if day not in known_days:
-                dropped += self._drop_where("substr(folder, 1, 11) = ?", (f"{day}/",))
+            with self._lock:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self._set_meta(flat_dirs=len(flat))
+                self.conn.execute("COMMIT")
         if crashed:
-            stale = [
-                (i, f)
-                for i, f in self.conn.execute(
-                    "SELECT id, folder FROM jobs WHERE created >= ? OR finished >= ?",
-                    (since, since),
-                ).fetchall()
-            ]
-            self._refresh(stale)
+            stale = self.conn.execute(
+                "SELECT id, folder FROM jobs WHERE created >= ? OR finished >= ?", (since, since)
+            ).fetchall()
+            self._refresh([(str(i), str(f)) for i, f in stale])
         return added, dropped, looked
 
     def _reconcile_folder(self, day: str, path: str) -> tuple[int, int, int]:
@@ -556,12 +575,7 @@ class JobIndex:
             f for (f,) in self.conn.execute("SELECT folder FROM jobs WHERE instr(folder, '/') = 0")
         }
         present = {
-            e.name: e.path
-            for e in entries
-            if e.is_dir(follow_symlinks=False)
-            and not _DAY.fullmatch(e.name)
-            and not e.name.startswith(".")
-            and os.path.isfile(os.path.join(e.path, META_FILE))
+            e.name: e.path for e in entries if os.path.isfile(os.path.join(e.path, META_FILE))
         }
         added = self._add_found({f: p for f, p in present.items() if f not in known})
         gone = [f for f in known if f not in present]

@@ -144,11 +144,17 @@ def would_prune(index: JobIndex, keep: Mapping[str, float], *, now: float | None
 
 def remove_folders(root: Path, folders: Iterable[str]) -> None:
     """Remove job folders: ``job.json`` first (the folder stops being a job), then the rest."""
+    days = set()
     for folder in folders:
         path = root / folder
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path / META_FILE)
         shutil.rmtree(path, ignore_errors=True)
+        if path.parent != root:
+            days.add(path.parent)
+    for day in days:  # a day with nothing left goes too
+        with contextlib.suppress(OSError):
+            day.rmdir()
 
 
 def describe(p: Pruned) -> str:
