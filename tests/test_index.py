@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from meow_async import FilePattern, Runner, read_meta
+from meow_async import Event, FilePattern, Handler, Rule, Runner, read_meta
 from meow_async.model.index import INDEX_FILE, SCHEMA_VERSION, STALE_FILE, JobIndex
-from meow_async.model.jobs import iter_jobs
+from meow_async.model.jobs import day_of, iter_jobs
 
 from .conftest import WAIT, Workspace, py_recipe, sh_recipe, wait_until_sync
 from .test_cli import MeowRun, meow
@@ -313,3 +313,25 @@ def test_retention_settings_are_checked() -> None:
         RunnerConfig(retention={"queued": "1d"})
     with pytest.raises(ConfigError, match=r"runner.retention.done: expected how long"):
         RunnerConfig(retention={"done": "a while"})
+
+
+def test_a_trigger_seen_again_on_a_later_day_finds_its_job(ws: Workspace) -> None:
+    """Ids are named from the trigger, not the day: the index says where the job is, so the
+    same trigger handled after midnight (or after a restart weeks later) makes no second job,
+    and after the index is made again from the folders it still does not."""
+    pattern = FilePattern(name="p", glob="*.in", recipe="r")
+    rule = Rule(pattern=pattern, recipe=sh_recipe("r"))
+    path = ws.write("a.in")
+    event = Event(kind="file", path=str(path), base=str(ws.base), rule=rule, key="file:a:1")
+    day1 = time.time() - 3 * 86400
+    for rebuild in (False, True):
+        index, _ = JobIndex.open(ws.jobs)
+        try:
+            first = Handler(ws.jobs, index=index, clock=lambda: day1).make_jobs(event)
+            again = Handler(ws.jobs, index=index, clock=time.time).make_jobs(event)
+        finally:
+            index.close()
+        assert [j.dir.parent.name for j in first] == ([] if rebuild else [day_of(day1)])
+        assert again == []
+        (ws.jobs / INDEX_FILE).unlink()  # the second round: made again from the folders
+    assert len(_folders(ws.jobs)) == 1

@@ -234,7 +234,11 @@ class Handler:
                 fsync_dir(self.jobs_root)
             self._days.add(plan.day)
         try:
-            job_dir.mkdir()
+            try:
+                job_dir.mkdir()
+            except FileNotFoundError:  # its day folder emptied and removed by retention
+                job_dir.parent.mkdir(parents=True, exist_ok=True)
+                job_dir.mkdir()
         except FileExistsError:
             if (job_dir / META_FILE).exists():
                 # Made before, though the index did not know it: keep what the folder says.
