@@ -222,7 +222,6 @@ class Handler:
             day=day,
             meta=meta,
             script=script,
-            text=recipe.render(params),
             params=params,
         )
 
@@ -251,7 +250,8 @@ class Handler:
         event = plan.event
         if event.kind in ("network", "http"):
             _adopt(Path(event.path), job_dir)
-        _write(plan.script, plan.text, self.durable)
+        # Rendered here, not when planned: a sweep of 100,000 points holds no 100,000 scripts.
+        _write(plan.script, event.rule.recipe.render(plan.params), self.durable)
         _write(job_dir / PARAMS_FILE, json.dumps(plan.params) + "\n", self.durable)
         write_meta(job_dir, plan.meta, durable=self.durable)  # last: its presence means "made"
         if self.durable:
@@ -288,7 +288,6 @@ class _Plan:
     day: str
     meta: dict[str, Any]
     script: Path
-    text: str
     params: dict[str, Any]
 
 

@@ -229,7 +229,13 @@ class Runner:
 
     def _open_index(self) -> JobIndex:
         """The jobs folder's index, made again from the folders if it cannot be trusted."""
-        index, opened = JobIndex.open(self.jobs_dir, durable=self.config.durable)
+        try:
+            index, opened = JobIndex.open(self.jobs_dir, durable=self.config.durable)
+        except (OSError, sqlite3.Error) as e:
+            raise MeowError(
+                f"cannot open the job index in {self.jobs_dir} (.meow-index.sqlite3): {e}; "
+                "it can be deleted, and is then made again from the job folders"
+            ) from None
         if opened.rebuilt is not None:
             logger.info(
                 "job index made again from the job folders (%s): %d job(s) in %.2fs",
