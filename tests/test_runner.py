@@ -250,8 +250,12 @@ async def test_patterns_and_recipes_change_at_run_time(ws: Workspace) -> None:
         async with asyncio.timeout(WAIT):
             await runner.wait_for(lambda s: s.finished >= 4)
     jobs = ws.jobs_list()
-    outs = [(j["rule"], (Path(j["dir"]) / "stdout.txt").read_text().strip()) for j in jobs]
-    assert outs == [("p", "B"), ("p", "A"), ("p", "A2"), ("sentinel", "")]
+    out = [Path(j["dir"]) / "stdout.txt" for j in jobs]
+    outs = [
+        (j["rule"], o.read_text().strip() if o.exists() else None)
+        for j, o in zip(jobs, out, strict=True)
+    ]
+    assert outs == [("p", "B"), ("p", "A"), ("p", "A2"), ("sentinel", None)]  # empty: removed
     names = [Path(j["parameters"].get("input_file", "")).name for j in jobs]
     assert names == ["1.txt", "2.csv", "3.csv", "x.sentinel"]
 
