@@ -53,6 +53,8 @@ BASE = HISTORY_BASE
 DAYS = 30
 #: Trivial jobs a real runner makes for the disk measurement.
 DISK_JOBS = 200
+#: Rows of the index-only measurement, beside the history's own size.
+INDEX_ONLY = 1_000_000
 FAILED = 0.03
 BATCH = 500
 
@@ -355,6 +357,94 @@ def commit_cost(folder: Path, n: int = 300, rounds: int = 4) -> dict[str, Any]:
     return {mode: {"median_us": statistics.median(v), "rounds_us": v} for mode, v in out.items()}
 
 
+def index_queries(folder: Path, n: int, repeats: int = 5) -> dict[str, Any]:
+    """The index alone at ``n`` rows (no folders: rows as the handler writes them, 3% failed,
+    spread over 30 days): how long opening it and each query a command makes take, in-process
+    (the CLI's start-up apart). Medians of ``repeats``."""
+    from meow_async.model.index import _SCHEMA, _UPSERT, Select, row_of
+
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(folder / INDEX_FILE, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(_SCHEMA)
+    rng = random.Random(3)
+    start = time.time() - DAYS * 86400
+    conn.execute("BEGIN")
+    batch = []
+    for i in range(n):
+        failed = rng.random() < FAILED
+        created = start + i * DAYS * 86400 / n
+        meta: dict[str, Any] = {
+            "id": f"{'check' if failed else 'convert'}-{i:016x}",
+            "rule": "check" if failed else "convert",
+            "state": "failed" if failed else "done",
+            "created": created,
+            "started": created + 0.003,
+            "finished": created + 0.01,
+            "exit_code": 3 if failed else 0,
+            "attempts": [{}],
+            "event": {"kind": "file", "path": f"/data/in/f{i:07d}.txt", "base": "/data"},
+        }
+        batch.append(row_of(meta, f"{jobs_model.day_of(created)}/{meta['id']}"))
+        if len(batch) == 10_000:
+            conn.executemany(_UPSERT, batch)
+            batch = []
+    conn.executemany(_UPSERT, batch)
+    conn.execute("INSERT INTO meta VALUES ('last_commit', ?), ('open', 0)", (time.time(),))
+    conn.execute("COMMIT")
+    conn.close()
+    size = sum(p.stat().st_size for p in folder.glob(INDEX_FILE + "*"))
+
+    def timed(fn: Any) -> float:
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples) * 1000
+
+    def read(q: Select) -> None:
+        index = JobIndex.read(folder)
+        assert index is not None
+        try:
+            index.select(q)
+        finally:
+            index.close()
+
+    def counts() -> None:
+        index = JobIndex.read(folder)
+        assert index is not None
+        try:
+            index.counts()
+            index.select(Select(), only=("queued", "running"))
+        finally:
+            index.close()
+
+    def start_open() -> None:
+        # No reconciliation: there are no folders here (it would find every day gone); with
+        # folders, a start after a clean stop lists none of them either.
+        index, _ = JobIndex.open(folder, repair=False)
+        index.unfinished()
+        index.close()
+
+    out = {
+        "n": n,
+        "index_bytes_per_job": size / n,
+        "tail_20_ms": timed(lambda: read(Select(tail=20))),
+        "state_failed_ms": timed(lambda: read(Select(states=frozenset({"failed"})))),
+        "status_counts_ms": timed(counts),
+        "open_and_unfinished_ms": timed(start_open),
+    }
+    index = JobIndex.read(folder)
+    assert index is not None
+    try:
+        out["rows"] = index.count()
+        out["failed"] = len(index.select(Select(states=frozenset({"failed"}))))
+    finally:
+        index.close()
+    return out
+
+
 def run(n: int, repeats: int, scratch: Path, base: str = BASE, log: Any = print) -> dict[str, Any]:
     root = scratch / "history"
     empty = scratch / "history-empty"
@@ -379,6 +469,17 @@ def run(n: int, repeats: int, scratch: Path, base: str = BASE, log: Any = print)
     env_old = {**os.environ, "PYTHONPATH": str(old_src)}
     out: dict[str, Any] = {"n": n, "repeats": repeats, "counts": counts, "base": base}
     out["commit_us"] = costs
+    for size in sorted({n, INDEX_ONLY}):
+        q = out.setdefault("index_only", {})[size] = index_queries(
+            scratch / f"history-index-{size}", size
+        )
+        log(
+            f"history: the index alone at {size} rows: open+unfinished "
+            f"{q['open_and_unfinished_ms']:.1f} ms, tail 20 {q['tail_20_ms']:.1f} ms, state "
+            f"failed {q['state_failed_ms']:.1f} ms, status {q['status_counts_ms']:.1f} ms, "
+            f"{q['index_bytes_per_job']:.0f} bytes per job"
+        )
+        shutil.rmtree(scratch / f"history-index-{size}", ignore_errors=True)
     out["disk_history"] = disk(root / "jobs", n)
     for name, env in (("new", env_new), ("old", env_old)):
         if name == "old":
