@@ -243,8 +243,8 @@ async def test_a_job_behaves_the_same_forked_or_spawned(
     for meta in ws.jobs_list():
         assert meta["start"] == mode
         for name in ("stdout.txt", "stderr.txt"):  # kept if written to, removed if empty
-            out = Path(meta["dir"]) / name
-            assert not out.exists() or out.stat().st_size > 0, (meta["id"], name)
+            kept = Path(meta["dir"]) / name
+            assert not kept.exists() or kept.stat().st_size > 0, (meta["id"], name)
     assert (Path(job_for(ws, "probe.in")["dir"]) / "stdout.txt").exists()
 
     later = job_for(ws, "probe-later.in")
