@@ -49,6 +49,8 @@ SUITES = {
     "ticks": "every: ticks -> warm Python job start, p50/p99",
     "poll": "the polling watcher on 100,000 files in 1,000 folders (CPU per look, memory of "
     "the index), and job end -> next job start through the job-end scan",
+    "history": "restart, RSS, jobs --tail/--state and status over N finished jobs (100,000; "
+    "--history-jobs 1000000), this tree against --history-base; disk per job",
 }
 
 
@@ -118,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
         "from `git archive`), taking turns with this one, each point in its own process",
     )
     p.add_argument(
+        "--history-jobs",
+        type=int,
+        default=100_000,
+        help="history suite: finished jobs to build (default 100,000; the issue's 1,000,000)",
+    )
+    p.add_argument(
+        "--history-base",
+        default=HISTORY_BASE,
+        help=f"history suite: the commit to compare with (default {HISTORY_BASE}, before the "
+        "job index)",
+    )
+    p.add_argument(
         "--from-json",
         type=Path,
         help="do not measure: render --markdown/--plots from a saved --json",
@@ -178,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     steps["poll"] = lambda: poll.run(scratch, args.loop, sizes.name)
     steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
+    steps["history"] = lambda: _history(args, scratch)
     steps["dask"] = lambda: scale_out.run(
         1000, 1 if sizes.name == "small" else 3, args.max_jobs, 2, args.loop, scratch
     )
@@ -203,6 +218,18 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     _write(args, results)
     return 0
+
+
+#: The commit before the job index (``perf/history.py`` compares with it by default).
+HISTORY_BASE = "951a90c"
+
+
+def _history(args: argparse.Namespace, scratch: Path) -> Any:
+    # Imported here: the other suites also run against older trees (PYTHONPATH), which have
+    # no job index.
+    from . import history
+
+    return history.run(args.history_jobs, args.repeats or 3, scratch, args.history_base)
 
 
 def _tests(text: str) -> tuple[str, ...]:

@@ -210,7 +210,7 @@ def write_workflow(root: Path, text: str, name: str = "workflow.yaml") -> Path:
 def job_metas(jobs_dir: Path) -> list[dict[str, Any]]:
     """Every job.json under ``jobs_dir`` (written by rename, so never half a file), oldest
     first, as `meow-async jobs` lists them."""
-    metas = [json.loads(p.read_text()) for p in jobs_dir.glob("*/job.json")]
+    metas = [json.loads(p.read_text()) for p in jobs_dir.glob("*/*/job.json")]
     return sorted(metas, key=lambda m: (m["created"], m["id"]))
 
 
@@ -653,8 +653,8 @@ def start_one_job(run: MeowRun, root: Path, marker: str) -> Path:
     """Trigger the rule once; return the job's folder once its script wrote ``marker``."""
     run.wait_ready()
     (root / "data" / "go.txt").write_text("go\n")
-    wait_until_sync(lambda: any((root / "jobs").glob(f"*/{marker}")), SHORT)
-    (job_dir,) = (p.parent for p in (root / "jobs").glob(f"*/{marker}"))
+    wait_until_sync(lambda: any((root / "jobs").glob(f"*/*/{marker}")), SHORT)
+    (job_dir,) = (p.parent for p in (root / "jobs").glob(f"*/*/{marker}"))
     assert json.loads((job_dir / "job.json").read_text())["state"] == "queued"  # until it ends
     assert (job_dir / "process.log").read_text().splitlines()[1].startswith("pid ")  # started
     return job_dir
@@ -733,7 +733,7 @@ def test_a_second_signal_stops_running_jobs_at_once(tmp_path: Path, sig: signal.
     assert meta["state"] == "failed"
     assert "stop" in meta["error"], meta["error"]
     assert meta["finished"] is not None
-    assert not (job_dir / "stdout.txt").read_text()  # never got to "finished"
+    assert not (job_dir / "stdout.txt").exists()  # never got to "finished": empty, removed
     # The script and what it started are gone, not left running as orphans.
     wait_until_sync(lambda: not any(alive(pid) for pid in pids), SHORT)
 
@@ -770,8 +770,8 @@ def test_a_stop_leaves_jobs_that_had_not_started_queued(tmp_path: Path) -> None:
         run.wait_ready()
         run.wait_for("up to 1 at once", stream="stderr")
         (tmp_path / "data" / "one.txt").write_text("1\n")
-        wait_until_sync(lambda: any(jobs_dir.glob("*/sleep")), SHORT)
-        run.adopt_job(read_pid(next(jobs_dir.glob("*/pid"))))
+        wait_until_sync(lambda: any(jobs_dir.glob("*/*/sleep")), SHORT)
+        run.adopt_job(read_pid(next(jobs_dir.glob("*/*/pid"))))
         (tmp_path / "data" / "two.txt").write_text("2\n")
         wait_until_sync(lambda: len(job_metas(jobs_dir)) == 2, SHORT)
         run.signal(signal.SIGINT)

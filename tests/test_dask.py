@@ -446,7 +446,7 @@ def test_run_dask_from_the_command_line(tmp_path: Path, cluster: Cluster) -> Non
         run.wait_for("done in", stream="stderr")
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()
-    (job,) = [json.loads(p.read_text()) for p in tmp_path.glob(".meow/jobs/*/job.json")]
+    (job,) = [json.loads(p.read_text()) for p in tmp_path.glob(".meow/jobs/*/*/job.json")]
     assert job["state"] == "done"
     assert job["worker"]["address"] in cluster.workers.values()
 

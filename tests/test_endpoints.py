@@ -120,7 +120,7 @@ async def test_a_running_job_shows_as_running(ws: Workspace, tmp_path: Path) -> 
     async with runner, aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{runner.http_port}"
         ws.write("a.go")
-        await poll_until(lambda: any(ws.jobs.glob("*/started")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/started")))
         status, listing = await get(session, f"{base}/jobs?state=running")
         assert status == 200
         assert len(listing["jobs"]) == 1

@@ -186,7 +186,7 @@ def test_a_signed_delivery_replayed_after_a_sigkill_makes_no_second_job(tmp_path
     with MeowRun("workflow.yaml", cwd=tmp_path) as run:
         status, answer = curl_signed(port_of(run), body, captured)
         assert status == 202, answer
-        wait_until_sync(lambda: len(list(jobs.glob("*/job.json"))) == 1)
+        wait_until_sync(lambda: len(list(jobs.glob("*/*/job.json"))) == 1)
         run.proc.kill()
         assert run.wait_exit() == -signal.SIGKILL
     with MeowRun("workflow.yaml", cwd=tmp_path) as run:
@@ -195,8 +195,8 @@ def test_a_signed_delivery_replayed_after_a_sigkill_makes_no_second_job(tmp_path
         assert "replay" in refused["error"]
         status, fresh = curl_signed(port_of(run), body, signed(body, at=time.time() + 1))
         assert status == 202, fresh  # the same body, signed anew: a delivery of its own
-        wait_until_sync(lambda: len(list(jobs.glob("*/job.json"))) == 2)
-    assert sorted(p.parent.name for p in jobs.glob("*/job.json")) == sorted(
+        wait_until_sync(lambda: len(list(jobs.glob("*/*/job.json"))) == 2)
+    assert sorted(p.parent.name for p in jobs.glob("*/*/job.json")) == sorted(
         answer["jobs"] + fresh["jobs"]
     )
 

@@ -50,8 +50,8 @@ def running(root: Path, name: str) -> dict[str, Any]:
 
     def started() -> bool:
         return any(
-            (root / "jobs" / m["id"] / "stdout.txt").exists()
-            and "started" in (root / "jobs" / m["id"] / "stdout.txt").read_text()
+            (Path(m["dir"]) / "stdout.txt").exists()
+            and "started" in (Path(m["dir"]) / "stdout.txt").read_text()
             for m in job_metas(root / "jobs")
             if m["event"]["path"].endswith(name)
         )
@@ -154,10 +154,10 @@ def test_rerun_through_runner_http_and_cancel_a_queued_job(tmp_path: Path) -> No
         assert (
             metas[queued["id"]]["error"] == "cancelled (meow-async jobs cancel) before it started"
         )
-        assert not (tmp_path / "jobs" / queued["id"] / "process.log").exists()  # never started
+        assert not (Path(queued["dir"]) / "process.log").exists()  # never started
         rerun = metas[first["id"]]
         assert (rerun["state"], rerun["reruns"], len(rerun["attempts"])) == ("done", 1, 2)
-        assert (tmp_path / "jobs" / first["id"] / "stdout.txt").read_text().count("started") == 1
+        assert (Path(first["dir"]) / "stdout.txt").read_text().count("started") == 1
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()
 
@@ -215,7 +215,7 @@ def test_rerun_without_a_runner_runs_at_the_next_start(tmp_path: Path) -> None:
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()
     (done,) = finished_jobs(tmp_path / "jobs")
-    record = tmp_path / "jobs" / done["id"] / "job.json"
+    record = Path(done["dir"]) / "job.json"
     res = meow("jobs", "rerun", "w", "--jobs", "jobs", cwd=tmp_path)  # the rule's only job
     assert res.returncode == 0, res.stderr
     assert res.stdout == (
@@ -231,3 +231,29 @@ def test_rerun_without_a_runner_runs_at_the_next_start(tmp_path: Path) -> None:
     assert (again["reruns"], len(again["attempts"])) == (1, 2)
     res = meow("jobs", "rerun", "w", "--jobs", "jobs", "--jobs", "jobs", cwd=tmp_path)
     assert res.returncode == 0  # done again: it may be rerun again
+
+
+def test_logs_of_a_job_that_printed_nothing(tmp_path: Path) -> None:
+    """A job that wrote nothing keeps no stdout.txt or stderr.txt (they are removed at its
+    end): `jobs logs` prints nothing and succeeds, with -f too (it has ended)."""
+    write_workflow(
+        tmp_path,
+        "runner: {base_dir: data, jobs_dir: jobs}\n"
+        "recipes:\n  quiet: {kind: bash, script: 'true'}\n"
+        "patterns:\n  q: {glob: '*.txt', recipe: quiet}\n",
+    )
+    with MeowRun("workflow.yaml", cwd=tmp_path) as run:
+        run.wait_ready()
+        (tmp_path / "data" / "a.txt").write_text("x")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 1)
+        run.signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+    (done,) = finished_jobs(tmp_path / "jobs")
+    folder = Path(done["dir"])
+    assert folder.parent.parent == tmp_path / "jobs"  # its day folder
+    assert not (folder / "stdout.txt").exists()
+    assert not (folder / "stderr.txt").exists()
+    for follow in ([], ["-f"]):
+        res = meow("jobs", "logs", *follow, done["id"], "--jobs", "jobs", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert (res.stdout, res.stderr) == ("", "")

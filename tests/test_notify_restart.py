@@ -124,7 +124,7 @@ async def start_jobs(lab: Path, *names: str) -> dict[str, Path]:
 def job_dir(lab: Path, name: str) -> Path:
     (found,) = [
         d
-        for d in (lab / "jobs").iterdir()
+        for d in (lab / "jobs").glob("*/*")  # day folders
         if d.is_dir()
         and (d / "job.json").exists()
         and read_meta(d)["event"]["path"].endswith("/" + name)

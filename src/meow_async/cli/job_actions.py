@@ -18,10 +18,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -32,6 +34,7 @@ from typing import IO, Any
 from ..conductors.forkserver import start_time_of
 from ..conductors.process_log import CANCELLED, Attempt, cancel_note, current, last_attempt
 from ..exceptions import MeowError
+from ..model.index import INDEX_FILE, STALE_FILE, JobIndex
 from ..model.jobs import (
     FINISHED,
     META_FILE,
@@ -177,6 +180,26 @@ def _post(live: Live, path: str, token: str | None) -> dict[str, Any]:
         raise MeowError(f"the runner's runner.http at {live.url()} did not answer: {e}") from None
 
 
+def _indexed(root: Path, meta: dict[str, Any], folder: Path) -> None:
+    """A job's ``job.json`` changed here (no runner was told): its index row too, so that the
+    next start, which reads the index's unfinished rows only, sees it as it is now. An index
+    that cannot be written is marked to be made again from the folders at the next start."""
+    if not (root / INDEX_FILE).exists() or (root / STALE_FILE).exists():
+        return  # none yet, or already to be made again: the next start makes it
+    try:
+        index, _ = JobIndex.open(root, repair=False)  # beside a runner, as prune does
+    except (OSError, sqlite3.Error):
+        index = None
+    if index is not None:
+        try:
+            index.save([(meta, folder)])
+            return
+        finally:
+            index.close()
+    with contextlib.suppress(OSError):
+        (root / STALE_FILE).touch()
+
+
 # -- rerun ------------------------------------------------------------------------------------
 
 
@@ -191,7 +214,9 @@ def rerun(root: Path, folder: Path, token: str | None = None) -> int:
         _post(live, f"/jobs/{job_id}/rerun", token)
         print(f"job {job_id} queued again: the runner (pid {live.pid}) runs it now")
         return 0
-    write_meta(folder, queued_again(meta))
+    meta = queued_again(meta)
+    write_meta(folder, meta)
+    _indexed(root, meta, folder)
     if live is not None:
         print(
             f"job {job_id} queued again on disk; the runner (pid {live.pid}) has no runner.http "
@@ -231,6 +256,7 @@ def _cancel_queued(
             cancelled=True,
         )
         write_meta(folder, meta)
+        _indexed(root, meta, folder)
         print(f"job {job_id} cancelled before it started")
         return 0
     if live.http is None:

@@ -29,7 +29,7 @@ from ..model.workflow_file import WorkflowSpec, load_workflow
 from ..runner.endpoints import trigger_text
 from ..runner.loops import loop_factory
 from ..runner.runner import Runner
-from . import folders, job_actions, listing, status
+from . import folders, history, job_actions, listing, status
 from .docs import docs_command
 from .init import init_command
 from .listening import target
@@ -56,6 +56,7 @@ examples:
   meow-async jobs cancel ID --jobs workflow.yaml      stop a running job (SIGTERM, SIGKILL)
   meow-async jobs rerun ID --jobs workflow.yaml       run a finished job again
   meow-async status workflow.yaml --watch             what the runner is doing, every 2 s
+  meow-async prune --older-than 30d workflow.yaml     remove finished jobs older than 30 days
   printf 'hi' | meow-async send --ack workflow.yaml -  send data to its network trigger
 
 docs: {DOCS_URL} (offline: meow-async docs)
@@ -73,6 +74,8 @@ _PAGES = {
     "jobs": "cli/#jobs",
     "show": "cli/#show",
     "status": "cli/#status",
+    "reindex": "cli/#reindex",
+    "prune": "cli/#prune",
     "send": "network/#meow-async-send",
 }
 
@@ -220,6 +223,37 @@ def _parser() -> argparse.ArgumentParser:
         help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
     )
     status.add_arguments(st)
+    rx = sub.add_parser(
+        "reindex",
+        help="make the job index again from the job folders",
+        description="Make the jobs folder's index (.meow-index.sqlite3) again from the job "
+        "folders, which are the record. A runner does it by itself at start when the index is "
+        "missing, unreadable or of an older version; this is for doing it by hand (with no "
+        "runner running).",
+    )
+    rx.add_argument(
+        "where",
+        nargs="?",
+        type=Path,
+        default=Path(".meow/jobs"),
+        help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
+    )
+    pr = sub.add_parser(
+        "prune",
+        help="remove finished jobs older than a given age",
+        description="Remove finished jobs (their folders and index rows) that ended longer "
+        "ago than --older-than, oldest first, a slice at a time: a runner on the same folder "
+        "goes on meanwhile. runner.retention in the workflow file does the same in the "
+        "background.",
+    )
+    pr.add_argument(
+        "where",
+        nargs="?",
+        type=Path,
+        default=Path(".meow/jobs"),
+        help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
+    )
+    history.add_prune_arguments(pr)
     snd = sub.add_parser(
         "send",
         help="send data to a network trigger (one message)",
@@ -316,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _send(args)
         if args.command == "status":
             return status.status_command(_root_and_spec, args.where, args.watch, args.json)
+        if args.command == "reindex":
+            return history.reindex_command(_jobs_root(args.where))
+        if args.command == "prune":
+            return history.prune_command(_jobs_root(args.where), args)
         return _show(args)
     except MeowError as e:
         print(f"meow-async: error: {e}", file=sys.stderr)

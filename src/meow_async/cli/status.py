@@ -23,12 +23,14 @@ from typing import Any
 
 from ..exceptions import MeowError
 from ..model.config import http_token
+from ..model.index import JobIndex
+from ..model.jobs import JobState
 from ..model.patterns import Pattern, TimePattern
 from ..model.schedule import tick_name
 from ..model.workflow_file import WorkflowSpec
 from ..runner.endpoints import trigger_text
 from ..runner.live import LIVE_FILE, Live, read_live
-from .listing import Query, scan
+from .listing import Query, scan, scan_open
 
 __all__ = ["NOT_RUNNING", "add_arguments", "gather", "render", "status_command"]
 
@@ -143,12 +145,29 @@ def _runner(live: Live, now: float) -> dict[str, Any]:
 
 
 def _folders(root: Path, now: float) -> dict[str, Any]:
-    rows = scan(root, Query())
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
+    """Jobs by state and the running ones: the index's counts (kept per rule and state as rows
+    change), with the queued jobs looked at in their ``process.log``; else every folder."""
+    index = JobIndex.read(root)
+    if index is None:
+        rows = scan(root, Query())
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.state] = counts.get(r.state, 0) + 1
+    else:
+        try:
+            counts = {}
+            for (_, state), n in index.counts().items():
+                counts[state] = counts.get(state, 0) + n
+            rows = scan_open(root, index)
+        finally:
+            index.close()
+        for r in rows:  # queued in job.json; process.log may say it has started or ended
+            if r.state != JobState.queued:
+                counts[JobState.queued] -= 1
+                counts[r.state] = counts.get(r.state, 0) + 1
+        counts = {k: n for k, n in counts.items() if n > 0}
     return {
-        "total": len(rows),
+        "total": sum(counts.values()),
         "counts": dict(sorted(counts.items())),
         "running": [
             {
@@ -242,6 +261,10 @@ def _live_lines(st: dict[str, Any]) -> list[str]:
     )
     q = st.get("queues") or {}
     lines.append("queues    " + (", ".join(f"{k} {v}" for k, v in q.items()) or "-"))
+    kept = st.get("kept")
+    if kept:
+        counts = ", ".join(f"{n} {state}" for state, n in kept.items())
+        lines.append(f"kept      {sum(kept.values())} in the jobs folder: {counts}")
     lines += _running_lines(st.get("running") or [])
     return lines
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from ..exceptions import ConfigError
 from .http_limits import DEFAULT_LIMITS, HTTP_LIMIT_FIELDS, HttpLimits, limit, limits_of
+from .retention import retention_settings
 from .secrets import read_secret
 from .settings import (
     block,
@@ -404,6 +405,28 @@ def _dask(where: str, field: str, value: object) -> dict[str, Any]:
     }
 
 
+def _retention(where: str, field: str, value: object) -> dict[str, float]:
+    return retention_settings(value)  # errors name runner.retention.<state>
+
+
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?[smhdwSMHDW])+\s*$"},
+    ]
+}
+#: Finished states to how long their jobs are kept: ``{done: 30d, failed: 180d}``.
+_RETENTION = custom(
+    {
+        "type": "object",
+        "properties": dict.fromkeys(("done", "failed", "skipped"), _DURATION_SCHEMA),
+        "additionalProperties": False,
+        "minProperties": 1,
+    },
+    _retention,
+)
+
+
 def _folder(where: str, field: str, value: object) -> Path:
     if not isinstance(value, str | os.PathLike) or not str(value):
         raise ConfigError("expected a folder path", where=where, field=field, value=value)
@@ -459,6 +482,9 @@ class RunnerConfig:
             ``jobs: N`` or ``adapt: {minimum_jobs, maximum_jobs}``), plus
             ``threads_per_worker`` and ``resources`` (local workers only) and
             ``connect_timeout``; see docs/scale-out.md.
+        retention: how long finished jobs are kept, by state, e.g. ``{"done": "30d",
+            "failed": "180d", "skipped": "7d"}`` (durations or seconds); older ones are removed
+            (folder and index row) in the background. None (the default): keep everything.
     """
 
     base_dir: Path = field(default=Path(), metadata=_FOLDER)
@@ -485,6 +511,7 @@ class RunnerConfig:
     dask: Mapping[str, Any] | None = field(
         default=None, metadata=optional(block(DaskSettings, _dask))
     )
+    retention: Mapping[str, Any] | None = field(default=None, metadata=optional(_RETENTION))
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):

@@ -1,24 +1,36 @@
-"""Job directories on disk: layout, atomic metadata, and reading them back."""
+"""Job directories on disk: layout, atomic metadata, and reading them back.
+
+A job's folder is ``JOBS/DAY/ID``: one folder per day (UTC, of when the job was made), so that
+no directory holds more than a day of jobs however long a runner runs (``ls``, ``find``,
+backups and a restart's reconciliation list a day, never the whole history), and a day of
+history is one folder to archive. Folders of earlier versions (``JOBS/ID``) stay where they
+are and are read as before. Ids do not say the day (they are named from the trigger): the
+index (``index.py``) says where a job is, and is made again from the folders when in doubt.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
+    "DAY_FOLDER",
     "META_FILE",
     "NOTIFY_PENDING",
     "Job",
     "JobState",
+    "day_of",
     "ended_text",
     "exit_text",
     "iter_jobs",
@@ -46,6 +58,21 @@ class JobState(StrEnum):
 
 
 FINISHED = frozenset({JobState.done, JobState.failed, JobState.skipped})
+
+#: The name of a day folder (``2026-12-07``).
+DAY_FOLDER = r"\d{4}-\d{2}-\d{2}"
+
+
+def day_of(created: float) -> str:
+    """The day folder a job made at ``created`` goes in (UTC, so a clock change or a move
+    between time zones never puts two days in one folder)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(created))
+
+
+class Indexed(Protocol):
+    """**Protocol:** where a job's metadata is also kept (the jobs folder's ``JobIndex``)."""
+
+    def put(self, jobs: Sequence[Job]) -> None: ...
 
 
 def exit_text(code: int | None) -> str:
@@ -93,6 +120,8 @@ class Job:
     durable: bool = False
     #: Set by the runner while the job holds one of its ``max_jobs`` slots.
     on_end: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: The index its row is kept in (set by the runner's handler and recovery).
+    index: Indexed | None = field(default=None, repr=False, compare=False)
 
     @property
     def rule(self) -> str:
@@ -116,8 +145,15 @@ class Job:
             self.on_end()
 
     def update(self, **changes: Any) -> None:
-        """Change the metadata and rewrite it atomically (call from a worker thread)."""
+        """Change the metadata and rewrite it atomically, then its index row (call from a
+        worker thread): the folder first, so the index is never ahead of it."""
         self.meta.update(changes)
+        self.save()
+        if self.index is not None:
+            self.index.put([self])
+
+    def save(self) -> None:
+        """Rewrite ``job.json`` only (a batch writes the index rows in one commit after)."""
         write_meta(self.dir, self.meta, durable=self.durable)
 
 
@@ -154,20 +190,28 @@ def read_meta(job_dir: Path) -> dict[str, Any]:
 
 
 def iter_jobs(jobs_root: Path) -> Iterator[dict[str, Any]]:
-    """Every readable job's metadata under ``jobs_root``, oldest first."""
+    """Every readable job's metadata under ``jobs_root`` (day folders, and the flat layout of
+    earlier versions), oldest first. It reads every folder: the index answers faster."""
     try:
         entries = list(os.scandir(jobs_root))
     except FileNotFoundError:
         return
-    metas = []
+    folders = []
     for entry in entries:
-        if not entry.is_dir():
+        if not entry.is_dir() or entry.name.startswith("."):
             continue
+        if re.fullmatch(DAY_FOLDER, entry.name):
+            with contextlib.suppress(FileNotFoundError), os.scandir(entry.path) as day:
+                folders += [e.path for e in day if e.is_dir()]
+        else:
+            folders.append(entry.path)
+    metas = []
+    for folder in folders:
         try:
-            meta = read_meta(Path(entry.path))
+            meta = read_meta(Path(folder))
         except (OSError, ValueError):
             continue  # being made, or not a job folder
-        meta["dir"] = entry.path
+        meta["dir"] = folder
         metas.append(meta)
     metas.sort(key=lambda m: (m.get("created") or 0, str(m.get("id"))))
     yield from metas

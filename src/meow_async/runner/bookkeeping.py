@@ -38,6 +38,8 @@ class RunnerStats:
     handler_errors: int = 0
     skipped: int = 0
     retries: int = 0
+    #: Finished jobs removed by ``runner.retention`` (folder and index row).
+    removed: int = 0
     #: Notifications (docs/notifications.md): delivered, given up, dropped.
     notifications_sent: int = 0
     notifications_failed: int = 0

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import hmac
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +38,7 @@ from ..conductors.process_log import current
 from ..exceptions import MeowError
 from ..model.addresses import host_port
 from ..model.config import RunnerConfig
+from ..model.index import JobIndex, Select
 from ..model.jobs import Job, JobState, iter_jobs, read_meta
 from ..model.patterns import FilePattern, HttpPattern, Pattern, TimePattern
 from ..model.rules import Rule
@@ -82,6 +86,7 @@ class Observed(Protocol):
     filtering: Filtering
     live: LiveFile
     started: asyncio.Event
+    index: JobIndex | None
 
     @property
     def stopping(self) -> bool: ...
@@ -132,8 +137,22 @@ class _Collector:
             jobs.add_metric([state], getattr(s, state))
         yield jobs
         yield CounterMetricFamily("meow_jobs_made", "Job folders made", value=s.jobs)
+        if r.index is not None:
+            kept = GaugeMetricFamily(
+                "meow_jobs_kept",
+                "Jobs in the jobs folder (all runs, less those retention removed), by rule and "
+                "the state their job.json last recorded (a running job counts as queued)",
+                labels=["rule", "state"],
+            )
+            with contextlib.suppress(sqlite3.Error):
+                for (rule, state), n in sorted(r.index.counts().items()):
+                    kept.add_metric([rule, state], n)
+            yield kept
         yield GaugeMetricFamily("meow_jobs_running", "Jobs running now", value=s.running)
         yield CounterMetricFamily("meow_job_retries", "Failed jobs queued again", value=s.retries)
+        yield CounterMetricFamily(
+            "meow_jobs_removed", "Finished jobs removed by runner.retention", value=s.removed
+        )
         yield CounterMetricFamily(
             "meow_handler_errors", "Events that could not make their jobs", value=s.handler_errors
         )
@@ -366,7 +385,19 @@ class Endpoints:
             },
             "running": running,
             "queues": {name: q.qsize() for name, q in r.queues().items()},
+            "kept": self._kept(),
         }
+
+    def _kept(self) -> dict[str, int] | None:
+        """The jobs folder's jobs by state, all runs (the index's counts: microseconds)."""
+        index = self.runner.index
+        if index is None:
+            return None
+        out: dict[str, int] = {}
+        with contextlib.suppress(sqlite3.Error):
+            for (_, state), n in index.counts().items():
+                out[state] = out.get(state, 0) + n
+        return dict(sorted(out.items()))
 
     def metrics(self) -> web.Response:
         body = generate_latest(self.registry)
@@ -385,29 +416,30 @@ class Endpoints:
             return web.json_response({"error": "limit must be a whole number"}, status=400)
 
         def read() -> list[dict[str, Any]]:
-            out = []
-            for meta in iter_jobs(self.runner.jobs_dir):
-                meta = current(meta)
-                if (state is None or meta.get("state") == state) and (
-                    rule is None or meta.get("rule") == rule
-                ):
-                    out.append(meta)
-            return out[-limit:] if limit else out
+            return _listed(self.runner.jobs_dir, state, rule, limit)
 
         return web.json_response({"jobs": await asyncio.to_thread(read)})
 
     async def job(self, job_id: str) -> web.Response:
-        folder = self.runner.jobs_dir / job_id
         if not job_id or "/" in job_id or job_id.startswith("."):
             return web.json_response({"error": f"no job {job_id}"}, status=404)
+        jobs_dir = self.runner.jobs_dir
 
-        def read(path: Path) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            index = JobIndex.read(jobs_dir)
+            folder = None
+            if index is not None:
+                try:
+                    folder = next((f for i, f in index.find(job_id) if i == job_id), None)
+                finally:
+                    index.close()
+            path = jobs_dir / (folder or job_id)
             try:
                 return current({**read_meta(path), "dir": str(path)})
             except (OSError, ValueError):
                 return None
 
-        meta = await asyncio.to_thread(read, folder)
+        meta = await asyncio.to_thread(read)
         if meta is None:
             return web.json_response({"error": f"no job {job_id}"}, status=404)
         return web.json_response(meta)
@@ -415,6 +447,46 @@ class Endpoints:
 
 def _tick(tick: datetime, now: float) -> dict[str, Any]:
     return {"next_tick": tick_name(tick), "next_tick_in": tick.timestamp() - now}
+
+
+def _listed(
+    jobs_dir: Path, state: str | None, rule: str | None, limit: int | None
+) -> list[dict[str, Any]]:
+    """``/jobs``: each job's record as of now, oldest first (the newest ``limit``): the rows
+    from the index, then only those rows' folders read."""
+    index = JobIndex.read(jobs_dir)
+    if index is None:
+        out = []
+        for meta in iter_jobs(jobs_dir):
+            meta = current(meta)
+            if (state is None or meta.get("state") == state) and (
+                rule is None or meta.get("rule") == rule
+            ):
+                out.append(meta)
+        return out[-limit:] if limit else out
+    try:
+        sel = Select(rules=frozenset([rule]) if rule else frozenset())
+        if state in (None, JobState.skipped):  # a job.json in these states is as it is
+            rows = index.select(
+                replace(sel, states=frozenset([state]) if state else sel.states, tail=limit)
+            )
+        else:  # a queued job may have started or ended since: see its process.log
+            direct = {state} - {JobState.queued, JobState.running}
+            rows = index.select(sel, only=direct) if direct else []
+            rows += index.select(sel, only=(JobState.queued, JobState.running))
+            rows.sort(key=lambda r: (r.created, r.id))
+    finally:
+        index.close()
+    out = []
+    for r in rows:
+        path = jobs_dir / r.folder
+        try:
+            meta = current({**read_meta(path), "dir": str(path)})
+        except (OSError, ValueError):
+            continue  # removed since (prune, retention)
+        if state is None or meta.get("state") == state:
+            out.append(meta)
+    return out[-limit:] if limit else out
 
 
 def trigger_text(p: Pattern, port: int | None) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
 import socket
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,11 +24,14 @@ from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from ..handlers import Handler
 from ..model.config import RunnerConfig, http_limits, http_token
 from ..model.events import Event
+from ..model.index import JobIndex
 from ..model.jobs import FINISHED, META_FILE, Job, JobState, queued_again, read_meta, write_meta
 from ..model.notify import Notify
 from ..model.patterns import FilePattern, Pattern
 from ..model.printable import printable
 from ..model.recipes import Recipe
+from ..model.retention import SLICE as RETENTION_SLICE
+from ..model.retention import Pruned, describe, prune_slice
 from ..model.rules import Rule
 from ..model.workflow import Workflow
 from ..model.workflow_file import WorkflowSpec, load_workflow
@@ -103,6 +108,8 @@ class Runner:
         #: comes.
         self.cancelled: set[str] = set()
         self.live = LiveFile(self.jobs_dir)  # for `meow-async status`
+        #: The jobs folder's index, open while ``run`` runs.
+        self.index: JobIndex | None = None
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         http = self.config.http
         self.endpoints = Endpoints(self, http_token(http)) if http else None
@@ -229,9 +236,54 @@ class Runner:
         # What a previous run left: accepted messages, queued and running jobs, file changes
         # since its watermark (found by the file monitor once its watch is live).
         recovered_events = await asyncio.to_thread(self.network.recover)
+        self.index = await asyncio.to_thread(self._open_index)
+        self.handler.index = self.index
+        try:
+            await self._run_indexed(recovered_events)
+        finally:
+            await asyncio.to_thread(self.index.close)
+
+    def _open_index(self) -> JobIndex:
+        """The jobs folder's index, made again from the folders if it cannot be trusted."""
+        try:
+            index, opened = JobIndex.open(self.jobs_dir, durable=self.config.durable)
+        except (OSError, sqlite3.Error) as e:
+            raise MeowError(
+                f"cannot open the job index in {self.jobs_dir} (.meow-index.sqlite3): {e}; "
+                "it can be deleted, and is then made again from the job folders"
+            ) from None
+        if opened.rebuilt is not None:
+            logger.info(
+                "job index made again from the job folders (%s): %d job(s) in %.2fs",
+                opened.rebuilt,
+                opened.jobs,
+                opened.took,
+            )
+        elif opened.added or opened.dropped:
+            logger.info(
+                "job index brought up to date with the job folders: %d added, %d gone "
+                "(%d folder(s) looked at, %.2fs)",
+                opened.added,
+                opened.dropped,
+                opened.looked_at,
+                opened.took,
+            )
+        return index
+
+    async def _run_indexed(self, recovered_events: list[Event]) -> None:
         recovered = await asyncio.to_thread(
-            recover_jobs, self.jobs_dir, self.workflow.rules, durable=self.config.durable
+            recover_jobs,
+            self.jobs_dir,
+            self.workflow.rules,
+            durable=self.config.durable,
+            index=self.index,
         )
+        if recovered.half_made:
+            logger.info(
+                "%d job(s) were being made when the runner stopped: removed; their triggers "
+                "make them again",
+                recovered.half_made,
+            )
         if recovered.to_run or recovered.failed or recovered.finished:
             logger.info(
                 "recovered %d job(s) to run (%d were cut off: %d to rerun, %d failed; %d "
@@ -315,6 +367,8 @@ class Runner:
                 ports=self.ports(),
             )
             tg.create_task(self.live.keep(self._stop), name="live-file")
+            if cfg.retention:
+                tg.create_task(self._retain(dict(cfg.retention)), name="retention")
             self.started.set()
             logger.info(
                 "runner started: watching %s, jobs in %s, up to %d at once",
@@ -340,6 +394,28 @@ class Runner:
                 logger.warning("stopping %d running job(s)", self.stats.running)
             for t in (force, drained, *workers, *self.retries.waiting):
                 t.cancel()
+
+    async def _retain(self, keep: dict[str, float]) -> None:
+        """Remove finished jobs past ``runner.retention``, a slice (``SLICE`` jobs, one thread
+        hop) every few seconds while there is a backlog, then once a minute."""
+        assert self.index is not None  # noqa: S101 - open while running
+        index, pruned = self.index, Pruned()
+        while not self._stop.is_set():
+            try:
+                done = await asyncio.to_thread(prune_slice, index, keep, into=Pruned())
+            except (OSError, sqlite3.Error) as e:
+                logger.warning("retention: could not remove old jobs: %s", e)
+                done = Pruned()
+            for state, n in done.removed.items():
+                pruned.removed[state] = pruned.removed.get(state, 0) + n
+            self.stats.removed += done.total
+            busy = done.total >= RETENTION_SLICE
+            if not busy and pruned.total:
+                logger.info("retention: removed %d old job(s): %s", pruned.total, describe(pruned))
+                pruned = Pruned()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETENTION_BUSY if busy else RETENTION_IDLE):
+                    await self._stop.wait()
 
     async def _requeue(
         self,
@@ -533,6 +609,9 @@ class Runner:
         write_meta(folder, meta, durable=self.config.durable)
         job = Job.from_meta(meta)
         job.durable = self.config.durable
+        job.index = self.index
+        if self.index is not None:
+            self.index.put([job])  # queued again, and its restart notification no longer owed
         return job
 
     async def cancel_queued(self, job_id: str) -> None:
@@ -552,13 +631,13 @@ class Runner:
         logger.info("job %s cancelled: it will not start", job_id)
 
     def _job_folder(self, job_id: str) -> Path:
-        folder = self.jobs_dir / job_id
-        if (
-            not job_id
-            or "/" in job_id
-            or job_id.startswith(".")
-            or not (folder / META_FILE).is_file()
-        ):
+        """The folder of job ``job_id``: in its day folder (the index says which), or in the
+        flat layout of earlier versions. KeyError if there is none."""
+        if not job_id or "/" in job_id or job_id.startswith("."):
+            raise KeyError(job_id)
+        where = self.index.folder_of(job_id) if self.index is not None else None
+        folder = self.jobs_dir / (where or job_id)
+        if not (folder / META_FILE).is_file():
             raise KeyError(job_id)
         return folder
 
@@ -658,7 +737,9 @@ class Runner:
 
         def notified() -> None:
             task = asyncio.create_task(
-                asyncio.to_thread(clear_notify_mark, job_dir, durable=self.config.durable)
+                asyncio.to_thread(
+                    clear_notify_mark, job_dir, durable=self.config.durable, index=self.index
+                )
             )
             self._unmarking.add(task)
             task.add_done_callback(self._unmarking.discard)
@@ -707,6 +788,11 @@ class Runner:
         self.stop(force=exc is not None)
         await self._task
 
+
+#: Seconds between retention slices while old jobs are left to remove, and after a pass that
+#: found none left: a slice is one thread hop, never a pause of the loop.
+RETENTION_BUSY = 2.0
+RETENTION_IDLE = 60.0
 
 #: Events a handler task makes jobs for in one thread hop, at most: fewer hops in a burst,
 #: while the first job of a burst waits for no more than a few folders to be made.
