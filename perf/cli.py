@@ -14,7 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import chunks, files, http, jobs, listing, memory, output, report_tests, scale_out
+from . import (
+    chunks,
+    files,
+    http,
+    jobs,
+    listing,
+    memory,
+    output,
+    poll,
+    report_tests,
+    scale_out,
+    schedules,
+)
 from .limits import raise_nofile
 from .loops import LOOPS
 from .machine import describe
@@ -28,11 +40,17 @@ SUITES = {
     "memory": "peak RSS under 10,000 idle connections, under a flood, and under TLS (idle "
     "connections, stalled handshakes)",
     "chunks": "network intake time by chunk size",
-    "http": "HTTP intake: requests/s and request -> event latency against a bare aiohttp "
-    "handler writing the same spool files",
+    "http": "HTTP intake: requests/s and request -> event latency (plain and HMAC-signed) "
+    "against a bare aiohttp handler writing the same spool files",
     "dask": "a burst of 1000 short jobs: local conductor vs a Dask LocalCluster (jobs/s, "
     "ms per job)",
     "listing": "meow-async jobs (and show PATH, status) on 100,000 job folders, the real CLI",
+    "filters": "a when: filter's cost per event (2 kB JSON body, two clauses) against none",
+    "ticks": "every: ticks -> warm Python job start, p50/p99",
+    "poll": "the polling watcher on 100,000 files in 1,000 folders (CPU per look, memory of "
+    "the index), and job end -> next job start through the job-end scan",
+    "history": "restart, RSS, jobs --tail/--state and status over N finished jobs (100,000; "
+    "--history-jobs 1000000), this tree against --history-base; disk per job",
 }
 
 
@@ -95,6 +113,25 @@ def _parser() -> argparse.ArgumentParser:
         f"{', '.join(memory.LOADS)} (default: all; tls needs trustme)",
     )
     p.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="DIR",
+        help="http suite: also run the meow_async found in DIR (another checkout's src/, e.g. "
+        "from `git archive`), taking turns with this one, each point in its own process",
+    )
+    p.add_argument(
+        "--history-jobs",
+        type=int,
+        default=100_000,
+        help="history suite: finished jobs to build (default 100,000; the issue's 1,000,000)",
+    )
+    p.add_argument(
+        "--history-base",
+        default=HISTORY_BASE,
+        help=f"history suite: the commit to compare with (default {HISTORY_BASE}, before the "
+        "job index)",
+    )
+    p.add_argument(
         "--from-json",
         type=Path,
         help="do not measure: render --markdown/--plots from a saved --json",
@@ -150,11 +187,18 @@ def main(argv: list[str] | None = None) -> int:
             args.loop,
             args.concurrency,
             args.payload,
+            baseline=args.baseline_src,
         ),
     }
+    steps["poll"] = lambda: poll.run(scratch, args.loop, sizes.name)
     steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
+    steps["history"] = lambda: _history(args, scratch)
     steps["dask"] = lambda: scale_out.run(
         1000, 1 if sizes.name == "small" else 3, args.max_jobs, 2, args.loop, scratch
+    )
+    steps["filters"] = lambda: schedules.run_filters(5000, args.repeats or 7)
+    steps["ticks"] = lambda: schedules.run_ticks(
+        60 if sizes.name == "small" else 400, scratch, args.loop
     )
     chosen = list(SUITES) if args.suite == "all" else [args.suite]
     try:
@@ -174,6 +218,18 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     _write(args, results)
     return 0
+
+
+#: The commit before the job index (``perf/history.py`` compares with it by default).
+HISTORY_BASE = "951a90c"
+
+
+def _history(args: argparse.Namespace, scratch: Path) -> Any:
+    # Imported here: the other suites also run against older trees (PYTHONPATH), which have
+    # no job index.
+    from . import history
+
+    return history.run(args.history_jobs, args.repeats or 3, scratch, args.history_base)
 
 
 def _tests(text: str) -> tuple[str, ...]:

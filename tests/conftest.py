@@ -22,7 +22,9 @@ from meow_async import (
     Runner,
     RunnerConfig,
     iter_jobs,
+    read_meta,
 )
+from meow_async.model.index import JobIndex
 
 # Generous: these bound a wait for a condition, they are not a timing claim.
 WAIT = 30.0
@@ -60,6 +62,15 @@ class Workspace:
 
     def jobs_list(self) -> list[dict[str, Any]]:
         return list(iter_jobs(self.jobs))
+
+    def as_killed(self, job_dir: Path) -> None:
+        """The index row of ``job_dir`` as its ``job.json`` now says: what a runner killed at
+        that moment leaves (a test that rewrites a job's files by hand calls this)."""
+        index, _ = JobIndex.open(self.jobs, repair=False)
+        try:
+            index.put_metas([(read_meta(job_dir), job_dir)])
+        finally:
+            index.close()
 
     def write(self, rel: str, text: str = "x") -> Path:
         path = self.base / rel

@@ -69,11 +69,13 @@ class MeowRun:
         cwd: Path,
         on_stdout: LineHook | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.args = [str(a) for a in args]
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "meow_async", "run", *self.args],
             cwd=cwd,
+            env=env,
             preexec_fn=preexec_fn,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -208,7 +210,7 @@ def write_workflow(root: Path, text: str, name: str = "workflow.yaml") -> Path:
 def job_metas(jobs_dir: Path) -> list[dict[str, Any]]:
     """Every job.json under ``jobs_dir`` (written by rename, so never half a file), oldest
     first, as `meow-async jobs` lists them."""
-    metas = [json.loads(p.read_text()) for p in jobs_dir.glob("*/job.json")]
+    metas = [json.loads(p.read_text()) for p in jobs_dir.glob("*/*/job.json")]
     return sorted(metas, key=lambda m: (m["created"], m["id"]))
 
 
@@ -506,7 +508,10 @@ def test_show_and_jobs_say_what_is_wrong(tmp_path: Path) -> None:
 
     res = meow("show", "--jobs", jobs_dir, "2026", cwd=tmp_path)
     assert res.returncode == 1
-    assert "'2026' matches 2 jobs; give more of the id" in res.stderr
+    assert (
+        "'2026' matches 2 jobs (20260101-000000.000-aaaa0001, 20260101-000000.000-aaaa0002); "
+        "give more of the id"
+    ) in res.stderr
 
     res = meow("show", "--jobs", jobs_dir, "2027", cwd=tmp_path)
     assert res.returncode == 1
@@ -648,8 +653,8 @@ def start_one_job(run: MeowRun, root: Path, marker: str) -> Path:
     """Trigger the rule once; return the job's folder once its script wrote ``marker``."""
     run.wait_ready()
     (root / "data" / "go.txt").write_text("go\n")
-    wait_until_sync(lambda: any((root / "jobs").glob(f"*/{marker}")), SHORT)
-    (job_dir,) = (p.parent for p in (root / "jobs").glob(f"*/{marker}"))
+    wait_until_sync(lambda: any((root / "jobs").glob(f"*/*/{marker}")), SHORT)
+    (job_dir,) = (p.parent for p in (root / "jobs").glob(f"*/*/{marker}"))
     assert json.loads((job_dir / "job.json").read_text())["state"] == "queued"  # until it ends
     assert (job_dir / "process.log").read_text().splitlines()[1].startswith("pid ")  # started
     return job_dir
@@ -668,6 +673,30 @@ def test_one_signal_waits_for_the_running_job(tmp_path: Path, sig: signal.Signal
     assert meta["exit_code"] == 0
     assert (job_dir / "stdout.txt").read_text() == "finished\n"
     assert "1 job(s): 1 done, 0 failed, 0 skipped, 0 left queued" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_sighup_is_logged_and_ignored(tmp_path: Path) -> None:
+    """SIGHUP to the runner's whole process group, as a closed terminal sends it: logged,
+    ignored by the runner and its fork server (a warm Python job runs after it), never a
+    silent death (before: the runner died of it without a line)."""
+    write_workflow(
+        tmp_path,
+        RUNNER + "recipes:\n  r: {kind: python, script: 'print(open(input_file).read())'}\n"
+        "patterns:\n  p: {glob: '*.txt', recipe: r}\n",
+    )
+    with MeowRun("workflow.yaml", cwd=tmp_path, preexec_fn=os.setsid) as run:
+        run.wait_ready()
+        (tmp_path / "data" / "before.txt").write_text("before")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 1, SHORT)
+        os.killpg(run.proc.pid, signal.SIGHUP)
+        run.wait_for("SIGHUP ignored: reloading the workflow is not supported yet", stream="stderr")
+        assert run.still_running(), run.report()
+        (tmp_path / "data" / "after.txt").write_text("after")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 2, SHORT)
+        run.signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+    assert [j["state"] for j in finished_jobs(tmp_path / "jobs")] == ["done", "done"]
     assert "Traceback" not in run.stderr
 
 
@@ -704,7 +733,7 @@ def test_a_second_signal_stops_running_jobs_at_once(tmp_path: Path, sig: signal.
     assert meta["state"] == "failed"
     assert "stop" in meta["error"], meta["error"]
     assert meta["finished"] is not None
-    assert not (job_dir / "stdout.txt").read_text()  # never got to "finished"
+    assert not (job_dir / "stdout.txt").exists()  # never got to "finished": empty, removed
     # The script and what it started are gone, not left running as orphans.
     wait_until_sync(lambda: not any(alive(pid) for pid in pids), SHORT)
 
@@ -741,8 +770,8 @@ def test_a_stop_leaves_jobs_that_had_not_started_queued(tmp_path: Path) -> None:
         run.wait_ready()
         run.wait_for("up to 1 at once", stream="stderr")
         (tmp_path / "data" / "one.txt").write_text("1\n")
-        wait_until_sync(lambda: any(jobs_dir.glob("*/sleep")), SHORT)
-        run.adopt_job(read_pid(next(jobs_dir.glob("*/pid"))))
+        wait_until_sync(lambda: any(jobs_dir.glob("*/*/sleep")), SHORT)
+        run.adopt_job(read_pid(next(jobs_dir.glob("*/*/pid"))))
         (tmp_path / "data" / "two.txt").write_text("2\n")
         wait_until_sync(lambda: len(job_metas(jobs_dir)) == 2, SHORT)
         run.signal(signal.SIGINT)
@@ -765,15 +794,43 @@ def test_a_stop_leaves_jobs_that_had_not_started_queued(tmp_path: Path) -> None:
 RULES = "recipes:\n  r: {kind: bash, script: 'true'}\npatterns:\n  p: {glob: '*.txt', recipe: r}\n"
 
 
-def test_run_without_the_watched_folder(tmp_path: Path) -> None:
-    write_workflow(tmp_path, "runner: {base_dir: nodata, jobs_dir: jobs}\n" + RULES)
+def test_run_makes_a_missing_watched_folder_of_its_project(tmp_path: Path) -> None:
+    """The README's workflow: `data/` and `data/incoming/` do not exist yet. `validate` says
+    `run` will make them, `run` makes them (and says so), and a file dropped in runs a job."""
+    rules = RULES.replace("'*.txt'", "'incoming/*.txt'")
+    (tmp_path / "workflow.yaml").write_text("runner: {base_dir: data, jobs_dir: jobs}\n" + rules)
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = tmp_path / "data"
+    assert f"`run` will make the missing folder(s) {data}, {data / 'incoming'}\n" in res.stderr
+    assert not data.exists()
     with MeowRun("workflow.yaml", cwd=tmp_path) as run:
+        run.wait_ready()
+        assert "made the folder data (the workflow watches it)" in run.stderr
+        assert "made the folder data/incoming (the workflow watches it)" in run.stderr
+        (tmp_path / "data" / "incoming" / "a.txt").write_text("x")
+        wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 1)
+        run.signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+
+
+def test_run_without_a_watched_folder_outside_its_project(tmp_path: Path) -> None:
+    """A watched folder elsewhere (an unmounted share?) is not made: `run` stops, and
+    `validate` says it will."""
+    outside = tmp_path / "mnt" / "nodata"
+    project = tmp_path / "project"
+    project.mkdir()
+    write_workflow(project, f"runner: {{base_dir: {outside}, jobs_dir: jobs}}\n" + RULES)
+    res = meow("validate", "workflow.yaml", cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert f"the watched folder {outside} does not exist; `run` stops until it does" in res.stderr
+    with MeowRun("workflow.yaml", cwd=project) as run:
         code = run.wait_exit()
     assert code == 1, run.report()
     assert "meow-async: error:" in run.stderr
-    assert f"the watched folder {tmp_path / 'nodata'} does not exist" in run.stderr
+    assert f"the watched folder {outside} does not exist" in run.stderr
     assert "Traceback" not in run.stderr, run.report()
-    assert not (tmp_path / "nodata").exists()
+    assert not outside.exists()
 
 
 def test_run_with_a_jobs_folder_that_cannot_be_made(tmp_path: Path) -> None:
@@ -856,7 +913,10 @@ def test_validate_warns_about_a_template_word_that_is_no_keyword(tmp_path: Path)
     )
     res = meow("validate", "workflow.yaml", cwd=tmp_path)
     assert res.returncode == 0
-    assert "patterns.p.outputs: {PREFX} is not a keyword (did you mean {PREFIX}?)" in res.stderr
+    assert (
+        "workflow.yaml:5:48: patterns.p.outputs.out: {PREFX} is not a keyword (did you mean "
+        '{PREFIX}?); it is passed on as written (value: "{BASE}/{PREFX}.json")' in res.stderr
+    )
 
 
 def test_an_unquoted_glob_gets_a_hint(tmp_path: Path) -> None:

@@ -235,16 +235,30 @@ def test_jobs_json_is_one_record_per_line_with_the_filters(made: Made) -> None:
     listed = [json.loads(line) for line in res.stdout.splitlines()]
     assert [m["id"] for m in listed] == [m["id"] for m in made.by_rule("fit")][-3:]
     assert all(m["sweep"] and m["state"] == "done" for m in listed)
-    assert {m["dir"] for m in listed} == {str(made.jobs / m["id"]) for m in listed}
+    assert {m["dir"] for m in listed} == {str(next(made.jobs.glob(f"*/{m['id']}"))) for m in listed}
     res = meow("jobs", "workflow.yaml", "--json", "--state", "skipped", cwd=made.root)
     assert res.returncode == 0
     assert res.stdout == ""
 
 
 def test_jobs_read_by_several_processes_list_the_same(made: Made) -> None:
-    """Big jobs folders are read by forked copies of the process (one per CPU): the same rows,
-    in the same order, as one process reads them (forced here for 8 jobs)."""
+    """Big jobs folders without an index (no runner of this version has opened them) are read
+    by forked copies of the process (one per CPU): the same rows, in the same order, as one
+    process reads them (forced here for 8 jobs)."""
+    with_index = meow("jobs", "workflow.yaml", cwd=made.root).stdout
+    aside = made.root / "index-aside"
+    aside.mkdir()
+    for f in made.jobs.glob(".meow-index.sqlite3*"):
+        f.rename(aside / f.name)
+    try:
+        _listed_from_folders(made, with_index)
+    finally:
+        for f in aside.iterdir():
+            f.rename(made.jobs / f.name)
+        aside.rmdir()
 
+
+def _listed_from_folders(made: Made, with_index: str) -> None:
     def listing(processes: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [PYTHON, "-m", "meow_async", "jobs", "workflow.yaml", *args],
@@ -262,6 +276,7 @@ def test_jobs_read_by_several_processes_list_the_same(made: Made) -> None:
         assert three.returncode == 0, three.stderr
         assert three.stdout == one.stdout, args
         assert len(one.stdout.splitlines()) >= 4
+    assert listing("1").stdout == with_index  # the index lists what the folders hold
     res = listing("none")
     assert res.returncode == 1
     assert "MEOW_LISTING_PROCESSES: expected a whole number >= 1, got 'none'" in res.stderr
@@ -299,9 +314,20 @@ def test_show_by_message_id_and_what_is_wrong(made: Made) -> None:
     res = meow("show", "nothing-like-it", "--jobs", "jobs", cwd=made.root)
     assert res.returncode == 1
     assert "no job 'nothing-like-it' in jobs" in res.stderr
-    res = meow("show", "fit", "--jobs", "jobs", cwd=made.root)  # an id's start, as before
+    # A rule's name (the --help example): its newest job, with a note saying so.
+    res = meow("show", "fit", "--jobs", "jobs", cwd=made.root)
+    assert res.returncode == 0, res.stderr
+    newest = json.loads(
+        meow("jobs", "jobs", "--rule", "fit", "--tail", "1", "--json", cwd=made.root).stdout
+    )
+    assert res.stdout.splitlines()[0] == f"job       {newest['id']}"
+    assert res.stderr == (
+        "meow-async: note: rule fit has 4 jobs; showing the newest (meow-async jobs --rule fit "
+        "lists them all)\n"
+    )
+    res = meow("show", "fit-", "--jobs", "jobs", cwd=made.root)  # an id's start
     assert res.returncode == 1
-    assert "'fit' matches 4 jobs; give more of the id" in res.stderr
+    assert "'fit-' matches 4 jobs (fit-" in res.stderr
 
 
 # -- status ---------------------------------------------------------------------------------------
@@ -395,6 +421,7 @@ def test_status_of_a_running_runner_from_its_http_endpoint(
         assert "events    1  (wait 1)\n" in out
         assert "jobs      1 made: 1 running, 0 done, 0 failed, 0 skipped" in out
         assert "queues    events 0, jobs 0\n" in out
+        assert "kept      1 in the jobs folder: 1 queued\n" in out  # the index: running is queued
         (job,) = [m for m in job_metas(jobs) if m["rule"] == "wait"]
         assert re.search(rf"^running   {job['id']}  wait  \d+\.\ds$", out, re.M), out
 
@@ -409,6 +436,7 @@ def test_status_of_a_running_runner_from_its_http_endpoint(
         assert st["running"][0]["age"] >= 0
         assert {r["name"] for r in st["rules"]} == {"convert", "fit", "check", "wait", "ingest"}
         assert st["queues"] == {"events": 0, "jobs": 0}
+        assert st["kept"] == {"queued": 1}  # the jobs folder, all runs, from the index
         # /status is read-only, as the runner's other endpoints are.
         post = urllib.request.Request(f"http://127.0.0.1:{port}/status", data=b"", method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -478,9 +506,19 @@ def test_status_without_runner_http_reads_the_folders_and_sees_a_killed_runner(
         assert re.match(
             rf"runner    not running \(last seen \S+ \S+; pid {run.proc.pid} is gone", res.stdout
         ), res.stdout
+        # the file's rules are not shown as a runner's: none runs
+        assert not re.search(r"^rules ", res.stdout, re.M), res.stdout
+        assert (
+            "workflow  workflow.yaml: 5 rule(s) (convert, fit, check, wait, ingest), none running\n"
+        ) in res.stdout
         answer = status_json(tmp_path)
         assert answer["running"] is False
         assert answer["runner"]["alive"] is False
+        assert "rules" not in answer
+        assert answer["workflow"] == {
+            "file": "workflow.yaml",
+            "rules": ["convert", "fit", "check", "wait", "ingest"],
+        }
         (tmp_path / "data" / "slow" / "release").write_text("")  # the job goes on alone
 
 

@@ -408,8 +408,29 @@ def _children() -> set[int]:
 
 
 def test_dask_settings_are_checked_when_made(ws: Workspace) -> None:
-    with pytest.raises(ConfigError, match="give either address"):
+    with pytest.raises(ConfigError, match="give one of address"):
         RunnerConfig(dask={"address": "tcp://127.0.0.1:1", "local_workers": 2})
+    # Batch jobs through dask-jobqueue: the system, cores and memory; its own keys pass.
+    slurm = {"jobqueue": "slurm", "cores": 2, "memory": "4GB"}
+    assert RunnerConfig(dask=slurm).dask == {**slurm, "jobs": 1}
+    with pytest.raises(ConfigError, match=r"dask\.jobqueue: expected one of slurm, pbs"):
+        RunnerConfig(dask={**slurm, "jobqueue": "torque"})
+    with pytest.raises(ConfigError, match=r"dask\.memory: a batch job's memory must be given"):
+        RunnerConfig(dask={"jobqueue": "slurm", "cores": 2})
+    with pytest.raises(ConfigError, match=r"runner\.dask: give one of address .* or jobqueue"):
+        RunnerConfig(dask={**slurm, "local_workers": 2})
+    with pytest.raises(ConfigError, match=r"either jobs .* or adapt"):
+        RunnerConfig(dask={**slurm, "jobs": 2, "adapt": {"maximum_jobs": 4}})
+    with pytest.raises(ConfigError, match="minimum_jobs is more than maximum_jobs"):
+        RunnerConfig(dask={**slurm, "adapt": {"minimum_jobs": 4, "maximum_jobs": 2}})
+    with pytest.raises(ConfigError, match=r"dask\.worker_extra_args: expected a list of strings"):
+        RunnerConfig(dask={**slurm, "worker_extra_args": "--nthreads 4"})
+    with pytest.raises(
+        ConfigError, match=r"dask\.cores: batch-job settings .*need jobqueue: slurm"
+    ):
+        RunnerConfig(dask={"address": "tcp://127.0.0.1:1", "cores": 2})
+    with pytest.raises(ConfigError, match=r"dask\.adapt\.maxjobs: unknown setting"):
+        RunnerConfig(dask={**slurm, "adapt": {"maxjobs": 4}})
     with pytest.raises(ConfigError, match="say which cluster"):
         RunnerConfig(conductor="dask")
     with pytest.raises(ConfigError, match=r"runner\.conductor: expected one of local, dask"):
@@ -451,7 +472,7 @@ def test_run_dask_from_the_command_line(tmp_path: Path, cluster: Cluster) -> Non
         run.wait_for("done in", stream="stderr")
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()
-    (job,) = [json.loads(p.read_text()) for p in tmp_path.glob(".meow/jobs/*/job.json")]
+    (job,) = [json.loads(p.read_text()) for p in tmp_path.glob(".meow/jobs/*/*/job.json")]
     assert job["state"] == "done"
     assert job["worker"]["address"] in cluster.workers.values()
 

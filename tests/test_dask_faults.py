@@ -547,8 +547,8 @@ async def test_a_job_that_ended_as_its_scheduler_died_is_recorded_not_rerun(
     async with runner:
         await runner.wait_ready()
         ws.write("in/a")
-        await poll_until(lambda: any(ws.jobs.glob("*/waiting")))
-        job_dir = next(ws.jobs.glob("*/waiting")).parent
+        await poll_until(lambda: any(ws.jobs.glob("*/*/waiting")))
+        job_dir = next(ws.jobs.glob("*/*/waiting")).parent
         last = last_attempt(job_dir)
         assert last is not None
         assert last.pid is not None

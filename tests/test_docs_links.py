@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from meow_async.cli import job_actions
 from meow_async.cli.main import _parser
 from meow_async.cli.urls import DOCS_URL, REPO_URL
 
@@ -110,6 +111,10 @@ def help_texts() -> dict[str, str]:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 out[f"meow-async {name} --help"] = sub.format_help()
+    for action in job_actions.parser()._actions:  # `jobs rerun|cancel|logs`
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out[f"meow-async jobs {name} --help"] = sub.format_help()
     return out
 
 

@@ -12,7 +12,14 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from meow_async import FilePattern, MonitorError, Runner, RunnerConfig
+from meow_async import (
+    FilePattern,
+    MonitorError,
+    NetworkPattern,
+    Runner,
+    RunnerConfig,
+    TimePattern,
+)
 from meow_async.exceptions import ConfigError
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe
@@ -48,7 +55,14 @@ async def test_healthz_metrics_and_jobs_tell_what_happened(ws: Workspace) -> Non
         base = f"http://127.0.0.1:{runner.http_port}"
         status, health = await get(session, f"{base}/healthz")
         assert (status, health["status"]) == (200, "ok")
-        assert health["monitors"] == {"files": True, "network": True, "http": True}
+        # no network or time pattern: those monitors have nothing to do; http serves
+        # runner.http
+        assert health["monitors"] == {
+            "files": "live",
+            "network": "idle",
+            "http": "live",
+            "time": "idle",
+        }
         for name in ("a.ok", "b.ok", "c.bad"):
             ws.write(name)
         await until(runner, 3)
@@ -106,7 +120,7 @@ async def test_a_running_job_shows_as_running(ws: Workspace, tmp_path: Path) -> 
     async with runner, aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{runner.http_port}"
         ws.write("a.go")
-        await poll_until(lambda: any(ws.jobs.glob("*/started")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/started")))
         status, listing = await get(session, f"{base}/jobs?state=running")
         assert status == 200
         assert len(listing["jobs"]) == 1
@@ -180,3 +194,31 @@ async def test_runner_http_and_http_patterns_can_share_a_port(
         assert [j["rule"] for j in listing["jobs"]] == ["h"]
         async with session.post(base + "/metrics") as resp:
             assert resp.status == 405
+
+
+async def test_healthz_says_which_monitors_have_nothing_to_watch(ws: Workspace) -> None:
+    """A workflow without file rules has no watch: its file monitor is idle, not "running"."""
+    net = NetworkPattern(name="net", port=0, recipe="fine")
+    runner = ws.runner([net], [py_recipe("fine", "pass\n")], http={"port": 0})
+    async with runner, aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{runner.http_port}"
+        status, health = await get(session, f"{base}/healthz")
+        assert (status, health) == (
+            200,
+            {
+                "status": "ok",
+                "monitors": {"files": "idle", "network": "live", "http": "live", "time": "idle"},
+            },
+        )
+        runner.add_pattern(FilePattern(name="files", glob="*.txt", recipe="fine"))
+        runner.add_pattern(TimePattern(name="hourly", every="1h", recipe="fine"))
+        await runner.wait_ready()
+        status, health = await get(session, f"{base}/healthz")
+        assert (health["monitors"]["files"], health["monitors"]["time"]) == ("live", "live")
+        _, answer = await get(session, f"{base}/status")
+        assert answer["monitors"] == {
+            "files": "live",
+            "network": "live",
+            "http": "live",
+            "time": "live",
+        }

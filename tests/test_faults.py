@@ -23,7 +23,7 @@ from typing import Any
 from meow_async import SendError, send
 
 from .conftest import wait_until_sync
-from .test_cli import MeowRun
+from .test_cli import MeowRun, meow
 
 KILLS = 5
 SEED = 20261121
@@ -46,7 +46,7 @@ def _workflow(root: Path, port: int, **runner: Any) -> Path:
 
 
 def _jobs(root: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in (root / "jobs").glob("*/job.json")]
+    return [json.loads(p.read_text()) for p in (root / "jobs").glob("*/*/job.json")]
 
 
 class _Traffic:
@@ -151,6 +151,13 @@ def test_sigkill_mid_burst_loses_and_duplicates_nothing(
     assert all(j["state"] == "done" for j in jobs)
     assert not list((tmp_path / "spool").glob("*.msg"))  # every message handled, then let go
     assert (tmp_path / "spool").is_dir()
+    # The index, written beside the folders through every kill, lists exactly what they hold.
+    listed = meow("jobs", "workflow.yaml", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted((r["id"], r["state"]) for r in rows) == sorted(
+        (j["id"], j["state"]) for j in jobs
+    )
 
 
 def _peak_rss_kib(pid: int) -> int:

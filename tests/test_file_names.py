@@ -26,6 +26,7 @@ import pytest
 
 from meow_async import FilePattern, PythonRecipe, Recipe, read_meta
 from meow_async.model.globs import compile_glob
+from meow_async.model.index import JobIndex, job_folders
 from meow_async.runner.bookkeeping import MARGIN
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, sh_recipe
@@ -125,7 +126,14 @@ async def test_an_event_whose_job_cannot_be_made_is_refused_once(
     (job,) = ws.jobs_list()
     assert Path(job["event"]["path"]).name == "after.txt"
     assert job["state"] == "done"
-    assert sorted(p.name for p in ws.jobs.iterdir() if p.is_dir()) == [job["id"]]  # no half
+    # No half-made folder in any day folder, and no index row for the refused job.
+    assert [Path(path).name for _, path in job_folders(ws.jobs)] == [job["id"]]
+    index = JobIndex.read(ws.jobs)
+    assert index is not None
+    try:
+        assert index.count() == 1
+    finally:
+        index.close()
     lines = [rec.getMessage() for rec in caplog.records if "refused" in rec.getMessage()]
     assert lines == [
         "created refused.txt (rule p): refused, its job cannot be made (not tried again): "

@@ -689,7 +689,7 @@ def test_sigkill_right_after_a_202_still_makes_its_one_job(tmp_path: Path) -> No
     jobs_dir = tmp_path / "jobs"
 
     def made(job_id: str) -> bool:
-        return (jobs_dir / job_id / "job.json").exists()  # written last: the job is made
+        return any(jobs_dir.glob(f"*/{job_id}/job.json"))  # written last: the job is made
 
     async def until_a_202_without_its_job(run: MeowRun) -> list[dict[str, Any]]:
         found = re.search(r"http POST (http://127\.0\.0\.1:\d+/ingest)", run.stdout)
@@ -720,7 +720,7 @@ def test_sigkill_right_after_a_202_still_makes_its_one_job(tmp_path: Path) -> No
     release.touch()
 
     def jobs() -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in jobs_dir.glob("*/job.json")]
+        return [json.loads(p.read_text()) for p in jobs_dir.glob("*/*/job.json")]
 
     def settled() -> bool:
         now = jobs()
@@ -733,7 +733,7 @@ def test_sigkill_right_after_a_202_still_makes_its_one_job(tmp_path: Path) -> No
     assert Counter(j["event"]["message_id"] for j in done) == Counter(
         a["message_id"] for a in accepted
     )
-    outputs = sorted((jobs_dir / j["id"] / "stdout.txt").read_text() for j in done)
+    outputs = sorted((Path(j["dir"]) / "stdout.txt").read_text() for j in done)
     assert outputs == sorted(a["sent"] for a in accepted)
     print(f"\nkilled after {len(accepted)} 202s, {made_at_kill} of them with a job")
     assert not list((tmp_path / "spool").glob("*.msg"))

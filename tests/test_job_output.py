@@ -122,8 +122,8 @@ async def test_a_running_job_s_output_takes_little_disk_past_max_output(ws: Work
     pattern = FilePattern(name="p", glob="*.in", recipe="r")
     async with ws.runner([pattern], [py_recipe("r", FLOOD_PY, max_output=limit)]) as r:
         ws.write("a.in")
-        await poll_until(lambda: any(ws.jobs.glob("*/written")))
-        (job_dir,) = [p.parent for p in ws.jobs.glob("*/written")]
+        await poll_until(lambda: any(ws.jobs.glob("*/*/written")))
+        (job_dir,) = [p.parent for p in ws.jobs.glob("*/*/written")]
         out = job_dir / "stdout.txt"
         assert out.stat().st_size == 40 * 1_000_000  # all of it written, at its offset...
         await poll_until(lambda: allocated(out) <= 4 * limit)  # ...little of it on disk

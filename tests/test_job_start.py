@@ -242,8 +242,10 @@ async def test_a_job_behaves_the_same_forked_or_spawned(
 
     for meta in ws.jobs_list():
         assert meta["start"] == mode
-        assert (Path(meta["dir"]) / "stdout.txt").exists()
-        assert (Path(meta["dir"]) / "stderr.txt").exists()
+        for name in ("stdout.txt", "stderr.txt"):  # kept if written to, removed if empty
+            kept = Path(meta["dir"]) / name
+            assert not kept.exists() or kept.stat().st_size > 0, (meta["id"], name)
+    assert (Path(job_for(ws, "probe.in")["dir"]) / "stdout.txt").exists()
 
     later = job_for(ws, "probe-later.in")
     seen_later = json.loads((Path(later["dir"]) / "stdout.txt").read_text().splitlines()[0])
@@ -290,8 +292,10 @@ async def test_a_job_behaves_the_same_forked_or_spawned(
         job_dir = Path(meta["dir"])
         assert (meta["state"], meta["exit_code"], meta["error"]) == ("failed", code, error), name
         assert (job_dir / "stdout.txt").read_text() == "atexit ran\n", name
-        if stderr is not None:
-            assert (job_dir / "stderr.txt").read_text() == stderr, name
+        if stderr is not None:  # "": nothing written, so no stderr.txt kept
+            err = job_dir / "stderr.txt"
+            assert (err.read_text() if err.exists() else "") == stderr, name
+            assert err.exists() == bool(stderr), name
         check_process_log(meta, mode, exited=True)
 
     # The traceback is on stderr, ending with the script's own frame and the error.
@@ -557,7 +561,7 @@ async def test_a_fork_server_killed_mid_burst_loses_no_job(ws: Workspace) -> Non
         # Every slot's job is in its script (its line written whole, parent read before the
         # kill), the rest queued: the server is between starts.
         await poll_until(
-            lambda: sum(p.read_text().endswith("\n") for p in ws.jobs.glob("*/ran.txt")) == slots
+            lambda: sum(p.read_text().endswith("\n") for p in ws.jobs.glob("*/*/ran.txt")) == slots
         )
         os.kill(first, signal.SIGKILL)
         # Each cut-off job's process is killed before the job is queued again.
@@ -632,7 +636,7 @@ async def test_a_job_that_ends_while_its_dead_fork_server_is_settled_is_not_reru
         assert conductor._server is not None
         assert conductor._server.pid is not None
         ws.write("a.in")
-        await poll_until(lambda: any(ws.jobs.glob("*/ran.txt")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/ran.txt")))
         os.kill(conductor._server.pid, signal.SIGKILL)
         await until(r, 1)
     meta = job_for(ws, "a.in")
@@ -669,6 +673,7 @@ async def test_a_job_that_ended_while_no_runner_watched_is_recorded_not_run_agai
     # As a runner SIGKILLed after the job's exit, before recording its end, leaves it:
     # job.json as written at creation, process.log as the job wrote it.
     (job_dir / "job.json.while-running").replace(job_dir / "job.json")
+    ws.as_killed(job_dir)
     left = read_meta(job_dir)
     assert (left["state"], left["attempts"], left["exit_code"]) == ("queued", [], None)
     start, pid, exit_line = log_lines(job_dir)
@@ -751,7 +756,7 @@ def test_a_job_that_ended_while_its_runner_was_stopped_is_recorded_after_a_kill(
         with cli_runner(tmp_path, "first") as (proc, _):
             (tmp_path / "data" / "a.in").write_text("x")
             wait_until_sync(lambda: counter.exists(), SHORT)
-            (log,) = jobs.glob("*/process.log")
+            (log,) = jobs.glob("*/*/process.log")
             job_dir = log.parent
             wait_until_sync(lambda: "pid" in kinds(job_dir), SHORT)
             job_pids.append(int(log_lines(job_dir)[1][1]))
@@ -777,7 +782,7 @@ def test_a_job_that_ended_while_its_runner_was_stopped_is_recorded_after_a_kill(
     assert counter.read_text() == "ran\n"  # it ran once
     assert (job_dir / "stdout.txt").read_text() == "done\n"
     assert kinds(job_dir) == ["start", "pid", "exit"]
-    assert [m.name for m in jobs.glob("*/job.json")] == ["job.json"]  # one job, no second
+    assert [m.name for m in jobs.glob("*/*/job.json")] == ["job.json"]  # one job, no second
 
 
 #: The first run forks children that end (one through the rest of the script, one through
@@ -842,8 +847,8 @@ def test_only_the_job_s_own_process_records_its_exit(tmp_path: Path) -> None:
         with cli_runner(tmp_path, "first") as (proc, _):
             for name in recipes:
                 (tmp_path / "data" / f"a.{name}").write_text("x")
-            wait_until_sync(lambda: len(list(jobs.glob("*/children-ended"))) == 3)
-            dirs = {p.name.split("-")[0]: p.parent for p in jobs.glob("*/children-ended")}
+            wait_until_sync(lambda: len(list(jobs.glob("*/*/children-ended"))) == 3)
+            dirs = {p.name.split("-")[0]: p.parent for p in jobs.glob("*/*/children-ended")}
             for job_dir in dirs.values():
                 assert "exit" not in kinds(job_dir), log_lines(job_dir)
                 first_pids.append(int((job_dir / "runs.txt").read_text().split()[0]))
@@ -1089,7 +1094,7 @@ async def test_jobs_lists_a_running_warm_job_as_running(ws: Workspace) -> None:
 
     async with ws.runner([pattern], [recipe]) as r:
         ws.write("a.in")
-        await poll_until(lambda: any(ws.jobs.glob("*/ran.txt")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/ran.txt")))
         meta = job_for(ws, "a.in")
         job_dir = Path(meta["dir"])
         pid = int((job_dir / "ran.txt").read_text().split()[0])

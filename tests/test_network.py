@@ -47,11 +47,11 @@ def spooled(folder: Path) -> list[Path]:
 
 
 def outputs(ws: Workspace, rule: str | None = None) -> list[str]:
-    return sorted(
-        (Path(j["dir"]) / "stdout.txt").read_text()
-        for j in ws.jobs_list()
-        if rule is None or j["rule"] == rule
-    )
+    """What each job printed (a job that printed nothing keeps no stdout.txt)."""
+    out = [
+        Path(j["dir"]) / "stdout.txt" for j in ws.jobs_list() if rule is None or j["rule"] == rule
+    ]
+    return sorted(p.read_text() if p.exists() else "" for p in out)
 
 
 async def until_finished(runner: Runner, n: int) -> None:

@@ -192,4 +192,4 @@ async def test_a_plain_client_on_a_tls_port_is_logged_not_a_job(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
     assert r.stats.events == 0
-    assert not list(Path(ws.jobs).glob("*/job.json"))
+    assert not list(Path(ws.jobs).glob("*/*/job.json"))

@@ -110,6 +110,12 @@ async def test_parameters_are_injected_and_the_executed_notebook_is_kept(ws: Wor
     assert _text(results[0]["data"]["text/plain"]) == "21"
     assert "words 3 threshold 7" in (job_dir / "stdout.txt").read_text()  # also as it ran
     assert job["exit_code"] == 0
+    # The kernel is spoken to over Unix sockets, not TCP: ipykernel has no warning to give,
+    # and a job that wrote nothing to stderr keeps no stderr.txt (removed at its end).
+    err = job_dir / "stderr.txt"
+    stderr = err.read_text() if err.exists() else ""
+    assert "without encryption" not in stderr, stderr
+    assert "TCP" not in stderr, stderr
 
 
 async def test_a_file_name_that_is_not_utf8_reaches_the_notebook_as_its_bytes(

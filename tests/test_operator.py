@@ -104,12 +104,12 @@ def test_after_kill_9_send_says_the_runner_is_gone_and_a_restart_kills_its_job_o
         (tmp_path / "data" / "x.txt").write_text("x")
 
         def started() -> bool:
-            logs = list(jobs.glob("wait-*/process.log"))
+            logs = list(jobs.glob("*/wait-*/process.log"))
             return bool(logs) and "\npid " in logs[0].read_text()
 
         wait_until_sync(started, SHORT)
         (job,) = job_metas(jobs)
-        log = (jobs / job["id"] / "process.log").read_text()
+        log = (Path(job["dir"]) / "process.log").read_text()
         group = int(log.split("\npid ")[1].split()[0])
         run.adopt_job(group)  # killed at the end if the test fails before the restart does
         wait_until_sync(lambda: len(group_members(group)) >= 2, SHORT)  # bash, and its sleep
@@ -246,7 +246,7 @@ def test_send_by_workflow_file_uses_the_patterns_framing(tmp_path: Path) -> None
         assert run.wait_exit() == 0, run.report()
     (job,) = job_metas(tmp_path / "jobs")
     assert job["state"] == "done"
-    assert (tmp_path / "jobs" / job["id"] / "got").read_text() == "one message"
+    assert (Path(job["dir"]) / "got").read_text() == "one message"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="warm starts (the fork server): Linux")
@@ -268,13 +268,13 @@ def test_ctrl_c_at_a_terminal_lets_a_warm_job_finish(tmp_path: Path) -> None:
         run.wait_ready()
         assert "fork server" in run.stderr, run.report()
         (tmp_path / "data" / "go.txt").write_text("go\n")
-        wait_until_sync(lambda: any((tmp_path / "jobs").glob("*/started")), SHORT)
+        wait_until_sync(lambda: any((tmp_path / "jobs").glob("*/*/started")), SHORT)
         os.killpg(run.proc.pid, signal.SIGINT)  # Ctrl+C
         run.wait_for("SIGINT: stopping gracefully", stream="stderr")
         assert run.wait_exit() == 0, run.report()
     (job,) = job_metas(tmp_path / "jobs")
     assert job["state"] == "done", run.report()
-    assert (tmp_path / "jobs" / job["id"] / "stdout.txt").read_text() == "finished\n"
+    assert (Path(job["dir"]) / "stdout.txt").read_text() == "finished\n"
     assert "1 job(s): 1 done, 0 failed" in run.stderr
     assert "Traceback" not in run.stderr
     assert "fork server" not in run.stderr.split("SIGINT: stopping gracefully")[1]

@@ -153,7 +153,7 @@ async def test_queued_jobs_run_at_the_next_start(ws: Workspace) -> None:
     async with asyncio.timeout(WAIT):
         await r1.started.wait()
         ws.write("a.go")
-        await poll_until(lambda: any(ws.jobs.glob("*/started")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/started")))
         ws.write("b.go")
         await r1.wait_for(lambda s: s.jobs >= 2)
     r1.stop(force=True)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,8 @@ async def test_job_directory_holds_script_params_metadata_and_output(ws: Workspa
             await runner.wait_for(lambda s: s.finished >= 1)
     (meta,) = ws.jobs_list()
     job_dir = Path(meta["dir"])
-    assert job_dir.parent == ws.jobs
+    assert job_dir.parent.parent == ws.jobs  # jobs/DAY/ID
+    assert job_dir.parent.name == time.strftime("%Y-%m-%d", time.gmtime(meta["created"]))
     assert meta["state"] == "done"
     assert meta["exit_code"] == 0
     assert meta["rule"] == "p"
@@ -248,8 +250,12 @@ async def test_patterns_and_recipes_change_at_run_time(ws: Workspace) -> None:
         async with asyncio.timeout(WAIT):
             await runner.wait_for(lambda s: s.finished >= 4)
     jobs = ws.jobs_list()
-    outs = [(j["rule"], (Path(j["dir"]) / "stdout.txt").read_text().strip()) for j in jobs]
-    assert outs == [("p", "B"), ("p", "A"), ("p", "A2"), ("sentinel", "")]
+    out = [Path(j["dir"]) / "stdout.txt" for j in jobs]
+    outs = [
+        (j["rule"], o.read_text().strip() if o.exists() else None)
+        for j, o in zip(jobs, out, strict=True)
+    ]
+    assert outs == [("p", "B"), ("p", "A"), ("p", "A2"), ("sentinel", None)]  # empty: removed
     names = [Path(j["parameters"].get("input_file", "")).name for j in jobs]
     assert names == ["1.txt", "2.csv", "3.csv", "x.sentinel"]
 
@@ -268,7 +274,7 @@ async def test_graceful_stop_lets_running_jobs_finish(ws: Workspace) -> None:
         await runner.started.wait()
         ws.write("a.go")
         await runner.wait_for(lambda s: s.running == 1)
-        await poll_until(lambda: any(ws.jobs.glob("*/started")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/started")))
     runner.stop()
     assert not task.done()
     (ws.root / "release").touch()
@@ -291,7 +297,7 @@ async def test_stop_after_timeout_terminates_then_kills(ws: Workspace) -> None:
     async with asyncio.timeout(WAIT):
         await runner.started.wait()
         ws.write("a.go")
-        await poll_until(lambda: any(ws.jobs.glob("*/started")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/started")))
     runner.stop()
     async with asyncio.timeout(WAIT):
         await task
@@ -309,7 +315,7 @@ async def test_second_stop_forces_and_queued_jobs_stay_queued(ws: Workspace) -> 
     async with asyncio.timeout(WAIT):
         await runner.started.wait()
         ws.write("a.go")
-        await poll_until(lambda: any(ws.jobs.glob("*/started")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/started")))
         ws.write("b.go")  # queued behind a (max_jobs=1)
         await runner.wait_for(lambda s: s.jobs >= 2)
     runner.stop()
@@ -332,8 +338,8 @@ async def test_cancelling_run_stops_jobs(ws: Workspace) -> None:
     async with asyncio.timeout(WAIT):
         await runner.started.wait()
         ws.write("a.go")
-        await poll_until(lambda: any(p.stat().st_size for p in ws.jobs.glob("*/pid")))
-    pid = int(next(ws.jobs.glob("*/pid")).read_text())
+        await poll_until(lambda: any(p.stat().st_size for p in ws.jobs.glob("*/*/pid")))
+    pid = int(next(ws.jobs.glob("*/*/pid")).read_text())
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -397,7 +403,7 @@ async def test_stop_does_not_wait_for_job_slots_to_put_down_a_big_sweep(ws: Work
     async with asyncio.timeout(WAIT):
         await runner.started.wait()
         ws.write("a.go")
-        await poll_until(lambda: any(ws.jobs.glob("*/started")))
+        await poll_until(lambda: any(ws.jobs.glob("*/*/started")))
     runner.stop()
     runner.stop()
     async with asyncio.timeout(10):

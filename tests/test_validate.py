@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from meow_async import WorkflowFileError, load_workflow
+from meow_async import Runner, WorkflowFileError, load_workflow
 from meow_async.model.schema import schema_text, workflow_schema
 
 from .test_cli import meow
@@ -136,7 +136,7 @@ def test_ten_mistakes_as_json(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert res.stderr == ""
     doc = json.loads(res.stdout)
-    assert set(doc) == {"file", "valid", "problems"}
+    assert set(doc) == {"file", "valid", "problems", "warnings"}
     assert doc["file"] == "workflow.yaml"
     assert doc["valid"] is False
     assert len(doc["problems"]) == len(TEN_EXPECTED)
@@ -225,7 +225,12 @@ def test_exit_status_and_output_of_a_valid_file(tmp_path: Path) -> None:
     assert res.stdout == "workflow.yaml: OK: 1 pattern(s), 1 recipe(s), 1 rule(s)\n"
     res = meow("validate", "--json", "workflow.yaml", cwd=tmp_path)
     assert (res.returncode, res.stderr) == (0, "")
-    assert json.loads(res.stdout) == {"file": "workflow.yaml", "valid": True, "problems": []}
+    assert json.loads(res.stdout) == {
+        "file": "workflow.yaml",
+        "valid": True,
+        "problems": [],
+        "warnings": [],
+    }
 
 
 def test_exit_status_of_a_missing_file_and_of_usage_errors(tmp_path: Path) -> None:
@@ -243,6 +248,7 @@ def test_exit_status_of_a_missing_file_and_of_usage_errors(tmp_path: Path) -> No
                 "value": None,
             }
         ],
+        "warnings": [],
     }
     for args in (("validate",), ("validate", "--jsn", "w.yaml"), ("schema", "extra")):
         res = meow(*args, cwd=tmp_path)
@@ -328,6 +334,13 @@ def test_the_schema_takes_every_shipped_example(path: Path) -> None:
     assert errors == []
 
 
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_validate_takes_every_shipped_example(path: Path) -> None:
+    """What `validate` runs: settings given relative to the file (a secret's file, a
+    certificate) are checked where the file says, as paths."""
+    Runner.from_spec(load_workflow(path))
+
+
 @pytest.mark.parametrize(("name", "text"), DOC_WORKFLOWS, ids=[n for n, _ in DOC_WORKFLOWS])
 def test_the_schema_takes_every_workflow_in_the_docs(name: str, text: str) -> None:
     """A block that starts with a comment about its mistakes is there to show them: the schema
@@ -377,8 +390,10 @@ def test_the_schema_follows_the_dataclasses() -> None:
     file_pattern = defs["FilePattern"]
     assert file_pattern["required"] == ["recipe", "glob"]
     assert file_pattern["properties"]["changes"] == {
+        "description": "Which changes trigger: any of created, modified, moved, deleted.",
         "type": "array",
         "items": {"enum": ["created", "modified", "moved", "deleted"]},
+        "minItems": 1,
         "default": ["created", "modified", "moved"],
     }
     assert file_pattern["properties"]["on_restart"]["enum"] == ["rerun", "fail"]
@@ -388,7 +403,112 @@ def test_the_schema_follows_the_dataclasses() -> None:
     assert runner["max_jobs"] == {
         "description": "jobs running at once (default: the CPUs this process may use).",
         "type": "integer",
+        "minimum": 1,
     }  # no default: it depends on the machine
     assert runner["spool_dir"]["type"] == ["string", "null"]
     assert defs["recipe"]["properties"]["timeout"]["type"] == ["number", "null"]
     assert {"python", "bash"} <= set(defs["recipe"]["properties"]["kind"]["enum"])
+
+
+# -- nested blocks, YAML's `on`, type names, warnings, quotes -----------------------------------
+
+NOTIFY_MISTAKES = """\
+recipes:
+  r: {kind: bash, script: 'true'}
+patterns:
+  p:
+    glob: "*.txt"
+    recipe: r
+    notify:
+      on: [failed, exploded]
+      limit: 0
+      webhook:
+        url: ftp://127.0.0.1/
+        timeout: -1
+        tokn_env: HOOK_TOKEN
+      email:
+        host: 127.0.0.1
+        sender: lab@example.org
+        to: [ops@example.org, nobody]
+        port: 70000
+"""
+
+
+def test_every_mistake_inside_one_notify_block_is_reported(tmp_path: Path) -> None:
+    """Each setting of notify, its webhook and its email is checked on its own: seven mistakes,
+    seven lines, each where it is (`on` at `on:`, though YAML 1.1 reads that key as true)."""
+    (tmp_path / "workflow.yaml").write_text(NOTIFY_MISTAKES)
+    res = meow("validate", "--json", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout
+    got = [(p["line"], p["column"], p["where"]) for p in json.loads(res.stdout)["problems"]]
+    t = NOTIFY_MISTAKES
+    assert got == [
+        (*spot(t, "on: ", "[failed"), "patterns.p.notify.on"),
+        (*spot(t, "limit: ", "0"), "patterns.p.notify.limit"),
+        (*spot(t, "url: ", "ftp"), "patterns.p.notify.webhook.url"),
+        (*spot(t, "timeout: ", "-1"), "patterns.p.notify.webhook.timeout"),
+        (*spot(t, "        ", "tokn_env"), "patterns.p.notify.webhook.tokn_env"),
+        (*spot(t, "      ", "email:"), "patterns.p.notify.email.from"),  # missing: at email
+        (*spot(t, "        ", "sender"), "patterns.p.notify.email.sender"),
+        (*spot(t, "ops@example.org, ", "nobody"), "patterns.p.notify.email.to[1]"),
+        (*spot(t, "port: ", "70000"), "patterns.p.notify.email.port"),
+    ], res.stdout
+    text = meow("validate", "workflow.yaml", cwd=tmp_path).stderr
+    assert "email.sender: unknown setting (did you mean 'from'?)" in text
+    assert "email.port: expected a port number from 1 to 65535 (value: 70000)" in text
+
+
+def test_no_message_names_the_loaders_own_types(tmp_path: Path) -> None:
+    (tmp_path / "workflow.yaml").write_text(
+        "recipes:\n  r: {kind: bash, script: 'true', parameters: [a, b]}\n"
+        "patterns:\n  p: {glob: '*.txt', recipe: r, outputs: {out: {x: [1, {2: 3}]}}}\n"
+    )
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "expected a mapping of names to values, got a list" in res.stderr
+    assert "_Seq" not in res.stderr, res.stderr
+    assert "_Map" not in res.stderr, res.stderr
+
+
+def test_warnings_are_in_the_json_too(tmp_path: Path) -> None:
+    text = (
+        "recipes:\n  r: {kind: bash, script: 'true'}\n"
+        "patterns:\n  p: {glob: '*.txt', recipe: r, outputs: {out: '{BASE}/{PREFX}.json'}}\n"
+    )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "workflow.yaml").write_text(text)
+    res = meow("validate", "--json", "workflow.yaml", cwd=tmp_path)
+    assert (res.returncode, res.stderr) == (0, "")
+    doc = json.loads(res.stdout)
+    assert doc["valid"] is True
+    assert doc["warnings"] == [
+        {
+            "line": 4,
+            "column": spot(text, "out: ", "'{BASE}")[1],
+            "where": "patterns.p.outputs.out",
+            "message": "{PREFX} is not a keyword (did you mean {PREFIX}?); it is passed on as "
+            "written",
+            "value": "{BASE}/{PREFX}.json",
+        }
+    ]
+    # and beside problems, when there are some
+    (tmp_path / "workflow.yaml").write_text(text.replace("recipe: r,", "recipe: r, retries: -1,"))
+    doc = json.loads(meow("validate", "--json", "workflow.yaml", cwd=tmp_path).stdout)
+    assert [p["where"] for p in doc["problems"]] == ["patterns.p.retries"]
+    assert [w["where"] for w in doc["warnings"]] == ["patterns.p.outputs.out"]
+
+
+def test_an_unclosed_quote_is_placed_where_it_opens(tmp_path: Path) -> None:
+    text = (
+        "recipes:\n  r: {kind: bash, script: 'true'}\npatterns:\n"
+        "  q: {glob: '*.csv', recipe: r}\n"
+        '  p:\n    glob: "incoming/*.txt\n    recipe: r\n'
+    )
+    (tmp_path / "workflow.yaml").write_text(text)
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 1
+    line, column = spot(text, "glob: ", '"incoming')
+    assert listed(res.stderr) == [
+        f"workflow.yaml:{line}:{column}: not valid YAML: a quoted value is not closed (its "
+        "closing quote is missing)"
+    ]

@@ -21,7 +21,15 @@ from .model.config import RunnerConfig
 from .model.events import Event
 from .model.jobs import Job, JobState, iter_jobs, read_meta
 from .model.notify import Email, Notify, Webhook
-from .model.patterns import Change, FilePattern, HttpPattern, NetworkPattern, Pattern, Sweep
+from .model.patterns import (
+    Change,
+    FilePattern,
+    HttpPattern,
+    NetworkPattern,
+    Pattern,
+    Sweep,
+    TimePattern,
+)
 from .model.recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 from .model.rules import Rule
 from .model.templates import KEYWORDS
@@ -70,6 +78,7 @@ __all__ = [
     "RunnerStopped",
     "SendError",
     "Sweep",
+    "TimePattern",
     "Webhook",
     "Workflow",
     "WorkflowFileError",

@@ -109,6 +109,8 @@ class WorkflowFileError(MeowError):
     ) -> None:
         self.path = path
         self.problems = problems
+        #: Located warnings found with the problems (``validate --json`` lists them too).
+        self.warnings: list[WorkflowProblem] = []
         self.records = (
             list(records)
             if records is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -10,19 +11,24 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .model.config import DEFAULT_MAX_OUTPUT
 from .model.events import Event
+from .model.index import JobIndex
 from .model.jobs import (
     META_FILE,
     PARAMS_FILE,
     Job,
     JobState,
+    day_of,
     fsync_dir,
     job_id_for,
     new_job_id,
+    read_meta,
     write_meta,
 )
 from .model.recipes import JobEnv
@@ -39,18 +45,30 @@ class Refused(Exception):
 class Handler:
     """Writes one job directory per sweep point of the event's rule, under ``jobs_root``.
 
-    All the file writing for one event happens in one worker thread, so the event loop never
-    blocks on the disk and pays one thread hop per event rather than one per file.
+    All the file writing for one event (or a burst of them) happens in one worker thread, so
+    the event loop never blocks on the disk and pays one thread hop per burst rather than one
+    per file. The jobs' index rows ride the same hop: committed once for the burst, before
+    any folder is made (see ``model/index.py`` for why that order).
     """
 
     def __init__(
-        self, jobs_root: Path, *, durable: bool = False, max_output: int = DEFAULT_MAX_OUTPUT
+        self,
+        jobs_root: Path,
+        *,
+        durable: bool = False,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+        index: JobIndex | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.jobs_root = jobs_root
         self.durable = durable
         self.max_output = max_output  # for recipes that set none
+        self.index = index
+        #: When a job is made (its ``created``, and so its day folder).
+        self.clock = clock
         self._making: set[str] = set()
         self._lock = threading.Lock()
+        self._days: set[str] = set()  # day folders known to exist
 
     async def handle(self, event: Event) -> list[Job]:
         """The jobs this event makes; none for a trigger whose jobs already exist."""
@@ -61,20 +79,63 @@ class Handler:
         in one thread hop."""
         return await asyncio.to_thread(self._make_many, events)
 
+    def make_jobs(self, event: Event) -> list[Job]:
+        (result,) = self._make_many([event])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
     def _make_many(self, events: list[Event]) -> list[list[Job] | Exception]:
-        out: list[list[Job] | Exception] = []
+        plans: list[list[_Plan] | Exception] = []
         for event in events:
             try:
-                out.append(self.make_jobs(event))
-            except Exception as e:  # one event's disk error must not stop the others
+                plans.append(self._plan(event))
+            except Exception as e:  # one event's error must not stop the others
+                plans.append(e)
+        todo = [p for ps in plans if not isinstance(ps, Exception) for p in ps]
+        try:
+            if self.index is not None and todo:
+                self.index.put_metas([(p.meta, p.dir) for p in todo])
+        except Exception as e:  # the index cannot be written: make nothing, keep the events
+            self._release(todo)
+            return [e for _ in events]
+        out: list[list[Job] | Exception] = []
+        for ps in plans:
+            if isinstance(ps, Exception):
+                out.append(ps)
+                continue
+            made: list[Job] = []
+            try:
+                for i, plan in enumerate(ps):
+                    try:
+                        job = self._write_job(plan)
+                    except BaseException:
+                        self._forget(ps[i:])
+                        raise
+                    if job is not None:
+                        made.append(job)
+            except Exception as e:
                 out.append(e)
+            else:
+                out.append(made)
+            finally:
+                self._release(ps)
         return out
 
-    def make_jobs(self, event: Event) -> list[Job]:
-        jobs = (self._make_job(event, point) for point in event.rule.pattern.sweep_points())
-        return [job for job in jobs if job is not None]
+    def _plan(self, event: Event) -> list[_Plan]:
+        """The event's jobs not made yet, each with its folder and metadata (nothing written)."""
+        plans: list[_Plan] = []
+        try:
+            for point in event.rule.pattern.sweep_points():
+                plan = self._plan_job(event, point)
+                if plan is not None:
+                    plans.append(plan)
+        except BaseException:
+            self._release(plans)
+            raise
+        return plans
 
-    def _make_job(self, event: Event, point: dict[str, int | float]) -> Job | None:
+    def _plan_job(self, event: Event, point: dict[str, int | float]) -> _Plan | None:
         rule = event.rule
         job_id = job_id_for(event.key, rule.name, point) if event.key else new_job_id()
         with self._lock:
@@ -82,32 +143,47 @@ class Handler:
                 return None  # the same trigger is being handled right now
             self._making.add(job_id)
         try:
-            return self._write_job(event, point, job_id)
-        except OSError:
-            raise  # the disk: the event is kept and tried again at the next start
-        except Exception as e:
-            shutil.rmtree(self.jobs_root / job_id, ignore_errors=True)  # half made
-            raise Refused(f"{type(e).__name__}: {e}") from e
-        finally:
+            if self._made_before(job_id):
+                with self._lock:
+                    self._making.discard(job_id)
+                return None
+            try:
+                return self._meta(event, point, job_id)
+            except OSError:
+                raise  # the disk: the event is kept and tried again at the next start
+            except Exception as e:  # the input itself: trying again would fail the same way
+                raise Refused(f"{type(e).__name__}: {e}") from e
+        except BaseException:
             with self._lock:
                 self._making.discard(job_id)
+            raise
 
-    def _write_job(self, event: Event, point: dict[str, int | float], job_id: str) -> Job | None:
+    def _made_before(self, job_id: str) -> bool:
+        """The index knows the job (then the runner stopped, or a scan saw its trigger again),
+        or, with no index, its folder is in today's day folder or the flat layout's."""
+        if self.index is not None:
+            return self.index.folder_of(job_id) is not None
+        today = self.jobs_root / day_of(self.clock()) / job_id
+        return (today / META_FILE).exists() or (self.jobs_root / job_id / META_FILE).exists()
+
+    def _meta(self, event: Event, point: dict[str, int | float], job_id: str) -> _Plan:
         rule = event.rule
         pattern, recipe = rule.pattern, rule.recipe
-        job_dir = self.jobs_root / job_id
-        try:
-            job_dir.mkdir()
-        except FileExistsError:
-            if (job_dir / META_FILE).exists():
-                return None  # made before (then the runner stopped, or a scan saw it again)
-            shutil.rmtree(job_dir)  # half made when a runner was killed: make it again
-            job_dir.mkdir()
+        created = self.clock()
+        day = day_of(created)
+        job_dir = self.jobs_root / day / job_id
         path, rel_to = event.path, event.base
+        trigger: str = path
         if event.kind in ("network", "http"):
             # The job keeps its own link to the message: the spool file can go as soon as
             # every rule has its jobs, and the job folder stays a complete record.
-            path, rel_to = str(_adopt(Path(event.path), job_dir)), str(job_dir)
+            # (linked there when the folder is made, in _write_job)
+            path, rel_to = str(job_dir / Path(event.path).name), str(job_dir)
+            trigger = path
+        elif event.kind == "time":
+            # No file: the tick's time is what triggered it; its folder stands in for a path.
+            path = rel_to = str(job_dir)
+            trigger = str(event.extras.get("scheduled_time"))
         keywords = keyword_values(path, event.base, job_id, rel_to=rel_to)
         outputs: dict[str, Any] = expand(dict(pattern.outputs), keywords)
         params: dict[str, Any] = {
@@ -117,12 +193,10 @@ class Handler:
             **(event.extras.get("parameters") or {}),
             **outputs,
             **point,
-            pattern.variable: path,
+            pattern.variable: trigger,
         }
         script = job_dir / f"script{recipe.suffix}"
         params_file = job_dir / PARAMS_FILE
-        _write(script, recipe.render(params), self.durable)
-        _write(params_file, json.dumps(params) + "\n", self.durable)  # one line: C encoder
         argv = recipe.command(script)
         policy = JobEnv.of(recipe.env)
         env = {
@@ -151,7 +225,7 @@ class Handler:
             "sweep": point,
             "argv": argv,
             "state": JobState.queued.value,
-            "created": time.time(),
+            "created": created,
             "started": None,
             "finished": None,
             "exit_code": None,
@@ -168,10 +242,86 @@ class Handler:
             "conductor": recipe.conductor,
             "resources": dict(recipe.resources),
         }
-        write_meta(job_dir, meta, durable=self.durable)  # last: its presence means "made"
+        return _Plan(
+            event=event,
+            dir=job_dir,
+            day=day,
+            meta=meta,
+            script=script,
+            params=params,
+        )
+
+    def _write_job(self, plan: _Plan) -> Job | None:
+        job_dir = plan.dir
+        if plan.day not in self._days:
+            (self.jobs_root / plan.day).mkdir(parents=True, exist_ok=True)
+            if self.durable:
+                fsync_dir(self.jobs_root)
+            self._days.add(plan.day)
+        try:
+            try:
+                job_dir.mkdir()
+            except FileNotFoundError:  # its day folder emptied and removed by retention
+                job_dir.parent.mkdir(parents=True, exist_ok=True)
+                job_dir.mkdir()
+        except FileExistsError:
+            if (job_dir / META_FILE).exists():
+                # Made before, though the index did not know it: keep what the folder says.
+                if self.index is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        self.index.put_metas([(read_meta(job_dir), job_dir)])
+                return None
+            shutil.rmtree(job_dir)  # half made when a runner was killed: make it again
+            job_dir.mkdir()
+        event = plan.event
+        try:
+            if event.kind in ("network", "http"):
+                _adopt(Path(event.path), job_dir)
+            # Rendered here, not when planned: a sweep of 100,000 points holds no 100,000
+            # scripts.
+            _write(plan.script, event.rule.recipe.render(plan.params), self.durable)
+            _write(job_dir / PARAMS_FILE, json.dumps(plan.params) + "\n", self.durable)
+            write_meta(job_dir, plan.meta, durable=self.durable)  # last: its presence: "made"
+        except OSError:
+            raise  # the disk: the event is kept and tried again at the next start
+        except Exception as e:  # the input itself: refused once (its index row goes too)
+            shutil.rmtree(job_dir, ignore_errors=True)  # half made
+            raise Refused(f"{type(e).__name__}: {e}") from e
         if self.durable:
-            fsync_dir(self.jobs_root)  # the job folder's own entry
-        return Job(id=job_id, dir=job_dir, argv=argv, env=env, meta=meta, durable=self.durable)
+            fsync_dir(job_dir.parent)  # the job folder's own entry
+        meta, env = plan.meta, plan.meta["env"]
+        return Job(
+            id=meta["id"],
+            dir=job_dir,
+            argv=meta["argv"],
+            env=env,
+            meta=meta,
+            durable=self.durable,
+            index=self.index,
+        )
+
+    def _forget(self, plans: list[_Plan]) -> None:
+        """These jobs were not made (a disk error): their rows go, the event is kept."""
+        if self.index is not None and plans:
+            with contextlib.suppress(Exception):
+                self.index.remove([str(p.meta["id"]) for p in plans])
+
+    def _release(self, plans: list[_Plan]) -> None:
+        with self._lock:
+            for p in plans:
+                self._making.discard(str(p.meta["id"]))
+
+
+@dataclass(slots=True, kw_only=True)
+class _Plan:
+    """A job about to be made: everything decided, nothing written yet."""
+
+    event: Event
+    dir: Path
+    day: str
+    meta: dict[str, Any]
+    script: Path
+    params: dict[str, Any]
 
 
 def _adopt(payload: Path, job_dir: Path) -> Path:

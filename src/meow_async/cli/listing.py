@@ -1,7 +1,12 @@
-"""Reading job folders fast, for ``meow-async jobs``, ``show PATH`` and ``status``.
+"""Listing jobs, for ``meow-async jobs``, ``show PATH`` and ``status``.
 
-A jobs folder may hold 100,000 jobs and ``jobs`` must list them in under two seconds
-(docs/performance.md#listing-jobs): folders are read through one directory descriptor, by one
+The jobs folder's index (``model/index.py``) answers: filters, ``--tail`` and ``--since`` are
+SQL on indexed columns, so a listing costs the rows it shows, not the history. Only queued
+rows (few: the open work) look at their ``process.log``, which says whether they have started
+or ended since ``job.json`` was written. ``--json`` reads the ``job.json`` of each row shown.
+
+Without an index (a jobs folder no runner of this version has opened yet), the folders are
+read, fast (docs/performance.md#listing-jobs): through one directory descriptor, by one
 process per CPU; a filter's words are looked for in the raw bytes before any JSON is parsed;
 only the fields a row shows are kept; and ``--since``/``--tail`` skip folders by their mtime,
 which is never older than the job's ``created`` time (``job.json`` is renamed into its folder
@@ -30,11 +35,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..conductors.process_log import current
+from ..conductors.process_log import current, last_attempt
 from ..exceptions import MeowError
-from ..model.jobs import META_FILE, JobState
+from ..model.events import trigger_of
+from ..model.index import IndexRow, JobIndex, Select, sweep_of
+from ..model.jobs import DAY_FOLDER, META_FILE, JobState, exit_text
 
-__all__ = ["Query", "Row", "find_jobs", "parse_since", "scan", "table"]
+__all__ = ["Query", "Row", "find_jobs", "parse_since", "scan", "scan_open", "table"]
 
 #: Seconds a folder's mtime may be behind the ``created`` written into it: file times come
 #: from the kernel's coarse clock, up to a tick behind ``time.time()``.
@@ -149,27 +156,15 @@ class Row(NamedTuple):
     record: bytes | dict[str, Any] | None = None
 
 
-def trigger_of(event: dict[str, Any]) -> str:
-    """A file path relative to the watched folder, or a message's id and its sender."""
-    msg = event.get("message_id")
-    if msg:
-        return f"{msg} from {event.get('peer') or '?'}"
-    path, base = event.get("path"), event.get("base")
-    if not isinstance(path, str):
-        return "-"
-    if isinstance(base, str) and path.startswith(base.rstrip("/") + "/"):
-        return path[len(base.rstrip("/")) + 1 :]
-    return path
-
-
-def sweep_of(point: Any) -> str:
-    if not isinstance(point, dict) or not point:
-        return ""
-    return ",".join(f"{k}={v}" for k, v in point.items())
-
-
 def scan(root: Path, q: Query) -> list[Row]:
-    """The jobs under ``root`` that match ``q``, oldest first (by ``created``, then id)."""
+    """The jobs under ``root`` that match ``q``, oldest first (by ``created``, then id): from
+    the index, or, without one, from the folders."""
+    index = JobIndex.read(root)
+    if index is not None:
+        try:
+            return _indexed(root, index, q)
+        finally:
+            index.close()
     enabled = gc.isenabled()
     # Rows are plain tuples that all live until the end: the cyclic collector, run again and
     # again as they pile up, would find nothing to free (5% of the time, measured).
@@ -190,7 +185,8 @@ def _scan(root: Path, q: Query) -> list[Row]:
         raise MeowError(f"cannot read the jobs folder {root}: {e.strerror or e}") from None
     try:
         with os.scandir(dfd) as it:
-            names = [e.name for e in it if e.is_dir()]
+            names = [e.name for e in it if e.is_dir() and not e.name.startswith(".")]
+        names = _with_days(root, names)
         at = _At(dfd, os.fspath(root), q)
         if q.tail is not None:
             rows = _newest(at, _stamped(at, names), q.tail)
@@ -207,6 +203,116 @@ def _scan(root: Path, q: Query) -> list[Row]:
     if q.tail is not None:
         return rows[-q.tail :]
     return rows[: q.limit] if q.limit is not None else rows
+
+
+def _with_days(root: Path, names: list[str]) -> list[str]:
+    """Day folders replaced by the job folders in them (``DAY/ID``)."""
+    out = []
+    for name in names:
+        if re.fullmatch(DAY_FOLDER, name):
+            with contextlib.suppress(OSError), os.scandir(root / name) as day:
+                out += [f"{name}/{e.name}" for e in day if e.is_dir()]
+        else:
+            out.append(name)
+    return out
+
+
+def _indexed(root: Path, index: JobIndex, q: Query) -> list[Row]:
+    """The rows from the index. A queued row may have started or ended since its ``job.json``
+    was written (``process.log`` says so): with a state filter, the queued rows are read on
+    their own (few: the open work), brought up to date, and merged in."""
+    inputs: list[str] = []
+    for text in q.inputs:
+        i = _Input.of(text)
+        inputs += [*i.paths, text] + ([i.rel] if i.rel else [])
+    sel = Select(
+        states=q.states,
+        rules=q.rules,
+        since=q.since,
+        inputs=tuple(dict.fromkeys(inputs)),
+        limit=q.limit,
+        tail=q.tail,
+    )
+    prefix = str(root).rstrip("/")
+    clock = _Clock()
+    if not q.states:
+        rows = [_row(prefix, r, clock, q.records) for r in index.select(sel)]
+    else:
+        direct = q.states - {JobState.queued, JobState.running}
+        rows = (
+            [_row(prefix, r, clock, q.records) for r in index.select(sel, only=direct)]
+            if direct
+            else []
+        )
+        if q.states & {JobState.queued, JobState.running, JobState.done, JobState.failed}:
+            unlimited = Select(states=q.states, rules=q.rules, since=q.since, inputs=sel.inputs)
+            for r in index.select(unlimited, only=(JobState.queued, JobState.running)):
+                row = _row(prefix, r, clock, q.records)
+                if row.state in q.states:
+                    rows.append(row)
+            rows.sort(key=_ID)
+            rows.sort(key=_CREATED)
+    if q.tail is not None:
+        return rows[-q.tail :]
+    return rows[: q.limit] if q.limit is not None else rows
+
+
+def scan_open(root: Path, index: JobIndex) -> list[Row]:
+    """The jobs whose ``job.json`` says queued (or running), as they are now."""
+    prefix, clock = str(root).rstrip("/"), _Clock()
+    only = (JobState.queued, JobState.running)
+    return [_row(prefix, r, clock, False) for r in index.select(Select(), only=only)]
+
+
+def _row(prefix: str, r: IndexRow, clock: _Clock, records: bool) -> Row:
+    """A listing's row from an index row; a queued job as its ``process.log`` says it is now,
+    and with ``records`` the job's ``job.json``."""
+    job_dir = f"{prefix}/{r.folder}"
+    state, started, finished, code = r.state, r.started, r.finished, r.exit_code
+    if state == JobState.queued:
+        attempt = last_attempt(Path(job_dir))
+        if attempt is not None and attempt.number > r.attempt:
+            state, started = JobState.running.value, attempt.started
+            if attempt.exit_code is not None:  # ended; the runner records it (or the next)
+                code, finished = attempt.exit_code, attempt.finished
+                state = (JobState.done if code == 0 else JobState.failed).value
+    record: bytes | dict[str, Any] | None = None
+    if records:
+        record = _record(job_dir, r.state)
+    return Row(
+        r.created,
+        r.id,
+        state,
+        r.rule,
+        started,
+        finished,
+        code,
+        r.trigger,
+        r.sweep,
+        job_dir,
+        clock(r.created or None),
+        "-" if started is None or finished is None else f"{finished - started:.2f}s",
+        record,
+    )
+
+
+def _record(job_dir: str, state: str) -> bytes | dict[str, Any] | None:
+    """``job.json`` as stored (one line), or as of now for a queued job that has started."""
+    try:
+        with open(f"{job_dir}/{META_FILE}", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    if state != JobState.queued and raw.endswith(b"\n") and raw.count(b"\n") == 1:
+        return raw
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    meta["dir"] = job_dir
+    return current(meta)
 
 
 def _in_parallel(at: _At, names: list[str]) -> list[Row]:
@@ -435,7 +541,8 @@ def table(rows: Sequence[Row]) -> list[str]:
         [r.rule for r in rows],
         [r.when for r in rows],
         [r.took for r in rows],
-        ["-" if r.exit_code is None else str(r.exit_code) for r in rows],
+        # a signal by its name; the usual code without a call (100,000 rows)
+        [str(c) if c is not None and c >= 0 else exit_text(c) for c in (r.exit_code for r in rows)],
         [r.sweep or "-" for r in rows],
         [r.trigger for r in rows],
     ]
@@ -555,28 +662,64 @@ def _matching(args: argparse.Namespace) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def find_one(root: Path, text: str) -> Path:
-    """The job folder ``show`` means by ``text``: a job id or its unique start, or the file or
-    message that triggered it (the newest job, if it triggered several: said on stderr)."""
+def find_one(root: Path, text: str, *, newest: bool = True) -> Path:
+    """The job folder ``text`` means: a job id or its unique start; a rule's name (its newest
+    job); or the file or message that triggered it (the newest job, if it triggered several).
+    Each "newest" is said on stderr; with ``newest=False`` (for commands that change a job)
+    a text that means several jobs is an error naming them instead."""
     looks_like_path = os.sep in text or os.path.isfile(text)
     if not looks_like_path:
-        matches = sorted(p for p in root.glob(f"{glob.escape(text)}*") if (p / META_FILE).is_file())
-        if len(matches) > 1:
-            raise MeowError(f"{text!r} matches {len(matches)} jobs; give more of the id")
+        matches = sorted(_by_id(root, text), key=lambda p: p.name)  # either layout
+        exact = [p for p in matches if p.name == text]
+        if exact:
+            return exact[0]
+        of_rule = [p for p in matches if p.name.rpartition("-")[0] == text]
+        if len(matches) > 1 and not of_rule:
+            shown = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise MeowError(f"{text!r} matches {len(matches)} jobs ({shown}); give more of the id")
+        if of_rule:
+            if len(of_rule) == 1:
+                return of_rule[0]
+            rows = scan(root, Query(rules=frozenset({text})))
+            return _newest_of(rows, text, f"rule {text} has", f"--rule {text}", newest)
         if matches:
             return matches[0]
     rows = find_jobs(root, text)
     if not rows:
         raise MeowError(
-            f"no job {text!r} in {root}: no job id starts with it and no job was triggered by "
-            "a file or message of that name"
+            f"no job {text!r} in {root}: no job id starts with it, no rule has that name and no "
+            "job was triggered by a file or message of that name"
             if not looks_like_path
             else f"no job in {root} was triggered by {text}"
         )
+    return _newest_of(rows, text, f"{text} triggered", f"--input {text}", newest)
+
+
+def _newest_of(rows: list[Row], text: str, has: str, listing: str, newest: bool) -> Path:
     if len(rows) > 1:
+        if not newest:
+            shown = ", ".join(r.id for r in rows[-5:])
+            shown += " (the newest 5)" if len(rows) > 5 else ""
+            raise MeowError(
+                f"{text!r} means {len(rows)} jobs: {shown}; give the job's id "
+                f"(meow-async jobs {listing} lists them)"
+            )
         print(
-            f"meow-async: note: {text} triggered {len(rows)} jobs; showing the newest "
-            f"(meow-async jobs --input {text} lists them all)",
+            f"meow-async: note: {has} {len(rows)} jobs; showing the newest "
+            f"(meow-async jobs {listing} lists them all)",
             file=sys.stderr,
         )
     return Path(rows[-1].dir)
+
+
+def _by_id(root: Path, prefix: str) -> list[Path]:
+    """The job folders whose id starts with ``prefix``: from the index, else both layouts."""
+    index = JobIndex.read(root)
+    if index is not None:
+        try:
+            return [root / folder for _, folder in index.find(prefix)]
+        finally:
+            index.close()
+    pattern = f"{glob.escape(prefix)}*"
+    found = [*root.glob(pattern), *root.glob(f"*/{pattern}")]
+    return sorted(p for p in found if (p / META_FILE).is_file())

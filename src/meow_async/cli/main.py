@@ -20,16 +20,20 @@ from .. import __version__
 from ..conductors.process_log import current
 from ..exceptions import MeowError, WorkflowFileError, WorkflowProblem
 from ..model.addresses import host_port
-from ..model.config import dask_option
-from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, read_meta
+from ..model.config import dask_option, http_token
+from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, ended_text, read_meta
 from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
+from ..model.schedule import tick_name
 from ..model.schema import schema_text
-from ..model.templates import unknown_keywords
 from ..model.workflow_file import WorkflowSpec, load_workflow
+from ..runner.endpoints import trigger_text
 from ..runner.loops import loop_factory
 from ..runner.runner import Runner
-from . import listing, status
+from . import folders, history, job_actions, listing, status
+from .docs import docs_command
+from .init import init_command
 from .listening import target
+from .logs import setup_logging
 from .send import client_tls_context, send
 from .urls import DOCS_URL
 
@@ -39,30 +43,39 @@ logger = logging.getLogger("meow_async.cli")
 
 _EPILOG = f"""\
 examples:
+  meow-async init my-project                          write a small workflow to start from
   meow-async run workflow.yaml                        run a workflow until Ctrl+C
   meow-async validate workflow.yaml                   list every problem in a workflow file
   meow-async schema > workflow.schema.json            the workflow file's JSON Schema
   meow-async jobs workflow.yaml --state failed        list the workflow's failed jobs
   meow-async jobs workflow.yaml --since 2h --tail 20  the newest 20 jobs of the last 2 hours
   meow-async jobs workflow.yaml --input data/a.csv    the jobs a file triggered
-  meow-async show incoming_text --jobs workflow.yaml  print one job (an id or its start)
+  meow-async show incoming_text --jobs workflow.yaml  print a rule's newest job (or one by id)
   meow-async show data/a.csv --jobs workflow.yaml     print the job a file triggered (newest)
+  meow-async jobs logs -f incoming_text --jobs workflow.yaml   follow the rule's newest job
+  meow-async jobs cancel ID --jobs workflow.yaml      stop a running job (SIGTERM, SIGKILL)
+  meow-async jobs rerun ID --jobs workflow.yaml       run a finished job again
   meow-async status workflow.yaml --watch             what the runner is doing, every 2 s
+  meow-async prune --older-than 30d workflow.yaml     remove finished jobs older than 30 days
   printf 'hi' | meow-async send --ack workflow.yaml -  send data to its network trigger
 
-docs: {DOCS_URL}
+docs: {DOCS_URL} (offline: meow-async docs)
   commands        {DOCS_URL}cli/
   workflow files  {DOCS_URL}workflow-file/
 """
 
 #: Each command's page (--help ends with it); a command not named here gets the cli page.
 _PAGES = {
+    "init": "cli/#init",
+    "docs": "cli/#docs",
     "run": "cli/#run",
     "validate": "workflow-file/#checking-a-file-meow-async-validate",
     "schema": "cli/#schema",
     "jobs": "cli/#jobs",
     "show": "cli/#show",
     "status": "cli/#status",
+    "reindex": "cli/#reindex",
+    "prune": "cli/#prune",
     "send": "network/#meow-async-send",
 }
 
@@ -77,6 +90,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"meow_async {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ini = sub.add_parser(
+        "init",
+        help="write a small working workflow to start from",
+        description="Write FOLDER/workflow.yaml: one file rule and its Python recipe, a comment "
+        "on every key and the schema line editors read; and FOLDER/data/incoming/, the folder "
+        "it watches. `meow-async run workflow.yaml` in FOLDER runs it as it is. An existing "
+        "workflow.yaml is never replaced.",
+    )
+    ini.add_argument(
+        "folder",
+        nargs="?",
+        type=Path,
+        default=Path(),
+        help="where (default: here; made if missing)",
+    )
+    doc = sub.add_parser(
+        "docs",
+        help="the documentation, offline too",
+        description="With a display, open the documentation in a browser (the site built in a "
+        "source checkout, else the online one); without, list its pages, which are installed "
+        "with meow_async as Markdown. PAGE prints one page.",
+    )
+    doc.add_argument("page", nargs="?", help="a page to print, e.g. cli or workflow-file")
+    doc.add_argument(
+        "--path", action="store_true", help="print the folder that holds the pages, and exit"
+    )
 
     run = sub.add_parser(
         "run",
@@ -120,8 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument(
         "--json",
         action="store_true",
-        help="print {file, valid, problems: [{line, column, where, message, value}]} as one "
-        "JSON document on stdout, for editors and CI (same exit status)",
+        help="print {file, valid, problems: [{line, column, where, message, value}], warnings: "
+        "[...]} as one JSON document on stdout, for editors and CI (same exit status)",
     )
     sub.add_parser(
         "schema",
@@ -135,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         help="list jobs and their states",
         description="List the jobs under a jobs folder, oldest first, with what triggered "
         "each (a file relative to the watched folder, or a message id and its sender) and its "
-        "sweep point. Filters combine: every one given must hold.",
+        "sweep point. Filters combine: every one given must hold. `meow-async jobs rerun ID`, "
+        "`jobs cancel ID` and `jobs logs -f ID` act on one job (each has its --help).",
     )
     jobs.add_argument(
         "where",
@@ -158,13 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         help="job id (or a unique start of one), a job folder, or the input file (a path from "
         "here or from the watched folder) or message id that triggered it",
     )
-    show.add_argument(
-        "--jobs",
-        type=Path,
-        default=Path(".meow/jobs"),
-        metavar="WHERE",
-        help="jobs folder or workflow file (default: ./.meow/jobs)",
-    )
+    job_actions.add_jobs_option(show)
     show.add_argument("--json", action="store_true", help="print the metadata as JSON")
     show.add_argument(
         "--lines",
@@ -188,6 +223,37 @@ def _parser() -> argparse.ArgumentParser:
         help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
     )
     status.add_arguments(st)
+    rx = sub.add_parser(
+        "reindex",
+        help="make the job index again from the job folders",
+        description="Make the jobs folder's index (.meow-index.sqlite3) again from the job "
+        "folders, which are the record. A runner does it by itself at start when the index is "
+        "missing, unreadable or of an older version; this is for doing it by hand (with no "
+        "runner running).",
+    )
+    rx.add_argument(
+        "where",
+        nargs="?",
+        type=Path,
+        default=Path(".meow/jobs"),
+        help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
+    )
+    pr = sub.add_parser(
+        "prune",
+        help="remove finished jobs older than a given age",
+        description="Remove finished jobs (their folders and index rows) that ended longer "
+        "ago than --older-than, oldest first, a slice at a time: a runner on the same folder "
+        "goes on meanwhile. runner.retention in the workflow file does the same in the "
+        "background.",
+    )
+    pr.add_argument(
+        "where",
+        nargs="?",
+        type=Path,
+        default=Path(".meow/jobs"),
+        help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
+    )
+    history.add_prune_arguments(pr)
     snd = sub.add_parser(
         "send",
         help="send data to a network trigger (one message)",
@@ -255,10 +321,24 @@ def _verbosity(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["jobs"] and argv[1:2] and argv[1] in job_actions.ACTIONS:
+        # `jobs ACTION ID`: a folder named like an action is given as ./rerun
+        args = job_actions.parser().parse_args(argv[1:])
+        args.command = "jobs " + args.action
+    else:
+        args = _parser().parse_args(argv)
     try:
+        if args.command.startswith("jobs "):
+            root, spec = _root_and_spec(args.jobs)
+            token = http_token(spec.config.http) if spec is not None else None
+            return job_actions.job_action(args, root, token)
         if args.command == "run":
             return _run(args)
+        if args.command == "init":
+            return init_command(args.folder)
+        if args.command == "docs":
+            return docs_command(args.page, path=args.path)
         if args.command == "validate":
             return _validate(args.workflow, as_json=args.json)
         if args.command == "schema":
@@ -270,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _send(args)
         if args.command == "status":
             return status.status_command(_root_and_spec, args.where, args.watch, args.json)
+        if args.command == "reindex":
+            return history.reindex_command(_jobs_root(args.where))
+        if args.command == "prune":
+            return history.prune_command(_jobs_root(args.where), args)
         return _show(args)
     except MeowError as e:
         print(f"meow-async: error: {e}", file=sys.stderr)
@@ -283,19 +367,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _setup_logging(
+    setup_logging(
         logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         json_lines=args.log_format == "json",
     )
     if args.max_jobs is not None and args.max_jobs < 1:
         raise MeowError(f"--max-jobs must be at least 1, got {args.max_jobs}")
     spec = load_workflow(args.workflow)
-    _warn_templates(spec)
+    _warn(spec.warnings)
     dask = {"conductor": "dask", "dask": dask_option(args.dask)} if args.dask is not None else {}
+    for made in folders.make(spec):
+        logger.info("made the folder %s (the workflow watches it)", _rel(made))
     runner = Runner.from_spec(spec, max_jobs=args.max_jobs, **dask)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as loop_runner:
-            loop_runner.run(_serve(runner, spec, args.loop))
+            loop_runner.run(_serve(runner, spec, args.loop, json_lines=args.log_format == "json"))
     except ExceptionGroup as group:
         # A monitor that fails (e.g. its folder vanished) ends the runner's TaskGroup.
         ours, other = group.split(MeowError)
@@ -314,7 +400,9 @@ def _leaves(group: BaseExceptionGroup[MeowError]) -> list[BaseException]:
     return out
 
 
-async def _serve(runner: Runner, spec: WorkflowSpec, loop_name: str) -> None:
+async def _serve(
+    runner: Runner, spec: WorkflowSpec, loop_name: str, *, json_lines: bool = False
+) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -324,18 +412,27 @@ async def _serve(runner: Runner, spec: WorkflowSpec, loop_name: str) -> None:
             logger.warning("%s: stopping gracefully (again to stop running jobs at once)", sig.name)
         runner.stop()
 
+    def on_hangup() -> None:
+        # A closed terminal or `kill -HUP` (what daemons take for "reload") must not end a
+        # runner silently; reloading the workflow is for a later release.
+        logger.warning("SIGHUP ignored: reloading the workflow is not supported yet")
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         task = asyncio.create_task(runner.run())
         started = asyncio.create_task(runner.started.wait())
         await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
         started.cancel()
         if runner.started.is_set():
-            _banner(spec, runner, loop_name)  # the runner's live file is written by now
+            if json_lines:  # stdout stays empty; the banner is one record for the shipper
+                _banner_record(spec, runner, loop_name)
+            else:
+                _banner(spec, runner, loop_name)  # the runner's live file is written by now
         await task
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -348,25 +445,49 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
     ]
     rules = runner.rules
     ports = runner.ports()
+    ticks = runner.time.next_ticks()
     width = max((len(n) for n in rules), default=0)
     for i, (name, rule) in enumerate(rules.items()):
-        p = rule.pattern
-        if isinstance(p, FilePattern):
-            trigger = p.glob
-        elif isinstance(p, HttpPattern):
-            where = host_port(p.host, ports.get(name, p.port))
-            trigger = f"http {'|'.join(p.methods)} http://{where}{p.route}"
-        else:
-            trigger = f"tcp {host_port(p.host, ports.get(name, p.port))}" + (
-                " tls" if p.tls else ""
-            )
+        trigger = trigger_text(rule.pattern, ports.get(name))
+        nxt = f"; next {tick_name(ticks[name])}" if name in ticks else ""
         out.append(
             f"  {'rules' if i == 0 else '':<9} {name:<{width}}  {trigger} -> "
-            f"{rule.recipe.kind} recipe {rule.recipe.name}"
+            f"{rule.recipe.kind} recipe {rule.recipe.name}{nxt}"
         )
     out.extend(f"Try it: {hint}" for hint in _hints(runner, ports))
     out.append(f"Then: {_prog()} jobs {_rel(runner.jobs_dir)}   (Ctrl+C stops)")
     print("\n".join(out), flush=True)
+
+
+def _banner_record(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
+    """What the banner says, as one log record (``--log-format json``)."""
+    ports = runner.ports()
+    ticks = runner.time.next_ticks()
+    http, port = runner.config.http, runner.http_port
+    rules = [
+        {
+            "name": name,
+            "trigger": trigger_text(rule.pattern, ports.get(name)),
+            "recipe": rule.recipe.name,
+            "recipe_kind": rule.recipe.kind,
+            **({"next_tick": tick_name(ticks[name])} if name in ticks else {}),
+        }
+        for name, rule in runner.rules.items()
+    ]
+    logger.info(
+        "meow_async %s: running %s (loop: %s), %d rule(s)",
+        __version__,
+        spec.path,
+        loop,
+        len(rules),
+        extra={
+            "workflow": str(spec.path),
+            "base_dir": str(runner.config.base_dir.absolute()),
+            "jobs_dir": str(runner.jobs_dir),
+            "rules": rules,
+            "http": None if http is None or port is None else host_port(http["host"], port),
+        },
+    )
 
 
 def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
@@ -423,44 +544,6 @@ def _rel(path: Path) -> str:
         return os.path.relpath(path)
     except ValueError:
         return str(path)
-
-
-class _Formatter(logging.Formatter):
-    default_msec_format = "%s.%03d"
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, with stable keys, for log shippers."""
-
-    FIELDS = ("job", "rule", "event", "jobs")
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key in self.FIELDS:
-            value = record.__dict__.get(key)
-            if value is not None:
-                out[key] = value
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def _setup_logging(level: int, *, json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonFormatter()
-        if json_lines
-        else _Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
-    )
-    root = logging.getLogger("meow_async")
-    root.addHandler(handler)
-    root.setLevel(level)
 
 
 # -- send ---------------------------------------------------------------------------------------
@@ -538,47 +621,44 @@ def _validate(path: Path, *, as_json: bool = False) -> int:
     if as_json:
         return _validate_json(path)
     spec = load_workflow(path)
-    _warn_templates(spec)
+    _warn(spec.warnings)
     runner = Runner.from_spec(spec)  # rules are checked as they are made
     print(
         f"{path}: OK: {len(spec.patterns)} pattern(s), {len(spec.recipes)} recipe(s), "
         f"{len(runner.rules)} rule(s)"
     )
-    base = spec.config.base_dir
-    if not base.is_dir():
-        print(
-            f"note: the watched folder {base} does not exist yet; `run` needs it", file=sys.stderr
-        )
+    note = folders.note(spec)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
 def _validate_json(path: Path) -> int:
     """The same checks, as one JSON document on stdout: every problem, located, for tools."""
+    warnings: list[WorkflowProblem] = []
     try:
         spec = load_workflow(path)
-        _warn_templates(spec)
+        warnings = spec.warnings
         Runner.from_spec(spec)
         problems = []
     except WorkflowFileError as e:
         problems = [r.as_json() for r in e.records]
+        warnings = e.warnings
     except MeowError as e:  # found as the rules are made: not tied to one place in the file
         problems = [WorkflowProblem(str(path), None, None, "", str(e)).as_json()]
-    doc = {"file": str(path), "valid": not problems, "problems": problems}
+    doc = {
+        "file": str(path),
+        "valid": not problems,
+        "problems": problems,
+        "warnings": [w.as_json() for w in warnings],
+    }
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     return 1 if problems else 0
 
 
-def _warn_templates(spec: WorkflowSpec) -> None:
-    """A {WORD} that is no keyword stays as written: most likely a typo that loses results."""
-    for p in spec.patterns:
-        for field, value in (("parameters", p.parameters), ("outputs", p.outputs)):
-            for word, close in unknown_keywords(value):
-                hint = f" (did you mean {{{close}}}?)" if close else ""
-                print(
-                    f"warning: {spec.path}: patterns.{p.name}.{field}: {{{word}}} is not a "
-                    f"keyword{hint}; it is passed on as written",
-                    file=sys.stderr,
-                )
+def _warn(warnings: list[WorkflowProblem]) -> None:
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 # -- jobs and show ------------------------------------------------------------------------------
@@ -618,7 +698,7 @@ def _show(args: argparse.Namespace) -> int:
     lines = [
         f"job       {meta.get('id')}",
         f"state     {meta.get('state')}"
-        + (f"  (exit code {meta['exit_code']})" if meta.get("exit_code") is not None else ""),
+        + (f"  ({_ended(meta['exit_code'])})" if meta.get("exit_code") is not None else ""),
         f"rule      {meta.get('rule')}  (pattern {meta.get('pattern')}, "
         f"{meta.get('recipe_kind')} recipe {meta.get('recipe')})",
         f"event     {event.get('change') or event.get('kind')} {event.get('path')}",
@@ -639,6 +719,10 @@ def _show(args: argparse.Namespace) -> int:
             lines += tail
     print("\n".join(lines))
     return 0
+
+
+def _ended(code: Any) -> str:
+    return ended_text(code) if isinstance(code, int) else f"exit code {code}"
 
 
 def _tail(path: Path, n: int) -> list[str]:

@@ -17,14 +17,20 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import MeowError
+from ..model.config import http_token
+from ..model.index import JobIndex
+from ..model.jobs import JobState
+from ..model.patterns import Pattern, TimePattern
+from ..model.schedule import tick_name
 from ..model.workflow_file import WorkflowSpec
 from ..runner.endpoints import trigger_text
 from ..runner.live import LIVE_FILE, Live, read_live
-from .listing import Query, scan
+from .listing import Query, scan, scan_open
 
 __all__ = ["NOT_RUNNING", "add_arguments", "gather", "render", "status_command"]
 
@@ -68,8 +74,16 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
         "note": None,
     }
     if running and live is not None and live.http is not None:
+        token = http_token(spec.config.http) if spec is not None else None
         try:
-            out["status"] = _get_json(str(live.url("/status")))
+            out["status"] = _get_json(str(live.url("/status")), token)
+        except urllib.error.HTTPError as e:
+            out["note"] = (
+                f"runner.http at {live.url()} asks for its token: give the workflow file, "
+                "whose runner.http names it: figures from the job folders"
+                if e.code == 401
+                else f"runner.http at {live.url()} answered {e.code}: figures from the job folders"
+            )
         except (OSError, ValueError) as e:
             out["note"] = (
                 f"runner.http at {live.url()} did not answer ({_why(e)}): figures from the "
@@ -84,7 +98,10 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
             "from the job folders"
         )
     out["folders"] = _folders(root, now)
-    if spec is not None:
+    if spec is not None and not running:
+        # The file's rules now, not a runner's: none runs to have them.
+        out["workflow"] = {"file": str(spec.path), "rules": [p.name for p in spec.patterns]}
+    elif spec is not None:
         ports = live.raw.get("ports") if running and live is not None else None
         ports = ports if isinstance(ports, dict) else {}
         out["rules"] = [
@@ -93,10 +110,25 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
                 "trigger": trigger_text(p, ports.get(p.name)),
                 "recipe": p.recipe,
                 "recipe_kind": next((r.kind for r in spec.recipes if r.name == p.recipe), "?"),
+                **_next_tick(p, now),
             }
             for p in spec.patterns
         ]
     return out
+
+
+def _next_tick(p: Pattern, now: float) -> dict[str, Any]:
+    """A time pattern's next tick by its schedule (the runner's /status knows better: a
+    tick it has fired already)."""
+    if not isinstance(p, TimePattern):
+        return {}
+    tick = p.schedule.after(datetime.fromtimestamp(now, UTC))
+    if tick is None:
+        return {}
+    return {
+        "next_tick": tick_name(tick.astimezone(p.schedule.zone)),
+        "next_tick_in": tick.timestamp() - now,
+    }
 
 
 def _runner(live: Live, now: float) -> dict[str, Any]:
@@ -113,12 +145,29 @@ def _runner(live: Live, now: float) -> dict[str, Any]:
 
 
 def _folders(root: Path, now: float) -> dict[str, Any]:
-    rows = scan(root, Query())
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
+    """Jobs by state and the running ones: the index's counts (kept per rule and state as rows
+    change), with the queued jobs looked at in their ``process.log``; else every folder."""
+    index = JobIndex.read(root)
+    if index is None:
+        rows = scan(root, Query())
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.state] = counts.get(r.state, 0) + 1
+    else:
+        try:
+            counts = {}
+            for (_, state), n in index.counts().items():
+                counts[state] = counts.get(state, 0) + n
+            rows = scan_open(root, index)
+        finally:
+            index.close()
+        for r in rows:  # queued in job.json; process.log may say it has started or ended
+            if r.state != JobState.queued:
+                counts[JobState.queued] -= 1
+                counts[r.state] = counts.get(r.state, 0) + 1
+        counts = {k: n for k, n in counts.items() if n > 0}
     return {
-        "total": len(rows),
+        "total": sum(counts.values()),
         "counts": dict(sorted(counts.items())),
         "running": [
             {
@@ -133,10 +182,13 @@ def _folders(root: Path, now: float) -> dict[str, Any]:
     }
 
 
-def _get_json(url: str) -> dict[str, Any]:
+def _get_json(url: str, token: str | None = None) -> dict[str, Any]:
     # No proxy: the runner is asked directly, whatever HTTP_PROXY says.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=HTTP_TIMEOUT) as resp:
+    request = urllib.request.Request(url)  # noqa: S310 - http:// built from the live file
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    with opener.open(request, timeout=HTTP_TIMEOUT) as resp:
         answer = json.loads(resp.read())
     if not isinstance(answer, dict):
         raise ValueError("not a JSON object")  # noqa: TRY004 - a bad answer, as bad JSON is
@@ -167,6 +219,12 @@ def render(s: dict[str, Any]) -> str:
         lines += _live_lines(live)
     else:
         lines += _rule_lines(s.get("rules") or [])
+        wf = s.get("workflow")
+        if wf is not None:
+            names = ", ".join(wf["rules"])
+            lines.append(
+                f"workflow  {wf['file']}: {len(wf['rules'])} rule(s) ({names}), none running"
+            )
         lines += _folder_lines(s["jobs_dir"], s["folders"])
     return "\n".join(lines)
 
@@ -203,6 +261,10 @@ def _live_lines(st: dict[str, Any]) -> list[str]:
     )
     q = st.get("queues") or {}
     lines.append("queues    " + (", ".join(f"{k} {v}" for k, v in q.items()) or "-"))
+    kept = st.get("kept")
+    if kept:
+        counts = ", ".join(f"{n} {state}" for state, n in kept.items())
+        lines.append(f"kept      {sum(kept.values())} in the jobs folder: {counts}")
     lines += _running_lines(st.get("running") or [])
     return lines
 
@@ -212,6 +274,11 @@ def _rule_lines(rules: list[dict[str, Any]]) -> list[str]:
     return [
         f"{'rules' if i == 0 else '':<9} {r['name']:<{width}}  {r['trigger']} -> "
         f"{r['recipe_kind']} recipe {r['recipe']}"
+        + (
+            f"; next {r['next_tick']} (in {_age(r.get('next_tick_in'))})"
+            if r.get("next_tick")
+            else ""
+        )
         for i, r in enumerate(rules)
     ]
 

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..model.jobs import STDERR_FILE, Job, JobState
+from ..model.jobs import STDERR_FILE, STDOUT_FILE, Indexed, Job, JobState, ended_text, stderr_lines
 from .output import compact
+from .process_log import CANCELLED, last_attempt
 
 __all__ = [
     "PYTHON_KINDS",
@@ -68,6 +69,7 @@ class Records:
         """On the loop's thread, at shutdown, when no thread may be waited for."""
         _ended(job, code, error, None, False)
         _cut_output(job)
+        drop_empty_output(job.dir)
         job.update()
 
     async def _write(self) -> None:
@@ -87,15 +89,26 @@ class Records:
 
 
 def _write_all(jobs: list[Job]) -> list[Exception | None]:
+    """Each job's ``job.json``, then the index rows of those written, in one commit: the
+    folders first, so a reader never finds an end in the index that its folder lacks."""
     errors: list[Exception | None] = []
-    for job in jobs:
+    by_index: dict[int, tuple[Indexed, list[int]]] = {}
+    for i, job in enumerate(jobs):
         try:
             _cut_output(job)
-            job.update()
+            drop_empty_output(job.dir)
+            job.save()
         except Exception as e:
             errors.append(e)
-        else:
-            errors.append(None)
+            continue
+        errors.append(None)
+        if job.index is not None:
+            by_index.setdefault(id(job.index), (job.index, []))[1].append(i)
+    for index, which in by_index.values():
+        try:
+            index.put([jobs[i] for i in which])
+        except Exception as e:  # the ends are on disk, and the next start indexes them
+            logger.warning("could not write %d job end(s) to the job index: %s", len(which), e)
     return errors
 
 
@@ -104,7 +117,11 @@ def _ended(
 ) -> JobState:
     """The end of the job's attempt, in its metadata (not yet on disk)."""
     if error is None and code != 0:
-        error = f"exit code {code}" + stderr_tail(job.dir)
+        error = ended_text(code) + stderr_tail(job.dir)
+        last = last_attempt(job.dir)  # a failed end only: one more small read
+        if last is not None and last.cancelled is not None:
+            error = f"{CANCELLED}: {ended_text(code)}"
+            job.meta["cancelled"] = True
         if job.meta.get("recipe_kind") == "notebook":
             job.meta["notebook_error"] = _notebook_error(job.dir)
     if state is None:
@@ -150,6 +167,19 @@ def _cut_output(job: Job) -> None:
         )
 
 
+def drop_empty_output(job_dir: Path) -> None:
+    """Remove ``stdout.txt``/``stderr.txt`` if the job wrote nothing to them: two files (and
+    two disk blocks' worth of inodes and entries) fewer per quiet job. A file that is missing
+    simply means the job printed nothing there."""
+    for name in (STDOUT_FILE, STDERR_FILE):
+        path = os.path.join(job_dir, name)
+        try:
+            if os.stat(path).st_size == 0:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def trigger_to_check(job: Job) -> str | None:
     """The file whose disappearance makes the job pointless (a file job not about a delete)."""
     event = job.meta.get("event") or {}
@@ -171,11 +201,5 @@ def _notebook_error(job_dir: Path) -> dict[str, Any] | None:
 
 def stderr_tail(job_dir: Path) -> str:
     """The end of stderr, which is where scripts say why they failed."""
-    try:
-        with open(job_dir / STDERR_FILE, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - _TAIL_BYTES))
-            lines = f.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
+    lines = stderr_lines(job_dir, 1, _TAIL_BYTES)
     return f": {lines[-1].strip()}" if lines else ""

@@ -20,6 +20,7 @@ from typing import Any
 from ..exceptions import ConfigError
 from ..model.jobs import Job, JobState
 from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
+from .batch import start_jobqueue
 from .local import LocalConductor
 from .on_worker import run_job, signal_attempt
 from .process_log import last_attempt
@@ -60,6 +61,7 @@ class DaskConductor:
         *,
         address: str | None = None,
         local_workers: int | None = None,
+        jobqueue: Mapping[str, Any] | None = None,
         threads_per_worker: int = 1,
         resources: Mapping[str, float] | None = None,
         kill_timeout: float = 5.0,
@@ -67,22 +69,25 @@ class DaskConductor:
         default: str = "dask",
         local: LocalConductor | None = None,
     ) -> None:
-        if (address is None) == (local_workers is None):
+        if [address, local_workers, jobqueue].count(None) != 2:
             raise ConfigError(
-                "give either 'address' (tcp://host:8786) or 'local_workers' (a number)",
+                "give one of 'address' (tcp://host:8786), 'local_workers' (a number) or "
+                "'jobqueue' (batch-job settings: {'jobqueue': 'slurm', 'cores': ..., ...})",
                 where="runner",
                 field="dask",
-                value={"address": address, "local_workers": local_workers},
+                value={"address": address, "local_workers": local_workers, "jobqueue": jobqueue},
             )
         self.address = address
         self.local_workers = local_workers
+        #: ``runner.dask`` with ``jobqueue``: workers started as batch jobs (dask-jobqueue).
+        self.jobqueue = dict(jobqueue) if jobqueue is not None else None
         self.threads_per_worker = threads_per_worker
         self.worker_resources = dict(resources or {})
         self.kill_timeout = kill_timeout
         self.connect_timeout = connect_timeout
         self.default = default
         self.local = local or LocalConductor(kill_timeout=kill_timeout)
-        self._cluster: LocalCluster | None = None
+        self._cluster: Any = None  # a LocalCluster, or a dask-jobqueue JobQueueCluster
         self._client: Client | None = None
         self._up = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
@@ -120,6 +125,9 @@ class DaskConductor:
                 self.address,
                 self._cluster.dashboard_link,
             )
+        elif self.jobqueue is not None:
+            self._cluster = await start_jobqueue(self.jobqueue)
+            self.address = self._cluster.scheduler_address
         try:
             self._client = await self._connect()
         except (OSError, TimeoutError) as e:
@@ -141,7 +149,7 @@ class DaskConductor:
             await client.close()
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
-            await cluster.close()  # type: ignore[misc]  # an awaitable when asynchronous
+            await cluster.close()  # an awaitable when asynchronous; cancels its batch jobs
         await self.local.close()
 
     async def _connect(self) -> Client:
@@ -304,6 +312,8 @@ class DaskConductor:
 
     async def _record(self, job: Job, result: dict[str, Any], attempt: int) -> JobState:
         job.meta["worker"] = {"address": result.get("worker"), "host": result.get("host")}
+        if result.get("batch_job"):
+            job.meta["worker"]["batch_job"] = result["batch_job"]
         if result.get("output_cut"):  # cut on the worker, where the files are written
             job.meta["output_cut"] = result["output_cut"]
         if "started" in result:

@@ -144,6 +144,8 @@ class Server:
         # The runner decides what a stop does to running jobs (graceful first); the server
         # ends when the runner closes its end. Jobs get the default handler back (run_job).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A closed terminal hangs up the whole group too: the runner logs and ignores it.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, "runner")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "child")

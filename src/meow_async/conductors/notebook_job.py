@@ -13,12 +13,16 @@ del sys.path[0]  # meow_async's own folder: its module names must not shadow any
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 OUTPUT = "output.ipynb"
 ERROR_FILE = "notebook-error.json"
+#: The kernel's Unix sockets' folder, removed however the job ends.
+_SOCKETS: list[str] = []
 
 
 def _kernels() -> list[int]:
@@ -43,6 +47,8 @@ def _on_term(signum: int, frame: Any) -> None:
         except OSError:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+    for folder in _SOCKETS:
+        shutil.rmtree(folder, ignore_errors=True)
     os._exit(128 + signum)
 
 
@@ -61,6 +67,31 @@ def _kernel_and_language(notebook: str, kernel: str | None) -> tuple[str, str | 
         return kernel, KernelSpecManager().get_kernel_spec(kernel).language
     except NoSuchKernel:
         return kernel, None  # papermill names the missing kernel
+
+
+def _ipc_manager(kernel: str, folder: str) -> type | None:
+    """A kernel manager that talks to an ipykernel over Unix sockets in ``folder`` (a short
+    path: a socket's path is limited to about 100 bytes), not TCP on localhost. The kernel is
+    always on this machine, so nothing is lost, and ipykernel's warning that TCP without
+    encryption can be eavesdropped on, printed into every job's stderr, does not apply. None
+    for a kernel that is no ipykernel (it may not speak IPC): it keeps TCP."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    from jupyter_client.manager import AsyncKernelManager
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec(kernel).argv
+    except NoSuchKernel:
+        return None
+    if not any("ipykernel" in part for part in argv):
+        return None
+
+    class IpcKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = os.path.join(folder, "k")
+
+    return IpcKernelManager
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -97,6 +128,10 @@ def main() -> int:
     from papermill.iorw import papermill_io
 
     papermill_io.register(_OUTPUT_SCHEME, _output_handler())
+    sockets = tempfile.mkdtemp(prefix="meow-kernel-")
+    _SOCKETS.append(sockets)
+    manager = _ipc_manager(kernel, sockets)
+    extra = {"kernel_manager_class": manager} if manager is not None else {}
     try:
         papermill.execute_notebook(
             notebook,
@@ -110,12 +145,15 @@ def main() -> int:
             stdout_file=sys.stdout,
             stderr_file=sys.stderr,
             request_save_on_cell_execute=True,
+            **extra,
         )
     except papermill.PapermillExecutionError as e:
         cell = {"cell": e.exec_count, "index": e.cell_index, "ename": e.ename, "evalue": e.evalue}
         Path(ERROR_FILE).write_text(json.dumps(cell) + "\n", encoding="utf-8")
         print(f"{e.ename}: {e.evalue} (cell {e.exec_count})", file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     return 0
 
 

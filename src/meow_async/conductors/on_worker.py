@@ -23,7 +23,7 @@ from .output import STREAMS, compact, punch
 from .process_log import last_attempt
 from .spawn import NotStarted, Vanished, spawn
 
-__all__ = ["run_job", "signal_attempt"]
+__all__ = ["batch_job", "run_job", "signal_attempt"]
 
 #: Seconds between looks at the worker while its job runs.
 _WATCH = 0.2
@@ -50,6 +50,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "worker": str(worker.address) if worker is not None else "",
         "host": socket.gethostname(),
     }
+    batch = batch_job()
+    if batch is not None:
+        where["batch_job"] = batch
     job_dir = Path(spec["dir"])
     if not job_dir.is_dir():
         return {
@@ -153,6 +156,15 @@ def _watch(
             out["timed_out"] = True
             out["exit_code"] = _stop(popen, float(spec["kill_timeout"]))
             return
+
+
+#: Where batch systems put the id of the batch job a worker runs in (Slurm, PBS, LSF, SGE).
+_BATCH_IDS = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
+
+
+def batch_job() -> str | None:
+    """The batch job this worker runs in (dask-jobqueue workers), for the job's record."""
+    return next((os.environ[k] for k in _BATCH_IDS if os.environ.get(k)), None)
 
 
 def signal_attempt(job_dir: str, attempt: int, sig: int, host: str | None = None) -> bool:

@@ -8,6 +8,7 @@ One line per fact, appended (so no rename and no rewrite of ``job.json`` while a
                               the process, written by it (fork server) or right after spawning
                               it; CGROUP: the cgroup it joined first (see containment.py)
     exit CODE TIME            written by the job's process itself as it ends
+    cancel TIME               written by ``meow-async jobs cancel`` before it signals the job
 
 ``job.json`` is written when a job is made and when its end is recorded; in between, this file
 says whether it is running. While the job's process lives it holds the file open, so a
@@ -22,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,28 @@ from .forkserver import PROCESS_LOG, start_time_of
 
 logger = logging.getLogger("meow_async.recovery")
 
-__all__ = ["PROCESS_LOG", "Attempt", "current", "last_attempt", "outcome", "stop_orphan"]
+__all__ = [
+    "PROCESS_LOG",
+    "Attempt",
+    "cancel_note",
+    "current",
+    "last_attempt",
+    "outcome",
+    "stop_orphan",
+]
+
+#: The error of a job stopped by ``meow-async jobs cancel`` (then how its process ended).
+CANCELLED = "cancelled (meow-async jobs cancel)"
+
+
+def cancel_note(job_dir: Path) -> None:
+    """Say in ``process.log`` that the attempt under way is being cancelled, before it is
+    signalled: whoever records its end (this runner, or the next start) then knows."""
+    fd = os.open(job_dir / PROCESS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.write(fd, f"cancel {time.time():.6f}\n".encode())
+    finally:
+        os.close(fd)
 
 
 @dataclass(slots=True)
@@ -49,6 +72,9 @@ class Attempt:
     worker: str | None = None
     host: str | None = None
     cgroup: str | None = None
+    #: When ``meow-async jobs cancel`` asked this attempt to stop: its end is no failure to
+    #: retry or rerun.
+    cancelled: float | None = None
 
     @property
     def reached_the_script(self) -> bool:
@@ -78,6 +104,8 @@ def last_attempt(job_dir: Path) -> Attempt | None:
                 last.pid_start = int(f[2]) if f[2] != "None" else None
                 if len(f) > 4:
                     last.cgroup = line.split(None, 4)[4]  # a path: it may hold spaces
+            elif f[0] == "cancel":
+                last.cancelled = float(f[1])
             elif f[0] == "exit":
                 last.exit_code = int(f[1])
                 last.finished = float(f[2]) if len(f) > 2 and f[2] else None

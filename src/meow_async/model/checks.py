@@ -17,6 +17,24 @@ _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 JSONValue = str | int | float | bool | None | list[Any] | dict[str, Any]
 
 
+def type_name(value: object) -> str:
+    """What a value is, in a workflow file's terms (a YAML list is no ``_Seq`` to its
+    writer)."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple | set | frozenset):
+        return "a list"
+    return type(value).__name__
+
+
 def check_name(where: str, field: str, value: object) -> str:
     """Names end up in file names, log lines and YAML keys: keep them plain."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
@@ -69,7 +87,7 @@ def check_value(where: str, field: str, value: object) -> None:
             check_value(where, f"{field}.{k}", item)
         return
     raise ConfigError(
-        f"value of type {type(value).__name__} is not allowed: use strings, numbers, booleans, "
+        f"a value of type {type_name(value)} is not allowed: use strings, numbers, booleans, "
         "null, lists or mappings",
         where=where,
         field=field,
@@ -83,7 +101,7 @@ def check_params(where: str, field: str, value: object) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise ConfigError(
-            f"expected a mapping of names to values, got {type(value).__name__}",
+            f"expected a mapping of names to values, got {type_name(value)}",
             where=where,
             field=field,
             value=value,

@@ -12,7 +12,7 @@ from typing import Any
 from .patterns import Change
 from .rules import Rule
 
-__all__ = ["Event"]
+__all__ = ["Event", "trigger_of"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,3 +58,20 @@ class Event:
             "key": self.key or None,
             **self.extras,
         }
+
+
+def trigger_of(event: dict[str, Any]) -> str:
+    """A file path relative to the watched folder, a message's id and its sender, or a
+    time pattern's tick."""
+    tick = event.get("scheduled_time")
+    if tick:
+        return f"tick {tick}"
+    msg = event.get("message_id")
+    if msg:
+        return f"{msg} from {event.get('peer') or '?'}"
+    path, base = event.get("path"), event.get("base")
+    if not isinstance(path, str):
+        return "-"
+    if isinstance(base, str) and path.startswith(base.rstrip("/") + "/"):
+        return path[len(base.rstrip("/")) + 1 :]
+    return path

@@ -4,28 +4,46 @@ which outcomes, and the rate limit. Checked at load; delivery is ``meow_async.no
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Literal, cast
+from urllib.parse import SplitResult, urlsplit
 
 from ..exceptions import ConfigError
-from .checks import check_count, check_flag, check_seconds
+from .settings import (
+    ENV_NAME,
+    block,
+    check_settings,
+    choice,
+    count,
+    custom,
+    env_name,
+    flag,
+    from_mapping,
+    made,
+    nested,
+    one_line,
+    optional,
+    port,
+    renamed,
+    seconds,
+)
 
-__all__ = ["Email", "Notify", "Webhook", "make_notify", "notify_paths"]
+__all__ = ["FORMATS", "Email", "Notify", "Webhook", "WebhookFormat", "make_notify", "notify_paths"]
 
 #: What ``on`` may name: a job's end state, with ``timed_out`` apart from other failures.
 OUTCOMES = ("done", "failed", "timed_out", "skipped")
 DEFAULT_ON = frozenset({"failed", "timed_out"})
+#: What a webhook's ``format`` may name: the job's record, or a chat service's message shape.
+WebhookFormat = Literal["json", "slack", "teams", "discord"]
+FORMATS: tuple[WebhookFormat, ...] = ("json", "slack", "teams", "discord")
 DEFAULT_SUBJECT = "[meow_async] job {JOB} {STATE} (rule {RULE})"
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
 
 
@@ -34,21 +52,9 @@ def _fail(field: str, message: str, value: object) -> ConfigError:
     return ConfigError(message, where="notify", field=field, value=value)
 
 
-def _keys(raw: Mapping[str, Any], allowed: Collection[str], prefix: str) -> None:
-    for key in raw:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), list(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _fail(
-                f"{prefix}{key}",
-                f"unknown setting{hint}; allowed: {', '.join(sorted(allowed))}",
-                key,
-            )
-
-
 def _env(field: str, name: object, what: str) -> str:
     """The value of an environment variable named in the settings (secrets live there only)."""
-    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+    if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
         raise _fail(field, "expected the name of an environment variable", name)
     value = os.environ.get(name)
     if not value:
@@ -62,46 +68,101 @@ def _no_newlines(field: str, value: object) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+def _http_url(field: str, url: object, value: object, *, shown: str | None = None) -> str:
+    """``url`` if it is an http(s) URL; the error shows ``value`` (a variable's name, not the
+    secret URL it holds)."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        port_ok = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        port_ok = False
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or any(c.isspace() for c in cast("str", url))
+    ):
+        where = f" in {shown}" if shown else ""
+        raise _fail(field, f"expected an http:// or https:// URL{where}", value)
+    return cast("str", url)
+
+
+def _url(where: str, field: str, value: object) -> object:
+    return _http_url(field, value, value)
+
+
+_URL = {"type": "string", "pattern": r"^https?://[^\s/?#]+[^\s]*$"}
+
+
+def _headers(values: dict[str, Any], what: str) -> dict[str, Any]:
+    def check(where: str, field: str, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _fail(field, f"expected a mapping of header names to {what}", value)
+        for k, v in value.items():
+            if not isinstance(k, str) or not _HEADER_NAME.fullmatch(k):
+                raise _fail(field, "expected a header name", k)
+            if what == "text":
+                _no_newlines(f"{field}.{k}", v)
+            elif not isinstance(v, str) or not ENV_NAME.fullmatch(v):
+                raise _fail(f"{field}.{k}", "expected the name of an environment variable", v)
+        return dict(value)
+
+    schema = {
+        "type": "object",
+        "propertyNames": {"pattern": f"^{_HEADER_NAME.pattern}$"},
+        "additionalProperties": values,
+    }
+    return custom(schema, check)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class Webhook:
-    """POST each notification as JSON to ``url``.
+    """POST each notification to ``url``, or to the URL in the environment variable ``url_env``
+    (a chat service's incoming-webhook URL is itself the secret), in the shape ``format``
+    names: ``json`` (the job's record), ``slack`` (also Mattermost), ``teams`` or ``discord``.
 
     ``headers`` are sent as given; ``headers_env`` maps a header to the environment variable
     holding its value, and ``token_env`` names the variable holding a bearer token, so secrets
     stay out of workflow files.
     """
 
-    url: str
-    timeout: float = 10.0
-    headers: Mapping[str, str] = field(default_factory=dict)
-    headers_env: Mapping[str, str] = field(default_factory=dict)
-    token_env: str | None = None
+    what: ClassVar[str] = "a webhook"
+
+    url: str | None = field(default=None, metadata=optional(custom(_URL, _url)))
+    #: An environment variable holding the URL, instead of ``url``; read again for each
+    #: message, and never logged beyond its scheme and host.
+    url_env: str | None = field(default=None, metadata=optional(env_name()))
+    #: The message's shape: ``json``, ``slack`` (also right for Mattermost), ``teams`` or
+    #: ``discord``.
+    format: WebhookFormat = field(default="json", metadata=choice(*FORMATS))
+    timeout: float = field(default=10.0, metadata=seconds(above_zero=True))
+    headers: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata=_headers({"type": "string", "pattern": r"^[^\r\n]*$"}, "text"),
+    )
+    headers_env: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata=_headers({"type": "string", "pattern": f"^{ENV_NAME.pattern}$"}, "variables"),
+    )
+    token_env: str | None = field(default=None, metadata=optional(env_name()))
+
+    #: One of ``url`` and ``url_env`` (``__post_init__`` checks the same).
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["url"]}, {"required": ["url_env"]}]
+    }
 
     def __post_init__(self) -> None:
-        url: object = self.url
-        parts = urlsplit(url) if isinstance(url, str) else None
-        try:
-            port_ok = parts is not None and (parts.port is None or parts.port > 0)
-        except ValueError:
-            port_ok = False
-        if (
-            parts is None
-            or parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or not port_ok
-            or any(c.isspace() for c in cast("str", url))
-        ):
-            raise _fail("webhook.url", "expected an http:// or https:// URL", url)
-        check_seconds("notify", "webhook.timeout", self.timeout, above_zero=True)
-        for name in ("headers", "headers_env"):
-            value: object = getattr(self, name)
-            if not isinstance(value, Mapping):
-                raise _fail(f"webhook.{name}", "expected a mapping of header names to text", value)
-            for k, v in value.items():
-                if not isinstance(k, str) or not _HEADER_NAME.fullmatch(k):
-                    raise _fail(f"webhook.{name}", "expected a header name", k)
-                _no_newlines(f"webhook.{name}.{k}", v)
-            object.__setattr__(self, name, dict(value))
+        check_settings(self, "notify.webhook")
+        if (self.url is None) == (self.url_env is None):
+            both = self.url is not None
+            raise _fail(
+                "url_env" if both else "url",
+                "give url or url_env, not both" if both else "a webhook needs url or url_env",
+                self.url_env if both else None,
+            )
+        url = self.target()  # from the environment now: a missing variable is a load error
+        parts = urlsplit(url)
         if parts.username is not None or parts.password is not None:
             # aiohttp sends the URL's user and password as Authorization and refuses a second
             # one: every message would fail, and be retried for nothing.
@@ -109,44 +170,59 @@ class Webhook:
                 for k in keys:
                     if k.lower() == "authorization":
                         raise _fail(
-                            f"webhook.{name}.{k}",
+                            f"{name}.{k}",
                             "the URL's user name and password are sent as Authorization "
                             "already: give one or the other",
                             keys[k],
                         )
             if self.token_env is not None:
                 raise _fail(
-                    "webhook.token_env",
+                    "token_env",
                     "the URL's user name and password are sent as Authorization already: "
                     "give one or the other",
                     self.token_env,
                 )
         self.request_headers()  # a missing variable is an error now, not at the first job
 
+    def target(self) -> str:
+        """The URL to post to; ``url_env``'s is read from the environment now, and an error
+        about it never shows the URL itself."""
+        if self.url_env is None:
+            return _http_url("url", self.url, self.url)
+        url = _env("url_env", self.url_env, "the webhook URL")
+        return _http_url("url_env", url, self.url_env, shown=f"${self.url_env}")
+
     def request_headers(self) -> dict[str, str]:
         """The headers to send, secrets read from the environment now."""
         out = dict(self.headers)
         for header, env in self.headers_env.items():
-            out[header] = _env(f"webhook.headers_env.{header}", env, f"the {header} header")
+            out[header] = _env(f"headers_env.{header}", env, f"the {header} header")
         if self.token_env is not None:
-            out["Authorization"] = "Bearer " + _env(
-                "webhook.token_env", self.token_env, "the bearer token"
-            )
+            out["Authorization"] = "Bearer " + _env("token_env", self.token_env, "the bearer token")
         return out
 
     @property
     def label(self) -> str:
-        """The URL for log lines, without its query or user info (they may hold a secret)."""
-        p = urlsplit(self.url)
-        netloc = p.hostname or ""
-        if p.port is not None:
-            netloc += f":{p.port}"
-        return f"webhook {p.scheme}://{netloc}{p.path}"
+        """The URL for log lines, without its query or user info (they may hold a secret);
+        ``url_env``'s without its path either: there, the path is the secret."""
+        if self.url_env is not None:
+            try:
+                p = urlsplit(self.target())
+            except ConfigError:
+                return f"webhook ${self.url_env}"
+            return f"webhook {p.scheme}://{_netloc(p)}/… (${self.url_env})"
+        p = urlsplit(self.url or "")
+        return f"webhook {p.scheme}://{_netloc(p)}{p.path}"
+
+    def __repr__(self) -> str:
+        return f"Webhook({self.label!r}, format={self.format!r})"
 
     def key(self) -> tuple[Any, ...]:
         return (
             "webhook",
             self.url,
+            self.url_env,
+            self.format,
             self.timeout,
             tuple(sorted(self.headers.items())),
             tuple(sorted(self.headers_env.items())),
@@ -155,13 +231,53 @@ class Webhook:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Webhook:
-        _keys(raw, _WEBHOOK_KEYS, "webhook.")
-        if "url" not in raw:
-            raise _fail("webhook.url", "a webhook needs 'url'", None)
-        return cls(**raw)
+        return from_mapping(cls, raw)
 
 
-_WEBHOOK_KEYS = ("url", "timeout", "headers", "headers_env", "token_env")
+def _netloc(p: SplitResult) -> str:
+    netloc = p.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if p.port is not None:
+        netloc += f":{p.port}"
+    return netloc
+
+
+def _address(field: str, value: object) -> None:
+    """One address, bare or with a name (``Lab <lab@example.org>``), on one line."""
+    text = _no_newlines(field, value)
+    found = getaddresses([text])
+    if len(found) != 1 or not _ADDRESS.fullmatch(found[0][1]):
+        raise _fail(field, "expected one email address, e.g. lab@example.org", value)
+
+
+def _check_address(where: str, field: str, value: object) -> object:
+    _address(field, value)
+    return value
+
+
+def _check_to(where: str, field: str, value: object) -> object:
+    to = (value,) if isinstance(value, str) else value
+    if not isinstance(to, list | tuple) or not to:
+        raise _fail(field, "expected a list of addresses", value)
+    for i, addr in enumerate(to):
+        _address(f"{field}[{i}]", addr)
+    return tuple(to)
+
+
+def _check_server(where: str, field: str, value: object) -> object:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise _fail(field, "expected the SMTP server's name or address", value)
+    return value
+
+
+def _check_ca(where: str, field: str, value: object) -> object:
+    if value is not None and not isinstance(value, str | os.PathLike):
+        raise _fail(field, "expected the path of a CA bundle", value)
+    return value
+
+
+_ADDRESS_SCHEMA = {"type": "string", "pattern": r"^[^\r\n]*[^@\s<>,;]+@[^@\s<>,;]+[^\r\n]*$"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,60 +290,66 @@ class Email:
     ``{STATE}``. ``tls_ca`` verifies the server with this CA bundle instead of the system's.
     """
 
-    host: str
-    sender: str
-    to: tuple[str, ...] | list[str] | str
-    port: int | None = None
-    tls: bool = False
-    starttls: bool = False
-    username_env: str | None = None
-    password_env: str | None = None
-    subject: str = DEFAULT_SUBJECT
-    timeout: float = 10.0
-    tls_ca: str | None = None
+    what: ClassVar[str] = "an email"
+
+    #: The SMTP server's name or address.
+    host: str = field(metadata=custom({"type": "string", "pattern": r"^\S+$"}, _check_server))
+    #: The sender's address (``from:`` in a workflow file).
+    sender: str = field(metadata=renamed("from", custom(_ADDRESS_SCHEMA, _check_address)))
+    #: One address or a list of them.
+    to: tuple[str, ...] | list[str] | str = field(
+        metadata=custom(
+            {
+                "anyOf": [
+                    _ADDRESS_SCHEMA,
+                    {"type": "array", "items": _ADDRESS_SCHEMA, "minItems": 1},
+                ]
+            },
+            _check_to,
+        )
+    )
+    #: Default: 465 with tls, 587 with starttls, else 25.
+    port: int | None = field(default=None, metadata=optional(port(low=1)))
+    tls: bool = field(default=False, metadata=flag())
+    starttls: bool = field(default=False, metadata=flag())
+    username_env: str | None = field(default=None, metadata=optional(env_name()))
+    password_env: str | None = field(default=None, metadata=optional(env_name()))
+    subject: str = field(default=DEFAULT_SUBJECT, metadata=one_line())
+    timeout: float = field(default=10.0, metadata=seconds(above_zero=True))
+    tls_ca: str | None = field(
+        default=None, metadata=custom({"type": ["string", "null"]}, _check_ca)
+    )
+
+    #: What only the pair can say, in the schema's words (``__post_init__`` checks the same).
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "not": {
+            "required": ["tls", "starttls"],
+            "properties": {"tls": {"const": True}, "starttls": {"const": True}},
+        },
+        "dependentRequired": {"username_env": ["password_env"], "password_env": ["username_env"]},
+    }
 
     def __post_init__(self) -> None:
-        host: object = self.host
-        if not isinstance(host, str) or not host or any(c.isspace() for c in host):
-            raise _fail("email.host", "expected the SMTP server's name or address", host)
-        check_flag("notify", "email.tls", self.tls)
-        check_flag("notify", "email.starttls", self.starttls)
+        check_settings(self, "notify.email")
         if self.tls and self.starttls:
-            raise _fail("email.starttls", "choose tls (port 465) or starttls (587), not both", True)
-        port: object = self.port
-        if port is None:
-            port = 465 if self.tls else 587 if self.starttls else 25
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise _fail("email.port", "expected a port number from 1 to 65535", port)
-        object.__setattr__(self, "port", port)
-        _address("email.from", self.sender)
-        to: object = self.to
-        if isinstance(to, str):
-            to = (to,)
-        if not isinstance(to, list | tuple) or not to:
-            raise _fail("email.to", "expected a list of addresses", self.to)
-        for i, addr in enumerate(to):
-            _address(f"email.to[{i}]", addr)
-        object.__setattr__(self, "to", tuple(to))
+            raise _fail("starttls", "choose tls (port 465) or starttls (587), not both", True)
+        if self.port is None:
+            object.__setattr__(self, "port", 465 if self.tls else 587 if self.starttls else 25)
         if (self.username_env is None) != (self.password_env is None):
             missing = "username_env" if self.username_env is None else "password_env"
-            raise _fail(
-                f"email.{missing}", "a login needs both username_env and password_env", None
-            )
+            raise _fail(missing, "a login needs both username_env and password_env", None)
         if self.username_env is not None and not (self.tls or self.starttls):
             raise _fail(
-                "email.username_env",
+                "username_env",
                 "a login would cross the network in clear: set tls or starttls",
                 self.username_env,
             )
-        _no_newlines("email.subject", self.subject)
-        check_seconds("notify", "email.timeout", self.timeout, above_zero=True)
         ca: object = self.tls_ca
         if ca is not None:
             if not (self.tls or self.starttls):
-                raise _fail("email.tls_ca", "a CA bundle needs tls or starttls", ca)
+                raise _fail("tls_ca", "a CA bundle needs tls or starttls", ca)
             if not isinstance(ca, str | os.PathLike) or not os.path.isfile(ca):
-                raise _fail("email.tls_ca", f"no such file: {ca}", ca)
+                raise _fail("tls_ca", f"no such file: {ca}", ca)
             object.__setattr__(self, "tls_ca", os.fspath(ca))
         self.login()  # a missing variable is an error now, not at the first job
 
@@ -236,8 +358,8 @@ class Email:
         if self.username_env is None or self.password_env is None:
             return None
         return (
-            _env("email.username_env", self.username_env, "the SMTP username"),
-            _env("email.password_env", self.password_env, "the SMTP password"),
+            _env("username_env", self.username_env, "the SMTP username"),
+            _env("password_env", self.password_env, "the SMTP password"),
         )
 
     @property
@@ -266,35 +388,34 @@ class Email:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Email:
-        _keys(raw, _EMAIL_KEYS, "email.")
-        for need in ("host", "from", "to"):
-            if need not in raw:
-                raise _fail(f"email.{need}", f"an email needs {need!r}", None)
-        kwargs = {("sender" if k == "from" else k): v for k, v in raw.items()}
-        return cls(**kwargs)
+        return from_mapping(cls, raw)
 
 
-_EMAIL_KEYS = (
-    "host",
-    "port",
-    "tls",
-    "starttls",
-    "from",
-    "to",
-    "username_env",
-    "password_env",
-    "subject",
-    "timeout",
-    "tls_ca",
-)
+def _make_webhook(where: str, field: str, value: object) -> object:
+    if isinstance(value, str):
+        return nested("notify", field, lambda: Webhook(url=value))
+    hint = "expected a URL or a mapping with 'url' or 'url_env'"
+    return None if value is None else made(Webhook, "notify", field, value, hint)
 
 
-def _address(field: str, value: object) -> None:
-    """One address, bare or with a name (``Lab <lab@example.org>``), on one line."""
-    text = _no_newlines(field, value)
-    found = getaddresses([text])
-    if len(found) != 1 or not _ADDRESS.fullmatch(found[0][1]):
-        raise _fail(field, "expected one email address, e.g. lab@example.org", value)
+def _make_email(where: str, field: str, value: object) -> object:
+    hint = "expected a mapping with host, from and to"
+    return None if value is None else made(Email, "notify", field, value, hint)
+
+
+def _check_on(where: str, field: str, value: object) -> object:
+    on = (value,) if isinstance(value, str) else value
+    if not isinstance(on, Collection) or not on or any(o not in OUTCOMES for o in on):
+        raise _fail(field, f"expected a list from {', '.join(OUTCOMES)}", value)
+    return frozenset(on)
+
+
+_ON_SCHEMA = {
+    "anyOf": [
+        {"enum": list(OUTCOMES)},
+        {"type": "array", "items": {"enum": list(OUTCOMES)}, "minItems": 1},
+    ]
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,41 +430,30 @@ class Notify:
     later, doubling.
     """
 
-    webhook: Webhook | str | Mapping[str, Any] | None = None
-    email: Email | Mapping[str, Any] | None = None
-    on: Collection[str] = DEFAULT_ON
-    limit: int = 5
-    window: float = 300.0
-    retries: int = 3
-    retry_backoff: float = 1.0
+    #: A URL, or a mapping with url or url_env, format, headers, headers_env, token_env,
+    #: timeout.
+    webhook: Webhook | str | Mapping[str, Any] | None = field(
+        default=None, metadata=optional(block(Webhook, _make_webhook, also=_URL))
+    )
+    #: A mapping with host, from, to and, optionally, port, tls or starttls, a login.
+    email: Email | Mapping[str, Any] | None = field(
+        default=None, metadata=optional(block(Email, _make_email))
+    )
+    #: Which ends are told: any of done, failed, timed_out, skipped.
+    on: Collection[str] = field(default=DEFAULT_ON, metadata=custom(_ON_SCHEMA, _check_on))
+    limit: int = field(default=5, metadata=count())
+    window: float = field(default=300.0, metadata=seconds(above_zero=True))
+    retries: int = field(default=3, metadata=count(low=0, high=10))
+    retry_backoff: float = field(default=1.0, metadata=seconds())
+
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"required": ["webhook"]}, {"required": ["email"]}]
+    }
 
     def __post_init__(self) -> None:
-        hook: object = self.webhook
-        if isinstance(hook, str):
-            hook = Webhook(url=hook)
-        elif isinstance(hook, Mapping):
-            hook = Webhook.from_mapping(hook)
-        elif hook is not None and not isinstance(hook, Webhook):
-            raise _fail("webhook", "expected a URL or a mapping with 'url'", hook)
-        object.__setattr__(self, "webhook", hook)
-        mail: object = self.email
-        if isinstance(mail, Mapping):
-            mail = Email.from_mapping(mail)
-        elif mail is not None and not isinstance(mail, Email):
-            raise _fail("email", "expected a mapping with host, from and to", mail)
-        object.__setattr__(self, "email", mail)
-        if hook is None and mail is None:
+        check_settings(self, "notify")
+        if self.webhook is None and self.email is None:
             raise _fail("", "expected a webhook, an email or both", None)
-        on: object = self.on
-        if isinstance(on, str):
-            on = (on,)
-        if not isinstance(on, Collection) or not on or any(o not in OUTCOMES for o in on):
-            raise _fail("on", f"expected a list from {', '.join(OUTCOMES)}", self.on)
-        object.__setattr__(self, "on", frozenset(on))
-        check_count("notify", "limit", self.limit)
-        check_seconds("notify", "window", self.window, above_zero=True)
-        check_count("notify", "retries", self.retries, low=0, high=10)
-        check_seconds("notify", "retry_backoff", self.retry_backoff)
 
     def destinations(self) -> list[Webhook | Email]:
         return [d for d in (self.webhook, self.email) if isinstance(d, Webhook | Email)]
@@ -352,11 +462,7 @@ class Notify:
     def from_mapping(cls, raw: Mapping[Any, Any]) -> Notify:
         # YAML 1.1 reads a bare ``on:`` key as the boolean true: take it for what was meant.
         raw = {("on" if k is True else k): v for k, v in raw.items()}
-        _keys(raw, _NOTIFY_KEYS, "")
-        return cls(**raw)
-
-
-_NOTIFY_KEYS = ("webhook", "email", "on", "limit", "window", "retries", "retry_backoff")
+        return from_mapping(cls, raw)
 
 
 def make_notify(value: object) -> Notify | None:

@@ -8,24 +8,57 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
+from zoneinfo import ZoneInfo
 
 from ..exceptions import ConfigError
-from .checks import (
-    check_count,
-    check_flag,
-    check_host,
-    check_name,
-    check_params,
-    check_port,
-    check_seconds,
-    check_variable,
-)
+from .checks import check_name, check_variable
+from .filters import Filter, compile_filter
 from .globs import compile_glob
+from .http_limits import HTTP_LIMIT_FIELDS, HttpLimits, limit, limits_of
 from .notify import Notify, make_notify
+from .schedule import (
+    MIN_INTERVAL,
+    Every,
+    Schedule,
+    check_cron,
+    parse_anchor,
+    parse_interval,
+    time_zone,
+)
+from .secrets import read_secret, secret_header
+from .settings import (
+    HEADER_NAME,
+    block,
+    check_settings,
+    choice,
+    count,
+    custom,
+    env_name,
+    flag,
+    header_name,
+    host,
+    optional,
+    params,
+    port,
+    seconds,
+    secret_file,
+    text,
+    variable,
+)
+from .settings import name as name_kind
 
-__all__ = ["Change", "FilePattern", "HttpPattern", "NetworkPattern", "Pattern", "Sweep"]
+__all__ = [
+    "Change",
+    "FilePattern",
+    "HttpPattern",
+    "NetworkPattern",
+    "Pattern",
+    "Sweep",
+    "TimePattern",
+]
 
 MAX_SWEEP_POINTS = 100_000
 
@@ -45,19 +78,22 @@ OnRestart = Literal["rerun", "fail"]
 ON_RESTART: tuple[str, ...] = ("rerun", "fail")
 
 
+def _finite(where: str, field: str, value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError("expected a finite number", field=field, value=value)
+    return value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sweep:
     """Values from ``start`` to ``stop`` (inclusive when reached) in steps of ``jump``."""
 
-    start: float
-    stop: float
-    jump: float
+    start: float = field(metadata=custom({"type": "number"}, _finite))
+    stop: float = field(metadata=custom({"type": "number"}, _finite))
+    jump: float = field(metadata=custom({"type": "number", "not": {"const": 0}}, _finite))
 
     def __post_init__(self) -> None:
-        for name in ("start", "stop", "jump"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ConfigError(f"expected a finite number, got {v!r}", field=name, value=v)
+        check_settings(self, "")
         if self.jump == 0:
             raise ConfigError("jump must not be 0", field="jump", value=self.jump)
         if (self.stop - self.start) * self.jump < 0:
@@ -83,14 +119,14 @@ class Sweep:
         return [int(v) for v in vals] if ints else [round(v, 12) for v in vals]
 
 
-def _sweeps(where: str, value: object) -> dict[str, Sweep]:
+def _sweeps(where: str, field: str, value: object) -> dict[str, Sweep]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise ConfigError(
             "expected a mapping of variable to {start, stop, jump}",
             where=where,
-            field="sweep",
+            field=field,
             value=value,
         )
     out: dict[str, Sweep] = {}
@@ -115,38 +151,80 @@ def _sweeps(where: str, value: object) -> dict[str, Sweep]:
     return out
 
 
+_SWEEP_SCHEMA = {
+    "type": ["object", "null"],
+    "propertyNames": {"$ref": "#/$defs/variable"},
+    "additionalProperties": {"$ref": "#/$defs/Sweep"},
+}
+
+
+def _notify(where: str, field: str, value: object) -> Notify | None:
+    try:
+        return make_notify(value)
+    except ConfigError as e:
+        sub = f"{field}.{e.field}" if e.field else field
+        raise ConfigError(e.message, where=where, field=sub, value=e.value) from None
+
+
+def _when(where: str, field: str, value: object) -> object:
+    """A filter's text; whether it compiles depends on the kind of pattern (its names), which
+    ``_check_common`` knows."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            'expected a CEL expression, e.g. body.ref == "refs/heads/main"',
+            where=where,
+            field=field,
+            value=value,
+        )
+    return value
+
+
+_WHEN_SCHEMA = {"type": "string", "pattern": r"\S"}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _PatternBase:
     """What every pattern has: a name, the recipe it triggers, and the job's parameters."""
 
     name: str
-    recipe: str
-    variable: str = "input_file"
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    outputs: Mapping[str, Any] = field(default_factory=dict)
-    sweep: Mapping[str, Sweep | Mapping[str, float]] = field(default_factory=dict)
+    #: The name of the recipe it runs.
+    recipe: str = field(metadata=name_kind())
+    #: The parameter that holds the triggering file's path (or the message's).
+    variable: str = field(default="input_file", metadata=variable())
+    parameters: Mapping[str, Any] = field(default_factory=dict, metadata=params())
+    #: Like parameters, and also recorded under ``outputs`` in job.json.
+    outputs: Mapping[str, Any] = field(default_factory=dict, metadata=params())
+    #: ``name: {start, stop, jump}`` for each swept variable: one job per point.
+    sweep: Mapping[str, Sweep | Mapping[str, float]] = field(
+        default_factory=dict, metadata=custom(_SWEEP_SCHEMA, _sweeps, uses=(Sweep,))
+    )
     #: A failed job runs again up to ``retries`` times, after ``retry_backoff`` seconds,
     #: doubling each time.
-    retries: int = 0
-    retry_backoff: float = 1.0
+    retries: int = field(default=0, metadata=count(low=0, high=100))
+    retry_backoff: float = field(default=1.0, metadata=seconds())
     #: What a restart does with a job that was running when the runner died.
-    on_restart: OnRestart = "rerun"
+    on_restart: OnRestart = field(default="rerun", metadata=choice(*ON_RESTART))
     #: Who hears of a job's end (a webhook, an email): see docs/notifications.md.
-    notify: Notify | Mapping[str, Any] | None = None
+    notify: Notify | Mapping[str, Any] | None = field(
+        default=None, metadata=optional(block(Notify, _notify))
+    )
+    #: A CEL expression on the event (docs/schedules-and-filters.md): only events it holds
+    #: true for make jobs, e.g. ``body.ref == "refs/heads/main"``.
+    when: str | None = field(default=None, metadata=optional(custom(_WHEN_SCHEMA, _when)))
+    #: ``when`` compiled; None without one.
+    filter: Filter | None = field(init=False, default=None, repr=False, compare=False)
+    #: What a filter of this kind of pattern sees (model/filters.py's NAMES).
+    EVENT_KIND: ClassVar[str] = "file"
 
     def _check_common(self) -> None:
         where = f"pattern {self.name!r}"
         check_name("pattern", "name", self.name)
-        check_name(where, "recipe", self.recipe)
-        check_variable(where, "variable", self.variable)
-        object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
-        object.__setattr__(self, "outputs", check_params(where, "outputs", self.outputs))
-        object.__setattr__(self, "sweep", _sweeps(where, self.sweep))
-        try:
-            object.__setattr__(self, "notify", make_notify(self.notify))
-        except ConfigError as e:
-            sub = f"notify.{e.field}" if e.field else "notify"
-            raise ConfigError(e.message, where=where, field=sub, value=e.value) from None
+        check_settings(self, where)
+        if self.when is not None:
+            try:
+                object.__setattr__(self, "filter", compile_filter(self.EVENT_KIND, self.when))
+            except ValueError as e:
+                raise ConfigError(str(e), where=where, field="when", value=self.when) from None
         for var in (*self.outputs, *self.sweep):
             if var == self.variable:
                 raise ConfigError(
@@ -155,15 +233,6 @@ class _PatternBase:
                     field="outputs" if var in self.outputs else "sweep",
                     value=var,
                 )
-        check_count(where, "retries", self.retries, low=0, high=100)
-        check_seconds(where, "retry_backoff", self.retry_backoff)
-        if self.on_restart not in ON_RESTART:
-            raise ConfigError(
-                f"expected one of {', '.join(ON_RESTART)}",
-                where=where,
-                field="on_restart",
-                value=self.on_restart,
-            )
         total = math.prod(s.count() for s in cast("dict[str, Sweep]", self.sweep).values())
         if total > MAX_SWEEP_POINTS:
             raise ConfigError(
@@ -181,6 +250,58 @@ class _PatternBase:
             yield dict(zip(names, combo, strict=True))
 
 
+def _glob(where: str, field: str, value: object) -> object:
+    if not isinstance(value, str):
+        raise ConfigError("expected a string", where=where, field=field, value=value)
+    try:
+        compile_glob(value)
+    except ValueError as e:
+        raise ConfigError(
+            f"invalid glob {value!r}: {e}", where=where, field=field, value=value
+        ) from None
+    return value
+
+
+_GLOB_SCHEMA = {"type": "string", "minLength": 1, "not": {"pattern": "^/"}}
+
+
+def _changes(where: str, field: str, value: object) -> frozenset[Change]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError("expected a list of changes", where=where, field=field, value=value)
+    try:
+        parsed = frozenset(Change(c) for c in value)
+    except ValueError:
+        raise ConfigError(
+            f"unknown change in {sorted(map(str, value))}: choose from "
+            f"{', '.join(c.value for c in Change)}",
+            where=where,
+            field=field,
+            value=value,
+        ) from None
+    if not parsed:
+        raise ConfigError("at least one change is needed", where=where, field=field, value=value)
+    return parsed
+
+
+def _sentinel(where: str, field: str, value: object) -> object:
+    if not isinstance(value, str) or not value or value.startswith("/") or ".." in value.split("/"):
+        raise ConfigError(
+            "expected a path inside the watched folder, relative to it, with templates "
+            "such as {REL_PATH}.done or {REL_DIR}/COMPLETE",
+            where=where,
+            field=field,
+            value=value,
+        )
+    return value
+
+
+_SENTINEL_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "not": {"anyOf": [{"pattern": "^/"}, {"pattern": "(^|/)\\.\\.(/|$)"}]},
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FilePattern(_PatternBase):
     """Triggers on files under the watched folder whose relative path matches ``glob``.
@@ -189,70 +310,32 @@ class FilePattern(_PatternBase):
     starts (at runner start or when the rule is added at run time).
     """
 
-    glob: str
-    changes: frozenset[Change] = DEFAULT_CHANGES
-    retroactive: bool = False
+    #: Path pattern relative to the watched folder, e.g. ``raw/**/*.h5``.
+    glob: str = field(metadata=custom(_GLOB_SCHEMA, _glob))
+    #: Which changes trigger: any of created, modified, moved, deleted.
+    changes: frozenset[Change] = field(
+        default=DEFAULT_CHANGES,
+        metadata=custom(
+            {"type": "array", "items": {"enum": [c.value for c in Change]}, "minItems": 1},
+            _changes,
+        ),
+    )
+    retroactive: bool = field(default=False, metadata=flag())
     #: Hand the file on only once complete: no change for ``settle`` s, mtime at least
     #: ``min_age`` s old, and the ``sentinel`` file (a template, e.g. "{PATH}.done") there.
-    settle: float = 0.0
-    min_age: float = 0.0
-    sentinel: str | None = None
+    settle: float = field(default=0.0, metadata=seconds())
+    min_age: float = field(default=0.0, metadata=seconds())
+    sentinel: str | None = field(
+        default=None, metadata=optional(custom(_SENTINEL_SCHEMA, _sentinel))
+    )
     #: Events of this rule less than ``coalesce`` s apart make one job, for the latest file
     #: (0: every event makes its job).
-    coalesce: float = 0.0
+    coalesce: float = field(default=0.0, metadata=seconds())
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check_common()
-        where = f"pattern {self.name!r}"
-        if not isinstance(self.glob, str):
-            raise ConfigError("expected a string", where=where, field="glob", value=self.glob)
-        try:
-            object.__setattr__(self, "regex", compile_glob(self.glob))
-        except ValueError as e:
-            raise ConfigError(
-                f"invalid glob {self.glob!r}: {e}", where=where, field="glob", value=self.glob
-            ) from None
-        changes: object = self.changes
-        if isinstance(changes, str) or not isinstance(changes, Iterable):
-            raise ConfigError(
-                "expected a list of changes", where=where, field="changes", value=changes
-            )
-        try:
-            parsed = frozenset(Change(c) for c in changes)
-        except ValueError:
-            raise ConfigError(
-                f"unknown change in {sorted(map(str, changes))}: choose from "
-                f"{', '.join(c.value for c in Change)}",
-                where=where,
-                field="changes",
-                value=changes,
-            ) from None
-        if not parsed:
-            raise ConfigError(
-                "at least one change is needed", where=where, field="changes", value=changes
-            )
-        object.__setattr__(self, "changes", parsed)
-        for name in ("settle", "min_age", "coalesce"):
-            check_seconds(where, name, getattr(self, name))
-        sentinel: object = self.sentinel
-        if sentinel is not None and (
-            not isinstance(sentinel, str)
-            or not sentinel
-            or sentinel.startswith("/")
-            or ".." in sentinel.split("/")
-        ):
-            raise ConfigError(
-                "expected a path inside the watched folder, relative to it, with templates "
-                "such as {REL_PATH}.done or {REL_DIR}/COMPLETE",
-                where=where,
-                field="sentinel",
-                value=sentinel,
-            )
-        if not isinstance(self.retroactive, bool):
-            raise ConfigError(
-                "expected true or false", where=where, field="retroactive", value=self.retroactive
-            )
+        object.__setattr__(self, "regex", compile_glob(self.glob))
 
     def matches(self, rel_path: str) -> bool:
         return self.regex.fullmatch(rel_path) is not None
@@ -280,6 +363,27 @@ LISTENER_FIELDS = (
 )
 
 
+def _tls_file() -> dict[str, Any]:
+    """A certificate, key or CA file (that it exists, only validate can tell)."""
+
+    def check(where: str, field: str, value: object) -> object:
+        if not isinstance(value, str | os.PathLike) or not os.path.isfile(value):
+            raise ConfigError(f"no such file: {value}", where=where, field=field, value=value)
+        return os.fspath(value)
+
+    return custom({"type": "string", "minLength": 1}, check)
+
+
+#: TLS needs a certificate and its key, and client certificates need TLS.
+_TLS_SCHEMA: dict[str, Any] = {
+    "dependentRequired": {
+        "tls_cert": ["tls_key"],
+        "tls_key": ["tls_cert"],
+        "tls_client_ca": ["tls_cert", "tls_key"],
+    }
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NetworkPattern(_PatternBase):
     """Triggers on data received on a TCP ``port``: each message becomes a spool file.
@@ -296,45 +400,29 @@ class NetworkPattern(_PatternBase):
     the handshake). An empty message makes no job unless ``allow_empty``.
     """
 
-    port: int
-    host: str = "127.0.0.1"
-    framing: Framing = "connection"
-    delimiter: str = "\n"
-    max_size: int = 64 * 1024 * 1024
-    max_connections: int = 256
-    idle_timeout: float = 30.0
-    ack: bool = False
-    allow_empty: bool = False
-    max_waiting: int = 1024
-    max_waiting_per_peer: int = 256
-    handshake_timeout: float = 5.0
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_client_ca: str | None = None
+    EVENT_KIND: ClassVar[str] = "network"
+
+    port: int = field(metadata=port())
+    host: str = field(default="127.0.0.1", metadata=host())
+    framing: Framing = field(default="connection", metadata=choice(*FRAMINGS, what="framing"))
+    delimiter: str = field(default="\n", metadata=text("expected a non-empty string"))
+    max_size: int = field(default=64 * 1024 * 1024, metadata=count())
+    max_connections: int = field(default=256, metadata=count())
+    idle_timeout: float = field(default=30.0, metadata=seconds(above_zero=True))
+    ack: bool = field(default=False, metadata=flag())
+    allow_empty: bool = field(default=False, metadata=flag())
+    max_waiting: int = field(default=1024, metadata=count())
+    max_waiting_per_peer: int = field(default=256, metadata=count())
+    handshake_timeout: float = field(default=5.0, metadata=seconds(above_zero=True))
+    tls_cert: str | None = field(default=None, metadata=optional(_tls_file()))
+    tls_key: str | None = field(default=None, metadata=optional(_tls_file()))
+    tls_client_ca: str | None = field(default=None, metadata=optional(_tls_file()))
+
+    extra_schema: ClassVar[dict[str, Any]] = _TLS_SCHEMA
 
     def __post_init__(self) -> None:
         self._check_common()
         where = f"pattern {self.name!r}"
-        check_port(where, "port", self.port)
-        check_host(where, "host", self.host)
-        if self.framing not in FRAMINGS:
-            raise ConfigError(
-                f"unknown framing {self.framing!r}: choose from {', '.join(FRAMINGS)}",
-                where=where,
-                field="framing",
-                value=self.framing,
-            )
-        delimiter: object = self.delimiter
-        if not isinstance(delimiter, str) or not delimiter:
-            raise ConfigError(
-                "expected a non-empty string", where=where, field="delimiter", value=delimiter
-            )
-        for name in ("max_size", "max_connections", "max_waiting", "max_waiting_per_peer"):
-            check_count(where, name, getattr(self, name))
-        for name in ("idle_timeout", "handshake_timeout"):
-            check_seconds(where, name, getattr(self, name), above_zero=True)
-        check_flag(where, "ack", self.ack)
-        check_flag(where, "allow_empty", self.allow_empty)
         _check_tls(self, where)
         if self.ack and self.tls_cert is not None and self.framing == "connection":
             raise ConfigError(
@@ -354,8 +442,7 @@ class NetworkPattern(_PatternBase):
 
 
 def _check_tls(pattern: Any, where: str) -> None:
-    """``tls_cert`` and ``tls_key`` together, ``tls_client_ca`` only with them, files that
-    exist."""
+    """``tls_cert`` and ``tls_key`` together, ``tls_client_ca`` only with them."""
     if (pattern.tls_cert is None) != (pattern.tls_key is None):
         raise ConfigError(
             "TLS needs both tls_cert and tls_key",
@@ -370,13 +457,6 @@ def _check_tls(pattern: Any, where: str) -> None:
             field="tls_client_ca",
             value=pattern.tls_client_ca,
         )
-    for name in ("tls_cert", "tls_key", "tls_client_ca"):
-        path: object = getattr(pattern, name)
-        if path is None:
-            continue
-        if not isinstance(path, str | os.PathLike) or not os.path.isfile(path):
-            raise ConfigError(f"no such file: {path}", where=where, field=name, value=path)
-        object.__setattr__(pattern, name, os.fspath(path))
 
 
 #: Methods an HTTP pattern may take.
@@ -394,7 +474,85 @@ HTTP_ROUTE_FIELDS = (
     "hmac_header",
     "timestamp_header",
     "hmac_window",
+    "signature",
+    "token_header",
 )
+#: Settings of the server itself: every HTTP pattern on one host:port must agree on them
+#: (and ``runner.http`` on the same host:port on the limits).
+HTTP_SERVER_FIELDS = ("tls_cert", "tls_key", "tls_client_ca", *HTTP_LIMIT_FIELDS)
+#: How a signed request is signed: meow_async's own scheme (a timestamp signed with the body),
+#: or GitHub's (``X-Hub-Signature-256``, the body alone).
+SIGNATURES: tuple[str, ...] = ("meow", "github")
+GITHUB_HEADER = "X-Hub-Signature-256"
+
+
+def _route(where: str, field: str, value: object) -> object:
+    if not isinstance(value, str) or not value.startswith("/") or " " in value:
+        raise ConfigError(
+            "expected a URL path starting with '/', e.g. /ingest/{instrument}",
+            where=where,
+            field=field,
+            value=value,
+        )
+    rest = _ROUTE_PART.sub("", value)
+    if "{" in rest or "}" in rest:
+        raise ConfigError(
+            "route parts are written {name}, a name being letters, digits and _",
+            where=where,
+            field=field,
+            value=value,
+        )
+    return value
+
+
+_ROUTE_SCHEMA = {"type": "string", "pattern": r"^/[^ {}]*(\{[A-Za-z_][A-Za-z0-9_]*\}[^ {}]*)*$"}
+
+
+def _methods(where: str, field: str, value: object) -> tuple[str, ...]:
+    methods = (value,) if isinstance(value, str) else value
+    if not isinstance(methods, list | tuple) or not methods:
+        raise ConfigError(
+            f"expected a list of methods from {', '.join(HTTP_METHODS)}",
+            where=where,
+            field=field,
+            value=value,
+        )
+    upper = tuple(dict.fromkeys(str(m).upper() for m in methods))
+    for m in methods:
+        if str(m).upper() not in HTTP_METHODS:
+            raise ConfigError(
+                f"unknown method {str(m).upper()!r}: choose from {', '.join(HTTP_METHODS)}",
+                where=where,
+                field=field,
+                value=m,
+            )
+    return upper
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+_METHOD_SCHEMA = {"type": "string", "pattern": f"^({'|'.join(map(_any_case, HTTP_METHODS))})$"}
+_METHODS_SCHEMA = {
+    "anyOf": [_METHOD_SCHEMA, {"type": "array", "items": _METHOD_SCHEMA, "minItems": 1}]
+}
+
+
+def _headers(where: str, field: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(
+            "expected a list of header names, e.g. [X-Instrument]",
+            where=where,
+            field=field,
+            value=value,
+        )
+    for h in value:
+        if not isinstance(h, str) or not HEADER_NAME.fullmatch(h):
+            raise ConfigError(
+                "expected a header name (letters, digits, -)", where=where, field=field, value=h
+            )
+    return tuple(h.lower() for h in value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -405,101 +563,92 @@ class HttpPattern(_PatternBase):
     ``route`` may hold ``{name}`` parts (``/ingest/{instrument}``): their values, the query
     string and the ``headers`` named here reach the recipe as parameters. ``token_env`` or
     ``token_file`` names where the bearer token clients must send is kept (never the token
-    itself). Patterns on one host:port share one server.
+    itself). Patterns on one host:port share one server, and so its limits: how long a
+    connection may stay idle, send its headers or its body, and how many may be open (see
+    :class:`HttpLimits`).
     """
 
-    route: str
-    port: int
-    host: str = "127.0.0.1"
-    methods: tuple[str, ...] = ("POST",)
-    max_size: int = 64 * 1024 * 1024
-    headers: tuple[str, ...] = ()
-    token_env: str | None = None
-    token_file: str | None = None
+    EVENT_KIND: ClassVar[str] = "http"
+
+    #: The URL path, e.g. ``/ingest/{instrument}``; each ``{name}`` part is a parameter.
+    route: str = field(metadata=custom(_ROUTE_SCHEMA, _route))
+    port: int = field(metadata=port())
+    host: str = field(default="127.0.0.1", metadata=host())
+    #: Any of GET, POST, PUT, PATCH, DELETE (any case).
+    methods: tuple[str, ...] = field(default=("POST",), metadata=custom(_METHODS_SCHEMA, _methods))
+    max_size: int = field(default=64 * 1024 * 1024, metadata=count())
+    #: Request headers that reach the recipe as parameters, e.g. ``[X-Instrument]``.
+    headers: tuple[str, ...] = field(
+        default=(),
+        metadata=custom(
+            {"type": "array", "items": {"type": "string", "pattern": f"^{HEADER_NAME.pattern}$"}},
+            _headers,
+        ),
+    )
+    token_env: str | None = field(default=None, metadata=optional(env_name()))
+    token_file: str | None = field(default=None, metadata=optional(secret_file()))
     #: HMAC-SHA256 signatures instead of (or as well as) a token: the client sends
     #: ``sha256=<hex of HMAC(secret, TIMESTAMP + "." + body)>`` in ``hmac_header`` and the
     #: Unix time it signed in ``timestamp_header``; older than ``hmac_window`` seconds, or a
     #: signature seen before within it, is refused.
-    hmac_secret_env: str | None = None
-    hmac_secret_file: str | None = None
-    hmac_header: str = "X-Signature-256"
-    timestamp_header: str = "X-Timestamp"
-    hmac_window: float = 300.0
+    hmac_secret_env: str | None = field(default=None, metadata=optional(env_name()))
+    hmac_secret_file: str | None = field(default=None, metadata=optional(secret_file()))
+    hmac_header: str = field(default="X-Signature-256", metadata=header_name())
+    timestamp_header: str = field(default="X-Timestamp", metadata=header_name())
+    hmac_window: float = field(default=300.0, metadata=seconds(above_zero=True))
+    #: ``meow`` (above) or ``github``: GitHub's own webhooks, ``sha256=<hex of HMAC(secret,
+    #: body)>`` in ``X-Hub-Signature-256`` (unless ``hmac_header`` says otherwise), with no
+    #: timestamp; either way a signature seen before (kept for twice ``hmac_window``, across
+    #: restarts) is refused as a replay.
+    signature: Literal["meow", "github"] = field(default="meow", metadata=choice(*SIGNATURES))
+    #: The header clients send the token in: ``Authorization`` (as ``Bearer <token>``), or
+    #: another whose value is the token itself, e.g. ``X-Gitlab-Token`` for GitLab's webhooks.
+    token_header: str = field(
+        default="Authorization",  # a header's name, not a secret
+        metadata=header_name(),
+    )
     #: Seconds an ``Idempotency-Key`` is remembered (across restarts).
-    idempotency_window: float = 24 * 3600.0
+    idempotency_window: float = field(default=24 * 3600.0, metadata=seconds())
     #: HTTPS, and client certificates signed by ``tls_client_ca``, as for network patterns.
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_client_ca: str | None = None
+    tls_cert: str | None = field(default=None, metadata=optional(_tls_file()))
+    tls_key: str | None = field(default=None, metadata=optional(_tls_file()))
+    tls_client_ca: str | None = field(default=None, metadata=optional(_tls_file()))
+    #: Seconds a connection may stay open without a request (before its first, between
+    #: keep-alive requests).
+    idle_timeout: float = limit("idle_timeout")
+    #: Seconds from a request's first byte until its headers are complete.
+    header_timeout: float = limit("header_timeout")
+    #: Seconds a body may go without a byte; after them, it must have come at
+    #: ``body_min_rate`` bytes/s on average.
+    body_timeout: float = limit("body_timeout")
+    #: Bytes per second a body must come at, on average, once ``body_timeout`` has passed.
+    body_min_rate: int = limit("body_min_rate")
+    #: Connections open at once on this host:port; past it the oldest idle one is closed,
+    #: or the new one answered 503.
+    max_connections: int = limit("max_connections")
+
+    extra_schema: ClassVar[dict[str, Any]] = {
+        **_TLS_SCHEMA,
+        "not": {
+            "anyOf": [
+                {"required": ["token_env", "token_file"]},
+                {"required": ["hmac_secret_env", "hmac_secret_file"]},
+            ]
+        },
+    }
 
     def __post_init__(self) -> None:
         self._check_common()
         where = f"pattern {self.name!r}"
-        check_port(where, "port", self.port)
-        check_host(where, "host", self.host)
-        route: object = self.route
-        if not isinstance(route, str) or not route.startswith("/") or " " in route:
-            raise ConfigError(
-                "expected a URL path starting with '/', e.g. /ingest/{instrument}",
-                where=where,
-                field="route",
-                value=route,
-            )
-        names = _ROUTE_PART.findall(route)
-        if "{" in _ROUTE_PART.sub("", route) or "}" in _ROUTE_PART.sub("", route):
-            raise ConfigError(
-                "route parts are written {name}, a name being letters, digits and _",
-                where=where,
-                field="route",
-                value=route,
-            )
+        names = _ROUTE_PART.findall(self.route)
         for var in names:
             if var in (self.variable, "query", "headers") or names.count(var) > 1:
                 raise ConfigError(
                     f"route part {{{var}}} clashes with another parameter",
                     where=where,
                     field="route",
-                    value=route,
+                    value=self.route,
                 )
-        methods: object = self.methods
-        if isinstance(methods, str):
-            methods = (methods,)
-        if not isinstance(methods, list | tuple) or not methods:
-            raise ConfigError(
-                f"expected a list of methods from {', '.join(HTTP_METHODS)}",
-                where=where,
-                field="methods",
-                value=self.methods,
-            )
-        upper = tuple(dict.fromkeys(str(m).upper() for m in methods))
-        for m in upper:
-            if m not in HTTP_METHODS:
-                raise ConfigError(
-                    f"unknown method {m!r}: choose from {', '.join(HTTP_METHODS)}",
-                    where=where,
-                    field="methods",
-                    value=m,
-                )
-        object.__setattr__(self, "methods", upper)
-        headers: object = self.headers
-        if isinstance(headers, str) or not isinstance(headers, list | tuple):
-            raise ConfigError(
-                "expected a list of header names, e.g. [X-Instrument]",
-                where=where,
-                field="headers",
-                value=headers,
-            )
-        for h in headers:
-            if not isinstance(h, str) or not re.fullmatch(r"[A-Za-z0-9-]+", h):
-                raise ConfigError(
-                    "expected a header name (letters, digits, -)",
-                    where=where,
-                    field="headers",
-                    value=h,
-                )
-        object.__setattr__(self, "headers", tuple(h.lower() for h in headers))
-        check_count(where, "max_size", self.max_size)
-        check_seconds(where, "idempotency_window", self.idempotency_window)
         if self.token_env is not None and self.token_file is not None:
             raise ConfigError(
                 "give the bearer token in one place: token_env or token_file",
@@ -514,16 +663,8 @@ class HttpPattern(_PatternBase):
                 field="hmac_secret_file",
                 value=self.hmac_secret_file,
             )
-        for name in ("hmac_header", "timestamp_header"):
-            value: object = getattr(self, name)
-            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]+", value):
-                raise ConfigError(
-                    "expected a header name (letters, digits, -)",
-                    where=where,
-                    field=name,
-                    value=value,
-                )
-        check_seconds(where, "hmac_window", self.hmac_window, above_zero=True)
+        if self.signature == "github" and self.hmac_header == "X-Signature-256":
+            object.__setattr__(self, "hmac_header", GITHUB_HEADER)
         _check_tls(self, where)
         # A missing secret is an error now, not at the first request.
         self.token()
@@ -531,42 +672,24 @@ class HttpPattern(_PatternBase):
 
     def token(self) -> str | None:
         """The bearer token clients must send, read from where the pattern says."""
-        return self._secret("token", "the bearer token")
+        where = f"pattern {self.name!r}"
+        return read_secret(where, "token", self.token_env, self.token_file, "the bearer token")
 
     def hmac_secret(self) -> str | None:
         """The secret request signatures are made with."""
-        return self._secret("hmac_secret", "the HMAC secret")
-
-    def _secret(self, prefix: str, what: str) -> str | None:
         where = f"pattern {self.name!r}"
-        env, file = getattr(self, f"{prefix}_env"), getattr(self, f"{prefix}_file")
-        if env is not None:
-            value = os.environ.get(str(env))
-            if not value:
-                raise ConfigError(
-                    f"environment variable {env} ({what}) is not set",
-                    where=where,
-                    field=f"{prefix}_env",
-                    value=env,
-                )
-            return value
-        if file is not None:
-            try:
-                with open(os.fspath(file), encoding="utf-8") as f:
-                    value = f.read().strip()
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot read {what} from {file}: {e.strerror or e}",
-                    where=where,
-                    field=f"{prefix}_file",
-                    value=file,
-                ) from None
-            if not value:
-                raise ConfigError(
-                    f"{file} ({what}) is empty", where=where, field=f"{prefix}_file", value=file
-                )
-            return value
-        return None
+        return read_secret(
+            where, "hmac_secret", self.hmac_secret_env, self.hmac_secret_file, "the HMAC secret"
+        )
+
+    @property
+    def secret_headers(self) -> tuple[str, ...]:
+        """The chosen ``headers`` whose values are credentials: recorded as ``[redacted]``."""
+        mine = (self.hmac_header.lower(), self.token_header.lower())
+        return tuple(h for h in self.headers if h in mine or secret_header(h))
+
+    def limits(self) -> HttpLimits:
+        return limits_of(self)
 
     @property
     def route_parts(self) -> list[str]:
@@ -588,8 +711,145 @@ class HttpPattern(_PatternBase):
         return self.tls_cert is not None
 
     def server_settings(self) -> tuple[object, ...]:
-        """What every HTTP pattern on one host:port must agree on: the server's TLS."""
-        return (self.tls_cert, self.tls_key, self.tls_client_ca)
+        """What every HTTP pattern on one host:port must agree on: the server's TLS and
+        limits."""
+        return tuple(getattr(self, f) for f in HTTP_SERVER_FIELDS)
 
 
-Pattern = FilePattern | NetworkPattern | HttpPattern
+_UTC = ZoneInfo("UTC")
+CatchUp = Literal["none", "latest", "all"]
+CATCH_UP: tuple[str, ...] = ("none", "latest", "all")
+
+
+def _cron(where: str, field: str, value: object) -> object:
+    """Its syntax (cronsim's rules); the schedule itself is made in the pattern's zone."""
+    try:
+        check_cron(value, _UTC)
+    except ValueError as e:
+        raise ConfigError(str(e), where=where, field=field, value=value) from None
+    return value
+
+
+#: Five fields, or six with seconds first (cronsim checks each field; the schema only counts).
+_CRON_SCHEMA = {"type": "string", "pattern": r"^\s*\S+(\s+\S+){4,5}\s*$"}
+
+
+def _every(where: str, field: str, value: object) -> object:
+    try:
+        parse_interval(value)
+    except ValueError as e:
+        raise ConfigError(str(e), where=where, field=field, value=value) from None
+    return value
+
+
+_EVERY_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": MIN_INTERVAL},
+        {"type": "string", "pattern": r"^\s*( *\d+(\.\d+)? *(ms|s|m|h|d))+ *\s*$"},
+    ]
+}
+
+
+def _zone(where: str, field: str, value: object) -> object:
+    try:
+        time_zone(value)
+    except ValueError as e:
+        raise ConfigError(str(e), where=where, field=field, value=value) from None
+    return value
+
+
+def _anchor(where: str, field: str, value: object) -> object:
+    """ISO 8601; read in the pattern's zone when it has no offset (``__post_init__``)."""
+    try:
+        parse_anchor(value, _UTC)
+    except ValueError as e:
+        raise ConfigError(str(e), where=where, field=field, value=value) from None
+    return value
+
+
+#: ISO 8601 as Python reads it: a date, then maybe a time and an offset.
+_ANCHOR_SCHEMA = {"type": "string", "pattern": r"^\s*\d{4}-?\d{2}-?\d{2}([T ].*)?$"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimePattern(_PatternBase):
+    """Triggers on a clock: ``cron`` (a cron expression, in ``timezone``) or ``every`` (a fixed
+    interval, ticking on whole multiples of it since ``anchor``, the Unix epoch by default).
+
+    A tick is its scheduled instant: one job per tick, across restarts. After downtime,
+    ``catch_up`` decides what missed ticks do: ``none`` skips them, ``latest`` runs the most
+    recent one, ``all`` runs each, the most recent ``max_catch_up`` at most. The job gets
+    ``scheduled_time`` and ``fire_time`` (ISO 8601 with offset) as parameters.
+    """
+
+    EVENT_KIND: ClassVar[str] = "time"
+
+    #: Five fields (minute hour day month weekday), or six with seconds first.
+    cron: str | None = field(default=None, metadata=optional(custom(_CRON_SCHEMA, _cron)))
+    #: An interval: 500ms, 10s, 5m, 1h30m, 1d (or a number of seconds).
+    every: str | float | None = field(
+        default=None, metadata=optional(custom(_EVERY_SCHEMA, _every))
+    )
+    #: IANA zone of ``cron`` and of the times a job is given (and of an ``anchor`` without an
+    #: offset).
+    timezone: str = field(default="UTC", metadata=custom({"type": "string", "minLength": 1}, _zone))
+    #: ISO 8601 time ``every`` counts from (default: the Unix epoch).
+    anchor: str | None = field(default=None, metadata=optional(custom(_ANCHOR_SCHEMA, _anchor)))
+    #: What ticks missed while no runner ran do: none, latest or all.
+    catch_up: CatchUp = field(default="latest", metadata=choice(*CATCH_UP))
+    #: With catch_up all, at most this many missed ticks run (the most recent); the older are
+    #: skipped and logged.
+    max_catch_up: int = field(default=100, metadata=count(low=1, high=100_000))
+    #: Ticks named once checked (``cron``/``every`` made into times).
+    schedule: Schedule = field(init=False, repr=False, compare=False)
+    #: The parameter that holds the tick's scheduled time (``fire_time`` holds when it ran).
+    variable: str = field(default="scheduled_time", metadata=variable())
+
+    #: What only the keys together can say (``__post_init__`` checks the same).
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["cron"]}, {"required": ["every"]}],
+        "dependentRequired": {"anchor": ["every"]},
+        "not": {"required": ["variable"], "properties": {"variable": {"const": "fire_time"}}},
+    }
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        where = f"pattern {self.name!r}"
+        if self.variable == "fire_time":
+            raise ConfigError(
+                "fire_time is a parameter of every time job already: choose another name",
+                where=where,
+                field="variable",
+                value=self.variable,
+            )
+        zone = time_zone(self.timezone)  # checked by its kind
+        if (self.cron is None) == (self.every is None):
+            raise ConfigError(
+                "a time pattern has either cron (a cron expression) or every (an interval), "
+                "not both"
+                if self.cron is not None
+                else "a time pattern needs cron or every",
+                where=where,
+                field="every" if self.cron is not None else "cron",
+                value=self.every,
+            )
+        schedule: Schedule
+        if self.cron is not None:
+            if self.anchor is not None:
+                raise ConfigError(
+                    "anchor goes with every, not cron",
+                    where=where,
+                    field="anchor",
+                    value=self.anchor,
+                )
+            schedule = check_cron(self.cron, zone)
+        else:
+            interval = parse_interval(self.every)
+            anchor: datetime | None = None
+            if self.anchor is not None:
+                anchor = parse_anchor(self.anchor, zone)
+            schedule = Every(interval, zone) if anchor is None else Every(interval, zone, anchor)
+        object.__setattr__(self, "schedule", schedule)
+
+
+Pattern = FilePattern | NetworkPattern | HttpPattern | TimePattern

@@ -6,6 +6,7 @@ import ast
 import fnmatch
 import importlib.util
 import json
+import os
 import re
 import shlex
 import sys
@@ -16,24 +17,90 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..exceptions import ConfigError
-from .checks import (
-    check_count,
-    check_flag,
-    check_name,
-    check_params,
-    check_resources,
-    check_seconds,
-    check_text,
+from .checks import check_name
+from .settings import (
+    ENV_NAME,
+    check_settings,
+    choice,
+    count,
+    custom,
+    flag,
+    optional,
+    params,
+    resources,
+    seconds,
+    text,
 )
 
 __all__ = ["BashRecipe", "JobEnv", "NotebookRecipe", "PythonRecipe", "Recipe"]
 
-_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BEGIN = "# --- parameters set by meow_async for this job (also in $MEOW_PARAMS) ---"
 _END = "# --- end of parameters ---"
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_*?][A-Za-z0-9_*?]*")
+def _path(where: str, field: str, value: object) -> object:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise ConfigError("expected a file path", where=where, field=field, value=value)
+    return value
+
+
+def _script(where: str, field: str, value: object) -> object:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("the script is empty", where=where, field=field, value=value)
+    return value
+
+
+#: A name ``env.keep`` gives: a variable's, or a pattern of them (``*``, ``?``: ``LC_*``).
+_ENV_PATTERN = re.compile(r"[A-Za-z_*?][A-Za-z0-9_*?]*")
+
+
+def _keep(where: str, field: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(
+            "expected a list of variable names, e.g. [PATH, HOME, LC_*]",
+            where=where,
+            field=field,
+            value=value,
+        )
+    for name in value:
+        if not isinstance(name, str) or not _ENV_PATTERN.fullmatch(name):
+            raise ConfigError(
+                "not a variable name (letters, digits, '_'; '*' and '?' match any)",
+                where=where,
+                field=field,
+                value=name,
+            )
+    return tuple(value)
+
+
+def _set(where: str, field: str, value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            "expected a mapping of variable names to values", where=where, field=field, value=value
+        )
+    out = {}
+    for name, v in value.items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise ConfigError("not a variable name", where=where, field=field, value=name)
+        if name.startswith("MEOW_"):
+            raise ConfigError(
+                "MEOW_* variables are the job's own: they cannot be set",
+                where=where,
+                field=field,
+                value=name,
+            )
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ConfigError(
+                "expected a string or a number", where=where, field=f"{field}.{name}", value=v
+            )
+        out[name] = str(v)
+    return out
+
+
+_KEEP_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "pattern": f"^{_ENV_PATTERN.pattern}$"},
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,67 +111,37 @@ class JobEnv:
     always there. ``env: [NAME, ...]`` is ``{inherit: false, keep: [NAME, ...]}``."""
 
     #: Whether the job gets the runner's whole environment.
-    inherit: bool = True
+    inherit: bool = field(default=True, metadata=flag())
     #: With ``inherit: false``: the variables it gets (names, or patterns with ``*``, ``?``).
-    keep: Sequence[str] = ()
+    keep: Sequence[str] = field(default=(), metadata=custom(_KEEP_SCHEMA, _keep))
     #: Variables set for the job, e.g. ``{OMP_NUM_THREADS: 1}`` (recorded in job.json).
-    set: Mapping[str, str | int | float] = field(default_factory=dict)
+    set: Mapping[str, str | int | float] = field(
+        default_factory=dict,
+        metadata=custom(
+            {
+                "type": "object",
+                "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$", "not": {"pattern": "^MEOW_"}},
+                "additionalProperties": {"type": ["string", "number"]},
+            },
+            _set,
+        ),
+    )
+
+    #: ``keep`` needs ``inherit: false``.
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "if": {"required": ["keep"], "properties": {"keep": {"minItems": 1}}},
+        "then": {"required": ["inherit"], "properties": {"inherit": {"const": False}}},
+    }
 
     def __post_init__(self) -> None:
-        where = "env"
-        check_flag(where, "inherit", self.inherit)
-        keep: object = self.keep
-        if isinstance(keep, str) or not isinstance(keep, Sequence):
-            raise ConfigError(
-                "expected a list of variable names, e.g. [PATH, HOME, LC_*]",
-                where=where,
-                field="keep",
-                value=keep,
-            )
-        for name in keep:
-            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-                raise ConfigError(
-                    "not a variable name (letters, digits, '_'; '*' and '?' match any)",
-                    where=where,
-                    field="keep",
-                    value=name,
-                )
-        if keep and self.inherit:
+        check_settings(self, "env")
+        if self.keep and self.inherit:
             raise ConfigError(
                 "keep names what a job gets without the rest: it needs inherit: false",
-                where=where,
+                where="env",
                 field="keep",
-                value=list(keep),
+                value=list(self.keep),
             )
-        object.__setattr__(self, "keep", tuple(keep))
-        values: object = self.set
-        if not isinstance(values, Mapping):
-            raise ConfigError(
-                "expected a mapping of variable names to values",
-                where=where,
-                field="set",
-                value=values,
-            )
-        out = {}
-        for name, value in values.items():
-            if not isinstance(name, str) or not _VARIABLE_NAME.fullmatch(name):
-                raise ConfigError("not a variable name", where=where, field="set", value=name)
-            if name.startswith("MEOW_"):
-                raise ConfigError(
-                    "MEOW_* variables are the job's own: they cannot be set",
-                    where=where,
-                    field="set",
-                    value=name,
-                )
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                raise ConfigError(
-                    "expected a string or a number",
-                    where=where,
-                    field=f"set.{name}",
-                    value=value,
-                )
-            out[name] = str(value)
-        object.__setattr__(self, "set", out)
 
     def keeps(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, k) for k in self.keep)
@@ -133,6 +170,14 @@ class JobEnv:
         )
 
 
+def _env(where: str, field: str, value: object) -> JobEnv | None:
+    try:
+        return JobEnv.of(value)
+    except ConfigError as e:
+        sub = f"{field}.{e.field}" if e.field else field
+        raise ConfigError(e.message, where=where, field=sub, value=e.value) from None
+
+
 def environment(
     base: Mapping[str, str], own: Mapping[str, str], keep: Sequence[str] | None
 ) -> dict[str, str]:
@@ -151,42 +196,45 @@ class _RecipeBase:
     kind: ClassVar[str]
     suffix: ClassVar[str]
     name: str
-    script: str | None = None
-    file: str | Path | None = None
-    parameters: Mapping[str, Any] = field(default_factory=dict)
+    #: The script's text (a YAML block, ``script: |``); or give ``file``.
+    script: str | None = field(
+        default=None, metadata=optional(custom({"type": "string", "pattern": r"\S"}, _script))
+    )
+    #: A script file, relative to the workflow file, read once at load time.
+    file: str | Path | None = field(
+        default=None, metadata=optional(custom({"type": "string", "minLength": 1}, _path))
+    )
+    #: Default parameters; patterns override them.
+    parameters: Mapping[str, Any] = field(default_factory=dict, metadata=params())
     #: Seconds a job may run before it is stopped (SIGTERM, then SIGKILL) and recorded as
     #: timed out; None: no limit.
-    timeout: float | None = None
+    timeout: float | None = field(default=None, metadata=optional(seconds(above_zero=True)))
     #: Where its jobs run: ``local`` or ``dask``; None: the runner's ``conductor``.
-    conductor: str | None = None
+    conductor: str | None = field(default=None, metadata=optional(choice("local", "dask")))
     #: Dask worker resources each job needs, e.g. ``{"GPU": 1, "MEM": 4e9}`` (Dask only).
-    resources: Mapping[str, float] = field(default_factory=dict)
+    resources: Mapping[str, float] = field(default_factory=dict, metadata=resources())
     #: What of the runner's environment a job gets: all of it (the default), a list of the
     #: names it gets (``[PATH, HOME, LC_*]``), or ``{inherit, keep, set}``; see JobEnv.
-    env: JobEnv | Sequence[str] | Mapping[str, Any] | None = None
+    env: JobEnv | Sequence[str] | Mapping[str, Any] | None = field(
+        default=None,
+        metadata=optional(
+            custom({"anyOf": [{"$ref": "#/$defs/JobEnv"}, _KEEP_SCHEMA]}, _env, uses=(JobEnv,))
+        ),
+    )
     #: Bytes of each output stream (stdout.txt, stderr.txt) a job keeps, its first and its
     #: last half, with a line saying how much was cut; None: the runner's ``max_output``.
-    max_output: int | None = None
+    max_output: int | None = field(default=None, metadata=optional(count()))
     source: str = field(init=False, repr=False, compare=False)
+
+    #: Exactly one of script and file.
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["script"]}, {"required": ["file"]}]
+    }
 
     def __post_init__(self) -> None:
         check_name("recipe", "name", self.name)
         where = f"recipe {self.name!r}"
-        object.__setattr__(self, "parameters", check_params(where, "parameters", self.parameters))
-        if self.timeout is not None:
-            check_seconds(where, "timeout", self.timeout, above_zero=True)
-        if self.max_output is not None:
-            check_count(where, "max_output", self.max_output)
-        if self.conductor not in (None, "local", "dask"):
-            raise ConfigError(
-                "expected local or dask", where=where, field="conductor", value=self.conductor
-            )
-        object.__setattr__(self, "resources", check_resources(where, "resources", self.resources))
-        try:
-            object.__setattr__(self, "env", JobEnv.of(self.env))
-        except ConfigError as e:
-            sub = f"env.{e.field}" if e.field else "env"
-            raise ConfigError(e.message, where=where, field=sub, value=e.value) from None
+        check_settings(self, where)
         if self.resources and self.conductor == "local":
             raise ConfigError(
                 "resources route jobs to Dask workers; a local recipe takes none",
@@ -201,11 +249,8 @@ class _RecipeBase:
                 field="script",
                 value=None,
             )
-        script: object = self.script
-        if script is not None:
-            if not isinstance(script, str) or not script.strip():
-                raise ConfigError("the script is empty", where=where, field="script", value=script)
-            source = script
+        if self.script is not None:
+            source = self.script
         else:
             path = Path(self.file)  # type: ignore[arg-type]
             try:
@@ -239,6 +284,34 @@ class _RecipeBase:
         raise NotImplementedError
 
 
+def _preload(where: str, field: str, value: object) -> tuple[str, ...]:
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence)
+        or not all(isinstance(m, str) for m in value)
+    ):
+        raise ConfigError(
+            "give preload as a list of module names, e.g. [numpy, pandas]",
+            where=where,
+            field=field,
+            value=value,
+        )
+    for module in value:
+        if not all(part.isidentifier() for part in module.split(".")):
+            raise ConfigError(
+                f"{module!r} is not a module name", where=where, field=field, value=module
+            )
+        top = module.split(".")[0]
+        if importlib.util.find_spec(top) is None:  # finds it without importing it
+            raise ConfigError(
+                f"cannot preload {module!r}: no module {top!r} in {sys.executable}",
+                where=where,
+                field=field,
+                value=module,
+            )
+    return tuple(value)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PythonRecipe(_RecipeBase):
     """A Python script, run with ``interpreter`` (default: the runner's own Python).
@@ -250,10 +323,21 @@ class PythonRecipe(_RecipeBase):
 
     kind: ClassVar[str] = "python"
     suffix: ClassVar[str] = ".py"
-    interpreter: str | None = None
+    #: The program that runs the script (default: the runner's own Python, warm).
+    interpreter: str | None = field(
+        default=None,
+        metadata=optional(text("give the interpreter as a program name or path")),
+    )
     #: Modules the warm interpreter imports before forking jobs (e.g. ``numpy``).
-    preload: Sequence[str] = ()
-    fork: bool = True
+    preload: Sequence[str] = field(
+        default=(),
+        metadata=custom(
+            {"type": "array", "items": {"type": "string", "pattern": r"^\w+(\.\w+)*$"}},
+            _preload,
+        ),
+    )
+    #: false: spawn each job as a new interpreter instead of forking the warm one.
+    fork: bool = field(default=True, metadata=flag())
 
     @property
     def warm(self) -> bool:
@@ -264,7 +348,15 @@ class PythonRecipe(_RecipeBase):
         return self.fork and self.interpreter is None and inherits
 
     def _check_source(self, where: str) -> None:
-        self._check_start(where)
+        env = JobEnv.of(self.env)
+        if self.preload and env is not None and not env.inherit:
+            raise ConfigError(
+                "preloading is for warm starts, and a job that does not inherit the runner's "
+                "environment starts as a new interpreter (a fork would carry it in memory)",
+                where=where,
+                field="preload",
+                value=list(self.preload),
+            )
         try:
             tree = ast.parse(self.source)
         except SyntaxError as e:
@@ -300,43 +392,6 @@ class PythonRecipe(_RecipeBase):
     def command(self, script: Path) -> list[str]:
         return [self.interpreter or sys.executable, str(script)]
 
-    def _check_start(self, where: str) -> None:
-        check_flag(where, "fork", self.fork)
-        check_text(
-            where, "interpreter", self.interpreter, "give the interpreter as a program name or path"
-        )
-        preload = self.preload
-        if isinstance(preload, str) or not all(isinstance(m, str) for m in preload):
-            raise ConfigError(
-                "give preload as a list of module names, e.g. [numpy, pandas]",
-                where=where,
-                field="preload",
-                value=preload,
-            )
-        for module in preload:
-            if not all(part.isidentifier() for part in module.split(".")):
-                raise ConfigError(
-                    f"{module!r} is not a module name", where=where, field="preload", value=module
-                )
-            top = module.split(".")[0]
-            if importlib.util.find_spec(top) is None:  # finds it without importing it
-                raise ConfigError(
-                    f"cannot preload {module!r}: no module {top!r} in {sys.executable}",
-                    where=where,
-                    field="preload",
-                    value=module,
-                )
-        object.__setattr__(self, "preload", tuple(preload))
-        env = JobEnv.of(self.env)
-        if preload and env is not None and not env.inherit:
-            raise ConfigError(
-                "preloading is for warm starts, and a job that does not inherit the runner's "
-                "environment starts as a new interpreter (a fork would carry it in memory)",
-                where=where,
-                field="preload",
-                value=list(preload),
-            )
-
     _insert_at: int = field(init=False, default=0, repr=False, compare=False)
 
 
@@ -346,7 +401,8 @@ class BashRecipe(_RecipeBase):
 
     kind: ClassVar[str] = "bash"
     suffix: ClassVar[str] = ".sh"
-    shell: str = "bash"
+    #: The program that runs the script.
+    shell: str = field(default="bash", metadata=text("give the shell as a program name or path"))
 
     def render(self, params: Mapping[str, Any]) -> str:
         lines = self.source.splitlines(keepends=True)
@@ -399,7 +455,10 @@ class NotebookRecipe(_RecipeBase):
 
     kind: ClassVar[str] = "notebook"
     suffix: ClassVar[str] = ".ipynb"
-    kernel: str | None = None
+    #: The Jupyter kernel (default: the notebook's own, else python3).
+    kernel: str | None = field(
+        default=None, metadata=optional(text("give the kernel's name, e.g. python3"))
+    )
 
     def _check_source(self, where: str) -> None:
         missing = [m for m in ("papermill", "ipykernel") if importlib.util.find_spec(m) is None]
@@ -411,7 +470,6 @@ class NotebookRecipe(_RecipeBase):
                 field="kind",
                 value="notebook",
             )
-        check_text(where, "kernel", self.kernel, "give the kernel's name, e.g. python3")
         fld = "script" if self.script is not None else "file"
         try:
             nb = json.loads(self.source)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..exceptions import ConfigError
-from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern
+from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern, TimePattern
 from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 
 __all__ = ["SHELL_NAMES", "Rule", "make_rules"]
@@ -58,7 +58,7 @@ class Rule:
     recipe: Recipe
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pattern, FilePattern | NetworkPattern | HttpPattern):
+        if not isinstance(self.pattern, FilePattern | NetworkPattern | HttpPattern | TimePattern):
             raise ConfigError(
                 f"expected a pattern, got {type(self.pattern).__name__}",
                 where="rule",

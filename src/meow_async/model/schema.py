@@ -2,10 +2,11 @@
 
 ``meow-async schema`` prints it and docs/workflow.schema.json is its committed copy (a test
 keeps the two equal), so an editor can complete and check a workflow file as it is typed. The
-keys come from workflow_file.py's key sets, their types, defaults and descriptions from the
-dataclass fields (``#:`` comments, or an ``Attributes:`` docstring entry), so a new setting
-reaches the schema by itself. The schema knows keys and types; ``meow-async validate`` knows
-the rest (ranges, globs, files that exist, how settings combine).
+keys come from workflow_file.py's key sets; each key's type, range and choices from its field's
+kind (settings.py: the same object whose check ``validate`` runs), or else from its type
+annotation; defaults and descriptions from the dataclass fields (``#:`` comments, or an
+``Attributes:`` docstring entry). A new setting reaches the schema by itself. What the schema
+cannot say (files that exist, recipe names, modules to preload) only ``validate`` checks.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import typing
 from collections.abc import Collection, Mapping, Sequence, Set
 from typing import Any
 
-from .checks import _NAME
 from .config import RunnerConfig
+from .settings import NAME_SCHEMA, VARIABLE_SCHEMA, keys_of, kind_of
 from .workflow_file import (
     _PATTERN_KINDS,
     _RECIPE_KEYS,
@@ -40,7 +41,7 @@ Schema = dict[str, Any]
 
 def workflow_schema() -> Schema:
     """The JSON Schema (draft 2020-12) of a workflow file."""
-    defs: dict[str, Schema] = {"name": {"type": "string", "pattern": f"^{_NAME.pattern}$"}}
+    defs: dict[str, Schema] = {"name": NAME_SCHEMA, "variable": VARIABLE_SCHEMA}
     runner = _settings(RunnerConfig, _RUNNER_KEYS, defs)
     runner["type"] = ["object", "null"]  # `runner:` with nothing under it: all defaults
     defs["runner"] = runner
@@ -111,7 +112,7 @@ def _recipe(defs: dict[str, Schema]) -> Schema:
     rules = []
     for kind, cls in classes:
         others = sorted(
-            {f for _, c in classes for f in _init_fields(c)} - set(_init_fields(cls)) & _RECIPE_KEYS
+            {f for _, c in classes for f in keys_of(c)} - set(keys_of(cls)) & _RECIPE_KEYS
         )
         if not others:
             continue
@@ -151,26 +152,34 @@ def _settings(
     *,
     closed: bool = True,
 ) -> Schema:
-    """An object of the settings in ``keys``, each typed, described and defaulted from the
-    dataclass field of that name in ``cls`` (or, failing that, in ``others``). ``closed``:
-    these are all its keys, and those without a default are required."""
+    """An object of the settings in ``keys``, each from the dataclass field of that key in
+    ``cls`` (or, failing that, in ``others``): its kind's schema (else its annotation's), its
+    description and its default. ``closed``: these are all its keys, and those without a
+    default are required."""
     props: dict[str, Schema] = {}
     required: list[str] = []
     for owner in (cls, *others):
         hints, docs = _hints(owner), _field_docs(owner)
-        for f in _init_fields(owner).values():
-            if f.name not in keys or f.name in props:
+        for key, f in keys_of(owner).items():
+            if key not in keys or key in props:
                 continue
             prop: Schema = {}
             if f.name in docs:
                 prop["description"] = docs[f.name]
-            prop.update(_type(hints.get(f.name, Any), defs))
+            kind = kind_of(f)
+            if kind is not None:
+                for used in (kind.block, *kind.uses):
+                    if used is not None:
+                        _block(used, defs)
+                prop.update(kind.schema)
+            else:
+                prop.update(_type(hints.get(f.name, Any), defs))
             has, default = _default(f)
             if has:
                 prop["default"] = default
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                required.append(f.name)
-            props[f.name] = prop
+                required.append(key)
+            props[key] = prop
     for key in sorted(keys - set(props)):  # the loader's own keys (e.g. a recipe's kind)
         props[key] = {}
     out: Schema = {"type": "object"}
@@ -182,13 +191,15 @@ def _settings(
         if required:
             out["required"] = required
         out["additionalProperties"] = False
+    out.update(getattr(cls, "extra_schema", None) or {})
     return out
 
 
-def _init_fields(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
-    """The fields a workflow file can set: those ``__init__`` takes, but not the name (the
-    key the entry sits under)."""
-    return {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "name"}
+def _block(cls: type[Any], defs: dict[str, Schema]) -> None:
+    """The definition of a nested block of settings (``notify.email``), once."""
+    if cls.__name__ not in defs:
+        defs[cls.__name__] = {}  # a placeholder first, in case it refers to itself
+        defs[cls.__name__] = _settings(cls, set(keys_of(cls)), defs)
 
 
 def _hints(cls: type[Any]) -> dict[str, Any]:
@@ -219,11 +230,7 @@ def _type(tp: Any, defs: dict[str, Schema]) -> Schema:
             members = [a for a in members if not _is_mapping(typing.get_origin(a) or a)]
         return _union([_type(a, defs) for a in members])
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        # Open: the key set of a mapping that becomes this object is its owner's to say
-        # (notify's email spells `sender` as `from:`), so only the fields' types are known.
-        if tp.__name__ not in defs:
-            defs[tp.__name__] = {}  # a placeholder first, in case it refers to itself
-            defs[tp.__name__] = _settings(tp, set(_init_fields(tp)), defs, closed=False)
+        _block(tp, defs)
         return {"$ref": f"#/$defs/{tp.__name__}"}
     if _is_mapping(origin or tp):
         values = _type(args[1], defs) if len(args) == 2 else {}

@@ -7,6 +7,7 @@ each one that fails, the failing setting is set aside and the entry is built aga
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
 import re
@@ -18,11 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from ..exceptions import ConfigError, WorkflowFileError, WorkflowProblem
-from .config import RunnerConfig
-from .notify import notify_paths
-from .patterns import LISTENER_FIELDS, FilePattern, HttpPattern, NetworkPattern, Pattern
+from .config import HttpEndpoint, RunnerConfig
+from .notify import Email
+from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern, TimePattern
 from .recipes import BashRecipe, NotebookRecipe, PythonRecipe, Recipe
 from .rules import Rule
+from .secrets import REDACTED
+from .settings import keys_of, kind_of
+from .templates import unknown_keywords
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -38,47 +42,23 @@ _RECIPE_KINDS: dict[str, type[Recipe]] = {
     "notebook": NotebookRecipe,
 }
 _SUFFIX_KINDS = {".py": "python", ".sh": "bash", ".bash": "bash", ".ipynb": "notebook"}
-_RECIPE_KEYS = {
-    "kind",
-    "script",
-    "file",
-    "parameters",
-    "interpreter",
-    "shell",
-    "timeout",
-    "preload",
-    "fork",
-    "conductor",
-    "kernel",
-    "resources",
-    "env",
-    "max_output",
-}
-_COMMON_KEYS = {
-    "recipe",
-    "variable",
-    "parameters",
-    "outputs",
-    "sweep",
-    "retries",
-    "retry_backoff",
-    "on_restart",
-    "notify",
-}
-_FILE_PATTERN_KEYS = _COMMON_KEYS | {
-    "glob",
-    "changes",
-    "retroactive",
-    "settle",
-    "min_age",
-    "sentinel",
-    "coalesce",
-}
-_NETWORK_PATTERN_KEYS = _COMMON_KEYS | {"port", *LISTENER_FIELDS}
-_HTTP_PATTERN_KEYS = {f.name for f in fields(HttpPattern)} - {"name"}
-_TLS_FILES = ("tls_cert", "tls_key", "tls_client_ca")
-_RUNNER_KEYS = {f.name for f in fields(RunnerConfig)}
+#: Every key of each entry is a field of the class that reads it (settings.py says how one is
+#: added); a recipe also takes ``kind``, which picks its class.
+_RECIPE_KEYS = {"kind"}.union(*(keys_of(c) for c in _RECIPE_KINDS.values()))
+_FILE_PATTERN_KEYS = set(keys_of(FilePattern))
+_NETWORK_PATTERN_KEYS = set(keys_of(NetworkPattern))
+_HTTP_PATTERN_KEYS = set(keys_of(HttpPattern))
+_TIME_PATTERN_KEYS = set(keys_of(TimePattern))
+_RUNNER_KEYS = set(keys_of(RunnerConfig))
 _TOP_KEYS = {"runner", "recipes", "patterns"}
+#: Settings that name a file, relative to the workflow file's folder.
+_PATHS: dict[type[Any], tuple[str, ...]] = {
+    RunnerConfig: ("base_dir", "jobs_dir", "spool_dir"),
+    HttpEndpoint: ("token_file",),
+    NetworkPattern: ("tls_cert", "tls_key", "tls_client_ca"),
+    HttpPattern: ("token_file", "hmac_secret_file", "tls_cert", "tls_key", "tls_client_ca"),
+    Email: ("tls_ca",),
+}
 
 
 #: A pattern's kind is that of the first of these keys it has (none: a file pattern, missing
@@ -86,9 +66,17 @@ _TOP_KEYS = {"runner", "recipes", "patterns"}
 _PATTERN_KINDS: tuple[tuple[str, type[Pattern], set[str]], ...] = (
     ("route", HttpPattern, _HTTP_PATTERN_KEYS),
     ("port", NetworkPattern, _NETWORK_PATTERN_KEYS),
+    ("cron", TimePattern, _TIME_PATTERN_KEYS),
+    ("every", TimePattern, _TIME_PATTERN_KEYS),
     ("glob", FilePattern, _FILE_PATTERN_KEYS),
 )
-_TRIGGERS = {"glob": "files", "port": "data received over TCP", "route": "HTTP requests"}
+_TRIGGERS = {
+    "glob": "files",
+    "port": "data received over TCP",
+    "route": "HTTP requests",
+    "cron": "a clock",
+    "every": "a clock",
+}
 #: Settings that pass the model's checks, put in for one that is missing or wrong and has no
 #: default, so that the entry's other settings are still checked (a recipe whose file cannot be
 #: read is checked on as if it had a script).
@@ -110,6 +98,8 @@ class WorkflowSpec:
     config: RunnerConfig
     patterns: list[Pattern] = field(default_factory=list)
     recipes: list[Recipe] = field(default_factory=list)
+    #: What may be a mistake but is allowed (an unknown ``{TEMPLATE}`` word), located.
+    warnings: list[WorkflowProblem] = field(default_factory=list)
 
 
 _Mark = tuple[int, int]  # line and column, from 1
@@ -231,6 +221,7 @@ class _Problems:
     def __init__(self, path: Path) -> None:
         self.path = str(path)
         self.items: list[WorkflowProblem] = []
+        self.warnings: list[WorkflowProblem] = []
 
     def add(self, mark: _Mark, where: str, message: str, *value: Any) -> None:
         """Note a problem; ``value``, when given, is what the file says there."""
@@ -246,6 +237,11 @@ class _Problems:
             )
         )
 
+    def warn(self, mark: _Mark, where: str, message: str, value: Any) -> None:
+        self.warnings.append(
+            WorkflowProblem(self.path, mark[0], mark[1], where, message, value, True)
+        )
+
     def setting(self, node: _Map, key: str, entry: _Mark, where: str, message: str) -> None:
         """A problem with one setting: at its value when it is given, else at the entry."""
         if key in node:
@@ -256,13 +252,14 @@ class _Problems:
     def model(self, e: ConfigError, node: _Map, entry: _Mark, where: str) -> None:
         """A model's ConfigError, at the setting it names, as deep as the file has it; the value
         is the one the model names (one item of a list), else the file's."""
-        mark, raw, found = _find(node, e.field)
+        field = "" if e.field == "name" else e.field  # the entry's name: its key
+        mark, raw, found = _find(node, field)
         if isinstance(raw, _Seq) and e.value is not None and e.value in raw:
             mark = raw.items_at[raw.index(e.value)]  # the one item of the list at fault
-        full = f"{where}.{e.field}" if e.field else where
+        full = f"{where}.{field}" if field else where
         if e.value is not None:
             self.add(mark or entry, full, e.message, e.value)
-        elif found and e.field:
+        elif found and field:
             self.add(mark or entry, full, e.message, raw)
         else:
             self.add(mark or entry, full, e.message)
@@ -270,7 +267,9 @@ class _Problems:
     def error(self) -> WorkflowFileError:
         """What load_workflow raises: every problem, in file order."""
         ordered = sorted(self.items, key=lambda p: (p.line or 0, p.column or 0))
-        return WorkflowFileError.from_records(self.path, ordered)
+        error = WorkflowFileError.from_records(self.path, ordered)
+        error.warnings = self.warnings
+        return error
 
 
 def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
@@ -331,12 +330,24 @@ def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
         config=config,
         patterns=[p for p, _ in patterns],
         recipes=[r for r, _ in recipes],
+        warnings=sorted(problems.warnings, key=lambda p: (p.line or 0, p.column or 0)),
     )
 
 
 def _yaml_error(text: str, e: yaml.YAMLError) -> tuple[_Mark, str]:
     """Where PyYAML stopped, and why, in the user's terms."""
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    context = getattr(e, "context", None) or ""
+    opened = getattr(e, "context_mark", None)
+    if (
+        opened is not None
+        and "quoted scalar" in context
+        and "end of stream" in str(getattr(e, "problem", ""))
+    ):
+        # An unclosed quote runs to the end of the file: the place to fix is where it opens.
+        return (opened.line + 1, opened.column + 1), (
+            "a quoted value is not closed (its closing quote is missing)"
+        )
     if mark is not None:
         at = (mark.line + 1, mark.column + 1)
     elif isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow
@@ -427,15 +438,92 @@ def _runner(doc: _Map, folder: Path, problems: _Problems) -> RunnerConfig | None
         return None
     _unknown(raw, _RUNNER_KEYS, "runner", problems)
     kwargs = {k: v for k, v in raw.items() if k in _RUNNER_KEYS}
-    for key in ("base_dir", "jobs_dir", "spool_dir"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = folder / kwargs[key]
+    _relative(RunnerConfig, kwargs, folder)
+    given = set(raw) - _blocks(RunnerConfig, raw, kwargs, "runner", folder, problems)
     kwargs.setdefault("base_dir", folder)
     kwargs.setdefault("jobs_dir", folder / ".meow" / "jobs")
-    config, errors = _attempt(RunnerConfig, kwargs, given=set(raw))
+    config, errors = _attempt(RunnerConfig, kwargs, given=given)
     for e in errors:
         problems.model(e, raw, at, "runner")
     return config
+
+
+def _relative(cls: type[Any], kwargs: dict[str, Any], folder: Path) -> None:
+    """Paths in the file are relative to its folder: errors then say where they looked."""
+    for key in _PATHS.get(cls, ()):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = folder / kwargs[key]
+
+
+def _blocks(
+    cls: type[Any],
+    raw: _Map,
+    kwargs: dict[str, Any],
+    where: str,
+    folder: Path,
+    problems: _Problems,
+) -> set[str]:
+    """Build the nested blocks of settings among ``kwargs`` (``notify``, ``runner.http``) key
+    by key, so that every mistake inside one is reported; a block with problems is set aside
+    (its key returned), so the entry's other settings are still checked."""
+    aside: set[str] = set()
+    for key, f in keys_of(cls).items():
+        kind = kind_of(f)
+        value = raw.get(key)
+        if kind is None or kind.block is None or not isinstance(value, _Map):
+            continue
+        made = _block(kind.block, value, _value_at(raw, key), f"{where}.{key}", folder, problems)
+        if made is None:
+            kwargs.pop(key, None)
+            aside.add(key)
+        else:
+            kwargs[key] = made
+    return aside
+
+
+def _block(
+    cls: type[Any], raw: _Map, at: _Mark, where: str, folder: Path, problems: _Problems
+) -> Any:
+    """One nested block: each key checked on its own by its kind, then the whole made (what
+    only its keys together can tell). None if anything was wrong (all of it reported)."""
+    keys = keys_of(cls)
+    if True in raw and "on" in keys:  # YAML 1.1 reads a bare `on:` key as true
+        raw["on"] = raw.pop(True)
+        raw.keys_at["on"], raw.values_at["on"] = raw.keys_at[True], raw.values_at[True]
+    before = len(problems.items)
+    field_keys = {f.name: k for k, f in keys.items()}
+    _unknown(raw, set(keys), where, problems, {n: k for n, k in field_keys.items() if n != k})
+    kwargs: dict[str, Any] = {}
+    for key, f in keys.items():
+        if key not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                what = getattr(cls, "what", cls.__name__.lower())
+                problems.add(at, f"{where}.{key}", f"{what} needs {key!r}")
+            continue
+        kwargs[f.name] = raw[key]
+    _relative(cls, kwargs, folder)
+    nested = _blocks(cls, raw, kwargs, where, folder, problems)
+    for name, value in list(kwargs.items()):
+        kind = kind_of(next(f for f in keys.values() if f.name == name))
+        if kind is None or field_keys[name] in nested:
+            continue
+        try:
+            kwargs[name] = kind.check(where, name, value)
+        except ConfigError as e:
+            problems.model(_keyed(e, field_keys), raw, at, where)
+    if len(problems.items) > before:
+        return None
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        problems.model(_keyed(e, field_keys), raw, at, where)
+        return None
+
+
+def _keyed(e: ConfigError, keys: Mapping[str, str]) -> ConfigError:
+    """A model error about a field, named by the key the file spells it with (``from``)."""
+    head, rest = re.match(r"([^.\[]*)(.*)", e.field, re.S).groups()  # type: ignore[union-attr]
+    return ConfigError(e.message, field=keys.get(head, head) + rest, value=e.value)
 
 
 def _recipe(name: str, raw: _Map, at: _Mark, folder: Path, problems: _Problems) -> Recipe | None:
@@ -461,7 +549,7 @@ def _recipe(name: str, raw: _Map, at: _Mark, folder: Path, problems: _Problems) 
     for key, value in raw.items():
         if key not in _RECIPE_KEYS or key == "kind":
             continue
-        owners = [k for k, c in _RECIPE_KINDS.items() if key in _settings(c)]
+        owners = [k for k, c in _RECIPE_KINDS.items() if key in keys_of(c)]
         if owners and kind not in owners:
             problems.setting(
                 raw, key, at, where, f"only {' and '.join(owners)} recipes take {key!r}"
@@ -499,11 +587,10 @@ def _pattern(
             return None
     _unknown(raw, keys, where, problems)
     kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k in keys}
-    for key in ("token_file", "hmac_secret_file", *_TLS_FILES):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = str(folder / kwargs[key])
-    if "notify" in kwargs:  # its email.tls_ca, relative to the workflow file too
-        kwargs["notify"] = notify_paths(kwargs["notify"], folder)
+    _relative(cls, kwargs, folder)
+    if isinstance(kwargs.get("anchor"), datetime.datetime | datetime.date):
+        kwargs["anchor"] = kwargs["anchor"].isoformat()  # YAML reads an unquoted time itself
+    aside = _blocks(cls, raw, kwargs, where, folder, problems)
     for key in ("methods", "headers"):
         if cls is HttpPattern and isinstance(kwargs.get(key), list):
             kwargs[key] = tuple(kwargs[key])
@@ -521,7 +608,8 @@ def _pattern(
         if key not in _STAND_INS:
             return None
         kwargs.update(_STAND_INS[key])
-    pattern, errors = _attempt(cls, {"name": name, **kwargs}, given={"name", *raw}, aside=missing)
+    given = {"name", *raw} - aside
+    pattern, errors = _attempt(cls, {"name": name, **kwargs}, given=given, aside=missing)
     for e in errors:
         problems.model(e, raw, at, where)
     recipe = raw.get("recipe")
@@ -537,7 +625,46 @@ def _pattern(
             where,
             f"no recipe named {recipe!r}{_suggest(recipe, {str(r) for r in recipes})}",
         )
+    for field_name in ("parameters", "outputs"):
+        _templates(raw, field_name, where, problems)
+    if isinstance(pattern, HttpPattern):
+        _secret_headers(pattern, raw, where, problems)
     return pattern
+
+
+def _secret_headers(pattern: HttpPattern, raw: _Map, where: str, problems: _Problems) -> None:
+    """A header that carries a credential reaches jobs redacted: say so before anyone wonders
+    where its value went (docs/security.md)."""
+    given = raw.get("headers")
+    for name in pattern.secret_headers:
+        mark, value = _value_at(raw, "headers"), given
+        if isinstance(given, _Seq):
+            at = [i for i, h in enumerate(given) if isinstance(h, str) and h.lower() == name]
+            if at:
+                mark, value = given.items_at[at[0]], given[at[0]]  # as the file spells it
+        problems.warn(
+            mark,
+            f"{where}.headers",
+            f"{name} carries a secret: jobs and every record get {REDACTED!r} instead of its value",
+            value,
+        )
+
+
+def _templates(raw: _Map, key: str, where: str, problems: _Problems) -> None:
+    """A {WORD} that is no keyword stays as written: most likely a typo that loses results."""
+    values = raw.get(key)
+    if not isinstance(values, _Map):
+        return
+    for name, value in values.items():
+        for word, close in unknown_keywords(value):
+            hint = f" (did you mean {{{close}}}?)" if close else ""
+            mark = _value_at(values, name)
+            problems.warn(
+                mark,
+                f"{where}.{key}.{name}",
+                f"{{{word}}} is not a keyword{hint}; it is passed on as written",
+                value,
+            )
 
 
 def _needs(cls: type[Pattern], key: str) -> str:
@@ -546,26 +673,30 @@ def _needs(cls: type[Pattern], key: str) -> str:
     if key == "glob":
         return (
             "a pattern needs 'glob' (files under the watched folder), 'port' (data received "
-            "over TCP) or 'route' and 'port' (HTTP requests)"
+            "over TCP), 'route' and 'port' (HTTP requests), or 'cron' or 'every' (a clock)"
         )
     if cls is HttpPattern and key == "port":
         return "an HTTP pattern needs 'port' (0: any free port)"
     return f"a pattern needs {key!r}"
 
 
-def _settings(cls: type[Any]) -> set[str]:
-    """The settings a model class takes (its dataclass fields made in ``__init__``)."""
-    return {f.name for f in fields(cls) if f.init}
-
-
-def _unknown(raw: _Map, allowed: set[str], where: str, problems: _Problems) -> None:
+def _unknown(
+    raw: _Map,
+    allowed: set[str],
+    where: str,
+    problems: _Problems,
+    aliases: Mapping[str, str] | None = None,
+) -> None:
+    """Keys the entry does not take; ``aliases``: names the model uses for a key (``sender``
+    is spelt ``from``), suggested as that key."""
     for key in raw:
         if key not in allowed:
+            alias = (aliases or {}).get(str(key))
+            hint = f" (did you mean {alias!r}?)" if alias else _suggest(str(key), allowed)
             problems.add(
                 raw.keys_at[key],
                 f"{where}.{key}",
-                f"unknown setting{_suggest(str(key), allowed)}; allowed: "
-                f"{', '.join(sorted(allowed))}",
+                f"unknown setting{hint}; allowed: {', '.join(sorted(allowed))}",
                 raw[key],
             )
 

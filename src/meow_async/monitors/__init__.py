@@ -17,8 +17,9 @@ from ..model.events import Event
 from .files.monitor import FileMonitor
 from .http import HttpMonitor
 from .network import NetworkMonitor
+from .time import STATE_FILE, TimeMonitor
 
-__all__ = ["KINDS", "FileMonitor", "HttpMonitor", "Monitor", "NetworkMonitor"]
+__all__ = ["KINDS", "FileMonitor", "HttpMonitor", "Monitor", "NetworkMonitor", "TimeMonitor"]
 
 
 class Monitor(Protocol):
@@ -27,7 +28,8 @@ class Monitor(Protocol):
     A full queue makes ``put`` wait: that is the back-pressure, never a reason to drop.
     Optional methods the runner calls when a monitor has them: ``check()`` (patterns that
     cannot work together: raise at once), ``bind()`` (take ports before anything starts: a
-    port in use is an error then), ``ports()`` (rule name -> port, once bound).
+    port in use is an error then), ``ports()`` (rule name -> port, once bound), ``active()``
+    (whether it has anything to watch now: ``/healthz`` calls one without ``idle``).
     """
 
     name: str
@@ -47,6 +49,12 @@ def _files(runner: Any) -> Monitor:
         step_ms=cfg.watch_step_ms,
         debounce_ms=cfg.watch_debounce_ms,
         on_watch=runner.watermark.watch_started,
+        filtering=runner.filtering,
+        poll_interval=cfg.poll_interval,
+        poll_settle=cfg.polled_settle,
+        poll_full_interval=cfg.poll_full_interval,
+        # The runner's own state, like the spool: each runner needs its own.
+        poll_index=runner.spool_dir / "poll-index.sqlite",
     )
 
 
@@ -58,6 +66,8 @@ def _network(runner: Any) -> Monitor:
         base_dir=cfg.base_dir,
         chunk_size=cfg.chunk_size,
         durable=cfg.durable,
+        filtering=runner.filtering,
+        filter_max_body=cfg.filter_max_body,
     )
 
 
@@ -65,9 +75,21 @@ def _http(runner: Any) -> Monitor:
     return HttpMonitor(runner.workflow, runner.monitor("network"))
 
 
+def _time(runner: Any) -> Monitor:
+    cfg = runner.config
+    return TimeMonitor(
+        runner.workflow,
+        runner.jobs_dir / STATE_FILE,
+        base_dir=cfg.base_dir,
+        durable=cfg.durable,
+        filtering=runner.filtering,
+    )
+
+
 #: The monitors a runner makes, by name, each from the runner (its workflow and settings).
 KINDS: dict[str, Callable[[Any], Monitor]] = {
     "files": _files,
     "network": _network,
     "http": _http,
+    "time": _time,
 }

@@ -113,7 +113,7 @@ class Hub(Protocol):
 
     def accept(
         self, lst: Listener, spool: Spool, peer: str, subject: str | None
-    ) -> list[Event]: ...
+    ) -> list[Event] | None: ...
 
     def offer(self, events: list[Event]) -> bool: ...
 
@@ -601,9 +601,12 @@ class Connection(asyncio.BufferedProtocol):
         spool = self.spool or self.monitor.new_spool()
         self.spool = None
         events = self.monitor.accept(self.lst, spool, self.peer, self._subject())
-        if not events:
-            return True
+        if events is None:
+            return True  # dropped: not acknowledged
         self.messages += 1
+        if not events:
+            self._ack(spool.id)  # accepted; no rule's filter wanted it
+            return True
         if self.monitor.offer(events):
             self._ack(spool.id)
             return True

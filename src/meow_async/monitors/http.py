@@ -4,20 +4,23 @@ A request's body is streamed into a spool file and accepted through the network 
 journal (one spool, one journal, one recovery), then answered ``202`` with the message id and
 the ids of the jobs it makes: the same promise as a network pattern's ``ack``. Routes follow
 the workflow while the runner runs; servers open and close as host:port pairs are needed.
+Connections are served by ``http_server`` (timeouts, the connection cap); what must outlive a
+restart (idempotent answers, signatures used) is kept by ``http_records``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import hmac
 import json
 import logging
+import re
 import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -25,13 +28,19 @@ from aiohttp import web
 from ..exceptions import ConfigError, MonitorError
 from ..model.addresses import host_port
 from ..model.events import Event
+from ..model.filters import ABSENT, Later, parse_json
+from ..model.http_limits import DEFAULT_LIMITS, HTTP_LIMIT_FIELDS, HttpLimits
 from ..model.jobs import job_id_for
 from ..model.patterns import HttpPattern
 from ..model.rules import Rule
+from ..model.secrets import REDACTED
 from ..model.workflow import Workflow
+from .filtering import Filtering
 from .follow import follow_changes
+from .http_records import IdempotencyKeys, SeenSignatures
+from .http_server import Connection, Listener, Server, http_log
 from .network import NetworkMonitor, bind_tcp, tls_context
-from .spool import MessageTooLarge, json_lines
+from .spool import MessageTooLarge
 
 __all__ = ["HttpMonitor"]
 
@@ -42,6 +51,13 @@ _CHUNK = 64 * 1024
 _ANY4, _ANY6 = "0.0.0.0", "::"  # noqa: S104 - the wildcard addresses, matched, not bound
 #: Seconds a client is told to wait when the event queue is full.
 RETRY_AFTER = 1
+#: Seconds a client is told to wait when the disk is full.
+RETRY_AFTER_FULL = 60
+#: A signed request's timestamp: the Unix time in whole seconds, ASCII digits only (no sign,
+#: no fraction, no exponent: ``nan``, ``inf``, ``1e9``, ``+1``, ``0x10`` are all refused).
+_STAMP = re.compile(r"[0-9]{1,15}")
+#: What a full disk raises: no space, over the quota, over the process's file size limit.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class HttpMonitor:
@@ -54,22 +70,23 @@ class HttpMonitor:
         self.network = network
         self.ready = asyncio.Event()
         self._socks: dict[Key, socket.socket] = {}
-        self._servers: dict[Key, tuple[web.Server, asyncio.AbstractServer]] = {}
+        self._servers: dict[Key, tuple[Server, asyncio.AbstractServer]] = {}
         self._queue: asyncio.Queue[Event] | None = None
         self._accepting = False
         self._sync_needed = asyncio.Event()
         self._routes: dict[Key, list[tuple[Any, list[Rule]]]] | None = None
         self._routes_of: dict[str, Rule] | None = None
-        self._keys = IdempotencyKeys(network.spool_dir / "idempotency.log")
+        self._keys = IdempotencyKeys(network.spool_dir, durable=network.durable)
         self._in_flight: dict[str, asyncio.Future[web.Response]] = {}
-        self._seen_signatures: dict[str, float] = {}  # signature -> until when refused
+        self._signatures = SeenSignatures(network.spool_dir, durable=network.durable)
+        self._signing: set[str] = set()  # signatures of requests being read now
         self.responses: Counter[int] = Counter()  # by status, for /metrics
         self._by_port: dict[tuple[str, int], Key] | None = None
         self._ports: dict[Key, int] = {}
         self._putting: set[asyncio.Future[None]] = set()  # accepted events waiting for room
         self._secret_of: dict[int, tuple[HttpPattern, str | None, str | None]] = {}
         #: runner.http: its server's key and the answers it gives (see endpoints.py).
-        self._operator: tuple[Key, Operator] | None = None
+        self._operator: tuple[Key, Operator, HttpLimits] | None = None
         workflow.add_validator(self._validate)
 
     # -- what is served -----------------------------------------------------------------------
@@ -78,10 +95,16 @@ class HttpMonitor:
         rules = self.workflow.rules if rules is None else rules
         return [r for r in rules.values() if isinstance(r.pattern, HttpPattern)]
 
-    def serve_operator(self, host: str, port: int, answer: Operator) -> None:
+    def active(self) -> bool:
+        """Serving anything now: HTTP patterns' routes, or ``runner.http``."""
+        return bool(self.rules()) or self._operator is not None
+
+    def serve_operator(
+        self, host: str, port: int, answer: Operator, limits: HttpLimits = DEFAULT_LIMITS
+    ) -> None:
         """Serve ``runner.http``'s paths on ``host``:``port`` too (beside any HTTP patterns'
-        routes there)."""
-        self._operator = ((host, port, "" if port else "runner.http"), answer)
+        routes there, whose limits must then be the same)."""
+        self._operator = ((host, port, "" if port else "runner.http"), answer, limits)
 
     def operator_port(self) -> int | None:
         if self._operator is None or self._operator[0] not in self._socks:
@@ -98,11 +121,11 @@ class HttpMonitor:
 
     def check(self) -> None:
         """MonitorError if two patterns claim one route with different settings."""
-        _claims(self.rules())
+        _claims(self.rules(), self._operator)
 
     def _validate(self, rules: dict[str, Rule]) -> None:
         mine = self.rules(rules)
-        _claims(mine)
+        _claims(mine, self._operator)
         if not self._accepting:
             return
         self.ready.clear()  # set again once _sync has served the change (Runner.wait_ready)
@@ -116,8 +139,8 @@ class HttpMonitor:
         """Each host:port to serve, with what is served there (patterns, runner.http)."""
         wanted: dict[Key, list[Any]] = {}
         if self._operator is not None:
-            key = self._operator[0]
-            wanted[key] = [_Operator(key[0], key[1])]
+            key, _, limits = self._operator
+            wanted[key] = [_Operator(key[0], key[1], limits)]
         for rule in self.rules():
             key = self._resolve(rule.pattern)  # type: ignore[arg-type]
             wanted.setdefault(key, []).append(rule.pattern)
@@ -138,6 +161,10 @@ class HttpMonitor:
     async def run(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
         self._queue = events
         self._keys.load()
+        self._signatures.load()
+        for entry in self.network.pending_entries():  # accepted just before a kill
+            if isinstance(signed := entry.get("signature"), list) and len(signed) == 2:
+                self._signatures.remember(str(signed[0]), float(signed[1]))
         self.bind()
         self._accepting = True
         unsubscribe = self.workflow.subscribe(self._sync_needed.set)
@@ -152,6 +179,7 @@ class HttpMonitor:
                 sock.close()
             self._socks.clear()
             self._keys.close()
+            self._signatures.close()
 
     async def _sync(self) -> None:
         wanted = self._wanted()
@@ -181,11 +209,14 @@ class HttpMonitor:
             except MonitorError as e:
                 logger.error("%s; its rules receive nothing until it is changed", e)
                 continue
-            server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+            port = sock.getsockname()[1]
+            listener = Listener(f"http {host_port(key[0], port)}", served[0].limits())
+            server = Server(
+                self._handle, listener=listener, handler_cancellation=True, access_log=None
+            )
             aserver = await asyncio.get_running_loop().create_server(server, sock=sock, ssl=ctx)
             self._servers[key] = (server, aserver)
             self._by_port = None
-            port = sock.getsockname()[1]
             logger.info("listening on %s for %s", host_port(key[0], port), ", ".join(names))
 
     async def _close(self, key: Key) -> None:
@@ -233,6 +264,32 @@ class HttpMonitor:
     # -- one request --------------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        conn = request.protocol
+        if not isinstance(conn, Connection):  # served by some other aiohttp server
+            return await self._serve(request)
+        if conn.over_cap:
+            http_log.log(
+                logging.WARNING,
+                f"cap:{conn.listener.name}",
+                "%s: over max_connections (%d): answered 503 to %s",
+                conn.listener.name,
+                conn.listener.limits.max_connections,
+                conn.peer,
+            )
+            refused = _error(
+                503,
+                "too many connections; try again",
+                {"Retry-After": str(RETRY_AFTER)},
+            )
+            refused.force_close()
+            return refused
+        conn.reading_body()
+        try:
+            return await self._serve(request)
+        finally:
+            conn.handled()
+
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         key = self._server_key(sockname)
         if self._operator is not None and key == self._operator[0]:
@@ -267,36 +324,62 @@ class HttpMonitor:
             identity = f"client certificate {subject}" if subject else "client certificate"
         token, secret = self._secrets(pattern)
         if token is not None:
-            given = request.headers.get("Authorization", "")
-            scheme, _, value = given.partition(" ")
             challenge = {"WWW-Authenticate": 'Bearer realm="meow_async"'}
-            if scheme.lower() != "bearer" or not value:
-                return _error(401, "a bearer token is needed", challenge)
+            what = "bearer token"
+            if pattern.token_header.lower() == "authorization":
+                scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not value:
+                    return _error(401, "a bearer token is needed", challenge)
+            else:  # the token itself in its own header (GitLab's X-Gitlab-Token)
+                value = request.headers.get(pattern.token_header, "")
+                challenge, what = {}, f"{pattern.token_header} token"  # no scheme to name
+                if not value:
+                    return _error(401, f"a token is needed in {pattern.token_header}")
             if not hmac.compare_digest(value.strip().encode(), token.encode()):
                 if self._valid_elsewhere(key, value.strip(), pattern):
                     return _error(403, f"that token is not allowed on {pattern.route}")
-                return _error(401, "the bearer token is wrong", challenge)
-            identity = f"bearer token of pattern {pattern.name}"
+                return _error(401, f"the {what} is wrong", challenge)
+            identity = f"{what} of pattern {pattern.name}"
         signer = None
         if secret is not None:
             signature = request.headers.get(pattern.hmac_header, "")
-            stamp = request.headers.get(pattern.timestamp_header, "")
-            try:
-                age = time.time() - float(stamp)
-            except ValueError:
-                return _error(401, f"a signed request needs {pattern.timestamp_header}")
+            signed = b""  # GitHub signs the body alone, with no timestamp
+            header = pattern.timestamp_header
+            stamp = request.headers.get(header)
+            if pattern.signature == "meow":
+                if stamp is None:
+                    return _error(401, f"a signed request needs {header} (the Unix time it signed)")
+                if not _STAMP.fullmatch(stamp):
+                    return _error(
+                        401,
+                        f"{header} must be the Unix time in whole seconds, digits only; got "
+                        f"{stamp[:40]!r}",
+                    )
             if not signature.startswith("sha256="):
                 return _error(401, f"a signed request needs {pattern.hmac_header}: sha256=...")
-            if abs(age) > pattern.hmac_window:
-                return _error(
-                    401, f"the timestamp is {age:.0f} s off (window {pattern.hmac_window:g} s)"
-                )
-            if self._seen_signatures.get(signature, 0) > time.time():
+            if stamp is not None and pattern.signature == "meow":
+                age = time.time() - int(stamp)
+                if abs(age) > pattern.hmac_window:
+                    return _error(
+                        401,
+                        f"{header} is {age:.0f} s off the runner's clock "
+                        f"(window {pattern.hmac_window:g} s)",
+                    )
+                signed = stamp.encode() + b"."
+            # Either scheme: a signature in use or used within the window (kept across
+            # restarts) is a replay.
+            if signature in self._signing or signature in self._signatures:
                 return _error(401, "that signature was used before: a replay")
-            signer = (hmac.new(secret.encode(), stamp.encode() + b".", hashlib.sha256), signature)
+            signer = (hmac.new(secret.encode(), signed, hashlib.sha256), signature)
             identity = f"HMAC signature of pattern {pattern.name}"
         idem = request.headers.get("Idempotency-Key")
-        scope = f"{key}:{pattern.route}:{idem}" if idem else None
+        # What the request addressed, as payment APIs scope keys: the server, the method, the
+        # concrete path, and who sent it when that is known.
+        scope = (
+            f"{key[0]}:{key[1]}:{key[2]} {request.method} {request.path} {identity or '-'} {idem}"
+            if idem is not None and key is not None
+            else None
+        )
         if scope is not None:
             stored = self._keys.get(scope)
             if stored is not None:
@@ -324,14 +407,28 @@ class HttpMonitor:
         done: asyncio.Future[web.Response] | None = None
         if scope is not None:
             done = self._in_flight[scope] = asyncio.get_running_loop().create_future()
+        if signer is not None:
+            self._signing.add(signer[1])
         try:
             response = await self._accept(
                 request, rules, pattern, found.groupdict(), identity, signer
             )
             if scope is not None and response.status == 202:
-                self._keys.put(scope, json.loads(response.text or "{}"), pattern)
+                until = time.time() + pattern.idempotency_window
+                try:
+                    self._keys.put(scope, until, json.loads(response.text or "{}"))
+                except OSError as e:
+                    logger.warning(
+                        "could not record Idempotency-Key %r in %s (%s): a retry after a "
+                        "restart would make a second job",
+                        idem,
+                        self._keys.path,
+                        e.strerror or e,
+                    )
             return response
         finally:
+            if signer is not None:
+                self._signing.discard(signer[1])
             if scope is not None and done is not None:
                 self._in_flight.pop(scope, None)
                 if not done.done():
@@ -348,26 +445,55 @@ class HttpMonitor:
     ) -> web.Response:
         spool = self.network.new_spool()
         accepted = False
+        # What filters read of the body: kept while it is no larger than filter_max_body.
+        limit = self.network.filter_max_body
+        kept: bytearray | None = bytearray() if Filtering.needed(rules) else None
+        conn = request.protocol
         try:
             try:
                 while chunk := await request.content.read(_CHUNK):
                     spool.write(chunk, pattern.max_size)
                     if signer is not None:
                         signer[0].update(chunk)
+                    if kept is not None:
+                        kept += chunk
+                        if len(kept) > limit:
+                            kept = None
             except MessageTooLarge:
                 return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
+            if isinstance(conn, Connection):
+                conn.handling()
+            signed = None
             if signer is not None:
                 expected = "sha256=" + signer[0].hexdigest()
                 if not hmac.compare_digest(expected.encode(), signer[1].encode()):
                     return _error(401, "the signature does not match the body")
-                self._remember_signature(signer[1], pattern.hmac_window)
+                # Refused as a replay until the window has passed either side of now (GitHub's
+                # signatures too: the same body signed again is the same signature).
+                signed = (signer[1], time.time() + 2 * pattern.hmac_window)
+            if Filtering.needed(rules):
+                rules = self.network.filtering.wanted(
+                    rules, "http", lambda: _names(request, parts, identity, kept)
+                )
+                if not rules:
+                    # Accepted, and answered so (a retry would be refused the same way, and a
+                    # signed one is a replay), but no rule wants it: nothing else of it is kept.
+                    logger.debug("%s %s: no rule's filter wants it", request.method, request.path)
+                    if signed is not None:
+                        self._used(signed)
+                    return web.json_response({"message_id": spool.id, "jobs": []}, status=202)
             path = spool.finish(durable=self.network.durable)
             peername = request.transport.get_extra_info("peername") if request.transport else None
             peer = host_port(peername[0], peername[1]) if peername else request.remote or "?"
+            secret = pattern.secret_headers
             parameters: dict[str, Any] = {
                 **parts,
                 "query": dict(request.query.items()),  # a repeated name: its last value
-                "headers": {h: request.headers[h] for h in pattern.headers if h in request.headers},
+                "headers": {
+                    h: REDACTED if h in secret else request.headers[h]
+                    for h in pattern.headers
+                    if h in request.headers
+                },
             }
             extras: dict[str, Any] = {
                 "message_id": spool.id,
@@ -379,11 +505,31 @@ class HttpMonitor:
                 "identity": identity,
                 "parameters": parameters,
             }
-            events = self.network.journal(path, spool.id, rules, extras, "http")
+            events = self.network.journal(path, spool.id, rules, extras, "http", signature=signed)
             accepted = True
+        except OSError as e:
+            if e.errno not in _FULL:
+                raise
+            http_log.log(
+                logging.ERROR,
+                f"disk:{pattern.route}",
+                "%s %s from %s: refused (507), the spool folder %s is full: %s",
+                request.method,
+                request.path,
+                request.remote,
+                self.network.spool_dir,
+                e.strerror or e,
+            )
+            return _error(
+                507,
+                "the runner's disk is full: nothing of this request was kept; try again later",
+                {"Retry-After": str(RETRY_AFTER_FULL)},
+            )
         finally:
             if not accepted:
                 spool.discard()  # cut off, refused or failed: nothing of it stays
+        if signed is not None:
+            self._used(signed)
         if not self.network.offer(events):
             # Accepted: whatever becomes of the client, these events reach the queue.
             queued = asyncio.ensure_future(self.network.put(events))
@@ -397,6 +543,18 @@ class HttpMonitor:
         ]
         logger.debug("%s %s from %s: message %s", request.method, request.path, peer, spool.id)
         return web.json_response({"message_id": spool.id, "jobs": jobs}, status=202)
+
+    def _used(self, signed: tuple[str, float]) -> None:
+        """Record an accepted request's signature: refused as a replay until ``signed[1]``."""
+        try:
+            self._signatures.put(*signed)
+        except OSError as e:  # in the journal until its job is made, and in memory
+            logger.warning(
+                "could not record a used signature in %s (%s): refused as a replay until "
+                "the runner restarts",
+                self._signatures.path,
+                e.strerror or e,
+            )
 
     def _secrets(self, pattern: HttpPattern) -> tuple[str | None, str | None]:
         """The pattern's bearer token and HMAC secret, read once per workflow change (not
@@ -421,12 +579,6 @@ class HttpMonitor:
             if theirs is not None and hmac.compare_digest(token.encode(), theirs.encode()):
                 return True
         return False
-
-    def _remember_signature(self, signature: str, window: float) -> None:
-        now = time.time()
-        if len(self._seen_signatures) > 4096:
-            self._seen_signatures = {s: t for s, t in self._seen_signatures.items() if t > now}
-        self._seen_signatures[signature] = now + 2 * window  # covers the clock skew both ways
 
     def _resolve(self, pattern: HttpPattern) -> Key:
         """A pattern's server: a pattern naming the port a port-0 pattern was given on the
@@ -453,50 +605,6 @@ class HttpMonitor:
         return by.get((ip, port)) or by.get((_ANY4, port)) or by.get((_ANY6, port))
 
 
-class IdempotencyKeys:
-    """Answers to requests that carried an ``Idempotency-Key``, kept in a file so a retry
-    after a restart gets the first answer too. One JSON line per key; expired lines are
-    dropped when the file is loaded."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._answers: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._file: Any = None
-
-    def load(self) -> None:
-        now = time.time()
-        self._answers = {
-            e["key"]: (e["until"], e["answer"]) for e in json_lines(self.path) if e["until"] > now
-        }
-        if not self._answers:
-            self.path.unlink(missing_ok=True)  # nothing to remember: no file
-            return
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for key, (until, answer) in self._answers.items():
-                f.write(json.dumps({"key": key, "until": until, "answer": answer}) + "\n")
-        tmp.replace(self.path)
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        got = self._answers.get(key)
-        if got is None or got[0] <= time.time():
-            return None
-        return got[1]
-
-    def put(self, key: str, answer: dict[str, Any], pattern: HttpPattern) -> None:
-        until = time.time() + pattern.idempotency_window
-        self._answers[key] = (until, answer)
-        if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-        self._file.write(json.dumps({"key": key, "until": until, "answer": answer}) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 Operator = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
 
 
@@ -506,8 +614,11 @@ class _Operator:
     name = "runner.http"
     tls = False
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, limits: HttpLimits) -> None:
+        self.host, self.port, self._limits = host, port, limits
+
+    def limits(self) -> HttpLimits:
+        return self._limits
 
 
 def _address(host: str) -> str:
@@ -522,8 +633,9 @@ def _key(pattern: HttpPattern) -> Key:
     return (pattern.host, pattern.port, pattern.name if pattern.port == 0 else "")
 
 
-def _claims(rules: list[Rule]) -> None:
-    """Two patterns may serve one route on one host:port only with the same settings."""
+def _claims(rules: list[Rule], operator: tuple[Key, Operator, HttpLimits] | None) -> None:
+    """Two patterns may serve one route on one host:port only with the same settings, and
+    patterns sharing a server (with each other or runner.http) only with its settings."""
     seen: dict[tuple[Key, str], HttpPattern] = {}
     servers: dict[Key, HttpPattern] = {}
     for rule in rules:
@@ -534,8 +646,16 @@ def _claims(rules: list[Rule]) -> None:
             raise MonitorError(
                 "http",
                 f"patterns {first.name!r} and {p.name!r} share {host_port(p.host, p.port)} "
-                "with different TLS settings (tls_cert, tls_key, tls_client_ca): one server "
-                "serves both, so make them agree or use another port",
+                "with different TLS settings or limits (tls_cert, tls_key, tls_client_ca; "
+                f"{', '.join(HTTP_LIMIT_FIELDS)}): one server serves both, so make them agree "
+                "or use another port",
+            )
+        if operator is not None and operator[0] == _key(p) and operator[2] != p.limits():
+            raise MonitorError(
+                "http",
+                f"runner.http and pattern {p.name!r} share {host_port(p.host, p.port)} with "
+                f"different limits ({', '.join(HTTP_LIMIT_FIELDS)}): one server serves both, "
+                "so make them agree or use another port",
             )
         other = seen.setdefault((_key(p), p.route), p)
         if other is not p and other.route_settings() != p.route_settings():
@@ -545,6 +665,29 @@ def _claims(rules: list[Rule]) -> None:
                 f"{host_port(p.host, p.port)} with different settings "
                 "(methods, max_size, headers, token): make them agree or use another route",
             )
+
+
+def _names(
+    request: web.BaseRequest, parts: dict[str, str], identity: str | None, body: bytearray | None
+) -> dict[str, Any]:
+    """What an HTTP pattern's filter sees of a request (docs/schedules-and-filters.md)."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+
+    def parsed() -> Any:
+        ok, value = parse_json(body)
+        return value if ok else ABSENT
+
+    return {
+        "body": Later(parsed),
+        "headers": headers,
+        "query": dict(request.query.items()),  # a repeated name: its last value
+        "route": dict(parts),
+        "method": request.method,
+        "identity": identity,
+    }
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

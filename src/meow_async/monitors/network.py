@@ -25,10 +25,12 @@ from ..exceptions import MonitorError
 from ..model.addresses import bracket
 from ..model.config import DEFAULT_CHUNK_SIZE
 from ..model.events import Event
+from ..model.filters import ABSENT, Later, parse_json
 from ..model.patterns import LISTENER_FIELDS, NetworkPattern
 from ..model.rules import Rule
 from ..model.workflow import Workflow
 from .connection import Connection, Key, Listener, peer_name, read_buffer
+from .filtering import Filtering
 from .follow import follow_changes
 from .spool import Journal, Spool, unlink
 
@@ -62,8 +64,13 @@ class NetworkMonitor:
         base_dir: Path | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         durable: bool = False,
+        filtering: Filtering | None = None,
+        filter_max_body: int = 1024 * 1024,
     ) -> None:
         self.workflow = workflow
+        #: Each rule's ``when:``, and how much of a message it may read (HTTP's too).
+        self.filtering = filtering or Filtering()
+        self.filter_max_body = filter_max_body
         self.spool_dir = Path(spool_dir).absolute()
         self._spool_str = str(self.spool_dir)
         #: Events' ``base`` ({BASE} in templates): the runner's watched folder, so outputs
@@ -105,6 +112,10 @@ class NetworkMonitor:
         return [r for r in rules.values() if isinstance(r.pattern, NetworkPattern)]
 
     # -- rule changes -------------------------------------------------------------------------
+
+    def active(self) -> bool:
+        """Listening for some rule now."""
+        return bool(self.rules())
 
     def check(self) -> None:
         """MonitorError if patterns sharing a port disagree on its settings."""
@@ -346,15 +357,34 @@ class NetworkMonitor:
     def new_spool(self) -> Spool:
         return Spool(self._spool_str)
 
-    def accept(self, lst: Listener, spool: Spool, peer: str, subject: str | None) -> list[Event]:
-        """The message is complete: journal it and make its events (none if it is dropped)."""
+    def accept(
+        self, lst: Listener, spool: Spool, peer: str, subject: str | None
+    ) -> list[Event] | None:
+        """The message is complete: journal it and make its events. None: it is dropped (not
+        acknowledged); []: accepted, but every rule's filter rejected it (nothing is kept)."""
         path = spool.finish(durable=self.durable)
         rules = self._rules_on(lst)
         if not rules or not self._accepting:
             why = "no rule wants messages any more" if self._accepting else "stopping"
             logger.warning("%s: %s; dropped %s, not acknowledged", lst.describe(), why, path)
             unlink(path)
-            return []
+            return None
+        if Filtering.needed(rules):
+            size = spool.size
+
+            def names() -> dict[str, Any]:
+                return {
+                    "payload": Later(lambda: self.payload(path, size)),
+                    "size": size,
+                    "peer": peer,
+                    "identity": subject,
+                }
+
+            rules = self.filtering.wanted(rules, "network", names)
+            if not rules:
+                logger.debug("%s: message from %s: no rule's filter wants it", lst.describe(), peer)
+                unlink(path)
+                return []
         extras: dict[str, Any] = {
             "message_id": spool.id,
             "peer": peer,
@@ -368,24 +398,52 @@ class NetworkMonitor:
         return self.journal(path, spool.id, rules, extras, "network")
 
     def journal(
-        self, path: str, msg_id: str, rules: list[Rule], extras: dict[str, Any], kind: str
+        self,
+        path: str,
+        msg_id: str,
+        rules: list[Rule],
+        extras: dict[str, Any],
+        kind: str,
+        *,
+        signature: tuple[str, float] | None = None,
     ) -> list[Event]:
         """Accept a complete spooled message for ``rules``: its journal line, then its events.
-        (The HTTP monitor's requests come in here too: one spool, one journal.)"""
-        self.spooled_bytes += int(extras.get("size") or 0)
-        entry = {
+        (The HTTP monitor's requests come in here too: one spool, one journal; a signed one's
+        ``signature`` and until when it is refused again ride along, so that a restart right
+        after still refuses a replay: see ``pending_entries``.)"""
+        entry: dict[str, Any] = {
             "id": msg_id,
             "time": time.time(),
             "rules": [r.name for r in rules],
             "extras": extras,
             "kind": kind,
         }
+        if signature is not None:
+            entry["signature"] = list(signature)
         try:
             self._journal.add(entry)  # accepted from here on: a restart will finish it
         except OSError:
             unlink(path)  # not accepted: nothing of it stays
             raise
+        self.spooled_bytes += int(extras.get("size") or 0)
         return self._events_for(entry, path, rules)
+
+    def payload(self, path: str, size: int) -> Any:
+        """A message as filters see it: its JSON, read and parsed once; absent when it is not
+        JSON or is larger than ``filter_max_body``."""
+        if size > self.filter_max_body:
+            return ABSENT
+        try:
+            with open(path, "rb") as f:
+                data = f.read(self.filter_max_body + 1)
+        except OSError:
+            return ABSENT
+        ok, value = parse_json(data)
+        return value if ok else ABSENT
+
+    def pending_entries(self) -> list[dict[str, Any]]:
+        """The journal's entries whose jobs are not all made yet (after ``recover``)."""
+        return list(self._journal.pending.values())
 
     def offer(self, events: list[Event]) -> bool:
         """Queue the events now if there is room and nobody is waiting before them."""

@@ -7,13 +7,13 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from ..model.jobs import fsync_dir
 
-__all__ = ["Journal", "MessageTooLarge", "Spool", "json_lines", "unlink"]
+__all__ = ["Journal", "MessageTooLarge", "Spool", "json_lines", "replace_lines", "unlink"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -85,6 +85,20 @@ def json_lines(path: Path) -> Iterator[dict[str, Any]]:
         return
 
 
+def replace_lines(path: Path, lines: Iterable[str], *, durable: bool) -> None:
+    """Write ``path`` anew through a temporary file renamed over it, so a reader (or a
+    restart after a kill) finds the old file or the new one, whole; ``durable`` also syncs."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
 def unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -122,18 +136,25 @@ class Journal:
         return list(self.pending.values())
 
     def add(self, entry: dict[str, Any]) -> None:
+        """Accept a message; an OSError (a full disk) means it was not accepted."""
         self.pending[entry["id"]] = entry
-        self._write(entry, flush=True)
+        try:
+            self._write(entry, flush=True)
+        except OSError:
+            del self.pending[entry["id"]]
+            raise
 
     def done(self, msg_id: str) -> None:
         if self.pending.pop(msg_id, None) is None:
             return
-        if self._lines > 4096 and self._lines > 4 * len(self.pending):
-            self._rewrite()
-        else:
-            # Not flushed on its own (the next entry or close() does): a lost "done" line
-            # costs nothing, as recovery skips messages whose spool file is gone.
-            self._write({"done": msg_id}, flush=False)
+        # A lost "done" line costs nothing, as recovery skips messages whose spool file is
+        # gone: so it is not flushed on its own (the next entry or close() does), and a full
+        # disk is no error here (the next entry will say so).
+        with contextlib.suppress(OSError):
+            if self._lines > 4096 and self._lines > 4 * len(self.pending):
+                self._rewrite()
+            else:
+                self._write({"done": msg_id}, flush=False)
 
     def close(self) -> None:
         if self._file is not None:
@@ -164,13 +185,6 @@ class Journal:
         if self._file is not None:
             self._file.close()
             self._file = None
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for entry in self.pending.values():
-                f.write(json.dumps(entry, separators=(",", ":")) + "\n")
-            if self.durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        if self.durable:
-            fsync_dir(self.path.parent)
+        lines = (json.dumps(e, separators=(",", ":")) + "\n" for e in self.pending.values())
+        replace_lines(self.path, lines, durable=self.durable)
         self._lines = len(self.pending)

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["Message", "summary"]
+from ..model.jobs import exit_text
+
+__all__ = ["AFTER_RESTART", "Message", "exit_of", "summary", "when"]
+
+#: What a notification of a job settled at start-up says about it.
+AFTER_RESTART = (
+    "Found after a restart: this job ended while no runner was running, and was settled "
+    "when the runner started again."
+)
 
 
 @dataclass(slots=True)
@@ -24,6 +32,10 @@ class Message:
     window: float = 0.0
     #: A digest's jobs by outcome, those not listed too.
     tally: Counter[str] = field(default_factory=Counter)
+    #: Jobs settled at start whose job.json waits for this message (see ``Notifier``).
+    marks: list[str] = field(default_factory=list)
+    #: The job's last lines of stderr, once read (a chat message shows them for failures).
+    tail: list[str] | None = None
 
     def payload(self) -> dict[str, Any]:
         if self.kind == "job":
@@ -57,19 +69,21 @@ class Message:
                 f"Job {job.get('id')} (rule {job.get('rule')}) ended: {job.get('outcome')}.",
                 "",
                 f"Error:     {job.get('error') or '-'}",
-                f"Exit code: {job.get('exit_code')}",
-                f"Started:   {_when(job.get('started'))}",
-                f"Finished:  {_when(job.get('finished'))}",
+                f"Exit code: {exit_of(job.get('exit_code'))}",
+                f"Started:   {when(job.get('started'))}",
+                f"Finished:  {when(job.get('finished'))}",
                 f"Folder:    {job.get('dir')}",
                 f"Trigger:   {(job.get('event') or {}).get('path')}",
+                *([f"Link:      {job['link']}"] if job.get("link") else []),
+                *([f"\n{AFTER_RESTART}"] if job.get("after_restart") else []),
                 "",
                 "Its record (job.json):",
                 json.dumps(job, indent=2, default=str),
             ]
             return "\n".join(lines) + "\n"
         lines = [
-            f"{self.count} more job(s) ended between {_when(self.since)} and "
-            f"{_when(self.until)} ({self._tally()}).",
+            f"{self.count} more job(s) ended between {when(self.since)} and "
+            f"{when(self.until)} ({self._tally()}).",
             f"Each destination gets at most {self.limit} message(s) of their own per "
             f"{self.window:g}s; the jobs over that are listed here.",
             "",
@@ -86,7 +100,8 @@ class Message:
         return ", ".join(f"{n} {what}" for what, n in sorted(self.tally.items()))
 
 
-def _when(t: object) -> str:
+def when(t: object) -> str:
+    """A Unix time as ISO 8601 in UTC, to the second; ``-`` for none."""
     if isinstance(t, int | float) and not isinstance(t, bool):
         return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
     return "-"
@@ -94,7 +109,16 @@ def _when(t: object) -> str:
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
     """What a digest keeps of a job: enough to find it."""
-    return {
+    out = {
         k: record.get(k)
         for k in ("id", "rule", "state", "outcome", "error", "exit_code", "finished", "dir")
     }
+    for k in ("after_restart", "link"):  # a job settled at start; runner.http's page
+        if record.get(k):
+            out[k] = record[k]
+    return out
+
+
+def exit_of(code: object) -> str:
+    """An exit code as people read it: ``SIGTERM`` for a job killed by a signal."""
+    return exit_text(code) if isinstance(code, int) and not isinstance(code, bool) else str(code)

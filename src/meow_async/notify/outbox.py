@@ -12,15 +12,24 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import aiohttp
 
-from ..model.jobs import Job, JobState
+from ..model.jobs import NOTIFY_PENDING, Job, JobState
 from ..model.notify import Email, Notify, Webhook
 from .message import Message, summary
-from .senders import EmailSender, Permanent, Sender, WebhookSender, describe
+from .senders import EmailSender, Permanent, RateLimited, Sender, WebhookSender, describe
 
-__all__ = ["DIGEST_MAX", "GRACE", "QUEUE_SIZE", "Notifier", "NotifyStats"]
+__all__ = [
+    "DIGEST_MAX",
+    "GRACE",
+    "QUEUE_SIZE",
+    "RATE_LIMITED_WAITS",
+    "RETRY_AFTER_MAX",
+    "Notifier",
+    "NotifyStats",
+]
 
 logger = logging.getLogger("meow_async.notify")
 
@@ -30,6 +39,10 @@ QUEUE_SIZE = 100
 DIGEST_MAX = 1000
 #: Seconds pending notifications get at shutdown (never more than ``shutdown_timeout``).
 GRACE = 5.0
+#: A service's ``Retry-After`` (HTTP 429) is waited for up to this many seconds at a time, and
+#: at most ``RATE_LIMITED_WAITS`` times per message; those waits are not failed attempts.
+RETRY_AFTER_MAX = 60.0
+RATE_LIMITED_WAITS = 10
 
 
 class Counts(Protocol):
@@ -67,12 +80,16 @@ class Outbox:
         self.held: list[dict[str, Any]] = []
         self.held_count = 0
         self.held_tally: Counter[str] = Counter()
+        self.held_marks: list[str] = []
         self.timer: asyncio.TimerHandle | None = None
         self.failing = False  # since the last success: log once, count the rest
         self.gave_up = 0
         self.dropping = 0
 
-    def offer(self, record: dict[str, Any]) -> None:
+    def offer(self, record: dict[str, Any], mark: str | None = None) -> None:
+        """File one job's end: a message of its own within the limit, else into the digest.
+        ``mark``: the job waits for its message to be delivered or given up."""
+        marks = [mark] if mark is not None else []
         loop = asyncio.get_running_loop()
         now = loop.time()
         if now >= self.window_end:
@@ -80,9 +97,10 @@ class Outbox:
             self.window_end, self.opened, self.in_window = now + self.window, time.time(), 0
         if self.in_window < self.limit:
             self.in_window += 1
-            self.put(Message("job", [record]))
+            self.put(Message("job", [record], marks=marks))
             return
         self.held_count += 1
+        self.held_marks += marks
         self.held_tally[str(record.get("outcome"))] += 1
         if len(self.held) < DIGEST_MAX:
             self.held.append(summary(record))
@@ -104,8 +122,9 @@ class Outbox:
                 limit=self.limit,
                 window=self.window,
                 tally=self.held_tally,
+                marks=self.held_marks,
             )
-            self.held, self.held_count, self.held_tally = [], 0, Counter()
+            self.held, self.held_count, self.held_tally, self.held_marks = [], 0, Counter(), []
             self.put(message)
 
     def put(self, message: Message) -> None:
@@ -146,17 +165,30 @@ class Outbox:
 
     async def deliver(self, message: Message) -> None:
         closing = self.notifier.closing
-        attempt = 0
+        attempt = waits = 0
         while True:
             attempt += 1
             last_chance = closing.is_set()  # at shutdown: one attempt, no retry
             try:
                 async with asyncio.timeout(self.sender.timeout):
                     await self.sender.send(message, self.notifier)
-            except Exception as e:
+            except RateLimited as e:
+                if not last_chance and waits < RATE_LIMITED_WAITS:
+                    # The service's own pace, not a failure: wait as it asks, then try again.
+                    waits += 1
+                    attempt -= 1
+                    delay = min(e.delay, RETRY_AFTER_MAX)
+                    logger.info("%s: rate-limited (%s); sending again in %gs", self.label, e, delay)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await closing.wait()  # shutdown cuts the wait short
+                    continue
                 error: Exception = e
+            except Exception as e:
+                error = e
             else:
                 self.notifier.count("sent")
+                self.notifier.settled(message.marks)
                 if self.failing:
                     logger.info(
                         "%s: notifications are delivered again (%d given up meanwhile)",
@@ -184,6 +216,10 @@ class Outbox:
             if final:
                 self.gave_up += 1
                 self.notifier.count("failed")
+                if isinstance(error, Permanent) or attempt > self.retries:
+                    # Given up for good: not tried again at the next start. (Cut short by
+                    # a shutdown instead, a job settled at start is tried at the next.)
+                    self.notifier.settled(message.marks)
                 # Once per burst: the first message given up is logged, the rest are counted.
                 level = logging.WARNING if self.gave_up == 1 else logging.DEBUG
                 logger.log(
@@ -208,6 +244,8 @@ class Notifier:
 
     ``stats`` gets ``notifications_sent``/``_failed``/``_dropped`` counted (``RunnerStats``
     has them), and ``changed`` is called after each count (the runner wakes its waiters).
+    ``links``: runner.http's address as people reach it; each job's notification links to its
+    ``/jobs/<id>`` there.
     """
 
     def __init__(
@@ -220,11 +258,15 @@ class Notifier:
         self.stats: Counts = stats if stats is not None else NotifyStats()
         self._changed = changed
         self.queue_size = queue_size
+        self.links: str | None = None
         self.closing = asyncio.Event()
         self.closed = False
         self._outboxes: dict[tuple[Any, ...], Outbox] = {}
         self._session: aiohttp.ClientSession | None = None
         self._hostname: str | None = None
+        #: Jobs settled at start: destinations still to deliver (or give up), and what to call
+        #: once none is left.
+        self._marks: dict[str, tuple[int, Callable[[], None]]] = {}
 
     def job_ended(self, job: Job, state: JobState, notify: Notify) -> None:
         """File the notifications for a job that ended; returns at once, never raises."""
@@ -234,10 +276,47 @@ class Notifier:
             if outcome not in notify.on:
                 return
             record = {**job.meta, "state": state.value, "timed_out": timed_out, "outcome": outcome}
-            for spec in notify.destinations():
-                self._outbox(spec, notify).offer(record)
+            self._file(record, notify)
         except Exception:  # a notification must never fail a job
             logger.exception("could not file the notification for job %s", job.id)
+
+    def settled_at_start(
+        self, meta: dict[str, Any], notify: Notify, notified: Callable[[], None]
+    ) -> bool:
+        """File the notifications for a job the runner settled as it started (its record
+        says ``after_restart``). ``notified`` is called once every destination has delivered
+        its message or given up on it; not if one was dropped (the runner stopped first).
+        False: ``on`` does not ask for this end, and nothing is filed."""
+        outcome = str(meta.get("state"))
+        if outcome not in notify.on:
+            return False
+        record = {k: v for k, v in meta.items() if k != NOTIFY_PENDING}
+        record.update(timed_out=False, outcome=outcome, after_restart=True)
+        job_id = str(meta.get("id"))
+        self._marks[job_id] = (len(notify.destinations()), notified)
+        self._file(record, notify, mark=job_id)
+        return True
+
+    def settled(self, marks: list[str]) -> None:
+        """A message for these jobs was delivered or given up by one destination."""
+        for job_id in marks:
+            left, notified = self._marks.get(job_id, (0, None))
+            if notified is None:
+                continue
+            if left > 1:
+                self._marks[job_id] = (left - 1, notified)
+                continue
+            del self._marks[job_id]
+            try:
+                notified()
+            except Exception:
+                logger.exception("job %s: could not record its notification", job_id)
+
+    def _file(self, record: dict[str, Any], notify: Notify, mark: str | None = None) -> None:
+        if self.links is not None:
+            record["link"] = f"{self.links}/jobs/{quote(str(record.get('id')), safe='')}"
+        for spec in notify.destinations():
+            self._outbox(spec, notify).offer(record, mark)
 
     def _outbox(self, spec: Webhook | Email, notify: Notify) -> Outbox:
         key = (spec.key(), notify.limit, notify.window, notify.retries, notify.retry_backoff)

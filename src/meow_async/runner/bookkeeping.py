@@ -38,6 +38,8 @@ class RunnerStats:
     handler_errors: int = 0
     skipped: int = 0
     retries: int = 0
+    #: Finished jobs removed by ``runner.retention`` (folder and index row).
+    removed: int = 0
     #: Notifications (docs/notifications.md): delivered, given up, dropped.
     notifications_sent: int = 0
     notifications_failed: int = 0
@@ -70,7 +72,8 @@ class Retries:
     ) -> bool:
         """Queue a failed job again after its backoff, if its rule allows another attempt."""
         retried = int(job.meta.get("retried") or 0)  # counted here, whatever the conductor
-        if rule is None or retried >= rule.pattern.retries or stopping:
+        cancelled = bool(job.meta.get("cancelled"))  # meow-async jobs cancel: not a failure
+        if rule is None or retried >= rule.pattern.retries or stopping or cancelled:
             return False
         attempts = retried + 1
         job.meta["retried"] = attempts

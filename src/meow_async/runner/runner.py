@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 import os
+import socket
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from ..conductors import Conductor, JobInterrupted, LocalConductor
-from ..conductors.recovery import recover_jobs
+from ..conductors.process_log import CANCELLED, current
+from ..conductors.recovery import clear_notify_mark, recover_jobs
 from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
 from ..handlers import Handler, Refused
-from ..model.config import RunnerConfig
+from ..model.config import RunnerConfig, http_limits, http_token
 from ..model.events import Event
-from ..model.jobs import Job, JobState
+from ..model.index import JobIndex
+from ..model.jobs import FINISHED, META_FILE, Job, JobState, queued_again, read_meta, write_meta
 from ..model.notify import Notify
 from ..model.patterns import FilePattern, Pattern
+from ..model.printable import printable
 from ..model.recipes import Recipe
+from ..model.retention import SLICE as RETENTION_SLICE
+from ..model.retention import Pruned, describe, prune_slice
 from ..model.rules import Rule
 from ..model.workflow import Workflow
 from ..model.workflow_file import WorkflowSpec, load_workflow
-from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor
+from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
+from ..monitors.filtering import Filtering
 from ..notify import GRACE as NOTIFY_GRACE
 from ..notify import Notifier
 from .bookkeeping import Retries, RunnerStats, Watermark
@@ -71,14 +82,18 @@ class Runner:
         )
         self.watermark = Watermark(self.jobs_dir, durable=self.config.durable)
         self._handling = 0  # events a handler has taken and not finished
+        #: Each rule's ``when:`` filter, applied by every monitor (counts for /metrics).
+        self.filtering = Filtering()
         self.monitors: list[Monitor] = []
         for make in KINDS.values():  # one of each kind, whatever the patterns now
             self.monitors.append(make(self))
-        # The runner's own bookkeeping needs these three by name (watermark, spool journal,
-        # runner.http); everything else goes through the Monitor protocol.
+        # The runner's own bookkeeping needs these by name (watermark, spool journal,
+        # runner.http, the next ticks it shows); everything else goes through the Monitor
+        # protocol.
         self.files: FileMonitor = self.monitor("files")
         self.network: NetworkMonitor = self.monitor("network")
         self.http: HttpMonitor = self.monitor("http")
+        self.time: TimeMonitor = self.monitor("time")
         for m in self.monitors:
             check = getattr(m, "check", None)
             if check is not None:
@@ -86,16 +101,24 @@ class Runner:
         self.stats = RunnerStats()
         self.retries = Retries(self.stats)
         self.notifier = Notifier(self.stats, self._notify)  # sends in the background
+        self._unmarking: set[asyncio.Task[None]] = set()  # job.json: notified after a restart
         self.events_by: Counter[tuple[str, str]] = Counter()  # (monitor, rule): for /metrics
         self.durations = Durations()
         #: Jobs whose process runs now, and when each was handed to the conductor (/status).
         self.jobs_running: dict[str, tuple[Job, float]] = {}
+        #: Queued jobs cancelled through runner.http: recorded, not started, when their turn
+        #: comes.
+        self.cancelled: set[str] = set()
         self.live = LiveFile(self.jobs_dir)  # for `meow-async status`
+        #: The jobs folder's index, open while ``run`` runs.
+        self.index: JobIndex | None = None
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         http = self.config.http
-        self.endpoints = Endpoints(self) if http else None
+        self.endpoints = Endpoints(self, http_token(http)) if http else None
         if http and self.endpoints is not None:
-            self.http.serve_operator(http["host"], http["port"], self.endpoints.answer)
+            self.http.serve_operator(
+                http["host"], http["port"], self.endpoints.answer, http_limits(http)
+            )
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -143,7 +166,7 @@ class Runner:
         return out
 
     def monitor(self, name: str) -> Any:
-        """The runner's monitor called ``name`` (``files``, ``network``, ``http``)."""
+        """The runner's monitor called ``name`` (``files``, ``network``, ``http``, ``time``)."""
         for m in self.monitors:
             if m.name == name:
                 return m
@@ -215,9 +238,54 @@ class Runner:
         # What a previous run left: accepted messages, queued and running jobs, file changes
         # since its watermark (found by the file monitor once its watch is live).
         recovered_events = await asyncio.to_thread(self.network.recover)
+        self.index = await asyncio.to_thread(self._open_index)
+        self.handler.index = self.index
+        try:
+            await self._run_indexed(recovered_events)
+        finally:
+            await asyncio.to_thread(self.index.close)
+
+    def _open_index(self) -> JobIndex:
+        """The jobs folder's index, made again from the folders if it cannot be trusted."""
+        try:
+            index, opened = JobIndex.open(self.jobs_dir, durable=self.config.durable)
+        except (OSError, sqlite3.Error) as e:
+            raise MeowError(
+                f"cannot open the job index in {self.jobs_dir} (.meow-index.sqlite3): {e}; "
+                "it can be deleted, and is then made again from the job folders"
+            ) from None
+        if opened.rebuilt is not None:
+            logger.info(
+                "job index made again from the job folders (%s): %d job(s) in %.2fs",
+                opened.rebuilt,
+                opened.jobs,
+                opened.took,
+            )
+        elif opened.added or opened.dropped:
+            logger.info(
+                "job index brought up to date with the job folders: %d added, %d gone "
+                "(%d folder(s) looked at, %.2fs)",
+                opened.added,
+                opened.dropped,
+                opened.looked_at,
+                opened.took,
+            )
+        return index
+
+    async def _run_indexed(self, recovered_events: list[Event]) -> None:
         recovered = await asyncio.to_thread(
-            recover_jobs, self.jobs_dir, self.workflow.rules, durable=self.config.durable
+            recover_jobs,
+            self.jobs_dir,
+            self.workflow.rules,
+            durable=self.config.durable,
+            index=self.index,
         )
+        if recovered.half_made:
+            logger.info(
+                "%d job(s) were being made when the runner stopped: removed; their triggers "
+                "make them again",
+                recovered.half_made,
+            )
         if recovered.to_run or recovered.failed or recovered.finished:
             logger.info(
                 "recovered %d job(s) to run (%d were cut off: %d to rerun, %d failed; %d "
@@ -229,6 +297,13 @@ class Runner:
                 recovered.killed,
                 recovered.finished,
             )
+        self.notifier.links = self._links()
+        if recovered.to_notify:  # with the job index (issue 22), from its query
+            logger.info(
+                "%d settled job(s) to notify (found after a restart)", len(recovered.to_notify)
+            )
+            for meta in recovered.to_notify:
+                self._notify_settled(meta)
         cfg = self.config
         events: asyncio.Queue[Event] = asyncio.Queue(maxsize=cfg.queue_size)
         jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=max(cfg.queue_size, 2 * cfg.max_jobs))
@@ -238,6 +313,7 @@ class Runner:
         finally:
             self.network.close_journal()  # cancelled too: no open file left behind
             await self.notifier.close(min(NOTIFY_GRACE, self.config.shutdown_timeout))
+            await asyncio.gather(*self._unmarking)
             close = getattr(self.conductor, "close", None)
             if close is not None:
                 await close()
@@ -293,6 +369,8 @@ class Runner:
                 ports=self.ports(),
             )
             tg.create_task(self.live.keep(self._stop), name="live-file")
+            if cfg.retention:
+                tg.create_task(self._retain(dict(cfg.retention)), name="retention")
             self.started.set()
             logger.info(
                 "runner started: watching %s, jobs in %s, up to %d at once",
@@ -318,6 +396,28 @@ class Runner:
                 logger.warning("stopping %d running job(s)", self.stats.running)
             for t in (force, drained, *workers, *self.retries.waiting):
                 t.cancel()
+
+    async def _retain(self, keep: dict[str, float]) -> None:
+        """Remove finished jobs past ``runner.retention``, a slice (``SLICE`` jobs, one thread
+        hop) every few seconds while there is a backlog, then once a minute."""
+        assert self.index is not None  # noqa: S101 - open while running
+        index, pruned = self.index, Pruned()
+        while not self._stop.is_set():
+            try:
+                done = await asyncio.to_thread(prune_slice, index, keep, into=Pruned())
+            except (OSError, sqlite3.Error) as e:
+                logger.warning("retention: could not remove old jobs: %s", e)
+                done = Pruned()
+            for state, n in done.removed.items():
+                pruned.removed[state] = pruned.removed.get(state, 0) + n
+            self.stats.removed += done.total
+            busy = done.total >= RETENTION_SLICE
+            if not busy and pruned.total:
+                logger.info("retention: removed %d old job(s): %s", pruned.total, describe(pruned))
+                pruned = Pruned()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETENTION_BUSY if busy else RETENTION_IDLE):
+                    await self._stop.wait()
 
     async def _requeue(
         self,
@@ -456,7 +556,7 @@ class Runner:
             "%s (rule %s): refused, its job cannot be made (not tried again): %s",
             _what(event),
             event.rule.name,
-            error,
+            printable(str(error)),  # it may quote the input
         )
         if event.release is not None:
             event.release()
@@ -471,9 +571,12 @@ class Runner:
                     except asyncio.CancelledError:
                         self.stats.left_queued += 1  # stopped at once: it stays queued
                         raise
-                    job.on_end = _once(self._slots.release)
+                    job.on_end = _once(functools.partial(self._process_ended, job))
                 if self._stop.is_set():
                     self.stats.left_queued += 1  # stays queued on disk
+                    continue
+                if job.id in self.cancelled:
+                    await self._cancelled_before_start(job)
                     continue
                 await self._execute(job, jobs)
             finally:
@@ -481,6 +584,87 @@ class Runner:
                 job.on_end = None
                 jobs.task_done()
                 self._notify()
+
+    async def _cancelled_before_start(self, job: Job) -> None:
+        self.cancelled.discard(job.id)
+        self.stats.failed += 1
+        now = time.time()
+        await asyncio.to_thread(
+            job.update,
+            state=JobState.failed.value,
+            finished=now,
+            error=f"{CANCELLED} before it started",
+            cancelled=True,
+        )
+        logger.warning("job %s cancelled before it started (rule %s)", job.id, job.rule)
+        self._job_ended(job, JobState.failed)
+
+    # -- operator's requests (runner.http) -----------------------------------------------------
+
+    async def rerun(self, job_id: str) -> dict[str, Any]:
+        """Queue a finished job again (``meow-async jobs rerun``); its record as queued.
+
+        Raises:
+            MeowError: no such job, or it has not finished, or the runner is not running.
+        """
+        jobs = self._queues.get("jobs")
+        if jobs is None or not self.started.is_set() or self.stopping:
+            raise MeowError("the runner is not running jobs now")
+        if job_id in self.jobs_running:
+            raise MeowError(f"job {job_id} is running")
+        job = await asyncio.to_thread(self._queue_again, job_id)
+        self.cancelled.discard(job_id)
+        await jobs.put(job)
+        logger.info("job %s queued again (rerun, rule %s)", job.id, job.rule, extra=_fields(job))
+        return job.meta
+
+    def _queue_again(self, job_id: str) -> Job:
+        folder = self._job_folder(job_id)
+        meta = current({**read_meta(folder), "dir": str(folder)})
+        if meta.get("state") not in FINISHED:
+            raise MeowError(f"job {job_id} is {meta.get('state')}: only a finished job reruns")
+        meta = queued_again(meta)
+        write_meta(folder, meta, durable=self.config.durable)
+        job = Job.from_meta(meta)
+        job.durable = self.config.durable
+        job.index = self.index
+        if self.index is not None:
+            self.index.put([job])  # queued again, and its restart notification no longer owed
+        return job
+
+    async def cancel_queued(self, job_id: str) -> None:
+        """Mark a queued job cancelled: when its turn comes it is recorded, not started.
+
+        Raises:
+            MeowError: no such job, or it is not queued (a running one is signalled by
+                ``meow-async jobs cancel`` itself).
+        """
+        if job_id in self.jobs_running:
+            raise MeowError(f"job {job_id} is running")
+        folder = self._job_folder(job_id)
+        meta = await asyncio.to_thread(lambda: current({**read_meta(folder), "dir": str(folder)}))
+        if meta.get("state") != JobState.queued.value:
+            raise MeowError(f"job {job_id} is {meta.get('state')}, not queued")
+        self.cancelled.add(job_id)
+        logger.info("job %s cancelled: it will not start", job_id)
+
+    def _job_folder(self, job_id: str) -> Path:
+        """The folder of job ``job_id``: in its day folder (the index says which), or in the
+        flat layout of earlier versions. KeyError if there is none."""
+        if not job_id or "/" in job_id or job_id.startswith("."):
+            raise KeyError(job_id)
+        where = self.index.folder_of(job_id) if self.index is not None else None
+        folder = self.jobs_dir / (where or job_id)
+        if not (folder / META_FILE).is_file():
+            raise KeyError(job_id)
+        return folder
+
+    def _process_ended(self, job: Job) -> None:
+        """The job's process is gone (here or on a worker): its slot goes to the next job, and
+        what it declared is complete, so the next stage need not wait for a watcher (the
+        end is recorded in job.json meanwhile)."""
+        self._slots.release()
+        self.files.job_ended(job.dir, job.meta.get("outputs") or {})
 
     async def _leave_queued(self, jobs: asyncio.Queue[Job]) -> None:
         while True:
@@ -538,7 +722,7 @@ class Runner:
                 "job %s skipped (rule %s): %s",
                 job.id,
                 job.rule,
-                job.meta["error"],
+                printable(str(job.meta["error"])),
                 extra=_fields(job),
             )
         else:
@@ -549,7 +733,7 @@ class Runner:
                 state.value,
                 took,
                 job.rule,
-                job.meta.get("error"),
+                printable(str(job.meta.get("error"))),
                 extra=_fields(job),
             )
         self._job_ended(job, state)
@@ -560,6 +744,42 @@ class Runner:
         notify = rule.pattern.notify if rule is not None else None
         if isinstance(notify, Notify):
             self.notifier.job_ended(job, state, notify)
+
+    def _notify_settled(self, meta: dict[str, Any]) -> None:
+        """A job settled at start: notified once ("found after a restart"); its job.json's
+        mark goes once every destination has had the message, so a runner that dies before
+        leaves it to the next start (at least once)."""
+        rule = self.workflow.rules.get(str(meta.get("rule")))
+        notify = rule.pattern.notify if rule is not None else None
+        job_dir = Path(meta["dir"])
+
+        def notified() -> None:
+            task = asyncio.create_task(
+                asyncio.to_thread(
+                    clear_notify_mark, job_dir, durable=self.config.durable, index=self.index
+                )
+            )
+            self._unmarking.add(task)
+            task.add_done_callback(self._unmarking.discard)
+
+        if not isinstance(notify, Notify) or not self.notifier.settled_at_start(
+            meta, notify, notified
+        ):
+            notified()  # its rule no longer asks for it
+
+    def _links(self) -> str | None:
+        """Where people open runner.http: its ``public_url``, else the address it is bound to."""
+        http, port = self.config.http, self.http_port
+        if http is None:
+            return None
+        if http.get("public_url"):
+            return str(http["public_url"])
+        if port is None:
+            return None
+        host = str(http["host"])
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - every address: name this machine
+            host = socket.gethostname()
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
     def _notify(self) -> None:
         tick, self._tick = self._tick, asyncio.Event()
@@ -587,6 +807,11 @@ class Runner:
         await self._task
 
 
+#: Seconds between retention slices while old jobs are left to remove, and after a pass that
+#: found none left: a slice is one thread hop, never a pause of the loop.
+RETENTION_BUSY = 2.0
+RETENTION_IDLE = 60.0
+
 #: Events a handler task makes jobs for in one thread hop, at most: fewer hops in a burst,
 #: while the first job of a burst waits for no more than a few folders to be made.
 _HANDLE_AT_ONCE = 8
@@ -608,8 +833,12 @@ def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
         return local
     from ..conductors.dask import DaskConductor  # imports distributed: only when asked for
 
+    settings = dict(config.dask)
+    if "jobqueue" in settings:  # the batch system's settings go to dask-jobqueue as they are
+        timeout = settings.pop("connect_timeout", 30.0)
+        settings = {"jobqueue": settings, "connect_timeout": timeout}
     return DaskConductor(
-        **config.dask, kill_timeout=config.kill_timeout, default=config.conductor, local=local
+        **settings, kill_timeout=config.kill_timeout, default=config.conductor, local=local
     )
 
 
@@ -631,11 +860,14 @@ def _fields(job: Job) -> dict[str, Any]:
 
 
 def _what(event: Event) -> str:
-    """An event in a log line: the file, or the message."""
+    """An event in a log line: the file, or the message (what came from outside escaped, for
+    an embedding application's own log format too)."""
     if event.kind == "network":
         return f"message {event.extras.get('message_id')} from {event.extras.get('peer')}"
     if event.kind == "http":
         x = event.extras
-        what = f"{x.get('method')} {x.get('request_path')}"
+        what = f"{x.get('method')} {printable(str(x.get('request_path')))}"
         return f"{what} ({x.get('message_id')}) from {x.get('peer')}"
-    return f"{event.change or event.kind} {event.rel_path}"
+    if event.kind == "time":
+        return f"tick {event.extras.get('scheduled_time')}"
+    return f"{event.change or event.kind} {printable(event.rel_path)}"

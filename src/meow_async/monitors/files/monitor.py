@@ -1,5 +1,6 @@
 """The file monitor: one event per complete write per rule, from inotify on Linux (read on the
-event loop) or watchfiles elsewhere."""
+event loop), a polling look at an index on network filesystems, or watchfiles elsewhere; and
+at once when a job that declared its outputs ends."""
 
 from __future__ import annotations
 
@@ -10,19 +11,25 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ...exceptions import MonitorError
 from ...model.config import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, WATCHERS, WatcherName
 from ...model.events import Event
+from ...model.filters import ABSENT, Facts
 from ...model.patterns import Change, FilePattern
 from ...model.rules import Rule
 from ...model.workflow import Workflow
+from ..filtering import Filtering
 from . import inotify
 from .changes import FileChange, FileState, PathFilter, chronological, fs_now, state_of
 from .gate import Gate
 from .inotify_watch import InotifyWatch
+from .job_outputs import OutputScan, output_targets
+from .mounts import remote_mounts
+from .poll_watch import PollWatch
 from .portable_watch import PortableWatch
 from .writing import being_written
 
@@ -62,6 +69,11 @@ class FileMonitor:
         rescan_after: int = 1000,
         catch_up_since: float | None = None,
         on_watch: Callable[[float], None] | None = None,
+        filtering: Filtering | None = None,
+        poll_interval: float = 1.0,
+        poll_settle: float = 2.0,
+        poll_full_interval: float = 60.0,
+        poll_index: Path | None = None,
     ) -> None:
         if watcher not in WATCHERS:
             raise MonitorError(
@@ -73,6 +85,13 @@ class FileMonitor:
         self.watcher = watcher
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
+        self.poll_interval = poll_interval
+        self.poll_settle = poll_settle
+        self.poll_full_interval = poll_full_interval
+        self.poll_index = poll_index
+        self._chosen: str | None = None  # what `auto` became, once decided
+        self._remote = False  # base_dir, or a mount below it, is a network or FUSE mount
+        self._outputs = OutputScan(self)
         self.filter = PathFilter(self.base, self.ignore)
         self._seen: OrderedDict[str, FileState] = OrderedDict()
         self._seen_lock = threading.Lock()
@@ -87,12 +106,13 @@ class FileMonitor:
         #: returns is never missed.
         self._added_at: float | None = None
         self._on_watch = on_watch
+        self.filtering = filtering or Filtering()
         self._gate = Gate(_nowhere)
-        self._emitting: float | None = None
+        self._emitting: dict[int, float] = {}  # per _emit call under way: its oldest change
         #: Set when no rule needs the watch any more.
         self.unwatch = False
         workflow.add_validator(self._validate)
-        self._watch_now: InotifyWatch | PortableWatch | None = None
+        self._watch_now: InotifyWatch | PortableWatch | PollWatch | None = None
         #: Set while every change under ``base_dir`` that a rule needs will be seen.
         self.ready = asyncio.Event()
 
@@ -104,7 +124,44 @@ class FileMonitor:
     @property
     def exact(self) -> bool:
         """Whether files are handed on at their writer's close (inotify), not by batch."""
-        return self.watcher == "inotify" or (self.watcher == "auto" and inotify.available())
+        return self.kind == "inotify"
+
+    @property
+    def kind(self) -> str:
+        """The watcher in use: ``inotify``, ``poll`` or ``watchfiles`` (``auto`` decided)."""
+        if self._chosen is None:
+            self._chosen = self._choose()
+        return self._chosen
+
+    def _choose(self) -> str:
+        remote = remote_mounts(self.base)
+        # Writes the kernel here may not report: the job-end scan is then worth making.
+        self._remote = bool(remote)
+        if self.watcher != "auto":
+            return self.watcher
+        if remote:
+            m = remote[0]
+            logger.info(
+                "watching %s by polling every %gs: %s is a %s mount (%s), where writes made "
+                "on other machines (or by its FUSE daemon) reach no inotify here "
+                "(runner.file_watcher: inotify to watch it anyway)",
+                self.base,
+                self.poll_interval,
+                m.point,
+                m.fstype,
+                m.source,
+            )
+            return "poll"
+        return "inotify" if inotify.available() else "watchfiles"
+
+    @property
+    def settle_default(self) -> float:
+        """The settle that changes found by looking (not by the kernel) get: polled files."""
+        return self.poll_settle if self.kind == "poll" else 0.0
+
+    def active(self) -> bool:
+        """Watching for some rule now (no file rule: no watch at all)."""
+        return bool(self.rules())
 
     def rules(self) -> list[Rule]:
         return [r for r in self.workflow.rules.values() if isinstance(r.pattern, FilePattern)]
@@ -114,21 +171,40 @@ class FileMonitor:
             raise MonitorError(self.name, "inotify is not available here: use watcher auto")
         if self.rules():
             await asyncio.to_thread(self._check_base)
+            self._chosen = await asyncio.to_thread(self._choose)
         changed = asyncio.Event()
         unsubscribe = self.workflow.subscribe(changed.set)
         self._gate = Gate(events.put)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._follow_rules(events, stop, changed))
+                outputs = tg.create_task(self._outputs.run(events, stop))
                 await self._watch(events, stop)
+                outputs.cancel()  # stopping: what jobs end with from now on, the next start finds
         finally:
             unsubscribe()
             self._gate.close()
 
+    @property
+    def scans_job_outputs(self) -> bool:
+        """Whether a job's end is a reason to look: where the watcher polls, or the folder is
+        on a network or FUSE mount. inotify or watchfiles on a local filesystem are told of
+        every write made to it, at its close, exactly: a scan would only race them."""
+        return self.kind == "poll" or self._remote
+
+    def job_ended(self, job_dir: Path, outputs: Mapping[str, Any]) -> None:
+        """A job has ended: look at once at the files its declared ``outputs`` name and the
+        folders they point into, so the next stage need not wait for a watcher (a poll, or
+        another machine's write that inotify never sees). Returns at once."""
+        if self.rules() and self._watch_now is not None and self.scans_job_outputs:
+            targets = output_targets(self.base, job_dir, outputs, self.filter)
+            if targets:
+                self._outputs.add(targets)
+
     def oldest_held(self) -> float | None:
         """The oldest change (its file's ctime) seen but not yet on the event queue: held
         back (settle, sentinel...), being put there now, or still open for writing."""
-        times = [self._gate.oldest(), self._emitting]
+        times = [self._gate.oldest(), *self._emitting.values()]
         if self._watch_now is not None:
             times.append(self._watch_now.held_since())
         return min((t for t in times if t is not None), default=None)
@@ -200,9 +276,17 @@ class FileMonitor:
     async def _watch_while_needed(self, events: asyncio.Queue[Event], stop: asyncio.Event) -> None:
         """One watch, from set-up (then ``ready``) until no rule needs it."""
         self.unwatch = False
-        watch: InotifyWatch | PortableWatch
-        if self.exact:
+        watch: InotifyWatch | PortableWatch | PollWatch
+        if self.kind == "inotify":
             watch = InotifyWatch(self)
+        elif self.kind == "poll":
+            watch = PollWatch(
+                self,
+                self.poll_interval,
+                self.poll_settle,
+                self.poll_index,
+                self.poll_full_interval,
+            )
         else:
             watch = PortableWatch(self, self.step_ms, self.debounce_ms, self.rescan_after)
         await watch.start()
@@ -228,7 +312,10 @@ class FileMonitor:
             logger.debug("stopped watching %s", self.base)
 
     async def _catch_up(
-        self, watch: InotifyWatch | PortableWatch, events: asyncio.Queue[Event], since: float
+        self,
+        watch: InotifyWatch | PortableWatch | PollWatch,
+        events: asyncio.Queue[Event],
+        since: float,
     ) -> None:
         """Changes made while nobody watched: since the last run's watch began (a restart),
         or since a rule was added to a runner that watched nothing. Found now the watch is
@@ -295,16 +382,45 @@ class FileMonitor:
         *,
         retroactive: bool = False,
         catch_up: bool = False,
+        settle: float | None = None,
+        complete: frozenset[str] = frozenset(),
     ) -> None:
+        """Each change as an event per matching rule: onto the queue, or to the gate. Changes
+        found by looking wait the watcher's default ``settle``, unless their path is in
+        ``complete`` (a file whose writer, a job, has ended)."""
         changes = list(changes)
         if not changes:
             return
+        if settle is None:
+            settle = self.settle_default
         # Until each is on the queue, the runner's watermark must not pass these changes.
-        self._emitting = min((c.ctime for c in changes if c.state), default=None)
+        token = object()
+        oldest = min((c.ctime for c in changes if c.state), default=None)
+        if oldest is not None:
+            self._emitting[id(token)] = oldest
         try:
-            await self._emit_each(changes, events, rules, retroactive, catch_up)
+            await self._emit_each(changes, events, rules, retroactive, catch_up, settle, complete)
         finally:
-            self._emitting = None
+            self._emitting.pop(id(token), None)
+
+    async def emit_outputs(
+        self,
+        changes: list[FileChange],
+        events: asyncio.Queue[Event],
+        complete: dict[str, FileChange],
+    ) -> None:
+        """What a job-end scan found: the declared files (``complete``, each as it is now)
+        go on at once, those a watcher already reported and the gate holds too."""
+        found = {c.path for c in changes}
+        held = [c for p, c in complete.items() if p not in found and self._gate.holds_path(p)]
+        await self._emit([*changes, *held], events, self.rules(), complete=frozenset(complete))
+
+    def declared(self, path: str) -> None:
+        """A job-end scan has just read ``path`` as its job left it: a look that began
+        before may hold an older view of it (an attribute cache's), which must not trigger."""
+        watch = self._watch_now
+        if isinstance(watch, PollWatch):
+            watch.declared(path)
 
     async def _emit_each(
         self,
@@ -313,10 +429,16 @@ class FileMonitor:
         rules: list[Rule],
         retroactive: bool,
         catch_up: bool,
+        settle: float,
+        complete: frozenset[str],
     ) -> None:
+        filtered = Filtering.needed(rules)
         for ch in changes:
+            # A deletion is complete as it is; a declared output once its job has ended.
+            guess = 0.0 if ch.state is None or ch.path in complete else settle
             self._gate.noticed(ch.path)  # it may be a sentinel a held trigger waits for
             rel = ch.path[len(self.base) + 1 :]  # every path here is below self.base
+            facts = _facts(ch, rel) if filtered else None
             for rule in rules:
                 pattern = rule.pattern
                 assert isinstance(pattern, FilePattern)  # noqa: S101 - rules() gave file rules
@@ -324,6 +446,11 @@ class FileMonitor:
                     catch_up and not pattern.changes.isdisjoint(_CATCH_UP)
                 )
                 if wanted and pattern.matches(rel):
+                    if facts is not None and not self.filtering.passes(rule, facts):
+                        # Not this state of the file: a trigger held for an earlier one is
+                        # no longer what the file holds either.
+                        self._gate.withdraw(rule.name, ch.path)
+                        continue
                     extras: dict[str, object] = {}
                     if ch.src is not None:
                         extras["src_path"] = ch.src
@@ -341,8 +468,12 @@ class FileMonitor:
                         key=ch.key(),
                         changed_at=ch.ctime,
                     )
-                    if Gate.needed(pattern):
-                        self._gate.offer(event)
+                    if (
+                        Gate.needed(pattern)
+                        or Gate.default_settle(pattern, guess)
+                        or self._gate.holds(rule.name, ch.path)  # a newer state of a held one
+                    ):
+                        self._gate.offer(event, settle=guess)
                     else:
                         await events.put(event)
 
@@ -448,6 +579,19 @@ class FileMonitor:
                     self.remember(path, state)
                 out.append(FileChange(change, path, None, state, st.st_ctime))
         return out
+
+
+def _facts(ch: FileChange, rel: str) -> Facts:
+    """What a file pattern's filter sees of a change."""
+    return Facts(
+        "file",
+        lambda: {
+            "path": rel,
+            "name": os.path.basename(rel),
+            "size": ch.state.size if ch.state is not None else ABSENT,
+            "change": ch.change.value,
+        },
+    )
 
 
 async def _nowhere(event: Event) -> None:
