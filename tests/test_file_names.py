@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,6 +96,40 @@ async def test_a_name_that_is_not_utf8_reaches_each_recipe_as_its_bytes(ws: Work
     async with ws.runner(patterns, recipes) as again:
         pass
     assert again.stats.jobs == again.stats.handler_errors == 0
+
+
+async def test_the_job_index_lists_and_finds_a_name_that_is_not_utf8(ws: Workspace) -> None:
+    """The index (SQLite: UTF-8 text only) holds such a name with its stray bytes as ``\\xNN``:
+    before, binding it failed, so the event's jobs were never made (the index is written
+    before the folders) and the rule was stuck at that file. ``jobs --input`` with the name's
+    own bytes finds the job, and ``reindex`` rebuilds from folders that hold one."""
+    patterns = [FilePattern(name="p", glob="in/*", recipe="sh")]
+    recipes: list[Recipe] = [sh_recipe("sh", "true\n")]
+    (ws.base / "in").mkdir()
+    raw = bytes(ws.base) + b"/in/" + RAW_NAME
+    async with ws.runner(patterns, recipes) as r:
+        with open(raw, "wb") as f:
+            f.write(b"x")
+        await until(r, 1)
+    assert r.stats.handler_errors == 0
+    (job,) = ws.jobs_list()
+    assert job["state"] == "done", job["error"]
+
+    def cli(*args: str | bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "meow_async", *args],
+            capture_output=True,
+            timeout=WAIT,
+            check=False,
+        )
+
+    for _ in range(2):  # as the runner wrote it, then as reindex made it again from the folders
+        listed = cli("jobs", str(ws.jobs), "--input", raw)
+        assert listed.returncode == 0, listed.stderr
+        assert job["id"].encode() in listed.stdout
+        assert b"in/bad\\xff\\xfe name.txt" in listed.stdout
+        made = cli("reindex", str(ws.jobs))
+        assert made.returncode == 0, made.stderr
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
