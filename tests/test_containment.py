@@ -237,3 +237,29 @@ async def test_a_bash_job_has_sigpipe_as_a_shell_has_it(ws: Workspace) -> None:
     assert (Path(job["dir"]) / "stdout.txt").read_text() == "y\n"
     # Nothing on stderr (no "Broken pipe"): an empty stderr.txt is not kept (drop_empty_output).
     assert not (Path(job["dir"]) / "stderr.txt").exists()
+
+
+#: The first attempt leaves a setsid child behind and fails; the retry leaves nothing.
+ESCAPES_ONCE_SH = """\
+if [ ! -e escaped.txt ]; then
+  setsid sleep 300 & echo $! >> escaped.txt
+  exit 1
+fi
+"""
+
+
+@pytest.mark.parametrize("mode", modes()[:1])
+async def test_left_running_describes_the_last_attempt_only(ws: Workspace, mode: str) -> None:
+    """A retry (as a ``meow-async jobs rerun``) starts afresh: what an earlier attempt left
+    running is not said of the attempt that ended last."""
+    pattern = FilePattern(name="p", glob="*.in", recipe="sh", retries=1, retry_backoff=0)
+    async with ws.runner([pattern], [sh_recipe("sh", ESCAPES_ONCE_SH)], containment=mode) as r:
+        ws.write("a.in")
+        async with asyncio.timeout(WAIT):
+            await r.wait_for(lambda s: s.finished >= 1)
+    (job,) = ws.jobs_list()
+    assert job["state"] == "done", job["error"]
+    assert len(job["attempts"]) == 2
+    assert job["containment"] == mode
+    assert "left_running" not in job
+    assert [p for p in escaped(Path(job["dir"])) if alive(p)] == []

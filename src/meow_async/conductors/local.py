@@ -249,7 +249,9 @@ class LocalConductor:
         # Running: in memory only; process.log says so on disk.
         job.meta.update(state=JobState.running.value, started=proc.started, pid=proc.pid)
         job.meta["containment"] = server.containment if server is not None else "none"
-        job.meta.pop("output_cut", None)  # an earlier attempt's
+        # An earlier attempt's (a retry's, or a run before `meow-async jobs rerun`).
+        job.meta.pop("output_cut", None)
+        job.meta.pop("left_running", None)
         max_output = job.meta.get("max_output")
         watch = OutputWatch(job.dir, max_output) if isinstance(max_output, int) else None
         try:
