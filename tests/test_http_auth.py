@@ -337,3 +337,60 @@ async def test_an_idempotency_key_is_scoped_by_method_and_concrete_path(ws: Work
         async with asyncio.timeout(WAIT):
             await r.wait_for(lambda st: st.finished >= 4)
     assert len(ws.jobs_list()) == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "header"),
+    [
+        ("", "Authorization"),
+        (", token_header: X-Gitlab-Token, tls_cert: server.pem, tls_key: server.key", None),
+    ],
+    ids=["bearer", "gitlab-header-https"],
+)
+def test_the_banner_s_curl_hint_works_when_pasted(
+    tmp_path: Path, extra: str, header: str | None
+) -> None:
+    """The "Try it: curl ..." line, pasted into a shell with $TOKEN set and the CA beside it,
+    makes a job: the token goes in the header the pattern reads (it said Authorization even
+    for token_header patterns) and an HTTPS route is asked over https with the CA."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "CA.pem"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "token").write_text("s3cret-token\n")
+    (tmp_path / "workflow.yaml").write_text(
+        "runner: {base_dir: data, jobs_dir: jobs}\n"
+        "recipes:\n  r: {kind: bash, script: 'cat \"$input_file\"'}\n"
+        f"patterns:\n  hook: {{route: /hook, port: 0, recipe: r, token_file: token{extra}}}\n"
+    )
+    with MeowRun("workflow.yaml", cwd=tmp_path) as run:
+        run.wait_for("Try it: curl")
+        run.wait_for("runner started", stream="stderr")
+        (hint,) = [
+            line.split("Try it: ", 1)[1]
+            for line in run.stdout.splitlines()
+            if line.startswith("Try it: curl")
+        ]
+        if header:
+            assert f'-H "{header}: Bearer $TOKEN"' in hint, hint
+        else:
+            assert '-H "X-Gitlab-Token: $TOKEN"' in hint, hint
+            assert "--cacert CA.pem" in hint, hint
+            assert "https://" in hint, hint
+        pasted = subprocess.run(
+            ["bash", "-c", hint + " --fail-with-body -sS"],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "TOKEN": "s3cret-token"},
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        assert pasted.returncode == 0, (hint, pasted.stdout, pasted.stderr)
+        (job_id,) = json.loads(pasted.stdout)["jobs"]
+        wait_until_sync(lambda: len(list((tmp_path / "jobs").glob("*/*/stdout.txt"))) == 1)
+    (out,) = (tmp_path / "jobs").glob(f"*/{job_id}/stdout.txt")
+    assert out.read_text() == "hello world"

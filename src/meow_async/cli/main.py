@@ -517,11 +517,25 @@ def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
         p = rule.pattern
         if isinstance(p, HttpPattern) and "POST" in p.methods and p.hmac_secret() is None:
             where = host_port(p.host, ports.get(rule.name, p.port))
-            route = re.sub(r"\{\w+\}", "example", p.route)
-            auth = ' -H "Authorization: Bearer $TOKEN"' if p.token() is not None else ""
-            out.append(f"curl{auth} --data-binary 'hello world' http://{where}{route}")
+            out.append(_curl_hint(p, where))
             break
     return out
+
+
+def _curl_hint(p: HttpPattern, where: str) -> str:
+    """A curl line that works when pasted: the token in the header the pattern reads, HTTPS
+    with the CA to trust (and the client certificate it asks for)."""
+    opts = ""
+    if p.token() is not None:
+        bearer = p.token_header.lower() == "authorization"
+        opts += f' -H "{p.token_header}: {"Bearer " if bearer else ""}$TOKEN"'
+    if p.tls_cert:
+        opts += " --cacert CA.pem"
+    if p.tls_client_ca:
+        opts += " --cert CLIENT.pem --key CLIENT.key"
+    scheme = "https" if p.tls_cert else "http"
+    route = re.sub(r"\{\w+\}", "example", p.route)
+    return f"curl{opts} --data-binary 'hello world' {scheme}://{where}{route}"
 
 
 def _prog() -> str:
