@@ -48,7 +48,9 @@ from ..monitors.connection import peer_log
 from ..monitors.filtering import Filtering
 from ..monitors.http_server import http_log
 from .bookkeeping import RunnerStats
+from .feed import Feed
 from .live import LiveFile
+from .view import LiveView
 
 __all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
 
@@ -87,6 +89,7 @@ class Observed(Protocol):
     live: LiveFile
     started: asyncio.Event
     index: JobIndex | None
+    feed: Feed
 
     @property
     def stopping(self) -> bool: ...
@@ -219,10 +222,13 @@ class Endpoints:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(runner))
         self._token = None if token is None else token.encode()
+        self.view = LiveView(runner, self._token, trigger_text)
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The answer to an operator's request; None for a path that is not one of ours."""
         path = request.path
+        if path == "/" or path.startswith("/view/"):
+            return await self.view.answer(request)
         if path not in self.PATHS and not path.startswith("/jobs/"):
             return None
         action = path.rpartition("/")[2]
