@@ -89,7 +89,8 @@ def graph_svg(
         bad = failed.get(name, 0)
         state = " failed" if bad else ""
         label = name if len(name) <= 22 else name[:21] + "…"
-        count = f"{jobs.get(name, 0)} jobs" + (f", {bad} failed" if bad else "")
+        n = jobs.get(name, 0)
+        count = f"{n} job{'s' if n != 1 else ''}" + (f", {bad} failed" if bad else "")
         out.append(
             f'<g class="rule{state}"><title>{escape(name)}: {count}</title>'
             f'<rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="6"/>'

@@ -1,0 +1,156 @@
+"""The live view's cost: a burst of N file jobs with V open event streams against none.
+
+Each round starts a runner (a file rule, Bash ``true``, runner.http on port 0); with viewers,
+a separate process (``python -m perf.viewers PORT V``, as browsers would be) opens V
+``/view/events`` streams and reads them. Then N files are written and the burst is timed from
+the first write until the runner counts N finished jobs. The two variants take turns, so the
+machine's drift falls on both. Also counted: the messages each viewer got (one per job
+change: queued, running, done = 3 per job) and the runner's CPU time per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from meow_async import BashRecipe, FilePattern, Runner, RunnerConfig
+
+from .loops import loop_factory
+
+
+def _cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+async def one_round(root: Path, n: int, viewers: int) -> dict[str, Any]:
+    base = root / "base"
+    base.mkdir(parents=True)
+    cfg = RunnerConfig(
+        base_dir=base, jobs_dir=root / "jobs", http={"port": 0}, queue_size=max(n, 1)
+    )
+    rule = FilePattern(name="p", glob="*.dat", recipe="r")
+    async with Runner([rule], [BashRecipe(name="r", script="true\n")], config=cfg) as r:
+        proc = None
+        if viewers:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "perf.viewers",
+                str(r.http_port),
+                str(viewers),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdout is not None  # noqa: S101
+            assert (await proc.stdout.readline()).strip() == b"ready"  # noqa: S101
+        cpu0 = _cpu_s()
+        t0 = time.monotonic()
+        for i in range(n):
+            (base / f"{i:05d}.dat").write_bytes(b"x")
+        async with asyncio.timeout(600):
+            await r.wait_for(lambda s: s.finished >= n)
+        took = time.monotonic() - t0
+        cpu = _cpu_s() - cpu0
+        got: list[int] = []
+        if proc is not None:
+            assert proc.stdin is not None and proc.stdout is not None  # noqa: S101
+            # The last messages may still be on their way: wait until every viewer has the
+            # runner's count (or give up after 10 s and report what arrived).
+            deadline = time.monotonic() + 10
+            while r.feed.sent < viewers * 3 * n and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            proc.stdin.close()
+            got = json.loads(await proc.stdout.readline())
+            await proc.wait()
+        return {
+            "viewers": viewers,
+            "total_s": took,
+            "cpu_ms_per_job": cpu / n * 1000,
+            "done": r.stats.done,
+            "messages_per_viewer": got,
+            "dropped": r.feed.dropped,
+        }
+
+
+def run(n: int, repeats: int, loop: str, scratch: Path, viewers: int = 10) -> dict[str, Any]:
+    rounds: dict[int, list[dict[str, Any]]] = {0: [], viewers: []}
+    for i in range(repeats):
+        for v in (0, viewers) if i % 2 == 0 else (viewers, 0):
+            folder = scratch / f"viewers-{v}-{i}"
+            try:
+                with asyncio.Runner(loop_factory=loop_factory(loop)) as r:
+                    rounds[v].append(r.run(one_round(folder, n, v)))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+    none_s = statistics.median(x["total_s"] for x in rounds[0])
+    with_s = statistics.median(x["total_s"] for x in rounds[viewers])
+    res = {
+        "n": n,
+        "viewers": viewers,
+        "loop": loop,
+        "without_s": none_s,
+        "with_s": with_s,
+        "ratio": with_s / none_s,
+        "spread_without": [x["total_s"] for x in rounds[0]],
+        "spread_with": [x["total_s"] for x in rounds[viewers]],
+        "cpu_ms_per_job_without": statistics.median(x["cpu_ms_per_job"] for x in rounds[0]),
+        "cpu_ms_per_job_with": statistics.median(x["cpu_ms_per_job"] for x in rounds[viewers]),
+        "messages_per_viewer": [x["messages_per_viewer"] for x in rounds[viewers]],
+        "dropped": sum(x["dropped"] for x in rounds[viewers]),
+        "rounds": rounds,
+    }
+    print(
+        f"viewers: {n} file jobs, {viewers} viewers vs none, {repeats} rounds each, taking "
+        f"turns: {with_s:.2f} s vs {none_s:.2f} s (ratio {res['ratio']:.3f}; without "
+        f"{', '.join(f'{t:.2f}' for t in res['spread_without'])}; with "
+        f"{', '.join(f'{t:.2f}' for t in res['spread_with'])}); runner CPU "
+        f"{res['cpu_ms_per_job_with']:.2f} vs {res['cpu_ms_per_job_without']:.2f} ms/job; "
+        f"messages per viewer {res['messages_per_viewer']} (3 changes per job); dropped "
+        f"{res['dropped']}"
+    )
+    return res
+
+
+async def _view(port: int, n: int) -> None:
+    """The viewers' process: N streams read to their end; prints ``ready`` once each has
+    its hello, then each one's count of job messages when stdin closes."""
+    import aiohttp
+
+    counts = [0] * n
+    ready = asyncio.Event()
+    hellos = 0
+
+    async def viewer(i: int, session: aiohttp.ClientSession) -> None:
+        nonlocal hellos
+        async with session.get(f"http://127.0.0.1:{port}/view/events") as resp:
+            async for line in resp.content:
+                if line.startswith(b"event: hello"):
+                    hellos += 1
+                    if hellos == n:
+                        ready.set()
+                elif line.startswith(b"event: job"):
+                    counts[i] += 1
+
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        tasks = [asyncio.create_task(viewer(i, session)) for i in range(n)]
+        await ready.wait()
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    print(json.dumps(counts), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(_view(int(sys.argv[1]), int(sys.argv[2])))
