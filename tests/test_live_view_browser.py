@@ -65,11 +65,24 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
 def _rules() -> tuple[list[FilePattern], list[Any]]:
     return (
         [
-            FilePattern(name="ingest", glob="incoming/*.dat", recipe="count"),
+            # A chain (ingest's outputs trigger report), so the graph has an edge to draw
+            # once jobs record their lineage.
+            FilePattern(
+                name="ingest",
+                glob="incoming/*.dat",
+                recipe="count",
+                outputs={"result_file": "{BASE}/counted/{PREFIX}.txt"},
+            ),
+            FilePattern(name="report", glob="counted/*.txt", recipe="fine"),
             FilePattern(name="check", glob="*.bad", recipe="fails"),
         ],
         [
-            py_recipe("count", "print(len(open(input_file).read()), 'bytes')\n"),
+            py_recipe(
+                "count",
+                "n = len(open(input_file).read())\nprint(n, 'bytes')\n"
+                "open(result_file, 'w').write(str(n))\n",
+            ),
+            py_recipe("fine", "print(open(input_file).read())\n"),
             py_recipe(
                 "fails",
                 "import sys\nprint('calibration out of range: <b>17</b>', file=sys.stderr)\n"
@@ -98,6 +111,7 @@ async def test_rows_appear_live_failures_turn_red_names_stay_text(
     failing job's row turns red and its page shows its stderr; a file name made of markup is
     shown as its text and runs nothing."""
     patterns, recipes = _rules()
+    (ws.base / "counted").mkdir()
     runner = ws.runner(patterns, recipes, http={"port": 0})
     async with runner:
         page = await browser.new_page()
@@ -114,15 +128,16 @@ async def test_rows_appear_live_failures_turn_red_names_stay_text(
             )
         ws.write(HOSTILE)
         await _made(runner, 4)
-        failed = page.locator("#jobs tbody tr.state-failed")
+        failed = page.locator("#jobs tbody tr.state-failed:has(td.rule:text-is('check'))")
         await failed.wait_for(timeout=WAIT * 1000)
         assert await failed.locator("td.trigger").text_content() == HOSTILE
         red = await failed.evaluate("row => getComputedStyle(row).backgroundColor")
         assert red == "rgb(253, 236, 234)"
+        assert await page.locator("#jobs tbody tr.state-failed").count() == 1
         assert await page.evaluate("window.notReloaded") is True
         assert await page.evaluate("window.pwned") is None
         assert await page.locator("#jobs img").count() == 0
-        await page.locator("#jobs tbody tr.state-done").nth(2).wait_for(timeout=WAIT * 1000)
+        await page.locator("#jobs tbody tr.state-done").nth(5).wait_for(timeout=WAIT * 1000)
         await _shot(page, "jobs")
 
         await failed.locator("td.id a").click()
