@@ -13,6 +13,7 @@ import shutil
 import socket
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -27,7 +28,7 @@ from .conftest import WAIT, Workspace, poll_until, py_recipe
 HOSTILE = '<script>alert(1)<\\script> "quo\'te" <img src=x onerror=alert(2)>.bad'
 
 
-def _rules() -> tuple[list[FilePattern], list]:  # type: ignore[type-arg]
+def _rules() -> tuple[list[FilePattern], list[Any]]:
     return (
         [
             FilePattern(name="ok", glob="*.ok", recipe="fine"),
@@ -172,10 +173,10 @@ async def test_the_token_comes_once_in_the_address_then_in_a_cookie(
             assert resp.status == 200
 
 
-async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[dict[str, object]]:
+async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[dict[str, Any]]:
     """The next ``n`` SSE messages (``event`` and parsed ``data``) of a stream."""
-    out: list[dict[str, object]] = []
-    event: dict[str, object] = {}
+    out: list[dict[str, Any]] = []
+    event: dict[str, Any] = {}
     while len(out) < n:
         line = (await resp.content.readline()).decode().rstrip("\n")
         if not line:
@@ -211,7 +212,7 @@ async def test_each_job_change_is_one_message_to_each_viewer(ws: Workspace) -> N
             async with asyncio.timeout(WAIT):
                 got = await read_events(one, 3)
                 assert await read_events(two, 3) == got
-            assert [(e["event"], e["data"]["state"]) for e in got] == [  # type: ignore[index]
+            assert [(e["event"], e["data"]["state"]) for e in got] == [
                 ("job", "queued"),
                 ("job", "running"),
                 ("job", "done"),
@@ -219,7 +220,7 @@ async def test_each_job_change_is_one_message_to_each_viewer(ws: Workspace) -> N
             done = got[2]["data"]
             assert done["trigger"] == "a.ok"
             assert done["exit_code"] == 0
-            job_id = done["id"]  # type: ignore[index]
+            job_id = done["id"]
             async with session.get(url, params={"job": "someone-else"}) as other:
                 await read_events(other, 1)
                 ws.write("b.ok")
@@ -368,7 +369,7 @@ http {{
                 ws.write("b.ok")
                 async with asyncio.timeout(WAIT):
                     got = await read_events(stream, 3)
-                assert got[-1]["data"]["state"] == "done"  # type: ignore[index]
+                assert got[-1]["data"]["state"] == "done"
         finally:
             proc.terminate()
             async with asyncio.timeout(WAIT):

@@ -38,7 +38,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-HOSTILE = "<img src=x onerror=\"window.pwned=1\">'q\".bad"
+HOSTILE = '<img src=x onerror="window.pwned=1">\'q".bad'
 
 
 @pytest.fixture
