@@ -119,7 +119,7 @@ async def test_pages_show_hostile_names_as_text(ws: Workspace) -> None:
         async with session.get(f"{base}/view/nothing") as resp:
             assert resp.status == 404
         async with session.post(f"{base}/") as resp:
-            assert resp.status == 405  # read-only
+            assert resp.status == 404  # read-only: not the view's (nor any route's here)
         async with session.get(f"{base}/?state=lost") as resp:
             assert resp.status == 200
             assert "unknown state &#39;lost&#39;" in await resp.text()
@@ -374,3 +374,50 @@ http {{
             proc.terminate()
             async with asyncio.timeout(WAIT):
                 await proc.wait()
+
+
+def test_a_notebook_jobs_cells_are_shown_as_text(tmp_path: Path) -> None:
+    """output.ipynb's code cells and their text outputs (streams, results, an error's
+    traceback without its colour codes), not a rendering: markup in them stays text."""
+    from meow_async.runner.view_pages import notebook_outputs
+
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "source": ["# title"]},
+            {
+                "cell_type": "code",
+                "source": ["x = 6 * 7\n", "print(x)"],
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": ["42\n"]}],
+            },
+            {
+                "cell_type": "code",
+                "source": "x",
+                "outputs": [
+                    {"output_type": "execute_result", "data": {"text/plain": "<b>42</b>"}},
+                    {"output_type": "display_data", "data": {"image/png": "iVBOR"}},
+                ],
+            },
+            {
+                "cell_type": "code",
+                "source": "1/0",
+                "outputs": [
+                    {
+                        "output_type": "error",
+                        "ename": "ZeroDivisionError",
+                        "evalue": "division by zero",
+                        "traceback": ["\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"],
+                    }
+                ],
+            },
+        ]
+    }
+    path = tmp_path / "output.ipynb"
+    path.write_text(json.dumps(nb))
+    assert notebook_outputs(path) == [
+        ("x = 6 * 7\nprint(x)", "42\n"),
+        ("x", "<b>42</b>\n"),
+        ("1/0", "ZeroDivisionError: division by zero\n"),
+    ]
+    assert notebook_outputs(tmp_path / "none.ipynb") is None
+    path.write_text("{not json")
+    assert notebook_outputs(path) is None

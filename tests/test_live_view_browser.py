@@ -189,3 +189,39 @@ async def test_the_page_reconnects_after_a_runner_restart(ws: Workspace, browser
             "#jobs tbody tr:has(td.trigger:text-is('incoming/after.dat'))", timeout=WAIT * 1000
         )
         assert await page.evaluate("window.notReloaded") is True
+
+
+async def test_a_running_jobs_output_shows_while_it_runs(
+    ws: Workspace, browser: Any, tmp_path: Path
+) -> None:
+    """A running job's page shows its stdout as it is written, then its end without being
+    reopened."""
+    release = tmp_path / "release"
+    script = (
+        "import os, sys, time\n"
+        "print('first line', flush=True)\n"
+        f"while not os.path.exists({str(release)!r}):\n"
+        "    time.sleep(0.02)\n"
+        "print('last line')\n"
+    )
+    runner = ws.runner(
+        [FilePattern(name="slow", glob="*.go", recipe="r")],
+        [py_recipe("r", script)],
+        http={"port": 0},
+    )
+    async with runner:
+        ws.write("a.go")
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.running >= 1)
+        job_id = next(iter(runner.jobs_running))
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{runner.http_port}/view/job/{job_id}")
+        await page.wait_for_selector("h1.state-running")
+        stdout = page.locator("#log-stdout\\.txt")
+        await page.wait_for_function(
+            "document.getElementById('log-stdout.txt').textContent.includes('first line')",
+            timeout=WAIT * 1000,
+        )
+        release.touch()
+        await page.wait_for_selector("h1.state-done", timeout=WAIT * 1000)
+        assert await stdout.text_content() == "first line\nlast line\n"

@@ -1,5 +1,6 @@
 """The runner's own HTTP endpoints (``runner.http``): ``/healthz``, ``/metrics``, ``/jobs``,
-``/status``, and ``POST /jobs/{id}/rerun`` and ``/jobs/{id}/cancel`` for ``meow-async jobs``.
+``/status``, and ``POST /jobs/{id}/rerun`` and ``/jobs/{id}/cancel`` for ``meow-async jobs``;
+``GET /`` and ``/view/...`` are the live view's (``view.py``).
 
 Views of a running runner for operators and their tools, and two requests that change a job.
 Metrics are collected when scraped, from counters the runner keeps anyway: nothing is added to

@@ -36,7 +36,7 @@ from ..monitors.filtering import Filtering
 from .feed import Feed
 from .graph_svg import graph_svg
 from .shown import shown, shown_text
-from .view_pages import MAX_LIST, job_page, job_rows, rule_rows, tail_of, took, when
+from .view_pages import MAX_LIST, job_folder, job_page, job_rows, rule_rows, tail_of, took, when
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -98,11 +98,7 @@ class LiveView:
         if path != "/" and not path.startswith("/view/"):
             return None
         if request.method not in ("GET", "HEAD"):
-            return web.json_response(
-                {"error": f"{request.method} is not allowed on {path}: the view is read-only"},
-                status=405,
-                headers={"Allow": "GET, HEAD"},
-            )
+            return None  # read-only; on a shared port, an HTTP pattern's route may take it
         parts = path.split("/")[2:]  # ["job", ID, ...] for /view/job/ID/...
         if parts[:1] == ["static"] and len(parts) == 2 and parts[1] in STATIC:
             return self.static(parts[1])
@@ -331,13 +327,16 @@ class LiveView:
     async def tail(self, job_id: str) -> web.Response:
         """A running job's stdout and stderr (the end of each), for its page's script."""
         r = self.runner
-        found = await asyncio.to_thread(job_page, r.index, r.jobs_dir, job_id, False)
-        if found is None:
+
+        def read() -> dict[str, str] | None:
+            folder = job_folder(r.index, r.jobs_dir, job_id)
+            if folder is None:
+                return None
+            return {n: tail_of(folder / n)[0] for n in ("stdout.txt", "stderr.txt", "process.log")}
+
+        out = await asyncio.to_thread(read)
+        if out is None:
             return web.json_response({"error": f"no job {shown(job_id)}"}, status=404)
-        out = {
-            name: (await asyncio.to_thread(tail_of, found.folder / name))[0]
-            for name in ("stdout.txt", "stderr.txt", "process.log")
-        }
         return web.json_response(
             {"running": job_id in r.jobs_running, **out},
             headers={**HEADERS, "Cache-Control": "no-store"},
@@ -380,10 +379,10 @@ class LiveView:
                     chunk = b"".join(viewer.waiting)
                     viewer.waiting.clear()
                     await resp.write(chunk)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
+            pass  # the viewer went away: nothing to answer, nothing to log
+        finally:
             feed.leave(viewer)
-            raise
-        feed.leave(viewer)
         return resp
 
 

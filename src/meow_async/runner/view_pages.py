@@ -25,14 +25,26 @@ from ..model.rules import Rule
 from ..model.schedule import tick_name
 from .shown import shown, shown_text
 
-__all__ = ["JobPage", "JobRow", "RuleRow", "job_page", "job_rows", "rule_rows", "tail_of", "when"]
+__all__ = [
+    "JobPage",
+    "JobRow",
+    "RuleRow",
+    "job_folder",
+    "job_page",
+    "job_rows",
+    "rule_rows",
+    "tail_of",
+    "took",
+    "when",
+]
 
-#: Bytes of a log or of stdout/stderr a job's page shows (the end of it).
-TAIL_BYTES = 32 * 1024
-#: Jobs a list shows at most.
-MAX_LIST = 500
+#: Bytes of a log or of stdout/stderr a job's page shows (the end of it): with the notebook's
+#: text, a job's page stays under 100 kB.
+TAIL_BYTES = 16 * 1024
+#: Jobs a list shows at most (a row is about 450 bytes: 200 stay under 100 kB).
+MAX_LIST = 200
 #: Notebook output a job's page shows at most (characters, all cells together).
-NOTEBOOK_CHARS = 40_000
+NOTEBOOK_CHARS = 30_000
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -175,8 +187,8 @@ class JobPage:
     attempts: list[dict[str, Any]]
 
 
-def job_page(index: JobIndex | None, jobs_dir: Path, job_id: str, running: bool) -> JobPage | None:
-    """Everything a job's page shows; None if there is no such job."""
+def job_folder(index: JobIndex | None, jobs_dir: Path, job_id: str) -> Path | None:
+    """Where job ``job_id``'s folder is (the index says which day), if it has one."""
     if not job_id or "/" in job_id or job_id.startswith(".") or "\x00" in job_id:
         return None
     where = None
@@ -184,6 +196,14 @@ def job_page(index: JobIndex | None, jobs_dir: Path, job_id: str, running: bool)
         with contextlib.suppress(sqlite3.Error):
             where = index.folder_of(job_id)
     folder = jobs_dir / (where or job_id)
+    return folder if folder.is_dir() else None
+
+
+def job_page(index: JobIndex | None, jobs_dir: Path, job_id: str, running: bool) -> JobPage | None:
+    """Everything a job's page shows; None if there is no such job."""
+    folder = job_folder(index, jobs_dir, job_id)
+    if folder is None:
+        return None
     try:
         meta = current({**read_meta(folder), "dir": str(folder)})
     except (OSError, ValueError):
