@@ -5,9 +5,10 @@ a separate process (``python -m perf.viewers PORT V``, as browsers would be) ope
 ``/view/events`` streams and reads them. Browsers mostly run on other machines: on a 2-CPU
 machine the viewers' own CPU time would be counted against the runner, so their process runs
 at ``nice 19`` (it still gets any CPU the runner leaves; its CPU time is reported). Then N
-files are written and the burst is timed from the first write until the runner counts N finished jobs. The two variants take turns, so the
-machine's drift falls on both. Also counted: the messages each viewer got (one per job
-change: queued, running, done = 3 per job) and the runner's CPU time per job.
+files are written and the burst is timed from the first write until the runner counts N
+finished jobs. The two variants take turns, so the machine's drift falls on both. Also
+counted: the messages each viewer got (one per job change: queued, running, done = 3 per
+job) and the runner's CPU time per job.
 """
 
 from __future__ import annotations
