@@ -118,6 +118,7 @@ async def test_pages_show_hostile_names_as_text(ws: Workspace) -> None:
             assert resp.status == 404
         async with session.get(f"{base}/view/nothing") as resp:
             assert resp.status == 404
+            assert 'href="../view/rules"' in await resp.text()  # links still lead home
         async with session.post(f"{base}/") as resp:
             assert resp.status == 404  # read-only: not the view's (nor any route's here)
         async with session.get(f"{base}/?state=lost") as resp:

@@ -195,7 +195,7 @@ async def test_a_running_jobs_output_shows_while_it_runs(
     ws: Workspace, browser: Any, tmp_path: Path
 ) -> None:
     """A running job's page shows its stdout as it is written, then its end without being
-    reopened."""
+    reopened; the list of running jobs shows it, and lets it go when it ends."""
     release = tmp_path / "release"
     script = (
         "import os, sys, time\n"
@@ -222,6 +222,12 @@ async def test_a_running_jobs_output_shows_while_it_runs(
             "document.getElementById('log-stdout.txt').textContent.includes('first line')",
             timeout=WAIT * 1000,
         )
+        listed = await browser.new_page()
+        await listed.goto(f"http://127.0.0.1:{runner.http_port}/?state=running")
+        row = listed.locator(f"#jobs tbody tr[data-id='{job_id}']")
+        assert await row.get_attribute("class") == "state-running"
+        await listed.wait_for_selector("#live.on", timeout=WAIT * 1000)
         release.touch()
         await page.wait_for_selector("h1.state-done", timeout=WAIT * 1000)
         assert await stdout.text_content() == "first line\nlast line\n"
+        await row.wait_for(state="detached", timeout=WAIT * 1000)  # no longer running

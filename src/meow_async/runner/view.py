@@ -117,7 +117,7 @@ class LiveView:
             return await self.job_page(parts[1])
         if len(parts) == 3 and parts[0] == "job" and parts[2] == "tail":
             return await self.tail(parts[1])
-        return self.page("missing.html", "../" * (len(parts) - 1) or "./", status=404, what=path)
+        return self.page("missing.html", _root(path), status=404, what=path)
 
     # -- the token ------------------------------------------------------------------------------
 
@@ -150,10 +150,9 @@ class LiveView:
             )
             resp.headers.update(HEADERS)
             return resp
-        root = "../" * max(0, request.path.count("/") - 1) or "./"
         return self.page(
             "token.html",
-            root,
+            _root(request.path),
             status=401,
             wrong=given is not None,
             headers={"WWW-Authenticate": 'Bearer realm="meow_async runner"'},
@@ -384,6 +383,11 @@ class LiveView:
         finally:
             feed.leave(viewer)
         return resp
+
+
+def _root(path: str) -> str:
+    """The relative way from ``path`` up to the view's root (``../../`` from /view/job/ID)."""
+    return "../" * (path.count("/") - 1) or "./"
 
 
 def _finalize(value: Any) -> Any:

@@ -82,9 +82,10 @@ def job_rows(
         return []
     sel = Select(rules=frozenset([rule]) if rule else frozenset(), tail=limit)
     if state in (JobState.running, JobState.queued):
-        # job.json (and the index) say queued until the end is recorded: running is ours
-        rows = index.select(sel, only=(JobState.queued,))
-        rows = [r for r in rows if (r.id in running) == (state == JobState.running)]
+        # job.json (and the index) say queued until the end is recorded: running is ours.
+        # Every queued row (the backlog, not the history), so no running job is left out.
+        rows = index.select(Select(rules=sel.rules), only=(JobState.queued,))
+        rows = [r for r in rows if (r.id in running) == (state == JobState.running)][-limit:]
     elif state:
         rows = index.select(sel, only=(state,))
     else:
