@@ -422,3 +422,37 @@ def test_a_notebook_jobs_cells_are_shown_as_text(tmp_path: Path) -> None:
     assert notebook_outputs(tmp_path / "none.ipynb") is None
     path.write_text("{not json")
     assert notebook_outputs(path) is None
+
+
+async def test_the_longest_list_stays_under_100_kB(ws: Workspace) -> None:
+    """200 jobs (the most a list shows) with long file names: the page is under 100 kB, and
+    it is read from the index alone (these rows have no folders)."""
+    runner = ws.runner(
+        [FilePattern(name="ingest", glob="*.dat", recipe="r")], [py_recipe("r")], http={"port": 0}
+    )
+    async with runner, aiohttp.ClientSession() as session:
+        assert runner.index is not None
+        name = "instrument-7/2026-12-07/run-000123_calibrated_spectrum_{}.dat"
+        runner.index.put_metas(
+            [
+                (
+                    {
+                        "id": f"ingest-{i:016x}",
+                        "rule": "ingest",
+                        "state": "done",
+                        "created": 1.8e9 + i,
+                        "started": 1.8e9 + i,
+                        "finished": 1.8e9 + i + 0.5,
+                        "exit_code": 0,
+                        "event": {"path": str(ws.base / name.format(i)), "base": str(ws.base)},
+                    },
+                    ws.jobs / f"2027-01-15/ingest-{i:016x}",
+                )
+                for i in range(300)
+            ]
+        )
+        async with session.get(f"http://127.0.0.1:{runner.http_port}/?limit=500") as resp:
+            page = await resp.read()
+        assert page.count(b"<tr id=") == 200
+        assert b"run-000123_calibrated_spectrum_299.dat" in page  # newest first
+        assert len(page) < 100_000
