@@ -759,6 +759,11 @@ class Runner:
         ):
             notified()  # its rule no longer asks for it
 
+    def view_url(self) -> str | None:
+        """Where people open the live view (runner.http's ``/``), once it serves."""
+        base = self._links()
+        return None if base is None else base.rstrip("/") + "/"
+
     def _links(self) -> str | None:
         """Where people open runner.http: its ``public_url``, else the address it is bound to."""
         http, port = self.config.http, self.http_port

@@ -91,6 +91,10 @@ class LiveView:
         self._trigger_text = trigger_text
         self._env: Environment | None = None
 
+    @property
+    def needs_token(self) -> bool:
+        return self._token is not None
+
     # -- routing --------------------------------------------------------------------------------
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
