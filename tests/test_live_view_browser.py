@@ -153,6 +153,13 @@ async def test_rows_appear_live_failures_turn_red_names_stay_text(
         row = page.locator("#rules tr[data-rule='check']")
         assert "1 failed" in (await row.text_content() or "")
         await _shot(page, "rules")
+        await page.wait_for_selector("#live.on", timeout=WAIT * 1000)
+        await page.evaluate("window.notReloaded = true")
+        ws.write("second.bad")  # the counts follow, without a reload
+        await page.wait_for_selector(
+            "#rules tr[data-rule='check'] a.state-failed:text-is('2 failed')", timeout=WAIT * 1000
+        )
+        assert await page.evaluate("window.notReloaded") is True
         await page.click("nav >> text=Graph")
         await page.wait_for_selector("svg.graph")
         await _shot(page, "graph")

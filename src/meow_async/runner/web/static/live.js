@@ -74,6 +74,21 @@ async function reloadRows() {
   if (tbody && rows) tbody.replaceWith(document.adoptNode(rows));
 }
 
+let recount = null;
+function recountSoon() {
+  // The rules page: its counts again, at most every 2 seconds while jobs change.
+  if (recount !== null) return;
+  recount = setTimeout(async () => {
+    recount = null;
+    const resp = await fetch(location.href, { credentials: "same-origin" });
+    if (!resp.ok) return;
+    const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+    const fresh = doc.querySelector("#rules tbody");
+    const tbody = document.querySelector("#rules tbody");
+    if (tbody && fresh) tbody.replaceWith(document.adoptNode(fresh));
+  }, 2000);
+}
+
 let tailing = null;
 async function tail() {
   const resp = await fetch(root + "view/job/" + encodeURIComponent(body.dataset.job) + "/tail",
@@ -100,11 +115,13 @@ function connect() {
     badge.className = "live on";
     if (opened && page === "jobs") reloadRows();
     if (opened && page === "job") location.reload();
+    if (opened && page === "rules") recountSoon();
     opened = true;
   });
   events.addEventListener("job", (e) => {
     const j = JSON.parse(e.data);
     if (page === "jobs") upsert(j);
+    else if (page === "rules") recountSoon();
     else if (page === "job" && j.id === body.dataset.job && j.state !== body.dataset.state) {
       location.reload();
     }
@@ -115,5 +132,5 @@ function connect() {
   };
 }
 
-if (page === "jobs" || page === "job") connect();
+if (page === "jobs" || page === "job" || page === "rules") connect();
 if (page === "job" && body.dataset.state === "running") tailing = setInterval(tail, 1000);
