@@ -26,6 +26,7 @@ from . import (
     report_tests,
     scale_out,
     schedules,
+    viewers,
 )
 from .limits import raise_nofile
 from .loops import LOOPS
@@ -49,6 +50,8 @@ SUITES = {
     "ticks": "every: ticks -> warm Python job start, p50/p99",
     "poll": "the polling watcher on 100,000 files in 1,000 folders (CPU per look, memory of "
     "the index), and job end -> next job start through the job-end scan",
+    "viewers": "the live view: a burst of 1000 file jobs with 10 open SSE viewers against none "
+    "(taking turns), and the messages each viewer got",
     "history": "restart, RSS, jobs --tail/--state and status over N finished jobs (100,000; "
     "--history-jobs 1000000), this tree against --history-base; disk per job",
 }
@@ -196,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     steps["dask"] = lambda: scale_out.run(
         1000, 1 if sizes.name == "small" else 3, args.max_jobs, 2, args.loop, scratch
     )
+    steps["viewers"] = lambda: viewers.run(1000, args.repeats or 5, args.loop, scratch)
     steps["filters"] = lambda: schedules.run_filters(5000, args.repeats or 7)
     steps["ticks"] = lambda: schedules.run_ticks(
         60 if sizes.name == "small" else 400, scratch, args.loop

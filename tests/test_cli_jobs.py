@@ -407,6 +407,7 @@ def test_status_of_a_running_runner_from_its_http_endpoint(
         port = live["http"]["port"]
         assert port > 0
         assert live["http"]["host"] == "127.0.0.1"
+        assert f"  live view http://127.0.0.1:{port}/\n" in run.stdout
 
         (tmp_path / "data" / "slow" / "x.txt").write_text("x")
         wait_until_sync(lambda: len(status_json(tmp_path)["status"]["running"]) == 1, SHORT)

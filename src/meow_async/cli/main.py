@@ -443,6 +443,10 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
         f"  watching  {cfg.base_dir.absolute()}",
         f"  jobs in   {runner.jobs_dir}",
     ]
+    view = runner.view_url()
+    if view is not None:
+        token = runner.endpoints is not None and runner.endpoints.view.needs_token
+        out.append(f"  live view {view}" + ("  (open it once with ?token=...)" if token else ""))
     rules = runner.rules
     ports = runner.ports()
     ticks = runner.time.next_ticks()

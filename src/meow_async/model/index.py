@@ -839,3 +839,63 @@ class JobIndex:
                 (state, before, before),
             ).fetchone()
         return int(n), oldest, newest
+
+    # -- the live view --------------------------------------------------------------------------
+
+    def last_made(self, rule: str) -> float | None:
+        """When ``rule``'s newest job was made (its last event that made a job)."""
+        with self._lock:
+            row = self.conn.execute("SELECT max(created) FROM jobs WHERE rule = ?", (rule,))
+            value = row.fetchone()[0]
+        return None if value is None else float(value)
+
+    def latest_version(self) -> str | None:
+        """The ``workflow_version`` of the newest job that recorded one (reloads write it)."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT workflow_version FROM jobs WHERE workflow_version IS NOT NULL "
+                "ORDER BY created DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def edges(self) -> dict[tuple[str, str], int]:
+        """Jobs by (upstream rule, rule) over the lineage jobs recorded (``caused_by``, a
+        ``{job, rule}`` object or an upstream job's id): the edges the workflow took. It reads
+        every row that has a cause (no index on it: the graph page asks, nothing else)."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT coalesce("  # noqa: S608 - our own SQL text
+                "  CASE WHEN json_valid(j.caused_by) THEN json_extract(j.caused_by, '$.rule') END,"
+                "  (SELECT u.rule FROM jobs u WHERE u.id = " + _CAUSE_JOB.format(t="j") + ")"
+                "), j.rule, count(*) FROM jobs j WHERE j.caused_by IS NOT NULL GROUP BY 1, 2"
+            ).fetchall()
+        return {(str(up), str(rule)): int(n) for up, rule, n in rows if up is not None}
+
+    def upstream(self, caused_by: str) -> IndexRow | None:
+        """The row of the job a ``caused_by`` value names, if it is still kept."""
+        with self._lock:
+            row = self.conn.execute(
+                f"SELECT {_LISTED} FROM jobs WHERE id = "  # noqa: S608 - our own columns
+                "(SELECT " + _CAUSE_JOB.format(t="c") + " FROM (SELECT ? AS caused_by) c)",
+                (caused_by,),
+            ).fetchone()
+        return None if row is None else IndexRow(*row)
+
+    def downstream(self, job_id: str, made: float, limit: int = 100) -> list[IndexRow]:
+        """The jobs ``job_id`` caused (made at or after it, ``made``: the rows after it are
+        read, not the whole history)."""
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT {_LISTED} FROM jobs j WHERE created >= ? AND caused_by IS NOT NULL "  # noqa: S608
+                "AND " + _CAUSE_JOB.format(t="j") + " = ? ORDER BY created, id LIMIT ?",
+                (made, job_id, limit),
+            ).fetchall()
+        return [IndexRow(*r) for r in rows]
+
+
+#: The upstream job's id in a ``caused_by`` value of table ``t``: a ``{job, rule}`` object's
+#: ``job``, or the value itself (a plain id).
+_CAUSE_JOB = (
+    "(CASE WHEN json_valid({t}.caused_by) THEN json_extract({t}.caused_by, '$.job') "
+    "ELSE {t}.caused_by END)"
+)

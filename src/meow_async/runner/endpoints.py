@@ -1,5 +1,6 @@
 """The runner's own HTTP endpoints (``runner.http``): ``/healthz``, ``/metrics``, ``/jobs``,
-``/status``, and ``POST /jobs/{id}/rerun`` and ``/jobs/{id}/cancel`` for ``meow-async jobs``.
+``/status``, and ``POST /jobs/{id}/rerun`` and ``/jobs/{id}/cancel`` for ``meow-async jobs``;
+``GET /`` and ``/view/...`` are the live view's (``view.py``).
 
 Views of a running runner for operators and their tools, and two requests that change a job.
 Metrics are collected when scraped, from counters the runner keeps anyway: nothing is added to
@@ -48,7 +49,9 @@ from ..monitors.connection import peer_log
 from ..monitors.filtering import Filtering
 from ..monitors.http_server import http_log
 from .bookkeeping import RunnerStats
+from .feed import Feed
 from .live import LiveFile
+from .view import LiveView
 
 __all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
 
@@ -87,6 +90,7 @@ class Observed(Protocol):
     live: LiveFile
     started: asyncio.Event
     index: JobIndex | None
+    feed: Feed
 
     @property
     def stopping(self) -> bool: ...
@@ -219,10 +223,13 @@ class Endpoints:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(runner))
         self._token = None if token is None else token.encode()
+        self.view = LiveView(runner, self._token, trigger_text)
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The answer to an operator's request; None for a path that is not one of ours."""
         path = request.path
+        if path == "/" or path.startswith("/view/"):
+            return await self.view.answer(request)
         if path not in self.PATHS and not path.startswith("/jobs/"):
             return None
         action = path.rpartition("/")[2]

@@ -41,6 +41,7 @@ from ..notify import GRACE as NOTIFY_GRACE
 from ..notify import Notifier
 from .bookkeeping import Retries, RunnerStats, Watermark
 from .endpoints import Durations, Endpoints
+from .feed import Feed
 from .live import LiveFile, read_live
 
 __all__ = ["Runner", "RunnerStats"]
@@ -110,6 +111,8 @@ class Runner:
         #: comes.
         self.cancelled: set[str] = set()
         self.live = LiveFile(self.jobs_dir)  # for `meow-async status`
+        #: Job state changes for the live view's open pages (nothing without a viewer).
+        self.feed = Feed()
         #: The jobs folder's index, open while ``run`` runs.
         self.index: JobIndex | None = None
         self._queues: dict[str, asyncio.Queue[Any]] = {}
@@ -205,6 +208,7 @@ class Runner:
         if force or self._stop.is_set():
             self._force.set()
         self._stop.set()
+        self.feed.close()
 
     async def wait_for(self, predicate: Callable[[RunnerStats], bool]) -> RunnerStats:
         """Wait until ``predicate(stats)`` holds; bound it with ``asyncio.timeout``.
@@ -523,6 +527,7 @@ class Runner:
                             },
                         )
                     for job in result:
+                        self.feed.publish(job.id, job.meta, JobState.queued)
                         await jobs.put(job)
                     if event.release is not None:
                         event.release()
@@ -614,6 +619,7 @@ class Runner:
             raise MeowError(f"job {job_id} is running")
         job = await asyncio.to_thread(self._queue_again, job_id)
         self.cancelled.discard(job_id)
+        self.feed.publish(job.id, job.meta, JobState.queued)
         await jobs.put(job)
         logger.info("job %s queued again (rerun, rule %s)", job.id, job.rule, extra=_fields(job))
         return job.meta
@@ -675,6 +681,7 @@ class Runner:
     async def _execute(self, job: Job, jobs: asyncio.Queue[Job]) -> None:
         self.stats.running += 1
         self.jobs_running[job.id] = (job, time.time())
+        self.feed.publish(job.id, job.meta, JobState.running)
         self._notify()
         t0 = time.monotonic()
         try:
@@ -715,6 +722,7 @@ class Runner:
         elif state is JobState.failed and self.retries.retry(
             job, self.workflow.rules.get(job.rule), jobs, stopping=self.stopping
         ):
+            self.feed.publish(job.id, job.meta, JobState.queued)
             return  # not its end yet
         elif state is JobState.skipped:
             self.stats.skipped += 1
@@ -739,7 +747,9 @@ class Runner:
         self._job_ended(job, state)
 
     def _job_ended(self, job: Job, state: JobState) -> None:
-        """Tell whoever the job's pattern names in ``notify``; files it and returns at once."""
+        """Tell whoever the job's pattern names in ``notify``, and the live view's pages;
+        files it and returns at once."""
+        self.feed.publish(job.id, job.meta, state)
         rule = self.workflow.rules.get(job.rule)
         notify = rule.pattern.notify if rule is not None else None
         if isinstance(notify, Notify):
@@ -766,6 +776,11 @@ class Runner:
             meta, notify, notified
         ):
             notified()  # its rule no longer asks for it
+
+    def view_url(self) -> str | None:
+        """Where people open the live view (runner.http's ``/``), once it serves."""
+        base = self._links()
+        return None if base is None else base.rstrip("/") + "/"
 
     def _links(self) -> str | None:
         """Where people open runner.http: its ``public_url``, else the address it is bound to."""
