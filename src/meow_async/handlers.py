@@ -200,6 +200,9 @@ class Handler:
             "pattern": pattern.name,
             "recipe": recipe.name,
             "recipe_kind": recipe.kind,
+            # What it was made under: a reload later changes neither (its script is written).
+            "workflow_version": rule.version,
+            "recipe_hash": recipe.digest,
             "event": event.to_dict()
             if event.kind not in ("network", "http")
             # The spool copy is gone once handled: point at the job's own.

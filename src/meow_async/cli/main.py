@@ -34,6 +34,7 @@ from .docs import docs_command
 from .init import init_command
 from .listening import target
 from .logs import setup_logging
+from .reload import reload_command
 from .send import client_tls_context, send
 from .urls import DOCS_URL
 
@@ -77,6 +78,7 @@ _PAGES = {
     "reindex": "cli/#reindex",
     "prune": "cli/#prune",
     "send": "network/#meow-async-send",
+    "reload": "cli/#reload",
 }
 
 
@@ -223,6 +225,16 @@ def _parser() -> argparse.ArgumentParser:
         help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
     )
     status.add_arguments(st)
+    rl = sub.add_parser(
+        "reload",
+        help="make a running runner read its workflow file again",
+        description="Ask the runner of WORKFLOW to read the file (and its recipe files) "
+        "again: through its runner.http (POST /reload, with the token the file names) if it "
+        "has one, else by SIGHUP to its process. The runner checks the whole file first: if "
+        "anything is wrong it changes nothing and the problems are printed (exit 1). A "
+        "runner also reloads by itself when the file is saved.",
+    )
+    rl.add_argument("workflow", type=Path, help="the workflow file the runner runs")
     rx = sub.add_parser(
         "reindex",
         help="make the job index again from the job folders",
@@ -350,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _send(args)
         if args.command == "status":
             return status.status_command(_root_and_spec, args.where, args.watch, args.json)
+        if args.command == "reload":
+            return reload_command(args.workflow)
         if args.command == "reindex":
             return history.reindex_command(_jobs_root(args.where))
         if args.command == "prune":
@@ -412,10 +426,14 @@ async def _serve(
             logger.warning("%s: stopping gracefully (again to stop running jobs at once)", sig.name)
         runner.stop()
 
+    reloading: set[asyncio.Task[Any]] = set()
+
     def on_hangup() -> None:
-        # A closed terminal or `kill -HUP` (what daemons take for "reload") must not end a
-        # runner silently; reloading the workflow is for a later release.
-        logger.warning("SIGHUP ignored: reloading the workflow is not supported yet")
+        # `kill -HUP` is what daemons take for "reload" (a closed terminal sends it too: the
+        # file is read again, which changes nothing if it did not change).
+        task = asyncio.create_task(runner.reload("SIGHUP"))
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)

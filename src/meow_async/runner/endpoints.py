@@ -49,6 +49,7 @@ from ..monitors.filtering import Filtering
 from ..monitors.http_server import http_log
 from .bookkeeping import RunnerStats
 from .live import LiveFile
+from .reload import Outcome, Reloads
 
 __all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
 
@@ -87,6 +88,7 @@ class Observed(Protocol):
     live: LiveFile
     started: asyncio.Event
     index: JobIndex | None
+    reloads: Reloads | None
 
     @property
     def stopping(self) -> bool: ...
@@ -101,6 +103,8 @@ class Observed(Protocol):
     async def rerun(self, job_id: str) -> dict[str, Any]: ...
 
     async def cancel_queued(self, job_id: str) -> None: ...
+
+    async def reload(self, why: str = ...) -> Outcome: ...
 
 
 class _Collector:
@@ -210,7 +214,7 @@ class Endpoints:
     served by the HTTP monitor on ``runner.http``'s host and port (alone there, or beside HTTP
     patterns' routes on the same server)."""
 
-    PATHS = ("/healthz", "/metrics", "/jobs", "/status")
+    PATHS = ("/healthz", "/metrics", "/jobs", "/status", "/reload")
     #: ``POST /jobs/{id}/<action>``.
     ACTIONS = ("rerun", "cancel")
 
@@ -228,6 +232,8 @@ class Endpoints:
         action = path.rpartition("/")[2]
         if path.startswith("/jobs/") and path.count("/") == 3 and action in self.ACTIONS:
             return await self.job_action(request, path.split("/")[2], action)
+        if path == "/reload":
+            return await self.reload(request)
         if request.method != "GET":
             return web.json_response(
                 {"error": f"{request.method} is not allowed on {path}"},
@@ -297,6 +303,26 @@ class Endpoints:
         except MeowError as e:
             return web.json_response({"error": str(e)}, status=409)
 
+    async def reload(self, request: web.BaseRequest) -> web.Response:
+        """``POST /reload``: read the workflow file again (``meow-async reload``); 200 with
+        what changed, or 409 with the problems when it is refused."""
+        if request.method != "POST":
+            return web.json_response(
+                {"error": f"{request.method} is not allowed on {request.path}"},
+                status=405,
+                headers={"Allow": "POST"},
+            )
+        refused = self.allowed(request)
+        if refused is not None:
+            return refused
+        try:
+            outcome = await self.runner.reload("meow-async reload")
+        except MeowError as e:
+            return web.json_response({"error": str(e)}, status=409)
+        return web.json_response(
+            outcome.as_json(), status=409 if outcome.result == "refused" else 200
+        )
+
     def monitors(self) -> dict[str, str]:
         """What each monitor does now: ``live`` (watching for its rules), ``idle`` (no rule
         of its kind: nothing to watch) or ``starting`` (a watch or port not live yet)."""
@@ -356,6 +382,7 @@ class Endpoints:
             "base_dir": str(r.config.base_dir.absolute()),
             "jobs_dir": str(r.jobs_dir),
             "max_jobs": r.config.max_jobs,
+            "workflow": None if r.reloads is None else r.reloads.state(),
             "monitors": live,
             "rules": [
                 {
