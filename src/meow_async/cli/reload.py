@@ -56,9 +56,8 @@ def _report(answer: dict[str, Any]) -> int:
     if answer.get("result") == "unchanged":
         print(f"reload: unchanged (workflow {answer.get('version')})")
     else:
-        print(
-            f"reload: workflow {answer.get('version')}: {answer.get('changes') or 'no rule changed'}"
-        )
+        changes = answer.get("changes") or "no rule changed"
+        print(f"reload: workflow {answer.get('version')}: {changes}")
     return 0
 
 

@@ -1,0 +1,148 @@
+"""Reloading the workflow file while the runner runs (issue 24): in-process runners from real
+files, real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from pathlib import Path
+
+from meow_async import Runner
+
+from .conftest import WAIT, poll_until
+
+RUNNER = "runner: {base_dir: data, jobs_dir: jobs, kill_timeout: 1}\n"
+
+
+def _write(path: Path, text: str) -> None:
+    """As an editor saves: a temporary file renamed into place (never half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _metas(jobs: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in jobs.glob("*/*/job.json")]
+
+
+def _files(version: int) -> str:
+    return RUNNER + (
+        "recipes:\n"
+        "  r:\n"
+        "    kind: python\n"
+        f"    script: print('v{version}')\n"
+        "patterns:\n"
+        "  p: {glob: '*.txt', recipe: r}\n"
+    )
+
+
+async def test_files_dropped_during_ten_reloads_each_make_exactly_one_job(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    wf = tmp_path / "workflow.yaml"
+    wf.write_text(_files(0))
+    dropped: list[str] = []
+    stop = asyncio.Event()
+
+    async def drop() -> None:
+        while not stop.is_set():
+            name = f"f{len(dropped)}.txt"
+            (data / name).write_text("x")
+            dropped.append(name)
+            await asyncio.sleep(0.01)
+
+    versions = set()
+    async with Runner.from_file(wf) as runner:
+        assert runner.reloads is not None
+        versions.add(runner.reloads.version)
+        dropping = asyncio.create_task(drop())
+        for v in range(1, 11):
+            _write(wf, _files(v))
+            outcome = await runner.reload()
+            # The runner follows the file too: whichever came first applied it.
+            assert outcome.result in ("applied", "unchanged"), outcome
+            assert runner.reloads.version == outcome.version
+            versions.add(outcome.version)
+            await asyncio.sleep(0.03)
+        stop.set()
+        await dropping
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.done + s.failed >= len(dropped))
+        assert runner.reloads.reloads == 10
+    assert len(versions) == 11
+    metas = _metas(tmp_path / "jobs")
+    inputs = sorted(Path(str(m["parameters"]["input_file"])).name for m in metas)  # type: ignore[index]
+    assert inputs == sorted(dropped)  # none lost, none twice
+    assert {m["state"] for m in metas} == {"done"}
+    assert {m["workflow_version"] for m in metas} <= versions
+    assert len({m["workflow_version"] for m in metas}) > 1  # jobs made under several versions
+
+
+def _net(port: int, tag: str) -> str:
+    return RUNNER + (
+        "recipes:\n"
+        "  r:\n"
+        "    kind: python\n"
+        "    script: print(tag)\n"
+        "patterns:\n"
+        "  n:\n"
+        f"    port: {port}\n"
+        "    framing: delimiter\n"
+        "    ack: true\n"
+        "    recipe: r\n"
+        f"    parameters: {{tag: {tag}}}\n"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_listener_whose_port_stayed_keeps_its_connection_one_that_moved_closes_after_acking(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "data").mkdir()
+    wf = tmp_path / "workflow.yaml"
+    wf.write_text(_net(0, "one"))
+    async with Runner.from_file(wf) as runner:
+        port = runner.ports()["n"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"first\n")
+        assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"ok ")
+
+        _write(wf, _net(0, "two"))  # a parameter changed, not the listener's settings
+        assert (await runner.reload()).result in ("applied", "unchanged")
+        await poll_until(runner.network.ready.is_set)
+        writer.write(b"second\n")  # the same connection still works
+        assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"ok ")
+        assert runner.ports()["n"] == port
+
+        writer.write(b"thi")  # a message under way when the port moves
+        await writer.drain()
+        await asyncio.sleep(0.05)  # read by the runner before the reload
+        moved = _free_port()
+        _write(wf, _net(moved, "three"))
+        assert (await runner.reload()).result in ("applied", "unchanged")
+        await poll_until(lambda: runner.ports().get("n") == moved)
+        writer.write(b"rd\n")
+        ack = await asyncio.wait_for(reader.readline(), WAIT)
+        assert ack.startswith(b"ok "), ack  # the message under way was taken
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""  # then the connection closed
+        writer.close()
+
+        r2, w2 = await asyncio.open_connection("127.0.0.1", moved)
+        w2.write(b"fourth\n")
+        assert (await asyncio.wait_for(r2.readline(), WAIT)).startswith(b"ok ")
+        w2.close()
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.done >= 4)
+    by_tag = {}
+    for m in _metas(tmp_path / "jobs"):
+        payload = Path(str(m["parameters"]["input_file"])).read_text()  # type: ignore[index]
+        by_tag[payload] = m["parameters"]["tag"]  # type: ignore[index]
+    # The message begun before the move is handled by the rules it began under.
+    assert by_tag == {"first": "one", "second": "two", "third": "two", "fourth": "three"}
