@@ -118,7 +118,8 @@ class Reloads:
         check_recipes: Callable[[list[Recipe]], None],
         after: Callable[[], Awaitable[None]],
     ) -> None:
-        self.path = spec.path.absolute()
+        #: As given at start: paths in the file are made from its folder the same way again.
+        self.path = spec.path
         self.workflow = workflow
         self.config = spec.config  # as the file says it, before command-line overrides
         self.version = spec.version
@@ -139,7 +140,7 @@ class Reloads:
     def state(self) -> dict[str, Any]:
         """What ``status`` and ``/status`` show."""
         return {
-            "path": str(self.path),
+            "path": str(self.path.absolute()),
             "version": self.version,
             "loaded": self.loaded,
             "reloads": self.reloads,
@@ -170,6 +171,8 @@ class Reloads:
             if self.refused is not None:
                 self.refused = None
                 logger.info("reload (%s): the file is the running version again", why)
+            else:
+                logger.info("reload (%s): unchanged (workflow %s)", why, spec.version)
             return Outcome("unchanged", spec.version)
         problems = fixed_settings(self.config, spec.config)
         try:
@@ -203,12 +206,13 @@ class Reloads:
     def _refuse(self, version: str, problems: list[str], why: str) -> Outcome:
         self.refused = Outcome("refused", version, problems=problems)
         logger.error(
-            "reload refused (%s): %d problem(s); still running workflow %s\n%s",
+            "reload refused (%s): %d problem(s); still running workflow %s",
             why,
             len(problems),
             self.version,
-            "\n".join(f"  {p}" for p in problems),
         )
+        for p in problems:  # one line each, as validate prints them
+            logger.error("  %s", p)
         return self.refused
 
     # -- following the file --------------------------------------------------------------------
