@@ -9,6 +9,8 @@ import os
 import socket
 from pathlib import Path
 
+import aiohttp
+
 from meow_async import Runner
 
 from .conftest import WAIT, poll_until
@@ -146,3 +148,38 @@ async def test_a_listener_whose_port_stayed_keeps_its_connection_one_that_moved_
         by_tag[payload] = m["parameters"]["tag"]  # type: ignore[index]
     # The message begun before the move is handled by the rules it began under.
     assert by_tag == {"first": "one", "second": "two", "third": "two", "fourth": "three"}
+
+
+async def test_post_reload_needs_the_token_and_answers_what_changed_or_the_problems(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "token").write_text("s3cret\n")
+    http = "  http: {port: 0, token_file: token}\n"
+    wf = tmp_path / "workflow.yaml"
+    wf.write_text(_files(1).replace(RUNNER, "runner:\n  base_dir: data\n  jobs_dir: jobs\n" + http))
+    async with Runner.from_file(wf) as runner, aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{runner.http_port}"
+        auth = {"Authorization": "Bearer s3cret"}
+        async with session.get(f"{url}/status", headers=auth) as r:
+            before = (await r.json())["workflow"]
+        assert before["version"] == runner.reloads.version  # type: ignore[union-attr]
+        async with session.post(f"{url}/reload") as r:
+            assert r.status == 401
+        text = wf.read_text()
+        _write(wf, text.replace("print('v1')", "print('v2')"))
+        async with session.post(f"{url}/reload", headers=auth) as r:
+            body = await r.json()
+        assert r.status == 200, body
+        # The file's own follower may have applied it first.
+        assert body["result"] in ("applied", "unchanged")
+        _write(wf, text.replace("glob:", "globb:"))
+        async with session.post(f"{url}/reload", headers=auth) as r:
+            body = await r.json()
+        assert r.status == 409, body
+        assert body["result"] == "refused"
+        assert any("globb" in p for p in body["problems"])
+        async with session.get(f"{url}/status", headers=auth) as r:
+            after = (await r.json())["workflow"]
+        assert after["version"] != before["version"]
+        assert after["refused"]["problems"] == body["problems"]

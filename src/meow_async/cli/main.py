@@ -32,6 +32,7 @@ from ..runner.runner import Runner
 from . import folders, history, job_actions, listing, status
 from .docs import docs_command
 from .init import init_command
+from .lineage import lineage_command
 from .listening import target
 from .logs import setup_logging
 from .reload import reload_command
@@ -701,6 +702,10 @@ def _root_and_spec(where: Path) -> tuple[Path, WorkflowSpec | None]:
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    if args.lineage is not None:
+        root, spec = _root_and_spec(args.where)
+        base = spec.config.base_dir if spec is not None else None
+        return lineage_command(root, args.lineage, base, as_json=args.json)
     return listing.jobs_command(_jobs_root(args.where), args)
 
 
