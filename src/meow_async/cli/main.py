@@ -31,6 +31,7 @@ from ..runner.loops import loop_factory
 from ..runner.runner import Runner
 from . import folders, history, job_actions, listing, status
 from .docs import docs_command
+from .graph import FORMATS, graph_command
 from .init import init_command
 from .lineage import lineage_command
 from .listening import target
@@ -80,6 +81,7 @@ _PAGES = {
     "prune": "cli/#prune",
     "send": "network/#meow-async-send",
     "reload": "cli/#reload",
+    "graph": "cli/#graph",
 }
 
 
@@ -226,6 +228,17 @@ def _parser() -> argparse.ArgumentParser:
         help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
     )
     status.add_arguments(st)
+    gr = sub.add_parser(
+        "graph",
+        help="draw the workflow's rules and how files flow between them",
+        description="Print the workflow as a graph (Graphviz DOT or Mermaid): rules as nodes; "
+        "an edge A -> B, labelled with a count, where B's jobs were triggered by files A's "
+        "jobs declared as outputs (as recorded in the jobs folder); dashed where A's declared "
+        "outputs would match B's glob but no job has gone that way yet. "
+        "`meow-async graph workflow.yaml | dot -Tsvg > workflow.svg` draws it.",
+    )
+    gr.add_argument("workflow", type=Path, help="workflow file (YAML)")
+    gr.add_argument("--format", choices=FORMATS, default="dot", help="dot (default) or mermaid")
     rl = sub.add_parser(
         "reload",
         help="make a running runner read its workflow file again",
@@ -363,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _send(args)
         if args.command == "status":
             return status.status_command(_root_and_spec, args.where, args.watch, args.json)
+        if args.command == "graph":
+            return graph_command(load_workflow(args.workflow), args.format)
         if args.command == "reload":
             return reload_command(args.workflow)
         if args.command == "reindex":

@@ -455,16 +455,23 @@ class Endpoints:
         def read() -> dict[str, Any] | None:
             index = JobIndex.read(jobs_dir)
             folder = None
+            downstream: list[str] = []
             if index is not None:
                 try:
                     folder = next((f for i, f in index.find(job_id) if i == job_id), None)
+                    downstream = [i for i, _ in index.caused(job_id)]
                 finally:
                     index.close()
             path = jobs_dir / (folder or job_id)
             try:
-                return current({**read_meta(path), "dir": str(path)})
+                meta = current({**read_meta(path), "dir": str(path)})
             except (OSError, ValueError):
                 return None
+            # Lineage: the job that declared its trigger, and the jobs its outputs triggered.
+            cause = meta.get("caused_by")
+            meta["upstream"] = [cause["job"]] if isinstance(cause, dict) and "job" in cause else []
+            meta["downstream"] = downstream
+            return meta
 
         meta = await asyncio.to_thread(read)
         if meta is None:
