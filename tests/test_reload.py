@@ -183,3 +183,30 @@ async def test_post_reload_needs_the_token_and_answers_what_changed_or_the_probl
             after = (await r.json())["workflow"]
         assert after["version"] != before["version"]
         assert after["refused"]["problems"] == body["problems"]
+
+
+async def test_editing_a_recipe_file_reloads_and_new_jobs_use_it(tmp_path: Path) -> None:
+    """A recipe given as ``file:`` is part of the workflow: saving it reloads."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "step.py").write_text("print('old')\n")
+    wf = tmp_path / "workflow.yaml"
+    wf.write_text(
+        RUNNER + "recipes:\n  r: {file: step.py}\npatterns:\n  p: {glob: '*.txt', recipe: r}\n"
+    )
+    async with Runner.from_file(wf) as runner:
+        assert runner.reloads is not None
+        before = runner.reloads.version
+        (data / "a.txt").write_text("a")
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.done >= 1)
+        _write(tmp_path / "step.py", "print('new')\n")
+        await poll_until(lambda: runner.reloads is not None and runner.reloads.version != before)
+        (data / "b.txt").write_text("b")
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.done >= 2)
+    out = {}
+    for m in _metas(tmp_path / "jobs"):
+        name = Path(str(m["parameters"]["input_file"])).name  # type: ignore[index]
+        out[name] = (Path(str(m["dir"])) / "stdout.txt").read_text()
+    assert out == {"a.txt": "old\n", "b.txt": "new\n"}
