@@ -7,13 +7,18 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from meow_async import Runner
 
 from .conftest import WAIT, poll_until
+from .test_network import pki
+
+__all__ = ["pki"]  # the fixture, imported for its use here
 
 RUNNER = "runner: {base_dir: data, jobs_dir: jobs, kill_timeout: 1}\n"
 
@@ -210,3 +215,32 @@ async def test_editing_a_recipe_file_reloads_and_new_jobs_use_it(tmp_path: Path)
         name = Path(str(m["parameters"]["input_file"])).name  # type: ignore[index]
         out[name] = (Path(str(m["dir"])) / "stdout.txt").read_text()
     assert out == {"a.txt": "old\n", "b.txt": "new\n"}
+
+
+def _http(port: int, tls: str = "") -> str:
+    return RUNNER + (
+        "recipes:\n  r: {kind: python, script: print(1)}\n"
+        f"patterns:\n  h: {{route: /in, port: {port}, recipe: r{tls}}}\n"
+    )
+
+
+async def test_an_http_listener_is_started_again_when_its_tls_settings_change(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    """Same port, TLS added by a reload: the listener is rebound with it."""
+    (tmp_path / "data").mkdir()
+    wf = tmp_path / "workflow.yaml"
+    port = _free_port()
+    wf.write_text(_http(port))
+    tls = f", tls_cert: {pki['cert']}, tls_key: {pki['key']}"
+    ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+    async with Runner.from_file(wf) as runner, aiohttp.ClientSession() as session:
+        async with session.post(f"http://127.0.0.1:{port}/in", data=b"plain") as r:
+            assert r.status == 202, await r.text()
+        _write(wf, _http(port, tls))
+        assert (await runner.reload()).result in ("applied", "unchanged")
+        await poll_until(runner.http.ready.is_set)  # cleared by the change until served
+        async with session.post(f"https://127.0.0.1:{port}/in", data=b"tls", ssl=ctx) as r:
+            assert r.status == 202, await r.text()
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.done >= 2)
