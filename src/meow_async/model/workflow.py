@@ -90,12 +90,20 @@ class Workflow:
     ) -> None:
         """Put these patterns and recipes in place of all of them, as one change: validators
         see the whole new set once, listeners are called once, and no event is made under a
-        half-applied set (a reload of the workflow file)."""
+        half-applied set (a reload of the workflow file). An unchanged pattern or recipe keeps
+        its object, so a monitor that compares by identity sees no change there."""
+        old_patterns, old_recipes = self.patterns, self.recipes
         with self._change(version):
             self.recipes, self.patterns = {}, {}
             for r in recipes:
+                was = old_recipes.get(r.name)
+                if was is not None and was == r and was.digest == r.digest:
+                    r = was  # the same recipe, as it was
                 self._put(self.recipes, r, "recipe", new=True)
             for p in patterns:
+                kept = old_patterns.get(p.name)
+                if kept is not None and kept == p:
+                    p = kept  # the same pattern, as it was
                 self._put(self.patterns, p, "pattern", new=True)
 
     @contextlib.contextmanager
