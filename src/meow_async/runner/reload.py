@@ -15,11 +15,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..exceptions import MeowError, WorkflowFileError
@@ -268,11 +266,3 @@ class Reloads:
             stopping.cancel()
             loop.remove_reader(ino.fd)
             ino.close()
-
-
-def same_file(a: str | os.PathLike[str], b: Path) -> bool:
-    """Whether ``a`` names the runner's workflow file (``meow-async reload`` checks)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
