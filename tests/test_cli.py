@@ -676,10 +676,11 @@ def test_one_signal_waits_for_the_running_job(tmp_path: Path, sig: signal.Signal
     assert "Traceback" not in run.stderr
 
 
-def test_sighup_is_logged_and_ignored(tmp_path: Path) -> None:
-    """SIGHUP to the runner's whole process group, as a closed terminal sends it: logged,
-    ignored by the runner and its fork server (a warm Python job runs after it), never a
-    silent death (before: the runner died of it without a line)."""
+def test_sighup_reloads_and_stops_nothing(tmp_path: Path) -> None:
+    """SIGHUP to the runner's whole process group, as a closed terminal sends it: the runner
+    reads its workflow file again (unchanged here), its fork server ignores it (a warm Python
+    job runs after it); never a silent death (before: the runner died of it without a
+    line)."""
     write_workflow(
         tmp_path,
         RUNNER + "recipes:\n  r: {kind: python, script: 'print(open(input_file).read())'}\n"
@@ -690,7 +691,7 @@ def test_sighup_is_logged_and_ignored(tmp_path: Path) -> None:
         (tmp_path / "data" / "before.txt").write_text("before")
         wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 1, SHORT)
         os.killpg(run.proc.pid, signal.SIGHUP)
-        run.wait_for("SIGHUP ignored: reloading the workflow is not supported yet", stream="stderr")
+        run.wait_for("reload (SIGHUP): unchanged", stream="stderr")
         assert run.still_running(), run.report()
         (tmp_path / "data" / "after.txt").write_text("after")
         wait_until_sync(lambda: len(finished_jobs(tmp_path / "jobs")) == 2, SHORT)

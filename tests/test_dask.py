@@ -516,3 +516,34 @@ async def test_a_notebook_job_runs_on_a_worker(ws: Workspace, cluster: Cluster) 
     assert job["worker"]["address"] in cluster.workers.values()
     assert "words 2 threshold 1" in (Path(job["dir"]) / "stdout.txt").read_text()
     assert (Path(job["dir"]) / "output.ipynb").exists()
+
+
+async def test_lineage_of_jobs_run_on_workers(ws: Workspace, cluster: Cluster) -> None:
+    """A job run on a worker declares an output on the shared folder; the job that file
+    triggers records it as its cause (issue 24), as a local job's would."""
+    recipes = [
+        py_recipe(
+            "write",
+            "from pathlib import Path\nPath(out).parent.mkdir(exist_ok=True)\n"
+            "Path(out).write_text('x')\n",
+        ),
+        py_recipe("read", "print(open(input_file).read())\n"),
+    ]
+    patterns = [
+        FilePattern(
+            name="first",
+            glob="in/*.txt",
+            recipe="write",
+            outputs={"out": "{BASE}/mid/{PREFIX}.txt"},
+        ),
+        FilePattern(name="second", glob="mid/*.txt", recipe="read"),
+    ]
+    async with dask_runner(ws, cluster, patterns, recipes) as runner:
+        await runner.wait_ready()
+        ws.write("in/a.txt", "a")
+        async with asyncio.timeout(2 * WAIT):
+            await runner.wait_for(lambda s: s.finished >= 2)
+    jobs = {j["rule"]: j for j in ws.jobs_list()}
+    assert jobs["first"]["worker"]["address"] in cluster.workers.values()
+    assert jobs["second"]["state"] == "done"
+    assert jobs["second"]["caused_by"] == {"job": jobs["first"]["id"], "rule": "first"}

@@ -19,8 +19,7 @@ from urllib.parse import urljoin
 import aiohttp
 import pytest
 
-from meow_async import FilePattern
-from meow_async.model.jobs import read_meta, write_meta
+from meow_async import FilePattern, Runner
 from meow_async.runner.feed import Feed
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe
@@ -257,31 +256,42 @@ def test_a_viewer_that_does_not_read_is_let_go() -> None:
     asyncio.run(run())
 
 
+#: A rule whose jobs declare two outputs, each of which triggers the second rule.
+LINEAGE_FLOW = """\
+runner: {base_dir: data, jobs_dir: jobs, kill_timeout: 1, http: {port: 0}}
+recipes:
+  split:
+    kind: python
+    script: |
+      from pathlib import Path
+      Path(one).write_text("1")
+      Path(two).write_text("2")
+  noop: {kind: python, script: "pass"}
+patterns:
+  raw:
+    glob: "*.raw"
+    recipe: split
+    outputs: {one: "{BASE}/{PREFIX}.clean", two: "{BASE}/{PREFIX}.more.clean"}
+  clean: {glob: "*.clean", recipe: noop}
+"""
+
+
 async def test_lineage_makes_the_graph_edges_and_the_job_links(ws: Workspace) -> None:
-    """Jobs whose ``job.json`` says what caused them (``caused_by``, as lineage writes it)
-    draw the edge between their rules with its count, and link up- and downstream."""
-    patterns = [
-        FilePattern(name="raw", glob="*.raw", recipe="r"),
-        FilePattern(name="clean", glob="*.clean", recipe="r"),
-    ]
-    runner = ws.runner(patterns, [py_recipe("r", "pass\n")], http={"port": 0})
-    async with runner:
-        ws.write("a.raw")
-        ws.write("a.clean")
-        ws.write("b.clean")
-        async with asyncio.timeout(WAIT):
-            await runner.wait_for(lambda s: s.finished >= 3)
-    jobs = {j["event"]["path"].rsplit("/", 1)[1]: j for j in ws.jobs_list()}
-    up = jobs["a.raw"]
-    for name in ("a.clean", "b.clean"):
-        folder = Path(jobs[name]["dir"])
-        meta = read_meta(folder)
-        meta["caused_by"] = {"job": up["id"], "rule": "raw"}
-        write_meta(folder, meta)
-        ws.as_killed(folder)
-    runner = ws.runner(patterns, [py_recipe("r", "pass\n")], http={"port": 0})
+    """Jobs caused through declared outputs (lineage: ``caused_by``) draw the edge between
+    their rules with its count, and link up- and downstream; the rules page shows the workflow
+    version loaded, a reload's, and a refused reload's problems."""
+    workflow = ws.root / "workflow.yaml"
+    workflow.write_text(LINEAGE_FLOW)
+    runner = Runner.from_file(workflow)
     async with runner, aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{runner.http_port}"
+        ws.write("a.raw")
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.finished >= 3)
+        jobs = {os.path.basename(j["event"]["path"]): j for j in ws.jobs_list()}
+        up = jobs["a.raw"]
+        for name in ("a.clean", "a.more.clean"):
+            assert jobs[name]["caused_by"] == {"job": up["id"], "rule": "raw"}
         async with session.get(base + "/view/graph") as resp:
             graph = await resp.text()
         assert "<svg" in graph
@@ -293,6 +303,28 @@ async def test_lineage_makes_the_graph_edges_and_the_job_links(ws: Workspace) ->
         async with session.get(f"{base}/view/job/{jobs['a.clean']['id']}") as resp:
             page = await resp.text()
         assert f'href="../../view/job/{up["id"]}"' in page  # upstream
+
+        async def rules() -> str:
+            async with session.get(base + "/view/rules") as resp:
+                return await resp.text()
+
+        first = runner.workflow.version
+        assert first
+        assert f'<span id="workflow-version">{first}</span>' in await rules()
+        # An edit of the file: reloaded (followed by the runner), the page shows the new one.
+        workflow.write_text(LINEAGE_FLOW.replace('script: "pass"', 'script: "print(1)"'))
+        await poll_until(lambda: runner.workflow.version != first)
+        page = await rules()
+        assert f'<span id="workflow-version">{runner.workflow.version}</span>' in page
+        assert "(1 reload)" in page
+        # A broken edit is refused: the page says so, with the problem, and the version kept.
+        workflow.write_text(LINEAGE_FLOW + "  lost: {glob: '*.x', recipe: nowhere}\n")
+        assert runner.reloads is not None
+        await poll_until(lambda: runner.reloads is not None and runner.reloads.refused is not None)
+        page = await rules()
+        assert "Reload refused" in page
+        assert "nowhere" in page
+        assert f'<span id="workflow-version">{runner.workflow.version}</span>' in page
 
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -95,7 +95,7 @@ class Handler:
         todo = [p for ps in plans if not isinstance(ps, Exception) for p in ps]
         try:
             if self.index is not None and todo:
-                self.index.put_metas([(p.meta, p.dir) for p in todo])
+                self.index.put_metas([(p.meta, p.dir) for p in todo], new=True)
         except Exception as e:  # the index cannot be written: make nothing, keep the events
             self._release(todo)
             return [e for _ in events]
@@ -125,9 +125,10 @@ class Handler:
     def _plan(self, event: Event) -> list[_Plan]:
         """The event's jobs not made yet, each with its folder and metadata (nothing written)."""
         plans: list[_Plan] = []
+        cause = self._cause(event)
         try:
             for point in event.rule.pattern.sweep_points():
-                plan = self._plan_job(event, point)
+                plan = self._plan_job(event, point, cause)
                 if plan is not None:
                     plans.append(plan)
         except BaseException:
@@ -135,7 +136,17 @@ class Handler:
             raise
         return plans
 
-    def _plan_job(self, event: Event, point: dict[str, int | float]) -> _Plan | None:
+    def _cause(self, event: Event) -> dict[str, str] | None:
+        """The job that declared this event's file among its outputs (lineage), if the index
+        can say so exactly: one lookup by path."""
+        if self.index is None or event.kind != "file":
+            return None
+        found = self.index.declared_by(event.path, event.changed_at or event.time)
+        return None if found is None else {"job": found[0], "rule": found[1]}
+
+    def _plan_job(
+        self, event: Event, point: dict[str, int | float], cause: dict[str, str] | None
+    ) -> _Plan | None:
         rule = event.rule
         job_id = job_id_for(event.key, rule.name, point) if event.key else new_job_id()
         with self._lock:
@@ -148,7 +159,7 @@ class Handler:
                     self._making.discard(job_id)
                 return None
             try:
-                return self._meta(event, point, job_id)
+                return self._meta(event, point, job_id, cause)
             except OSError:
                 raise  # the disk: the event is kept and tried again at the next start
             except Exception as e:  # the input itself: trying again would fail the same way
@@ -166,7 +177,13 @@ class Handler:
         today = self.jobs_root / day_of(self.clock()) / job_id
         return (today / META_FILE).exists() or (self.jobs_root / job_id / META_FILE).exists()
 
-    def _meta(self, event: Event, point: dict[str, int | float], job_id: str) -> _Plan:
+    def _meta(
+        self,
+        event: Event,
+        point: dict[str, int | float],
+        job_id: str,
+        cause: dict[str, str] | None = None,
+    ) -> _Plan:
         rule = event.rule
         pattern, recipe = rule.pattern, rule.recipe
         created = self.clock()
@@ -216,6 +233,9 @@ class Handler:
             "pattern": pattern.name,
             "recipe": recipe.name,
             "recipe_kind": recipe.kind,
+            # What it was made under: a reload later changes neither (its script is written).
+            "workflow_version": rule.version,
+            "recipe_hash": recipe.digest,
             "event": event.to_dict()
             if event.kind not in ("network", "http")
             # The spool copy is gone once handled: point at the job's own.
@@ -241,6 +261,8 @@ class Handler:
             "preload": list(getattr(recipe, "preload", ())),
             "conductor": recipe.conductor,
             "resources": dict(recipe.resources),
+            # The earlier job that declared this job's trigger among its outputs (lineage).
+            "caused_by": cause,
         }
         return _Plan(
             event=event,

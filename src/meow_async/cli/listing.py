@@ -590,6 +590,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="only the jobs this file triggered (a path from here, or from the watched "
         "folder) or this network/HTTP message id triggered (again for several)",
     )
+    p.add_argument(
+        "--lineage",
+        metavar="JOB_OR_PATH",
+        help="the chain from the root event through every job it led to, as a tree: a job "
+        "id, a file that triggered jobs, or a declared output (a result)",
+    )
     some = p.add_mutually_exclusive_group()
     some.add_argument("--limit", type=_count, metavar="N", help="only the first (oldest) N")
     some.add_argument("--tail", type=_count, metavar="N", help="only the newest N")

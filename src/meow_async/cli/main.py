@@ -31,9 +31,12 @@ from ..runner.loops import loop_factory
 from ..runner.runner import Runner
 from . import folders, history, job_actions, listing, status
 from .docs import docs_command
+from .graph import FORMATS, graph_command
 from .init import init_command
+from .lineage import lineage_command
 from .listening import target
 from .logs import setup_logging
+from .reload import reload_command
 from .send import client_tls_context, send
 from .urls import DOCS_URL
 
@@ -77,6 +80,8 @@ _PAGES = {
     "reindex": "cli/#reindex",
     "prune": "cli/#prune",
     "send": "network/#meow-async-send",
+    "reload": "cli/#reload",
+    "graph": "cli/#graph",
 }
 
 
@@ -223,6 +228,27 @@ def _parser() -> argparse.ArgumentParser:
         help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
     )
     status.add_arguments(st)
+    gr = sub.add_parser(
+        "graph",
+        help="draw the workflow's rules and how files flow between them",
+        description="Print the workflow as a graph (Graphviz DOT or Mermaid): rules as nodes; "
+        "an edge A -> B, labelled with a count, where B's jobs were triggered by files A's "
+        "jobs declared as outputs (as recorded in the jobs folder); dashed where A's declared "
+        "outputs would match B's glob but no job has gone that way yet. "
+        "`meow-async graph workflow.yaml | dot -Tsvg > workflow.svg` draws it.",
+    )
+    gr.add_argument("workflow", type=Path, help="workflow file (YAML)")
+    gr.add_argument("--format", choices=FORMATS, default="dot", help="dot (default) or mermaid")
+    rl = sub.add_parser(
+        "reload",
+        help="make a running runner read its workflow file again",
+        description="Ask the runner of WORKFLOW to read the file (and its recipe files) "
+        "again: through its runner.http (POST /reload, with the token the file names) if it "
+        "has one, else by SIGHUP to its process. The runner checks the whole file first: if "
+        "anything is wrong it changes nothing and the problems are printed (exit 1). A "
+        "runner also reloads by itself when the file is saved.",
+    )
+    rl.add_argument("workflow", type=Path, help="the workflow file the runner runs")
     rx = sub.add_parser(
         "reindex",
         help="make the job index again from the job folders",
@@ -350,6 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _send(args)
         if args.command == "status":
             return status.status_command(_root_and_spec, args.where, args.watch, args.json)
+        if args.command == "graph":
+            return graph_command(load_workflow(args.workflow), args.format)
+        if args.command == "reload":
+            return reload_command(args.workflow)
         if args.command == "reindex":
             return history.reindex_command(_jobs_root(args.where))
         if args.command == "prune":
@@ -412,10 +442,14 @@ async def _serve(
             logger.warning("%s: stopping gracefully (again to stop running jobs at once)", sig.name)
         runner.stop()
 
+    reloading: set[asyncio.Task[Any]] = set()
+
     def on_hangup() -> None:
-        # A closed terminal or `kill -HUP` (what daemons take for "reload") must not end a
-        # runner silently; reloading the workflow is for a later release.
-        logger.warning("SIGHUP ignored: reloading the workflow is not supported yet")
+        # `kill -HUP` is what daemons take for "reload" (a closed terminal sends it too: the
+        # file is read again, which changes nothing if it did not change).
+        task = asyncio.create_task(runner.reload("SIGHUP"))
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -701,6 +735,10 @@ def _root_and_spec(where: Path) -> tuple[Path, WorkflowSpec | None]:
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    if args.lineage is not None:
+        root, spec = _root_and_spec(args.where)
+        base = spec.config.base_dir if spec is not None else None
+        return lineage_command(root, args.lineage, base, as_json=args.json)
     return listing.jobs_command(_jobs_root(args.where), args)
 
 

@@ -72,6 +72,8 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
         "status": None,
         "folders": None,
         "note": None,
+        # The workflow file's version it runs, and the last refused reload (its live file).
+        "loaded": live.raw.get("workflow") if running and live is not None else None,
     }
     if running and live is not None and live.http is not None:
         token = http_token(spec.config.http) if spec is not None else None
@@ -214,6 +216,7 @@ def render(s: dict[str, Any]) -> str:
         lines.append(f"          {r['http']}")
     if s.get("note"):
         lines.append(f"note      {s['note']}")
+    lines += _loaded_lines((s.get("status") or {}).get("workflow") or s.get("loaded"))
     live = s.get("status")
     if live is not None:
         lines += _live_lines(live)
@@ -227,6 +230,25 @@ def render(s: dict[str, Any]) -> str:
             )
         lines += _folder_lines(s["jobs_dir"], s["folders"])
     return "\n".join(lines)
+
+
+def _loaded_lines(wf: dict[str, Any] | None) -> list[str]:
+    """The workflow file's version the runner runs, and a refused reload's problems."""
+    if not wf:
+        return []
+    n = wf.get("reloads") or 0
+    lines = [
+        f"loaded    workflow {wf.get('version')} at {_when(wf.get('loaded'))}"
+        + (f" ({n} reload(s))" if n else "")
+    ]
+    refused = wf.get("refused")
+    if refused:
+        problems = refused.get("problems") or []
+        lines.append(
+            f"reload refused: {len(problems)} problem(s); still running {wf.get('version')}"
+        )
+        lines += [f"  {p}" for p in problems]
+    return lines
 
 
 def _runner_line(s: dict[str, Any]) -> str:

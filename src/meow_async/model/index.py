@@ -58,14 +58,16 @@ STALE_FILE = ".meow-index.stale"
 
 #: Raised whenever the table's columns change: an index of another version is made again
 #: from the folders at the next start (``meow-async reindex`` does it by hand).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: One row per job. ``folder`` is the job folder relative to the jobs folder (``DAY/ID``, or
 #: ``ID`` for folders of the flat layout before 0.x). Time triggers fill ``scheduled`` (the
 #: tick, from the event's ``scheduled_time``); ``notify_pending`` (1) marks a job settled at a
 #: start whose notification is not delivered yet, which the next start must find among the
-#: finished (schema 2). Lineage (``caused_by``) and reloads (``workflow_version``,
-#: ``recipe_hash``) have their columns now, empty until those features write them.
+#: finished (schema 2). ``workflow_version`` and ``recipe_hash`` say what a job was made
+#: under (a reload changes neither), ``caused_by`` the id of the job that declared the file
+#: that triggered it; ``outputs`` holds every job's declared outputs by path, so that a new
+#: event's cause is one lookup (schema 3).
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE jobs (
@@ -100,6 +102,19 @@ CREATE INDEX jobs_path ON jobs (event_path);
 CREATE INDEX jobs_trigger ON jobs (trigger);
 CREATE INDEX jobs_message ON jobs (message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX jobs_folder ON jobs (folder);
+-- Lineage: a job's downstream jobs, and each declared output's job(s), found without a scan.
+CREATE INDEX jobs_caused ON jobs (caused_by) WHERE caused_by IS NOT NULL;
+CREATE TABLE outputs (
+    path TEXT NOT NULL,
+    job TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (path, job)
+) WITHOUT ROWID;
+CREATE INDEX outputs_job ON outputs (job);
+CREATE TRIGGER outputs_removed AFTER DELETE ON jobs BEGIN
+    DELETE FROM outputs WHERE job = old.id;
+END;
 -- The few finished jobs whose restart notification is still owed: found without a scan.
 CREATE INDEX jobs_notify ON jobs (created, id) WHERE notify_pending;
 -- Jobs per day folder ('' for the flat layout), kept by triggers: a start compares it with the
@@ -163,6 +178,10 @@ COLUMNS = (
     "caused_by",
     "notify_pending",
 )
+_OUTPUT = "INSERT OR IGNORE INTO outputs VALUES (?, ?, ?, ?)"
+#: Seconds of leeway between a file's ctime and its job's start and end (two clocks: the
+#: file system's, which may be another machine's, and the runner's).
+_CLOCK_SLACK = 1.0
 _UPSERT = " ".join(
     [
         "INSERT INTO jobs (" + ", ".join(COLUMNS) + ")",
@@ -279,6 +298,8 @@ def row_of(meta: Mapping[str, Any], folder: str) -> tuple[Any, ...]:
     error = meta.get("error")
     attempts = meta.get("attempts")
     caused = meta.get("caused_by")
+    if isinstance(caused, dict):
+        caused = caused.get("job")
     return (
         str(meta["id"]),
         folder,
@@ -299,9 +320,25 @@ def row_of(meta: Mapping[str, Any], folder: str) -> tuple[Any, ...]:
         storable(sweep_of(meta.get("sweep"))),
         _text(meta.get("workflow_version")),
         _text(meta.get("recipe_hash")),
-        caused if caused is None or isinstance(caused, str) else json.dumps(caused),
+        caused if isinstance(caused, str) and caused else None,
         1 if meta.get(NOTIFY_PENDING) else 0,
     )
+
+
+def outputs_of(meta: Mapping[str, Any], job_dir: str) -> list[tuple[str, str, str, float]]:
+    """The ``outputs`` rows of a job: each path it declared (a relative one is relative to
+    its folder, where its process runs), normalised as a file event's path is."""
+    out = meta.get("outputs")
+    if not isinstance(out, dict) or not out:
+        return []
+    where = str(meta.get("dir") or job_dir)
+    job, rule, created = str(meta["id"]), str(meta.get("rule") or ""), _num(meta.get("created"))
+    paths: set[str] = set()
+    for value in out.values():
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, str) and v:
+                paths.add(os.path.normpath(os.path.join(where, v)))
+    return [(p, job, rule, created or 0.0) for p in sorted(paths)]
 
 
 def _folder_of(root: Path, job_dir: str | Path) -> str:
@@ -502,6 +539,7 @@ class JobIndex:
                 if meta is None:
                     continue  # half made by a killed runner: the trigger makes it again
                 batch.append(row_of(meta, folder))
+                conn.executemany(_OUTPUT, outputs_of(meta, full))
                 if len(batch) >= 10_000:
                     conn.executemany(_UPSERT, batch)
                     n += len(batch)
@@ -616,14 +654,17 @@ class JobIndex:
 
     def _add_found(self, found: Mapping[str, str]) -> int:
         rows = []
+        outputs: list[tuple[str, str, str, float]] = []
         for folder, full in found.items():
             meta = read_folder(full)
             if meta is not None:
                 rows.append(row_of(meta, folder))
+                outputs += outputs_of(meta, full)
         if rows:
             with self._lock:
                 self.conn.execute("BEGIN IMMEDIATE")
                 self.conn.executemany(_UPSERT, rows)
+                self.conn.executemany(_OUTPUT, outputs)
                 self.conn.execute("COMMIT")
         return len(rows)
 
@@ -685,14 +726,20 @@ class JobIndex:
             with contextlib.suppress(OSError):
                 (self.root / STALE_FILE).touch()
 
-    def put_metas(self, metas: Sequence[tuple[Mapping[str, Any], str | Path]]) -> None:
+    def put_metas(
+        self, metas: Sequence[tuple[Mapping[str, Any], str | Path]], *, new: bool = False
+    ) -> None:
+        """Write these rows; ``new`` jobs' declared outputs too (what lineage looks up)."""
         if not metas:
             return
         rows = [row_of(meta, _folder_of(self.root, d)) for meta, d in metas]
+        outputs = [o for meta, d in metas for o in outputs_of(meta, str(d))] if new else []
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.executemany(_UPSERT, rows)
+                if outputs:
+                    self.conn.executemany(_OUTPUT, outputs)
                 self._set_meta(last_commit=time.time())
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -725,6 +772,106 @@ class JobIndex:
                 logger.warning("could not close the job index %s cleanly: %s", self.path, e)
             finally:
                 self.conn.close()
+
+    # -- lineage ------------------------------------------------------------------------------
+
+    def declared_by(self, path: str, at: float) -> tuple[str, str] | None:
+        """(job, rule) of the job that declared ``path`` among its outputs and was running
+        when the file changed (its ctime ``at``), if exactly one fits: a path declared by one
+        job only is that job's; of several (the same output made again), the one whose run
+        spans ``at``; none, or more than one, is no answer (never a guess). One lookup."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT o.job, o.rule, j.started, j.finished FROM outputs o "
+                "LEFT JOIN jobs j ON j.id = o.job WHERE o.path = ? "
+                "ORDER BY o.created DESC LIMIT 16",
+                (os.path.normpath(path),),
+            ).fetchall()
+        if len(rows) == 1:
+            return str(rows[0][0]), str(rows[0][1])
+        spans = [
+            (str(job), str(rule))
+            for job, rule, started, finished in rows
+            if started is not None
+            and started - _CLOCK_SLACK <= at
+            and (finished is None or at <= finished + _CLOCK_SLACK)
+        ]
+        return spans[0] if len(spans) == 1 else None
+
+    def downstream(self, job_id: str, limit: int | None = None) -> list[IndexRow]:
+        """The rows of the jobs whose trigger job ``job_id`` declared, oldest first (the first
+        ``limit``): ``jobs --lineage``, ``/jobs/{id}`` and the live view's job page."""
+        sql = f"SELECT {_LISTED} FROM jobs WHERE caused_by = ? ORDER BY created, id"  # noqa: S608
+        with self._lock:
+            if limit is None:
+                rows = self.conn.execute(sql, (job_id,)).fetchall()
+            else:
+                rows = self.conn.execute(sql + " LIMIT ?", (job_id, limit)).fetchall()
+        return [IndexRow(*r) for r in rows]
+
+    def cause_of(self, job_id: str) -> str | None:
+        """The id of the job that caused ``job_id`` (None: a root, as far as is known)."""
+        with self._lock:
+            row = self.conn.execute("SELECT caused_by FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def row(self, job_id: str) -> IndexRow | None:
+        """Job ``job_id``'s row, if it is kept (the live view's upstream link)."""
+        with self._lock:
+            row = self.conn.execute(
+                f"SELECT {_LISTED} FROM jobs WHERE id = ?",  # noqa: S608 - our own columns
+                (job_id,),
+            ).fetchone()
+        return None if row is None else IndexRow(*row)
+
+    def lineage_row(self, job_id: str) -> dict[str, Any] | None:
+        """What a lineage tree shows of a job: id, rule, state, trigger, declared outputs."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT id, rule, state, trigger FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            made = [
+                str(p)
+                for (p,) in self.conn.execute(
+                    "SELECT path FROM outputs WHERE job = ? ORDER BY path", (job_id,)
+                )
+            ]
+        return {"id": row[0], "rule": row[1], "state": row[2], "trigger": row[3], "outputs": made}
+
+    def newest_triggered(self, paths: Sequence[str], rel: str) -> str | None:
+        """The newest job a file triggered: its path is one of ``paths``, or its trigger (the
+        path relative to the watched folder) is ``rel``."""
+        marks = ", ".join("?" * len(paths))
+        with self._lock:
+            row = self.conn.execute(
+                f"SELECT id FROM jobs WHERE event_path IN ({marks}) OR trigger = ? "  # noqa: S608
+                "ORDER BY created DESC, id DESC LIMIT 1",
+                (*paths, rel),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def newest_declaring(self, paths: Sequence[str]) -> str | None:
+        """The newest job that declared one of ``paths`` among its outputs."""
+        marks = ", ".join("?" * len(paths))
+        with self._lock:
+            row = self.conn.execute(
+                f"SELECT job FROM outputs WHERE path IN ({marks}) "  # noqa: S608
+                "ORDER BY created DESC LIMIT 1",
+                tuple(paths),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def rule_edges(self) -> dict[tuple[str, str], int]:
+        """(upstream rule, downstream rule) -> jobs caused that way: the emergent workflow's
+        recorded edges (``meow-async graph``)."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT u.rule, d.rule, count(*) FROM jobs d JOIN jobs u ON u.id = d.caused_by "
+                "WHERE d.caused_by IS NOT NULL GROUP BY u.rule, d.rule"
+            ).fetchall()
+        return {(str(a), str(b)): int(n) for a, b, n in rows}
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -848,54 +995,3 @@ class JobIndex:
             row = self.conn.execute("SELECT max(created) FROM jobs WHERE rule = ?", (rule,))
             value = row.fetchone()[0]
         return None if value is None else float(value)
-
-    def latest_version(self) -> str | None:
-        """The ``workflow_version`` of the newest job that recorded one (reloads write it)."""
-        with self._lock:
-            row = self.conn.execute(
-                "SELECT workflow_version FROM jobs WHERE workflow_version IS NOT NULL "
-                "ORDER BY created DESC LIMIT 1"
-            ).fetchone()
-        return None if row is None else str(row[0])
-
-    def edges(self) -> dict[tuple[str, str], int]:
-        """Jobs by (upstream rule, rule) over the lineage jobs recorded (``caused_by``, a
-        ``{job, rule}`` object or an upstream job's id): the edges the workflow took. It reads
-        every row that has a cause (no index on it: the graph page asks, nothing else)."""
-        with self._lock:
-            rows = self.conn.execute(
-                "SELECT coalesce("  # noqa: S608 - our own SQL text
-                "  CASE WHEN json_valid(j.caused_by) THEN json_extract(j.caused_by, '$.rule') END,"
-                "  (SELECT u.rule FROM jobs u WHERE u.id = " + _CAUSE_JOB.format(t="j") + ")"
-                "), j.rule, count(*) FROM jobs j WHERE j.caused_by IS NOT NULL GROUP BY 1, 2"
-            ).fetchall()
-        return {(str(up), str(rule)): int(n) for up, rule, n in rows if up is not None}
-
-    def upstream(self, caused_by: str) -> IndexRow | None:
-        """The row of the job a ``caused_by`` value names, if it is still kept."""
-        with self._lock:
-            row = self.conn.execute(
-                f"SELECT {_LISTED} FROM jobs WHERE id = "  # noqa: S608 - our own columns
-                "(SELECT " + _CAUSE_JOB.format(t="c") + " FROM (SELECT ? AS caused_by) c)",
-                (caused_by,),
-            ).fetchone()
-        return None if row is None else IndexRow(*row)
-
-    def downstream(self, job_id: str, made: float, limit: int = 100) -> list[IndexRow]:
-        """The jobs ``job_id`` caused (made at or after it, ``made``: the rows after it are
-        read, not the whole history)."""
-        with self._lock:
-            rows = self.conn.execute(
-                f"SELECT {_LISTED} FROM jobs j WHERE created >= ? AND caused_by IS NOT NULL "  # noqa: S608
-                "AND " + _CAUSE_JOB.format(t="j") + " = ? ORDER BY created, id LIMIT ?",
-                (made, job_id, limit),
-            ).fetchall()
-        return [IndexRow(*r) for r in rows]
-
-
-#: The upstream job's id in a ``caused_by`` value of table ``t``: a ``{job, rule}`` object's
-#: ``job``, or the value itself (a plain id).
-_CAUSE_JOB = (
-    "(CASE WHEN json_valid({t}.caused_by) THEN json_extract({t}.caused_by, '$.job') "
-    "ELSE {t}.caused_by END)"
-)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import hashlib
 import importlib.util
 import json
 import os
@@ -12,7 +13,7 @@ import shlex
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -225,6 +226,10 @@ class _RecipeBase:
     #: last half, with a line saying how much was cut; None: the runner's ``max_output``.
     max_output: int | None = field(default=None, metadata=optional(count()))
     source: str = field(init=False, repr=False, compare=False)
+    #: What the recipe does, hashed: its kind, its script's text and its settings (not where
+    #: the text came from). Recorded in each job's ``job.json`` as ``recipe_hash``; a reload
+    #: compares it to tell an edited ``file:`` recipe from an unchanged one.
+    digest: str = field(init=False, repr=False, compare=False)
 
     #: Exactly one of script and file.
     extra_schema: ClassVar[dict[str, Any]] = {
@@ -271,6 +276,13 @@ class _RecipeBase:
                 ) from None
         object.__setattr__(self, "source", source)
         self._check_source(where)
+        settings = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.init and f.name not in ("script", "file")
+        }
+        text = f"{self.kind}\0{source}\0{settings!r}"
+        object.__setattr__(self, "digest", hashlib.sha256(text.encode()).hexdigest()[:16])
 
     def _check_source(self, where: str) -> None:
         """Catch what can be caught before any job runs."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..exceptions import ConfigError
 from .patterns import FilePattern, HttpPattern, NetworkPattern, Pattern, TimePattern
@@ -56,6 +56,10 @@ class Rule:
 
     pattern: Pattern
     recipe: Recipe
+    #: The workflow file's version (a content hash) the rule was loaded from; None for rules
+    #: made through the API. An event carries its rule, so a job records the version its
+    #: event was made under, even if a reload came between.
+    version: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, FilePattern | NetworkPattern | HttpPattern | TimePattern):
@@ -104,8 +108,12 @@ class Rule:
         return self.pattern.name
 
 
-def make_rules(patterns: Iterable[Pattern], recipes: Mapping[str, Recipe]) -> dict[str, Rule]:
+def make_rules(
+    patterns: Iterable[Pattern], recipes: Mapping[str, Recipe], version: str | None = None
+) -> dict[str, Rule]:
     """One rule per pattern whose recipe exists; the others wait for their recipe."""
     return {
-        p.name: Rule(pattern=p, recipe=recipes[p.recipe]) for p in patterns if p.recipe in recipes
+        p.name: Rule(pattern=p, recipe=recipes[p.recipe], version=version)
+        for p in patterns
+        if p.recipe in recipes
     }

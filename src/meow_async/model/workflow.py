@@ -32,17 +32,24 @@ class Workflow:
     from the event loop's thread.
     """
 
-    def __init__(self, patterns: Iterable[Pattern] = (), recipes: Iterable[Recipe] = ()) -> None:
+    def __init__(
+        self,
+        patterns: Iterable[Pattern] = (),
+        recipes: Iterable[Recipe] = (),
+        version: str | None = None,
+    ) -> None:
         self.patterns: dict[str, Pattern] = {}
         self.recipes: dict[str, Recipe] = {}
         self.rules: dict[str, Rule] = {}
+        #: The workflow file's version the rules were loaded from (None: made in code).
+        self.version = version
         self._listeners: list[Callable[[], None]] = []
         self._validators: list[Callable[[dict[str, Rule]], None]] = []
         for r in recipes:
             self._put(self.recipes, r, "recipe", new=True)
         for p in patterns:
             self._put(self.patterns, p, "pattern", new=True)
-        self.rules = make_rules(self.patterns.values(), self.recipes)
+        self.rules = make_rules(self.patterns.values(), self.recipes, version)
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` after each change; returns a function that unsubscribes."""
@@ -78,19 +85,41 @@ class Workflow:
         with self._change():
             self._pop(self.recipes, name, "recipe")
 
+    def replace(
+        self, patterns: Iterable[Pattern], recipes: Iterable[Recipe], version: str | None
+    ) -> None:
+        """Put these patterns and recipes in place of all of them, as one change: validators
+        see the whole new set once, listeners are called once, and no event is made under a
+        half-applied set (a reload of the workflow file). An unchanged pattern or recipe keeps
+        its object, so a monitor that compares by identity sees no change there."""
+        old_patterns, old_recipes = self.patterns, self.recipes
+        with self._change(version):
+            self.recipes, self.patterns = {}, {}
+            for r in recipes:
+                was = old_recipes.get(r.name)
+                if was is not None and was == r and was.digest == r.digest:
+                    r = was  # the same recipe, as it was
+                self._put(self.recipes, r, "recipe", new=True)
+            for p in patterns:
+                kept = old_patterns.get(p.name)
+                if kept is not None and kept == p:
+                    p = kept  # the same pattern, as it was
+                self._put(self.patterns, p, "pattern", new=True)
+
     @contextlib.contextmanager
-    def _change(self) -> Iterator[None]:
+    def _change(self, version: str | None = None) -> Iterator[None]:
         """Apply a change only if every validator accepts the rules it makes."""
         patterns, recipes = dict(self.patterns), dict(self.recipes)
         try:
             yield
-            rules = make_rules(self.patterns.values(), self.recipes)
+            rules = make_rules(self.patterns.values(), self.recipes, version)
             for validate in list(self._validators):
                 validate(rules)
         except BaseException:
             self.patterns, self.recipes = patterns, recipes
             raise
         self.rules = rules
+        self.version = version
         for listener in list(self._listeners):
             listener()
 

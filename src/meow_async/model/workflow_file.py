@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import hashlib
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -100,6 +101,15 @@ class WorkflowSpec:
     recipes: list[Recipe] = field(default_factory=list)
     #: What may be a mistake but is allowed (an unknown ``{TEMPLATE}`` word), located.
     warnings: list[WorkflowProblem] = field(default_factory=list)
+    #: A content hash of the file and of the recipe files it names: what a job records as
+    #: its ``workflow_version``, and what tells a reload whether anything changed.
+    version: str = ""
+
+    @property
+    def files(self) -> list[Path]:
+        """The workflow file and the recipe files it names (``file:``): editing any of them
+        is editing the workflow."""
+        return [self.path, *(Path(r.file) for r in self.recipes if r.file is not None)]
 
 
 _Mark = tuple[int, int]  # line and column, from 1
@@ -325,12 +335,16 @@ def load_workflow(path: str | os.PathLike[str]) -> WorkflowSpec:
         problems.add(where, "patterns", "the workflow has no patterns, so nothing would run")
     if problems.items or config is None:
         raise problems.error()
+    h = hashlib.sha256(text.encode())
+    for r, _ in sorted(recipes, key=lambda ra: ra[0].name):
+        h.update(f"\0{r.name}\0{r.digest}".encode())  # a file: recipe's text is in its digest
     return WorkflowSpec(
         path=path,
         config=config,
         patterns=[p for p, _ in patterns],
         recipes=[r for r, _ in recipes],
         warnings=sorted(problems.warnings, key=lambda p: (p.line or 0, p.column or 0)),
+        version=h.hexdigest()[:12],
     )
 
 

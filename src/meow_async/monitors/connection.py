@@ -142,6 +142,10 @@ class Listener:
     trim_timer: asyncio.TimerHandle | None = None  # caps to apply once a burst's grace ends
     #: TLS handshakes under way at once, at most (others wait their turn as bare sockets).
     shaking: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_HANDSHAKES))
+    #: The rules it served before the change that closed it (a reload that moved its port):
+    #: a message its connections finish after that goes to them, the version it began under.
+    served: list[Any] = field(default_factory=list)
+    closed: bool = False
 
     def __post_init__(self) -> None:
         self.port = self.sock.getsockname()[1]
@@ -225,6 +229,7 @@ class Connection(asyncio.BufferedProtocol):
         "_left",
         "_lost",
         "_replied",
+        "_retiring",
         "_shake",
         "_sniff",
         "_stopping",
@@ -267,6 +272,7 @@ class Connection(asyncio.BufferedProtocol):
         self._head = b""  # length framing: header bytes so far
         self._left = -1  # length framing: body bytes still to come; -1 between messages
         self._tail = b""  # delimiter framing: bytes that may start a delimiter
+        self._retiring = False  # its listener closed: close once no message is under way
 
     # -- asyncio's callbacks --------------------------------------------------------------------
 
@@ -313,6 +319,8 @@ class Connection(asyncio.BufferedProtocol):
         self._guard(self._feed, self.monitor.buffer[:nbytes])
         if nbytes < len(self.monitor.buffer) or not self._more_to_read():
             self._send_acks()  # the kernel's buffer is read: a sender that quits now lost nothing
+        if self._retiring:
+            self._retire_now()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -630,6 +638,8 @@ class Connection(asyncio.BufferedProtocol):
         self._guard(self._go_on, held)
         if self._lost is not None and not self._busy:
             self._finish(self._lost)
+        elif self._retiring:
+            self._retire_now()
 
     def _go_on(self, held: bytes) -> None:
         self.last = self.monitor.loop.time()
@@ -686,6 +696,17 @@ class Connection(asyncio.BufferedProtocol):
         return ",".join(parts) or None
 
     # -- ending ---------------------------------------------------------------------------------
+
+    def retire(self) -> None:
+        """Its listener was closed by a change of the rules (a port moved): the message under
+        way, if any, is finished and acknowledged, then the connection closes; between
+        messages it closes now. The sender reconnects to the new port."""
+        self._retiring = True
+        self._retire_now()
+
+    def _retire_now(self) -> None:
+        if not self._closing and not self._busy and self._partial() is None:
+            self._close()
 
     def stop(self, *, abort: bool = False) -> None:
         """The monitor stops: a message being queued finishes (it was accepted), an unfinished

@@ -71,6 +71,8 @@ class HttpMonitor:
         self.ready = asyncio.Event()
         self._socks: dict[Key, socket.socket] = {}
         self._servers: dict[Key, tuple[Server, asyncio.AbstractServer]] = {}
+        #: The TLS files each server was started with: a change (a reload) starts it again.
+        self._tls_of: dict[Key, tuple[Any, ...] | None] = {}
         self._queue: asyncio.Queue[Event] | None = None
         self._accepting = False
         self._sync_needed = asyncio.Event()
@@ -187,9 +189,9 @@ class HttpMonitor:
         self._secret_of.clear()  # read again: a token file may have been rotated
         self._by_port = None
         for key in list(self._servers):
-            if key not in wanted:
+            if key not in wanted or _tls_files(wanted[key]) != self._tls_of.get(key):
                 await self._close(key)
-                self._drop(key)
+                self._drop(key)  # a wanted one is bound again below, with its new TLS
         for key in [k for k in self._socks if k not in wanted]:
             self._drop(key)
         for key, served in wanted.items():
@@ -216,6 +218,7 @@ class HttpMonitor:
             )
             aserver = await asyncio.get_running_loop().create_server(server, sock=sock, ssl=ctx)
             self._servers[key] = (server, aserver)
+            self._tls_of[key] = _tls_files(served)
             self._by_port = None
             logger.info("listening on %s for %s", host_port(key[0], port), ", ".join(names))
 
@@ -606,6 +609,12 @@ class HttpMonitor:
 
 
 Operator = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
+
+
+def _tls_files(served: list[Any]) -> tuple[Any, ...] | None:
+    """The TLS settings a server is started with (its first TLS pattern's), None: plain."""
+    tls = [p for p in served if p.tls]
+    return (tls[0].tls_cert, tls[0].tls_key, tls[0].tls_client_ca) if tls else None
 
 
 class _Operator:

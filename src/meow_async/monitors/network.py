@@ -127,6 +127,8 @@ class NetworkMonitor:
         wanted = self._wanted(self.rules(rules))
         if not self._accepting:
             return
+        for lst in self._listeners.values():  # what each served until now, if it closes
+            lst.served = self._rules_on(lst)
         self.ready.clear()  # set again once _sync has opened and closed what changed
         try:
             for key, pattern in wanted.items():
@@ -180,7 +182,10 @@ class NetworkMonitor:
             if want is None or want.listener_settings() != lst.pattern.listener_settings():
                 del self._listeners[key]
                 self._rules_of = None
+                lst.closed = True
                 await self._close(lst)
+                for conn in [c for c in self.connections if c.lst is lst]:
+                    conn.retire()  # its message under way is finished and acknowledged
                 if want is not None:
                     try:
                         self._add_listener(key, want, _bind(want, quiet=True))
@@ -363,7 +368,9 @@ class NetworkMonitor:
         """The message is complete: journal it and make its events. None: it is dropped (not
         acknowledged); []: accepted, but every rule's filter rejected it (nothing is kept)."""
         path = spool.finish(durable=self.durable)
-        rules = self._rules_on(lst)
+        # A listener closed, or about to close, by a change of the rules: its message goes to
+        # the rules it served when the message began (the old version), never nowhere.
+        rules = (None if lst.closed else self._rules_on(lst)) or lst.served
         if not rules or not self._accepting:
             why = "no rule wants messages any more" if self._accepting else "stopping"
             logger.warning("%s: %s; dropped %s, not acknowledged", lst.describe(), why, path)

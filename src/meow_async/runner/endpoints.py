@@ -44,6 +44,7 @@ from ..model.jobs import Job, JobState, iter_jobs, read_meta
 from ..model.patterns import FilePattern, HttpPattern, Pattern, TimePattern
 from ..model.rules import Rule
 from ..model.schedule import tick_name
+from ..model.workflow import Workflow
 from ..monitors import HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
 from ..monitors.connection import peer_log
 from ..monitors.filtering import Filtering
@@ -51,6 +52,7 @@ from ..monitors.http_server import http_log
 from .bookkeeping import RunnerStats
 from .feed import Feed
 from .live import LiveFile
+from .reload import Outcome, Reloads
 from .view import LiveView
 
 __all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
@@ -91,6 +93,8 @@ class Observed(Protocol):
     started: asyncio.Event
     index: JobIndex | None
     feed: Feed
+    workflow: Workflow
+    reloads: Reloads | None
 
     @property
     def stopping(self) -> bool: ...
@@ -105,6 +109,8 @@ class Observed(Protocol):
     async def rerun(self, job_id: str) -> dict[str, Any]: ...
 
     async def cancel_queued(self, job_id: str) -> None: ...
+
+    async def reload(self, why: str = ...) -> Outcome: ...
 
 
 class _Collector:
@@ -214,7 +220,7 @@ class Endpoints:
     served by the HTTP monitor on ``runner.http``'s host and port (alone there, or beside HTTP
     patterns' routes on the same server)."""
 
-    PATHS = ("/healthz", "/metrics", "/jobs", "/status")
+    PATHS = ("/healthz", "/metrics", "/jobs", "/status", "/reload")
     #: ``POST /jobs/{id}/<action>``.
     ACTIONS = ("rerun", "cancel")
 
@@ -235,6 +241,8 @@ class Endpoints:
         action = path.rpartition("/")[2]
         if path.startswith("/jobs/") and path.count("/") == 3 and action in self.ACTIONS:
             return await self.job_action(request, path.split("/")[2], action)
+        if path == "/reload":
+            return await self.reload(request)
         if request.method != "GET":
             return web.json_response(
                 {"error": f"{request.method} is not allowed on {path}"},
@@ -304,6 +312,26 @@ class Endpoints:
         except MeowError as e:
             return web.json_response({"error": str(e)}, status=409)
 
+    async def reload(self, request: web.BaseRequest) -> web.Response:
+        """``POST /reload``: read the workflow file again (``meow-async reload``); 200 with
+        what changed, or 409 with the problems when it is refused."""
+        if request.method != "POST":
+            return web.json_response(
+                {"error": f"{request.method} is not allowed on {request.path}"},
+                status=405,
+                headers={"Allow": "POST"},
+            )
+        refused = self.allowed(request)
+        if refused is not None:
+            return refused
+        try:
+            outcome = await self.runner.reload("meow-async reload")
+        except MeowError as e:
+            return web.json_response({"error": str(e)}, status=409)
+        return web.json_response(
+            outcome.as_json(), status=409 if outcome.result == "refused" else 200
+        )
+
     def monitors(self) -> dict[str, str]:
         """What each monitor does now: ``live`` (watching for its rules), ``idle`` (no rule
         of its kind: nothing to watch) or ``starting`` (a watch or port not live yet)."""
@@ -363,6 +391,7 @@ class Endpoints:
             "base_dir": str(r.config.base_dir.absolute()),
             "jobs_dir": str(r.jobs_dir),
             "max_jobs": r.config.max_jobs,
+            "workflow": None if r.reloads is None else r.reloads.state(),
             "monitors": live,
             "rules": [
                 {
@@ -435,16 +464,23 @@ class Endpoints:
         def read() -> dict[str, Any] | None:
             index = JobIndex.read(jobs_dir)
             folder = None
+            downstream: list[str] = []
             if index is not None:
                 try:
                     folder = next((f for i, f in index.find(job_id) if i == job_id), None)
+                    downstream = [r.id for r in index.downstream(job_id)]
                 finally:
                     index.close()
             path = jobs_dir / (folder or job_id)
             try:
-                return current({**read_meta(path), "dir": str(path)})
+                meta = current({**read_meta(path), "dir": str(path)})
             except (OSError, ValueError):
                 return None
+            # Lineage: the job that declared its trigger, and the jobs its outputs triggered.
+            cause = meta.get("caused_by")
+            meta["upstream"] = [cause["job"]] if isinstance(cause, dict) and "job" in cause else []
+            meta["downstream"] = downstream
+            return meta
 
         meta = await asyncio.to_thread(read)
         if meta is None:

@@ -48,6 +48,7 @@ class LiveFile:
         jobs_dir: Path,
         http: tuple[str, int] | None,
         ports: dict[str, int],
+        workflow: dict[str, Any] | None = None,
     ) -> None:
         """Say who runs this jobs folder (best effort: the runner works without it).
 
@@ -67,6 +68,8 @@ class LiveFile:
             "jobs_dir": str(jobs_dir),
             "http": None if http is None else {"host": http[0], "port": http[1]},
             "ports": ports,
+            # The workflow file's version running, when it was loaded, the last refused reload.
+            "workflow": workflow,
         }
         tmp = self.path.with_name(f".{LIVE_FILE}.{os.getpid()}.tmp")
         try:
@@ -76,6 +79,18 @@ class LiveFile:
             logger.warning("cannot write %s (meow-async status needs it): %s", self.path, e)
             return
         self._mine = content
+
+    def update(self, **changes: Any) -> None:
+        """Say something new (a reload's outcome): the file is written again whole."""
+        if self._mine is None:
+            return
+        self._mine = {**self._mine, **changes}
+        tmp = self.path.with_name(f".{LIVE_FILE}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self._mine) + "\n")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            logger.warning("cannot write %s (meow-async status needs it): %s", self.path, e)
 
     async def keep(self, stop: asyncio.Event) -> None:
         """Refresh the file's mtime every ``HEARTBEAT`` seconds until ``stop`` is set."""

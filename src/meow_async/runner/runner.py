@@ -43,6 +43,7 @@ from .bookkeeping import Retries, RunnerStats, Watermark
 from .endpoints import Durations, Endpoints
 from .feed import Feed
 from .live import LiveFile, read_live
+from .reload import Outcome, Reloads
 
 __all__ = ["Runner", "RunnerStats"]
 
@@ -71,9 +72,10 @@ class Runner:
         *,
         config: RunnerConfig | None = None,
         conductor: Conductor | None = None,
+        version: str | None = None,
     ) -> None:
         self.config = config or RunnerConfig()
-        self.workflow = Workflow(patterns, recipes)
+        self.workflow = Workflow(patterns, recipes, version)
         self.jobs_dir = self.config.jobs_dir.absolute()
         assert self.config.spool_dir is not None  # noqa: S101 - set by RunnerConfig
         self.spool_dir = self.config.spool_dir.absolute()
@@ -130,13 +132,22 @@ class Runner:
         self._slots = asyncio.Semaphore(self.config.max_jobs)  # job processes at once
         self._ran = False
         self._finished = False  # run() returned or raised: wait_for gives up
+        #: The workflow file it runs, followed and reloadable (None: rules made in code).
+        self.reloads: Reloads | None = None
 
     @classmethod
     def from_spec(cls, spec: WorkflowSpec, **overrides: Any) -> Self:
         """A runner for a loaded workflow file; ``overrides`` replace runner settings."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         config = dataclasses.replace(spec.config, **changes) if changes else spec.config
-        return cls(spec.patterns, spec.recipes, config=config)
+        runner = cls(spec.patterns, spec.recipes, config=config, version=spec.version or None)
+        runner.reloads = Reloads(
+            spec,
+            runner.workflow,
+            functools.partial(_check_recipes, config),
+            runner._reloaded,
+        )
+        return runner
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
@@ -192,6 +203,21 @@ class Runner:
 
     def remove_recipe(self, name: str) -> None:
         self.workflow.remove_recipe(name)
+
+    async def reload(self, why: str = "asked") -> Outcome:
+        """Read the workflow file again and apply it, or refuse it and change nothing
+        (``meow-async reload``, SIGHUP, an edit of the file).
+
+        Raises:
+            MeowError: the runner was not made from a workflow file.
+        """
+        if self.reloads is None:
+            raise MeowError("this runner was not made from a workflow file: nothing to reload")
+        return await self.reloads.reload(why)
+
+    async def _reloaded(self) -> None:
+        if self.reloads is not None:
+            await asyncio.to_thread(self.live.update, workflow=self.reloads.state())
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -371,8 +397,11 @@ class Runner:
                 jobs_dir=self.jobs_dir,
                 http=None if http is None or http_port is None else (http["host"], http_port),
                 ports=self.ports(),
+                workflow=None if self.reloads is None else self.reloads.state(),
             )
             tg.create_task(self.live.keep(self._stop), name="live-file")
+            if self.reloads is not None:
+                tg.create_task(self.reloads.follow(self._stop), name="workflow-file")
             if cfg.retention:
                 tg.create_task(self._retain(dict(cfg.retention)), name="retention")
             self.started.set()
@@ -832,9 +861,8 @@ RETENTION_IDLE = 60.0
 _HANDLE_AT_ONCE = 8
 
 
-def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
-    """The conductor the settings ask for: local, or Dask with local jobs routed through it."""
-    local = LocalConductor(kill_timeout=config.kill_timeout, containment=config.containment)
+def _check_recipes(config: RunnerConfig, recipes: Iterable[Recipe]) -> None:
+    """ConfigError for a recipe the runner's conductor cannot run (Dask without a cluster)."""
     if config.dask is None:
         for r in recipes:
             if r.conductor == "dask":
@@ -845,6 +873,13 @@ def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
                     field="conductor",
                     value="dask",
                 )
+
+
+def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
+    """The conductor the settings ask for: local, or Dask with local jobs routed through it."""
+    local = LocalConductor(kill_timeout=config.kill_timeout, containment=config.containment)
+    if config.dask is None:
+        _check_recipes(config, recipes)
         return local
     from ..conductors.dask import DaskConductor  # imports distributed: only when asked for
 

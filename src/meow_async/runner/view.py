@@ -41,6 +41,9 @@ from .view_pages import MAX_LIST, job_folder, job_page, job_rows, rule_rows, tai
 if TYPE_CHECKING:
     from jinja2 import Environment
 
+    from ..model.workflow import Workflow
+    from .reload import Reloads
+
 __all__ = ["COOKIE", "LiveView", "Viewed"]
 
 #: The cookie that carries runner.http's token for the pages.
@@ -72,6 +75,10 @@ class Viewed(Protocol):
     filtering: Filtering
     index: JobIndex | None
     feed: Feed
+    #: The rules and the workflow file's version they were loaded from (None: made in code).
+    workflow: Workflow
+    #: The workflow file followed and reloaded (None: rules made in code).
+    reloads: Reloads | None
 
     @property
     def stopping(self) -> bool: ...
@@ -271,12 +278,14 @@ class LiveView:
             r.index,
             running,
         )
-        version = getattr(r, "workflow_version", None)
-        if version is None and r.index is not None:
-            with contextlib.suppress(sqlite3.Error):
-                version = await asyncio.to_thread(r.index.latest_version)
         return self.page(
-            "rules.html", "../", page="rules", title="Rules", rows=rows, version=version
+            "rules.html",
+            "../",
+            page="rules",
+            title="Rules",
+            rows=rows,
+            version=r.workflow.version,
+            workflow=None if r.reloads is None else r.reloads.state(),
         )
 
     async def graph_page(self) -> web.Response:
@@ -285,7 +294,7 @@ class LiveView:
         counts: dict[tuple[str, str], int] = {}
         if index is not None:
             with contextlib.suppress(sqlite3.Error):
-                edges = await asyncio.to_thread(index.edges)
+                edges = await asyncio.to_thread(index.rule_edges)
                 counts = await asyncio.to_thread(index.counts)
         jobs: dict[str, int] = {}
         failed: dict[str, int] = {}

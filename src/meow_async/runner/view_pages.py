@@ -29,6 +29,7 @@ __all__ = [
     "JobPage",
     "JobRow",
     "RuleRow",
+    "cause_of",
     "job_folder",
     "job_page",
     "job_rows",
@@ -45,6 +46,8 @@ TAIL_BYTES = 16 * 1024
 MAX_LIST = 200
 #: Notebook output a job's page shows at most (characters, all cells together).
 NOTEBOOK_CHARS = 30_000
+#: Downstream jobs a job's page links to at most (the first made).
+DOWNSTREAM_SHOWN = 100
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -183,9 +186,18 @@ class JobPage:
     event: list[tuple[str, str]]
     logs: dict[str, tuple[str, bool]]
     notebook: list[tuple[str, str]] | None
-    upstream: IndexRow | None
+    #: (job, rule) of the job that declared this job's trigger (``caused_by``), kept or not.
+    cause: tuple[str, str] | None
+    upstream: IndexRow | None  # that job's row, while it is kept
     downstream: list[IndexRow]
     attempts: list[dict[str, Any]]
+
+
+def cause_of(caused_by: Any) -> tuple[str, str] | None:
+    """(job, rule) of a ``job.json``'s ``caused_by`` (``{job, rule}``, as lineage writes it)."""
+    if isinstance(caused_by, dict) and isinstance(caused_by.get("job"), str):
+        return caused_by["job"], str(caused_by.get("rule") or "")
+    return None
 
 
 def job_folder(index: JobIndex | None, jobs_dir: Path, job_id: str) -> Path | None:
@@ -228,14 +240,12 @@ def job_page(index: JobIndex | None, jobs_dir: Path, job_id: str, running: bool)
         for name in ("process.log", STDOUT_FILE, STDERR_FILE)
         if (folder / name).exists()
     }
-    caused = meta.get("caused_by")
-    cause = caused if isinstance(caused, str) else json.dumps(caused) if caused else None
+    cause = cause_of(meta.get("caused_by"))
     upstream, downstream = None, []
     if index is not None:
         with contextlib.suppress(sqlite3.Error):
-            upstream = index.upstream(cause) if cause else None
-            made = meta.get("created")
-            downstream = index.downstream(job_id, made if isinstance(made, int | float) else 0)
+            upstream = index.row(cause[0]) if cause else None
+            downstream = index.downstream(job_id, limit=DOWNSTREAM_SHOWN)
     attempts = [a for a in meta.get("attempts") or [] if isinstance(a, dict)]
     return JobPage(
         meta=meta,
@@ -244,6 +254,7 @@ def job_page(index: JobIndex | None, jobs_dir: Path, job_id: str, running: bool)
         event=shown_event,
         logs=logs,
         notebook=notebook_outputs(folder / "output.ipynb"),
+        cause=cause,
         upstream=upstream,
         downstream=downstream,
         attempts=attempts,
