@@ -199,3 +199,34 @@ async def test_lineage_survives_a_restart(tmp_path: Path) -> None:
     (clean,) = [m for m in metas.values() if m["rule"] == "clean"]
     (later,) = [m for m in metas.values() if m["rule"] == "later"]
     assert later["caused_by"] == {"job": clean["id"], "rule": "clean"}
+
+
+async def test_lineage_through_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """A raw file whose name is not UTF-8 makes its job, whose declared output (named from it)
+    makes the next one with its cause recorded, and ``jobs --lineage`` finds it by that name:
+    the index holds such paths with their stray bytes as ``\\xNN`` (its declared outputs too),
+    and looks them up the same way (before, the cause's lookup raised and the raw file's job
+    was never made)."""
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    wf = tmp_path / "workflow.yaml"
+    first, _, _ = CHAIN.partition("  plot:\n")
+    wf.write_text(first.replace("sweep: {k: {start: 1, stop: 3, jump: 1}}\n    ", ""))
+    raw = bytes(tmp_path) + b"/data/raw/bad\xff name.dat"
+    async with Runner.from_file(wf) as runner:
+        with open(raw, "wb") as f:
+            f.write(b"a")
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.done + s.failed >= 2)
+        assert runner.stats.handler_errors == 0
+    metas = _metas(tmp_path / "jobs")
+    by_rule = {m["rule"]: m for m in metas.values()}
+    assert sorted(by_rule) == ["clean", "fit"]
+    assert os.fsencode(by_rule["clean"]["event"]["path"]) == raw
+    assert by_rule["clean"]["state"] == "done"
+    assert by_rule["fit"]["caused_by"] == {"job": by_rule["clean"]["id"], "rule": "clean"}
+    code, shown = cli("jobs", "workflow.yaml", "--lineage", os.fsdecode(raw), cwd=tmp_path)
+    assert code == 0, shown
+    lines = shown.splitlines()
+    assert lines[0] == "raw/bad\\xff name.dat  (the root event)"
+    assert f"{by_rule['clean']['id']}  clean  done  -> clean/bad\\xff name.txt" in lines[1]
+    assert by_rule["fit"]["id"] in lines[2]

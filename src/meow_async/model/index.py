@@ -337,7 +337,7 @@ def outputs_of(meta: Mapping[str, Any], job_dir: str) -> list[tuple[str, str, st
     for value in out.values():
         for v in value if isinstance(value, list | tuple) else [value]:
             if isinstance(v, str) and v:
-                paths.add(os.path.normpath(os.path.join(where, v)))
+                paths.add(storable(os.path.normpath(os.path.join(where, v))))
     return [(p, job, rule, created or 0.0) for p in sorted(paths)]
 
 
@@ -785,7 +785,7 @@ class JobIndex:
                 "SELECT o.job, o.rule, j.started, j.finished FROM outputs o "
                 "LEFT JOIN jobs j ON j.id = o.job WHERE o.path = ? "
                 "ORDER BY o.created DESC LIMIT 16",
-                (os.path.normpath(path),),
+                (storable(os.path.normpath(path)),),
             ).fetchall()
         if len(rows) == 1:
             return str(rows[0][0]), str(rows[0][1])
@@ -848,7 +848,7 @@ class JobIndex:
             row = self.conn.execute(
                 f"SELECT id FROM jobs WHERE event_path IN ({marks}) OR trigger = ? "  # noqa: S608
                 "ORDER BY created DESC, id DESC LIMIT 1",
-                (*paths, rel),
+                (*map(storable, paths), storable(rel)),
             ).fetchone()
         return None if row is None else str(row[0])
 
@@ -859,7 +859,7 @@ class JobIndex:
             row = self.conn.execute(
                 f"SELECT job FROM outputs WHERE path IN ({marks}) "  # noqa: S608
                 "ORDER BY created DESC LIMIT 1",
-                tuple(paths),
+                tuple(map(storable, paths)),
             ).fetchone()
         return None if row is None else str(row[0])
 
@@ -947,6 +947,7 @@ class JobIndex:
 
     def find(self, prefix: str) -> list[tuple[str, str]]:
         """(id, folder) of the jobs whose id starts with ``prefix``."""
+        prefix = storable(prefix)  # an argument that may be a file's name (--lineage PATH)
         with self._lock:
             return [
                 (str(i), str(f))
