@@ -26,6 +26,7 @@ from . import (
     report_tests,
     scale_out,
     schedules,
+    startup,
 )
 from .limits import raise_nofile
 from .loops import LOOPS
@@ -49,6 +50,8 @@ SUITES = {
     "ticks": "every: ticks -> warm Python job start, p50/p99",
     "poll": "the polling watcher on 100,000 files in 1,000 folders (CPU per look, memory of "
     "the index), and job end -> next job start through the job-end scan",
+    "startup": "the wall clock of --version, send, validate, jobs and status (a new process "
+    "each), this tree against --baseline-src, beside python -c pass",
     "history": "restart, RSS, jobs --tail/--state and status over N finished jobs (100,000; "
     "--history-jobs 1000000), this tree against --history-base; disk per job",
 }
@@ -116,8 +119,9 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline-src",
         type=Path,
         metavar="DIR",
-        help="http suite: also run the meow_async found in DIR (another checkout's src/, e.g. "
-        "from `git archive`), taking turns with this one, each point in its own process",
+        help="http, startup suites: also run the meow_async found in DIR (another checkout's "
+        "src/, e.g. from `git archive`), taking turns with this one, each point in its own "
+        "process",
     )
     p.add_argument(
         "--history-jobs",
@@ -190,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             baseline=args.baseline_src,
         ),
     }
+    steps["startup"] = lambda: startup.run(
+        args.repeats or (15 if sizes.name == "small" else 50), scratch, args.baseline_src
+    )
     steps["poll"] = lambda: poll.run(scratch, args.loop, sizes.name)
     steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
     steps["history"] = lambda: _history(args, scratch)

@@ -36,13 +36,12 @@ from prometheus_client.core import (
 
 from ..conductors.process_log import current
 from ..exceptions import MeowError
-from ..model.addresses import host_port
 from ..model.config import RunnerConfig
 from ..model.index import JobIndex, Select
 from ..model.jobs import Job, JobState, iter_jobs, read_meta
-from ..model.patterns import FilePattern, HttpPattern, Pattern, TimePattern
 from ..model.rules import Rule
 from ..model.schedule import tick_name
+from ..model.triggers import trigger_text
 from ..monitors import HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
 from ..monitors.connection import peer_log
 from ..monitors.filtering import Filtering
@@ -487,25 +486,3 @@ def _listed(
         if state is None or meta.get("state") == state:
             out.append(meta)
     return out[-limit:] if limit else out
-
-
-def trigger_text(p: Pattern, port: int | None) -> str:
-    """A rule's trigger as the banner of ``meow-async run`` shows it."""
-    return _trigger(p, port) + (f" when {_short(p.when)}" if p.when is not None else "")
-
-
-def _trigger(p: Pattern, port: int | None) -> str:
-    if isinstance(p, FilePattern):
-        return p.glob
-    if isinstance(p, TimePattern):
-        zone = f" ({p.timezone})" if p.cron is not None and p.timezone != "UTC" else ""
-        return p.schedule.describe() + zone
-    where = host_port(p.host, port if port is not None else p.port)
-    if isinstance(p, HttpPattern):
-        return f"http {'|'.join(p.methods)} http://{where}{p.route}"
-    return f"tcp {where}" + (" tls" if p.tls else "")
-
-
-def _short(text: str, width: int = 60) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= width else one[: width - 1] + "…"
