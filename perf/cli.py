@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    burst,
     chunks,
     files,
     http,
@@ -50,6 +51,8 @@ SUITES = {
     "ticks": "every: ticks -> warm Python job start, p50/p99",
     "poll": "the polling watcher on 100,000 files in 1,000 folders (CPU per look, memory of "
     "the index), and job end -> next job start through the job-end scan",
+    "burst": "20,000 small POSTs, --concurrency in flight (200 is the issue's), against a real "
+    "runner with default settings: answers by status, requests/s, RSS",
     "startup": "the wall clock of --version, send, validate, jobs and status (a new process "
     "each), this tree against --baseline-src, beside python -c pass",
     "history": "restart, RSS, jobs --tail/--state and status over N finished jobs (100,000; "
@@ -194,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             baseline=args.baseline_src,
         ),
     }
+    steps["burst"] = lambda: burst.run(
+        2000 if sizes.name == "small" else 20_000, args.concurrency, scratch
+    )
     steps["startup"] = lambda: startup.run(
         args.repeats or (15 if sizes.name == "small" else 50), scratch, args.baseline_src
     )

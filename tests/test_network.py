@@ -262,6 +262,42 @@ async def test_ack_comes_after_the_event_is_queued_and_raw_senders_still_work(
     assert msg_id in {j["event"]["message_id"] for j in ws.jobs_list()}
 
 
+async def test_acks_come_at_once_past_the_queue_and_wait_only_past_the_backlog(
+    ws: Workspace,
+) -> None:
+    """The only job slot is held and the events queue holds 2: the next messages are
+    acknowledged at once all the same (they wait in the spool journal's backlog, issue 26),
+    up to max_backlog (5); the one after that waits for its ack (TCP back-pressure) until the
+    backlog drains, and then every acknowledged message runs once."""
+    release = ws.root / "release"
+    block = 'while [ ! -e "$release" ]; do sleep 0.01; done\ncat "$message"'
+    pattern = net(ack=True, framing="length", parameters={"release": str(release)})
+    settings = {"queue_size": 2, "max_jobs": 1, "handlers": 1, "max_backlog": 5}
+    async with ws.runner([pattern], [sh_recipe("r", block)], **settings) as r:
+        to = ("127.0.0.1", r.ports()["n"])
+        acked = []
+        for i in range(40):
+            try:
+                async with asyncio.timeout(1.0):
+                    acked.append(await send(*to, f"m{i}".encode(), ack=True, framing="length"))
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("40 acks while no job could end: the backlog has no limit")
+        assert r.network.backlog()[0] == 5
+        waiting = asyncio.create_task(send(*to, b"late", ack=True, framing="length"))
+        await poll_until(lambda: r.network._blocked >= 1)
+        assert not waiting.done()
+        release.touch()
+        async with asyncio.timeout(WAIT):
+            acked.append(await waiting)
+        await until_finished(r, len(acked) + 1)  # the one cut off by the timeout ran too
+    assert r.network.backlog() == (0, 0)
+    assert len(set(acked)) == len(acked)
+    assert set(acked) <= {j["event"]["message_id"] for j in ws.jobs_list()}
+    assert sorted(outputs(ws)) == sorted([f"m{i}" for i in range(len(acked))] + ["late"])
+
+
 async def test_send_streams_a_file(ws: Workspace, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(bytes(range(256)) * 20_000)  # 5 MB

@@ -75,6 +75,8 @@ def _network(runner: Any) -> Monitor:
         durable=cfg.durable,
         filtering=runner.filtering,
         filter_max_body=cfg.filter_max_body,
+        max_backlog=cfg.max_backlog,
+        max_backlog_bytes=cfg.max_backlog_bytes,
     )
 
 
