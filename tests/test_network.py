@@ -31,6 +31,7 @@ from meow_async import (
     Workflow,
     send,
 )
+from meow_async.monitors.spool import Journal
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, sh_recipe
 
@@ -296,6 +297,36 @@ async def test_acks_come_at_once_past_the_queue_and_wait_only_past_the_backlog(
     assert len(set(acked)) == len(acked)
     assert set(acked) <= {j["event"]["message_id"] for j in ws.jobs_list()}
     assert sorted(outputs(ws)) == sorted([f"m{i}" for i in range(len(acked))] + ["late"])
+
+
+def test_parked_journal_entries_survive_a_rewrite_and_a_restart(tmp_path: Path) -> None:
+    """Backlogged entries are dropped from memory (parked) and read back from accepted.log:
+    through the journal's rewrite (most entries done) and after a restart, each comes back
+    whole, and only the ones not done."""
+    journal = Journal(tmp_path, durable=False)
+    journal.open()
+    n = 2500
+    kept = list(range(1, n, 10))
+    for i in range(n):
+        journal.add({"id": f"m{i}", "time": i, "rules": ["r"], "extras": {"size": 1, "n": i}})
+        journal.park(f"m{i}")
+    assert all(e is None for e in journal.pending.values())
+    for i in set(range(n)) - set(kept):  # past 4096 lines, 4 a pending entry: rewritten
+        journal.done(f"m{i}")
+    for i in kept:
+        (tmp_path / f"m{i}.msg").write_text("x")  # still spooled
+    assert journal._lines < n  # rewritten short
+    assert journal.unpark("m1") == {
+        "id": "m1",
+        "time": 1,
+        "rules": ["r"],
+        "extras": {"size": 1, "n": 1},
+    }
+    assert journal.unpark("m0") is None  # done
+    assert sorted(e["extras"]["n"] for e in journal.entries()) == kept
+    journal.close()
+    again = Journal(tmp_path, durable=False)
+    assert sorted(e["extras"]["n"] for e in again.recover()) == kept
 
 
 async def test_send_streams_a_file(ws: Workspace, tmp_path: Path) -> None:

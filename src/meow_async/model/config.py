@@ -496,7 +496,7 @@ class RunnerConfig:
     spool_dir: Path | None = field(default=None, metadata=optional(_FOLDER))
     max_jobs: int = field(default_factory=_cpus, metadata=count())
     queue_size: int = field(default=1000, metadata=count())
-    max_backlog: int = field(default=10_000, metadata=count(low=0))
+    max_backlog: int = field(default=100_000, metadata=count(low=0))
     max_backlog_bytes: int = field(default=1 << 30, metadata=count(low=0))
     handlers: int = field(default=2, metadata=count())
     shutdown_timeout: float = field(default=10.0, metadata=seconds())

@@ -67,7 +67,7 @@ class NetworkMonitor:
         durable: bool = False,
         filtering: Filtering | None = None,
         filter_max_body: int = 1024 * 1024,
-        max_backlog: int = 10_000,
+        max_backlog: int = 100_000,
         max_backlog_bytes: int = 1 << 30,
     ) -> None:
         self.workflow = workflow
@@ -85,11 +85,12 @@ class NetworkMonitor:
         self._listeners: dict[Key, Listener] = {}
         self._accepting = False  # True while run() serves; the queue stays while stopping
         self._blocked = 0  # connections waiting for room in the queue
-        #: Accepted messages whose events wait for room in the events queue, oldest first, with
-        #: their size: each is in the journal on disk already (a restart finishes it), so a
-        #: burst is taken whole and answered at once, up to these limits (NiFi's back-pressure
-        #: per connection: 10,000 objects, 1 GB). Past them senders wait, or get 503.
-        self._backlog: deque[tuple[list[Event], int]] = deque()
+        #: Accepted messages whose events wait for room in the events queue, oldest first: each
+        #: is in the journal on disk already (a restart finishes it), so a burst is taken whole
+        #: and answered at once, up to these limits (back-pressure thresholds as NiFi's). Only
+        #: its id and size stay in memory; its entry is read back from the
+        #: journal when its turn comes. Past the limits senders wait, or get 503.
+        self._backlog: deque[tuple[str, int]] = deque()
         self._backlog_bytes = 0
         self.max_backlog = max_backlog
         self.max_backlog_bytes = max_backlog_bytes
@@ -466,7 +467,7 @@ class NetworkMonitor:
 
     def pending_entries(self) -> list[dict[str, Any]]:
         """The journal's entries whose jobs are not all made yet (after ``recover``)."""
-        return list(self._journal.pending.values())
+        return self._journal.entries()
 
     def offer(self, events: list[Event]) -> bool:
         """Queue the events now if there is room, else hold them in the backlog (their message
@@ -519,9 +520,13 @@ class NetworkMonitor:
         )
 
     def _hold(self, events: list[Event]) -> None:
-        size = int(events[0].extras.get("size") or 0) if events else 0
-        self._backlog.append((events, size))
+        """Into the backlog: the message's events are made again from its journal entry."""
+        first = events[0]
+        msg_id = first.key.removeprefix("net:")
+        size = int(first.extras.get("size") or 0)
+        self._backlog.append((msg_id, size))
         self._backlog_bytes += size
+        self._journal.park(msg_id)
         self._fill.set()
 
     async def _feed(self, queue: asyncio.Queue[Event]) -> None:
@@ -531,14 +536,29 @@ class NetworkMonitor:
                 self._fill.clear()
                 await self._fill.wait()
                 continue
-            events, size = self._backlog[0]
-            while events:
-                await queue.put(events[0])
-                events.pop(0)
+            msg_id, size = self._backlog[0]
+            for event in self._unparked(msg_id):
+                await queue.put(event)  # cancelled here: the journal has it for the next start
             self._backlog.popleft()
             self._backlog_bytes -= size
             if not self._over():
                 self._room.set()
+
+    def _unparked(self, msg_id: str) -> list[Event]:
+        """A backlogged message's events, from its journal entry and its rules as they are now
+        (as a restart makes them)."""
+        entry = self._journal.unpark(msg_id)
+        if entry is None:
+            return []
+        path = f"{self._spool_str}/{msg_id}.msg"
+        names = entry["rules"]
+        rules = [self.workflow.rules[n] for n in names if n in self.workflow.rules]
+        if not rules:
+            logger.warning("message %s: its rules %s are gone; dropped", msg_id, names)
+            unlink(path)
+            self._journal.done(msg_id)
+            return []
+        return self._events_for(entry, path, rules)
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(work)
