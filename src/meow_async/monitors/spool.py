@@ -120,6 +120,7 @@ class Journal:
         self.pending: dict[str, dict[str, Any] | None] = {}
         self._at: dict[str, int] = {}  # where each pending entry's line starts in the file
         self._file: IO[str] | None = None
+        self._reader: IO[bytes] | None = None  # parked entries are read back through it
         self._size = 0  # the file's length: where the next line starts
         self._lines = 0
 
@@ -186,6 +187,7 @@ class Journal:
                 self._write({"done": msg_id}, flush=False)
 
     def close(self) -> None:
+        self._close_reader()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -220,17 +222,23 @@ class Journal:
         """Parked entries, from their lines in the file, in the order asked."""
         if not ids:
             return []
-        if self._file is not None:
-            self._file.flush()
+        # Entries are flushed as they are added: what is read is on the file.
+        if self._reader is None:
+            self._reader = open(self.path, "rb")  # noqa: SIM115 - kept open, as _file
         out = []
-        with open(self.path, "rb") as f:
-            for msg_id in ids:
-                f.seek(self._at[msg_id])
-                out.append(json.loads(f.readline()))
+        for msg_id in ids:
+            self._reader.seek(self._at[msg_id])
+            out.append(json.loads(self._reader.readline()))
         return out
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _rewrite(self) -> None:
         parked = iter(self._read([i for i, e in self.pending.items() if e is None]))
+        self._close_reader()  # the file is replaced: read the new one from now on
         if self._file is not None:
             self._file.close()
             self._file = None
