@@ -269,7 +269,8 @@ async def test_a_burst_beyond_the_queue_is_taken_whole_and_kept_in_the_journal(
     start, never both, never neither."""
     release = ws.root / "release"  # never made: the first job holds the only slot
     pattern = http(parameters={"release": str(release)})
-    settings = {"queue_size": 20, "max_jobs": 1, "handlers": 1, "shutdown_timeout": 0.2}
+    settings: dict[str, Any] = {"queue_size": 20, "max_jobs": 1, "handlers": 1}
+    settings.update(shutdown_timeout=0.2, http={"port": 0})  # runner.http shows the backlog
     n, at_once = 1000, 200
     async with ws.runner([pattern], [sh_recipe("r", BLOCK)], **settings) as r:
         target = url(r, "h", "/in")
@@ -290,6 +291,14 @@ async def test_a_burst_beyond_the_queue_is_taken_whole_and_kept_in_the_journal(
         waiting, size = r.network.backlog()
         assert waiting > n // 2, "the burst did not reach past the events queue"
         assert waiting * 2 <= size <= waiting * 4  # each body is "m" and 1-3 digits
+        async with client() as s:
+            async with s.get(f"http://127.0.0.1:{r.http_port}/status") as resp:
+                shown = await resp.json()
+            async with s.get(f"http://127.0.0.1:{r.http_port}/metrics") as resp:
+                metrics = await resp.text()
+        assert shown["queues"]["backlog"] == waiting  # nothing drains while the slot is held
+        assert f'meow_queue_depth{{queue="backlog"}} {waiting}.0' in metrics
+        assert f"meow_backlog_bytes {size}.0" in metrics
     made = [j["event"]["message_id"] for j in ws.jobs_list()]
     assert len(made) == len(set(made))
     journal = Journal(r.spool_dir, durable=False)

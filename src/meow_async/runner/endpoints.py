@@ -158,7 +158,14 @@ class _Collector:
         depth = GaugeMetricFamily("meow_queue_depth", "Items waiting, by queue", labels=["queue"])
         for name, queue in r.queues().items():
             depth.add_metric([name], queue.qsize())
+        waiting, size = r.network.backlog()
+        depth.add_metric(["backlog"], waiting)  # accepted messages waiting in the journal
         yield depth
+        yield GaugeMetricFamily(
+            "meow_backlog_bytes",
+            "Bytes of the accepted messages waiting in the spool journal for the events queue",
+            value=size,
+        )
         buckets, total = [], 0
         for bound, n in zip([*map(str, BUCKETS), "+Inf"], r.durations.counts, strict=True):
             total += n
@@ -383,7 +390,10 @@ class Endpoints:
                 "handler_errors": s.handler_errors,
             },
             "running": running,
-            "queues": {name: q.qsize() for name, q in r.queues().items()},
+            "queues": {
+                **{name: q.qsize() for name, q in r.queues().items()},
+                "backlog": r.network.backlog()[0],
+            },
             "kept": self._kept(),
         }
 
