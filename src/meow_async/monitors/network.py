@@ -88,8 +88,8 @@ class NetworkMonitor:
         #: Accepted messages whose events wait for room in the events queue, oldest first: each
         #: is in the journal on disk already (a restart finishes it), so a burst is taken whole
         #: and answered at once, up to these limits (back-pressure thresholds as NiFi's). Only
-        #: its id and size stay in memory; its entry is read back from the
-        #: journal when its turn comes. Past the limits senders wait, or get 503.
+        #: its id and size stay in memory; its entry is read back from the journal when its
+        #: turn comes. Past the limits senders wait, or get 503.
         self._backlog: deque[tuple[str, int]] = deque()
         self._backlog_bytes = 0
         self.max_backlog = max_backlog
@@ -184,6 +184,7 @@ class NetworkMonitor:
             self._room.set()  # a sender waiting for room: its message joins the backlog now
             await self._close_all()
             feeder.cancel()
+            await asyncio.wait([feeder])
             if self._backlog:
                 logger.info(
                     "%d accepted message(s) left in the spool journal (%s): the next start "
