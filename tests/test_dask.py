@@ -199,6 +199,32 @@ async def test_resources_route_jobs_and_impossible_ones_fail_clearly(
     assert "GPU" in tpu["error"]  # what the workers do offer
 
 
+async def test_env_and_max_output_hold_on_a_worker_too(
+    ws: Workspace, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's job gets what its recipe's env: keeps of the worker's environment, and its
+    output is cut to max_output there."""
+    monkeypatch.setenv("TEST_SECRET_TOKEN", "on the runner")  # not on the workers anyway
+    script = (
+        "import json, os, sys\n"
+        "json.dump(dict(os.environ), open('env.json', 'w'))\n"
+        "sys.stdout.write(''.join(f'{i:09d}\\n' for i in range(20000)))\n"
+    )
+    recipes = [py_recipe("r", script, env=["PATH"], max_output=10_000)]
+    patterns = [FilePattern(name="p", glob="in/*", recipe="r")]
+    (job,) = await run_files(ws, cluster, patterns, recipes, {"in/a": "x"})
+    assert job["state"] == "done", job["error"]
+    env = json.loads((Path(job["dir"]) / "env.json").read_text())
+    assert set(env) - {"LC_CTYPE"} == {"PATH", "MEOW_PROCESS_LOG", *job["env"]}
+    cut = job["output_cut"]["stdout.txt"]
+    assert cut["size"] == 200_000
+    assert cut["kept_head"] + cut["kept_tail"] <= 10_000
+    out = (Path(job["dir"]) / "stdout.txt").read_text().splitlines()
+    assert out[0] == "000000000"
+    assert out[-1] == "000019999"
+    assert sum(line.startswith("[meow_async:") for line in out) == 1
+
+
 def _pid_from(path: Path) -> int:
     return int(path.read_text().split()[0])
 

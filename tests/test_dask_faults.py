@@ -505,3 +505,66 @@ def test_a_runner_killed_while_dask_jobs_run_settles_them_at_the_next_start(
 def _exit_code(job_dir: Path) -> int | None:
     last = last_attempt(job_dir)
     return None if last is None else last.exit_code
+
+
+# -- a job that ends as its scheduler dies ------------------------------------------------------
+
+#: Records its run, says it waits, and ends (exit 0) once released.
+ENDS = """\
+import os, time
+from pathlib import Path
+
+with open("runs.txt", "a") as f:
+    f.write(f"{os.getpid()}\\n")
+Path("waiting").touch()
+while not Path("release").exists():
+    time.sleep(0.01)
+"""
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+async def test_a_job_that_ended_as_its_scheduler_died_is_recorded_not_rerun(
+    ws: Workspace, dask: Dask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job writes its exit and ends, but its result never reaches the runner: its worker
+    is frozen (SIGSTOP) from before the end until the scheduler has been SIGKILLed. The runner
+    reads process.log, as a restart would, and records the job done instead of running it
+    again (``on_restart: rerun``)."""
+    caplog.set_level(logging.INFO, logger="meow_async")
+    address = await dask.astart_scheduler()
+    dask.start_worker(nthreads=1)
+    await dask.wait_for_workers(1)
+    pattern = FilePattern(name="p", glob="in/*", recipe="job", on_restart="rerun")
+    runner = ws.runner(
+        [pattern],
+        [py_recipe("job", ENDS)],
+        conductor="dask",
+        dask={"address": address, "connect_timeout": 1},
+    )
+    async with runner:
+        await runner.wait_ready()
+        ws.write("in/a")
+        await poll_until(lambda: any(ws.jobs.glob("*/*/waiting")))
+        job_dir = next(ws.jobs.glob("*/*/waiting")).parent
+        last = last_attempt(job_dir)
+        assert last is not None
+        assert last.pid is not None
+        job_pid, job_start = last.pid, str(last.pid_start)
+        worker = _parent_of(job_pid)  # the worker process spawned it (setpriv execs)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            (job_dir / "release").touch()
+            await poll_until(lambda: _exit_code(job_dir) == 0 and not alive((job_pid, job_start)))
+            dask.kill_scheduler()
+            await poll_until(lambda: f"lost the Dask scheduler at {address}" in caplog.text)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        await poll_until(lambda: _meta(job_dir)["state"] == "done", timeout=10)
+    meta = _meta(job_dir)
+    assert (meta["exit_code"], meta["error"]) == (0, None)
+    assert [a["error"] for a in meta["attempts"]] == [None]
+    assert len((job_dir / "runs.txt").read_text().split()) == 1  # not run again
+    assert "recorded from its process.log, not run again" in caplog.text

@@ -451,11 +451,25 @@ async def test_a_bash_job_killed_by_a_signal_records_no_exit(
         ws.write("a.in")
         await poll_until(lambda: _has_pid(ws), timeout=SHORT)
         job_dir = Path(ws.jobs_list()[0]["dir"])
-        os.killpg(int((job_dir / "shell.pid").read_text()), sig)  # as a stop or a shutdown does
+        shell = int((job_dir / "shell.pid").read_text())
+        # Once `sleep` runs: a signal that comes while Bash forks it reaches the copy of Bash
+        # that is about to become `sleep`, which drops it, and Bash defers its own trap until
+        # `sleep` ends (Bash's race, not the job's).
+        await poll_until(lambda: _runs_sleep(shell), timeout=SHORT)
+        os.killpg(shell, sig)  # as a stop or a shutdown does
         await until(r, 1)
     meta = job_for(ws, "a.in")
     assert meta["exit_code"] == -sig
     assert kinds(job_dir) == ["start", "pid"], log_lines(job_dir)
+
+
+def _runs_sleep(shell: int) -> bool:
+    """Whether the shell's child has become `sleep`."""
+    try:
+        kids = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        return any(Path(f"/proc/{k}/comm").read_text().strip() == "sleep" for k in kids)
+    except OSError:
+        return False
 
 
 def _has_pid(ws: Workspace) -> bool:
@@ -769,6 +783,95 @@ def test_a_job_that_ended_while_its_runner_was_stopped_is_recorded_after_a_kill(
     assert (job_dir / "stdout.txt").read_text() == "done\n"
     assert kinds(job_dir) == ["start", "pid", "exit"]
     assert [m.name for m in jobs.glob("*/*/job.json")] == ["job.json"]  # one job, no second
+
+
+#: The first run forks children that end (one through the rest of the script, one through
+#: multiprocessing) while it runs on; any later run ends at once.
+FORKS_PY = """\
+import multiprocessing, os, sys, time
+from pathlib import Path
+
+with open("runs.txt", "a") as f:
+    f.write(f"{os.getpid()}\\n")
+if len(Path("runs.txt").read_text().split()) > 1:
+    sys.exit(0)
+pid = os.fork()
+if pid == 0:
+    sys.exit(5)  # the child's copy of the script ends
+os.waitpid(pid, 0)
+child = multiprocessing.get_context("fork").Process(target=sys.exit, args=(6,))
+child.start()
+child.join()
+Path("children-ended").touch()
+time.sleep(120)
+"""
+
+#: The same in Bash: a subshell, a background job and a child shell end while it runs on.
+FORKS_SH = """\
+echo $$ >> runs.txt
+[ "$(wc -l < runs.txt)" -gt 1 ] && exit 0
+( exit 5 )
+{ exit 6; } &
+wait
+bash -c 'exit 7'
+touch children-ended
+sleep 120
+"""
+
+
+def test_only_the_job_s_own_process_records_its_exit(tmp_path: Path) -> None:
+    """A job whose forked children end while it runs on, then a runner SIGKILL: the restart
+    finds the job cut off (no exit line of a child's taken for the job's end), kills it and
+    runs it again (on_restart: rerun)."""
+    (tmp_path / "data").mkdir()
+    recipes = {
+        "warm": {"kind": "python", "script": FORKS_PY},
+        "spawned": {"kind": "python", "script": FORKS_PY, "fork": False},
+        "sh": {"kind": "bash", "script": FORKS_SH},
+    }
+    (tmp_path / "workflow.yaml").write_text(
+        json.dumps(
+            {
+                "runner": {"base_dir": "data", "jobs_dir": "jobs", "max_jobs": 3},
+                "recipes": recipes,
+                "patterns": {
+                    name: {"glob": f"*.{name}", "recipe": name, "on_restart": "rerun"}
+                    for name in recipes
+                },
+            }
+        )
+    )
+    jobs = tmp_path / "jobs"
+    first_pids: list[int] = []
+    try:
+        with cli_runner(tmp_path, "first") as (proc, _):
+            for name in recipes:
+                (tmp_path / "data" / f"a.{name}").write_text("x")
+            wait_until_sync(lambda: len(list(jobs.glob("*/*/children-ended"))) == 3)
+            dirs = {p.name.split("-")[0]: p.parent for p in jobs.glob("*/*/children-ended")}
+            for job_dir in dirs.values():
+                assert "exit" not in kinds(job_dir), log_lines(job_dir)
+                first_pids.append(int((job_dir / "runs.txt").read_text().split()[0]))
+            proc.kill()
+        with cli_runner(tmp_path, "second") as (proc, err):
+            wait_until_sync(
+                lambda: all(read_meta(d)["state"] == "done" for d in dirs.values()), SHORT
+            )
+            text = err.read_text()
+            assert "3 to rerun, 0 failed" in text, text
+            assert "0 finished while no runner watched" in text, text
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=WAIT) == 0, err.read_text()
+        assert not any(alive(pid) for pid in first_pids)  # killed at the restart
+    finally:
+        for pid in first_pids:
+            if alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+    for name, job_dir in dirs.items():
+        meta = read_meta(job_dir)
+        errors = [a["error"] for a in meta["attempts"]]
+        assert errors == ["the runner died while the job was running", None], (name, meta)
+        assert [a["exit_code"] for a in meta["attempts"]] == [None, 0], name
 
 
 COUNTS = "with open(counter, 'a') as f:\n    f.write('ran\\n')\n"

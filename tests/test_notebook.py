@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,31 @@ async def test_parameters_are_injected_and_the_executed_notebook_is_kept(ws: Wor
     stderr = err.read_text() if err.exists() else ""
     assert "without encryption" not in stderr, stderr
     assert "TCP" not in stderr, stderr
+
+
+async def test_a_file_name_that_is_not_utf8_reaches_the_notebook_as_its_bytes(
+    ws: Workspace,
+) -> None:
+    """papermill records the parameters in the executed notebook, as JSON text, which has no
+    place for the name's bytes: they are kept as JSON escapes that read back to the name."""
+    source = notebook(
+        ("input_file = ''\n", ["parameters"]),
+        ("import os\nopen('name.bin', 'wb').write(os.fsencode(input_file))\n", []),
+    )
+    patterns = [FilePattern(name="nb", glob="in/*", recipe="nb")]
+    (ws.base / "in").mkdir()
+    raw = bytes(ws.base) + b"/in/bad\xff\xfe.txt"
+    async with ws.runner(patterns, [NotebookRecipe(name="nb", script=source)]) as runner:
+        with open(raw, "wb") as f:
+            f.write(b"x")
+        async with asyncio.timeout(NB_WAIT):
+            await runner.wait_for(lambda s: s.finished >= 1)
+    (job,) = ws.jobs_list()
+    assert job["state"] == "done", job["error"]
+    job_dir = Path(job["dir"])
+    assert (job_dir / "name.bin").read_bytes() == raw
+    output = json.loads((job_dir / "output.ipynb").read_bytes().decode("utf-8"))  # valid UTF-8
+    assert os.fsencode(output["metadata"]["papermill"]["parameters"]["input_file"]) == raw
 
 
 async def test_a_failing_cell_fails_the_job_with_its_error(ws: Workspace) -> None:

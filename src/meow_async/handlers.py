@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .model.config import DEFAULT_MAX_OUTPUT
 from .model.events import Event
 from .model.index import JobIndex
 from .model.jobs import (
@@ -30,9 +31,15 @@ from .model.jobs import (
     read_meta,
     write_meta,
 )
+from .model.recipes import JobEnv
 from .model.templates import expand, keyword_values
 
-__all__ = ["Handler"]
+__all__ = ["Handler", "Refused"]
+
+
+class Refused(Exception):
+    """An event that can never become a job: the input itself is at fault (not the disk), so
+    trying again at the next start would fail the same way. It is refused once."""
 
 
 class Handler:
@@ -49,11 +56,13 @@ class Handler:
         jobs_root: Path,
         *,
         durable: bool = False,
+        max_output: int = DEFAULT_MAX_OUTPUT,
         index: JobIndex | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.jobs_root = jobs_root
         self.durable = durable
+        self.max_output = max_output  # for recipes that set none
         self.index = index
         #: When a job is made (its ``created``, and so its day folder).
         self.clock = clock
@@ -138,7 +147,12 @@ class Handler:
                 with self._lock:
                     self._making.discard(job_id)
                 return None
-            return self._meta(event, point, job_id)
+            try:
+                return self._meta(event, point, job_id)
+            except OSError:
+                raise  # the disk: the event is kept and tried again at the next start
+            except Exception as e:  # the input itself: trying again would fail the same way
+                raise Refused(f"{type(e).__name__}: {e}") from e
         except BaseException:
             with self._lock:
                 self._making.discard(job_id)
@@ -184,7 +198,9 @@ class Handler:
         script = job_dir / f"script{recipe.suffix}"
         params_file = job_dir / PARAMS_FILE
         argv = recipe.command(script)
+        policy = JobEnv.of(recipe.env)
         env = {
+            **{k: str(v) for k, v in (policy.set if policy is not None else {}).items()},
             "MEOW_JOB_ID": job_id,
             "MEOW_JOB_DIR": str(job_dir),
             "MEOW_PARAMS": str(params_file),
@@ -216,7 +232,10 @@ class Handler:
             "error": None,
             "attempts": [],
             "timeout": recipe.timeout,
+            "max_output": recipe.max_output or self.max_output,
             "env": env,
+            # What of the runner's environment it gets besides: all (null), or these names.
+            "env_keep": None if policy is None or policy.inherit else list(policy.keep),
             # How its process starts: a fork of the warm interpreter, or a new one.
             "start": "fork" if getattr(recipe, "warm", False) else "spawn",
             "preload": list(getattr(recipe, "preload", ())),
@@ -255,12 +274,19 @@ class Handler:
             shutil.rmtree(job_dir)  # half made when a runner was killed: make it again
             job_dir.mkdir()
         event = plan.event
-        if event.kind in ("network", "http"):
-            _adopt(Path(event.path), job_dir)
-        # Rendered here, not when planned: a sweep of 100,000 points holds no 100,000 scripts.
-        _write(plan.script, event.rule.recipe.render(plan.params), self.durable)
-        _write(job_dir / PARAMS_FILE, json.dumps(plan.params) + "\n", self.durable)
-        write_meta(job_dir, plan.meta, durable=self.durable)  # last: its presence means "made"
+        try:
+            if event.kind in ("network", "http"):
+                _adopt(Path(event.path), job_dir)
+            # Rendered here, not when planned: a sweep of 100,000 points holds no 100,000
+            # scripts.
+            _write(plan.script, event.rule.recipe.render(plan.params), self.durable)
+            _write(job_dir / PARAMS_FILE, json.dumps(plan.params) + "\n", self.durable)
+            write_meta(job_dir, plan.meta, durable=self.durable)  # last: its presence: "made"
+        except OSError:
+            raise  # the disk: the event is kept and tried again at the next start
+        except Exception as e:  # the input itself: refused once (its index row goes too)
+            shutil.rmtree(job_dir, ignore_errors=True)  # half made
+            raise Refused(f"{type(e).__name__}: {e}") from e
         if self.durable:
             fsync_dir(job_dir.parent)  # the job folder's own entry
         meta, env = plan.meta, plan.meta["env"]
@@ -313,7 +339,9 @@ def _adopt(payload: Path, job_dir: Path) -> Path:
 def _write(path: Path, text: str, durable: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        data = text.encode()
+        # A file name that is not UTF-8 is a str with surrogate escapes (as os.listdir gives
+        # it): in a Bash script's literal it goes back to the name's own bytes.
+        data = text.encode("utf-8", "surrogateescape")
         while data:
             data = data[os.write(fd, data) :]
         if durable:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..model.jobs import STDERR_FILE, STDOUT_FILE, Indexed, Job, JobState, ended_text, stderr_lines
+from .output import compact
 from .process_log import CANCELLED, last_attempt
 
 __all__ = [
@@ -67,6 +68,7 @@ class Records:
     def finish_now(self, job: Job, code: int | None, error: str) -> None:
         """On the loop's thread, at shutdown, when no thread may be waited for."""
         _ended(job, code, error, None, False)
+        _cut_output(job)
         drop_empty_output(job.dir)
         job.update()
 
@@ -93,6 +95,7 @@ def _write_all(jobs: list[Job]) -> list[Exception | None]:
     by_index: dict[int, tuple[Indexed, list[int]]] = {}
     for i, job in enumerate(jobs):
         try:
+            _cut_output(job)
             drop_empty_output(job.dir)
             job.save()
         except Exception as e:
@@ -141,6 +144,27 @@ def _ended(
         attempts=[*(job.meta.get("attempts") or []), attempt],
     )
     return state
+
+
+def _cut_output(job: Job) -> None:
+    """The ended attempt's output files cut to ``max_output`` (head and tail), and said so
+    in ``output_cut`` (which the conductor cleared when the attempt started)."""
+    limit = job.meta.get("max_output")
+    if not isinstance(limit, int) or limit <= 0:
+        return
+    try:
+        cut = compact(job.dir, limit)
+    except OSError as e:
+        logger.warning("job %s: could not cut its output to max_output: %s", job.id, e)
+        return
+    if cut:
+        job.meta["output_cut"] = {**(job.meta.get("output_cut") or {}), **cut}
+        logger.warning(
+            "job %s wrote more than max_output (%d bytes per stream): %s",
+            job.id,
+            limit,
+            ", ".join(f"{c['cut']} bytes cut from the middle of {name}" for name, c in cut.items()),
+        )
 
 
 def drop_empty_output(job_dir: Path) -> None:

@@ -218,6 +218,8 @@ class DaskConductor:
         if self._where(job) == "local":
             return await self.local.execute(job)
         job.meta["start"] = "spawn"  # workers have no fork server: a new process each
+        job.meta["containment"] = "none"  # the worker's host's to contain
+        job.meta.pop("output_cut", None)  # an earlier attempt's
         attempt = len(job.meta.get("attempts") or []) + 1
         try:
             result = await self._run(job, attempt)
@@ -225,7 +227,7 @@ class DaskConductor:
             job.process_ended()
         if isinstance(result, JobState):
             return result
-        return await self._record(job, result)
+        return await self._record(job, result, attempt)
 
     async def _run(self, job: Job, attempt: int) -> dict[str, Any] | JobState:
         """Submit the attempt and wait for it; submitted again if the scheduler went away
@@ -234,7 +236,8 @@ class DaskConductor:
         while True:
             client = await self._ready()
             if submitted and await self._began(job, attempt):
-                raise JobInterrupted(self._lost_while_running())  # began as the link broke
+                # Began as the link broke: it may even have ended, its result lost with it.
+                return await self._cut_off(job, attempt, self._lost_while_running())
             await self._stop_earlier(client, job, attempt)
             resources = dict(job.meta.get("resources") or {})
             if resources and not await self._can_run(client, resources):
@@ -245,11 +248,13 @@ class DaskConductor:
                 "dir": str(job.dir),
                 "argv": job.argv,
                 "env": job.env,
+                "env_keep": job.meta.get("env_keep"),
                 "attempt": attempt,
                 "python": job.meta.get("recipe_kind") in PYTHON_KINDS,
                 "check": trigger_to_check(job),
                 "timeout": job.meta.get("timeout"),
                 "kill_timeout": self.kill_timeout,
+                "max_output": job.meta.get("max_output"),
             }
             key = f"meow-{job.id}-{attempt}-{secrets.token_hex(3)}"
             future: Future[dict[str, Any]] = client.submit(
@@ -265,11 +270,12 @@ class DaskConductor:
             except FutureCancelledError as e:
                 self._lost()
                 if await self._began(job, attempt):
-                    raise JobInterrupted(self._lost_while_running()) from None
+                    return await self._cut_off(job, attempt, self._lost_while_running())
                 logger.debug("job %s had not begun (%s): it waits to be submitted again", job.id, e)
                 continue
             except KilledWorker as e:
-                raise JobInterrupted(f"Dask workers died while running it: {e}") from None
+                why = f"Dask workers died while running it: {e}"
+                return await self._cut_off(job, attempt, why)
             except asyncio.CancelledError:
                 await self._cancel(client, future, waiting, job, attempt)
                 raise
@@ -280,19 +286,40 @@ class DaskConductor:
     def _lost_while_running(self) -> str:
         return f"lost the Dask scheduler at {self.address} while the job was running"
 
+    async def _cut_off(self, job: Job, attempt: int, why: str) -> JobState:
+        """The attempt's result will never come (its scheduler or worker was lost): what its
+        ``process.log`` says, as a restart reads it. A job that wrote its exit is recorded as
+        it ended and not run again; otherwise JobInterrupted, and ``on_restart`` decides."""
+        last = await asyncio.to_thread(last_attempt, job.dir)
+        if last is None or last.number != attempt or last.exit_code is None:
+            raise JobInterrupted(why)
+        job.meta.update(started=last.started, pid=last.pid)
+        if last.worker:
+            job.meta["worker"] = {"address": last.worker, "host": last.host}
+        logger.info(
+            "job %s ended (exit code %d) as its result was lost (%s): recorded from its "
+            "process.log, not run again",
+            job.id,
+            last.exit_code,
+            why,
+        )
+        return await self._records.finish(job, last.exit_code, None)
+
     async def _began(self, job: Job, attempt: int) -> bool:
         """Whether the attempt's process was started on a worker (its ``start`` line)."""
         last = await asyncio.to_thread(last_attempt, job.dir)
         return last is not None and last.number >= attempt
 
-    async def _record(self, job: Job, result: dict[str, Any]) -> JobState:
+    async def _record(self, job: Job, result: dict[str, Any], attempt: int) -> JobState:
         job.meta["worker"] = {"address": result.get("worker"), "host": result.get("host")}
         if result.get("batch_job"):
             job.meta["worker"]["batch_job"] = result["batch_job"]
+        if result.get("output_cut"):  # cut on the worker, where the files are written
+            job.meta["output_cut"] = result["output_cut"]
         if "started" in result:
             job.meta.update(started=result["started"], pid=result.get("pid"))
         if "interrupted" in result:
-            raise JobInterrupted(result["interrupted"])
+            return await self._cut_off(job, attempt, result["interrupted"])
         if "skipped" in result:
             return await self._records.finish(job, None, result["skipped"], JobState.skipped)
         if "error" in result:

@@ -1,21 +1,25 @@
 """The fork server: a warm Python interpreter that forks one child per job.
 
-Runs as its own process (``python forkserver.py FD RUNNER_PID``), started by the runner. It
-imports only the standard library, then whatever the recipes ask to ``preload``, so a job's
-process starts as a fork of an interpreter that has done its imports already. Single-threaded:
-one selector over the runner's socket and a self-pipe for SIGCHLD.
+Runs as its own process (``python forkserver.py FD RUNNER_PID CONTAINMENT``), started by the
+runner. It imports only the standard library, then whatever the recipes ask to ``preload``, so
+a job's process starts as a fork of an interpreter that has done its imports already. Jobs that
+need a new program (Bash, a new interpreter) are forked and exec'd from here too when jobs are
+contained, so each is in its container before it runs anything (see containment.py).
+Single-threaded: one selector over the runner's socket and a self-pipe for SIGCHLD.
 
 Each job writes its own ``process.log`` (see :data:`RUN_SCRIPT` and the ``log_*`` helpers),
 so its start and its exit are on disk whether or not the runner lives to see them.
 
 Protocol, one JSON object per line each way:
   runner -> server  {"op": "preload", "modules": [...]}
-                    {"op": "start", "id", "dir", "script", "env" | "env_add", "attempt",
-                     "check"}
+                    {"op": "start", "id", "dir", "script" | "argv", "env" | "env_add",
+                     "attempt", "check"}
                     {"op": "kill", "pid", "sig"}
-  server -> runner  {"op": "ready"} | {"op": "preloaded", "failed": {module: why}}
+  server -> runner  {"op": "ready", "pid", "containment", "why"}
+                    {"op": "preloaded", "failed": {module: why}}
                     {"op": "started", "id", "pid", "t"} | {"op": "refused", "id", "why", "vanished"}
-                    {"op": "exit", "pid", "status"}
+                    {"op": "exit", "pid", "status", "contained", "left"}
+                    {"op": "note", "text"}
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 PROCESS_LOG = "process.log"
+#: Seconds the server keeps trying to remove a job's cgroup whose leftovers it killed.
+_REMOVE_FOR = 10.0
 
 #: Runs a script as ``python script.py`` would, and returns its exit code rather than
 #: exiting. One source, used by the fork server's children and, through ``python -c``, by
@@ -90,14 +97,16 @@ import os as _os, sys as _sys, time as _time
 _path = _os.path.abspath(_sys.argv[1])
 _sys.argv = _sys.argv[1:]
 _sys.path[0] = _os.path.dirname(_path)
+_me = _os.getpid()
 _code = _meow_run_script(_path)
 _meow_finish()
-try:
-    _fd = _os.open(_os.environ["MEOW_PROCESS_LOG"], _os.O_WRONLY | _os.O_APPEND | _os.O_CLOEXEC)
-    _os.write(_fd, ("exit %d %.6f\n" % (_code & 0xFF, _time.time())).encode())
-    _os.close(_fd)
-except (OSError, KeyError):
-    pass
+if _os.getpid() == _me:  # a fork of the job's (os.fork() in the script) ends here too
+    try:
+        _fd = _os.open(_os.environ["MEOW_PROCESS_LOG"], _os.O_WRONLY | _os.O_APPEND)
+        _os.write(_fd, ("exit %d %.6f\n" % (_code & 0xFF, _time.time())).encode())
+        _os.close(_fd)
+    except (OSError, KeyError):
+        pass
 _sys.exit(_code)
 """
 )
@@ -123,9 +132,11 @@ def start_time_of(pid: int) -> int | None:
 
 
 class Server:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, contain: Containment | None = None) -> None:
         self.sock = sock
-        self.children: set[int] = set()
+        self.contain = contain or Containment(None, "none", "")
+        self.children: dict[int, str | None] = {}  # job pid -> its cgroup (None: none)
+        self.started = 0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
@@ -147,13 +158,27 @@ class Server:
         # Objects that exist now are never collected in a child: a collection there would
         # touch (and so copy) every page they live on. About 1 ms less CPU per job.
         gc.freeze()
-        self.send({"op": "ready", "pid": os.getpid()})
-        while True:
-            for key, _ in self.selector.select():
-                if key.data == "child":
-                    self.reap()
-                elif not self.read():
-                    return  # the runner closed its end
+        c = self.contain
+        self.send({"op": "ready", "pid": os.getpid(), "containment": c.mode, "why": c.why})
+        try:
+            while True:
+                timeout = 0.05 if c.removing else None
+                for key, _ in self.selector.select(timeout):
+                    if key.data == "child":
+                        self.reap()
+                    elif not self.read():
+                        return  # the runner closed its end
+                if c.removing:
+                    self.notes(c.retry_removals())
+        finally:
+            # Running jobs go on (the runner has stopped them, or a restart settles them);
+            # what ended jobs left behind does not.
+            self.notes(c.finish(self.children))
+
+    def notes(self, texts: list[str]) -> None:
+        for text in texts:
+            with contextlib.suppress(OSError):
+                self.send({"op": "note", "text": text})
 
     def read(self) -> bool:
         try:
@@ -175,15 +200,29 @@ class Server:
                 pass
         except BlockingIOError:
             pass
-        while self.children:
+        ended: list[dict[str, Any]] = []
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
-            self.children.discard(pid)
-            self.send({"op": "exit", "pid": pid, "status": status})
+                break
+            if pid not in self.children:
+                continue  # a process a job left behind, re-parented to us and killed
+            contained, left = self.contain.ended(self.children.pop(pid))
+            msg = {"op": "exit", "pid": pid, "status": status, "contained": contained}
+            ended.append({**msg, "left": left} if left else msg)
+        if self.contain.mode == "subreaper":
+            # What the jobs that ended left is ours now (a running job's orphans are its
+            # own children): killed, and counted for the job if only one ended.
+            left = self.contain.kill_orphans(self.children)
+            if left and len(ended) == 1:
+                ended[0]["left"] = left
+            elif left and ended:
+                self.notes([f"{left} process(es) left running by {len(ended)} jobs: killed"])
+        for msg in ended:
+            self.send(msg)
 
     def op_preload(self, msg: dict[str, Any]) -> None:
         failed = {}
@@ -196,9 +235,11 @@ class Server:
         self.send({"op": "preloaded", "failed": failed})
 
     def op_kill(self, msg: dict[str, Any]) -> None:
-        if msg["pid"] in self.children:  # not reaped yet, so the number is still the job's
+        pid, sig = msg["pid"], msg["sig"]
+        if pid in self.children:  # not reaped yet, so the number is still the job's
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(msg["pid"], msg["sig"])
+                os.killpg(pid, sig)
+            self.contain.signal(pid, self.children[pid], sig)
 
     def op_start(self, msg: dict[str, Any]) -> None:
         job_id, job_dir = msg["id"], msg["dir"]
@@ -220,13 +261,22 @@ class Server:
         try:
             now = time.time()
             # The intent, before any process exists; the child adds its pid, then its exit.
-            log_line(fd, "start", msg["attempt"], f"{now:.6f}", "fork")
+            mode = "spawn" if "argv" in msg else "fork"
+            log_line(fd, "start", msg["attempt"], f"{now:.6f}", mode)
             for f in (sys.stdout, sys.stderr):
                 f.flush()
-            pid = os.fork()
-            if pid == 0:
-                self.child(fd, msg)  # never returns
-            self.children.add(pid)
+            cgroup = self.contain.cgroup_for(job_id, f"{os.getpid()}-{self.started}")
+            self.started += 1
+            if "argv" in msg and cgroup is not None:
+                # A new program needs none of this interpreter: spawned (vfork, so no copy of
+                # our memory), through a shell that joins the job's cgroup and execs it.
+                pid = _spawn_into(cgroup, msg, fd)
+                self.children[pid] = cgroup
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    self.child(fd, msg)  # never returns
+                self.children[pid] = self.contain.cgroup_for(job_id, pid)
         except OSError as e:
             self.send({"op": "refused", "id": job_id, "why": f"cannot start: {e}"})
             return
@@ -240,19 +290,26 @@ class Server:
         try:
             os.setsid()  # its own session and process group, as a spawned job's
             pid = os.getpid()
-            log_line(fd, "pid", pid, start_time_of(pid), f"{time.time():.6f}")
+            # In its container before it runs anything (or starts anything that could leave).
+            cgroup, why = self.contain.enter(msg["id"], pid)
+            fields: list[object] = ["pid", pid, start_time_of(pid), f"{time.time():.6f}"]
+            log_line(fd, *fields, *([cgroup] if cgroup else []))
             try:
-                code = self.run_job(msg)
+                code = self.run_job(msg, fd, why)
             except BaseException as e:
                 with contextlib.suppress(OSError):
                     os.write(2, f"meow_async: could not start the job: {e!r}\n".encode())
-            with contextlib.suppress(OSError):
-                log_line(fd, "exit", code & 0xFF, f"{time.time():.6f}")
+            # Only the job's own process records its exit: a child the script forked
+            # (os.fork()) that ends its copy of the script returns here too.
+            if os.getpid() == pid:
+                with contextlib.suppress(OSError):
+                    log_line(fd, "exit", code & 0xFF, f"{time.time():.6f}")
         finally:
             os._exit(code & 0xFF)
 
-    def run_job(self, msg: dict[str, Any]) -> int:
-        """In the child: become the job's process, run its script, return its exit code."""
+    def run_job(self, msg: dict[str, Any], log: int, why: str = "") -> int:
+        """In the child: become the job's process and run its script, returning its exit
+        code, or exec its program (``argv``), holding ``log`` (process.log) open."""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -261,24 +318,242 @@ class Server:
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
-        job_dir, script = msg["dir"], msg["script"]
-        os.chdir(job_dir)
+        os.chdir(msg["dir"])
         null = os.open(os.devnull, os.O_RDONLY)
         out = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         err = os.open("stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         for src, dst in ((null, 0), (out, 1), (err, 2)):
             os.dup2(src, dst)
             os.close(src)
+        if why:
+            os.write(2, f"meow_async: this job runs uncontained: {why}\n".encode())
         if "env" in msg:
             _set_environ(msg["env"])  # the runner's environment changed since we started
         else:
             os.environ.update(msg["env_add"])
+        if "argv" in msg:
+            _exec(msg["argv"], log)  # never returns
+        script = msg["script"]
         sys.argv = [script]
-        sys.path.insert(0, job_dir)  # as `python script.py` puts its folder first
+        sys.path.insert(0, msg["dir"])  # as `python script.py` puts its folder first
         _reseed()
         code: int = _namespace["_meow_run_script"](script)
         _namespace["_meow_finish"]()
         return code
+
+
+#: ``sh -c JOIN sh CGROUP PWD ARGV...``: joins the cgroup (before the program runs anything),
+#: gives PWD back as the job was given it (the shell sets its own; "-": it had none), execs.
+_JOIN = (
+    'echo 0 2>/dev/null > "$1/cgroup.procs" || '
+    '{ echo "meow_async: could not join the cgroup $1" >&2; exit 126; }\n'
+    "case $2 in -) unset PWD;; *) PWD=${2#=};; esac\n"
+    "shift 2\n"
+    'exec "$@"\n'
+)
+_SHELL = "/bin/sh"
+_ALL_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+
+
+def _spawn_into(cgroup: str, msg: dict[str, Any], log: int) -> int:
+    """The job's program, spawned with ``posix_spawn`` into ``cgroup`` (made here) in its
+    folder, its own session, every signal at its default, stdout/stderr in files, and only
+    ``process.log`` open besides (held for its life); its pid line written."""
+    _lib().make_cgroup(cgroup)
+    env = msg["env"] if "env" in msg else {**os.environ, **msg["env_add"]}
+    pwd = env.get("PWD")
+    argv = [_SHELL, "-c", _JOIN, "sh", cgroup, "-" if pwd is None else "=" + pwd, *msg["argv"]]
+    held = os.dup(log)
+    os.set_inheritable(held, True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, "stdout.txt", flags, 0o666),
+        (os.POSIX_SPAWN_OPEN, 2, "stderr.txt", flags, 0o666),
+    ]
+    # Whatever else of ours a child would inherit (a preloaded C library's descriptor).
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable() if fd > 2 and fd != held]
+    here = os.getcwd()
+    os.chdir(msg["dir"])  # posix_spawn has no chdir: the child starts where we are
+    try:
+        pid = os.posix_spawn(
+            _SHELL,
+            argv,
+            env,
+            file_actions=actions,
+            setsid=True,
+            setsigdef=_ALL_SIGNALS,
+            setsigmask=(),
+        )
+    finally:
+        os.chdir(here)
+        os.close(held)
+    log_line(log, "pid", pid, start_time_of(pid), f"{time.time():.6f}", cgroup)
+    return pid
+
+
+def _inheritable() -> list[int]:
+    out = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            with contextlib.suppress(OSError):
+                if os.get_inheritable(fd):
+                    out.append(fd)
+    return out
+
+
+def _exec(argv: list[str], log: int) -> None:
+    """Become ``argv`` as a spawned job does: the signals the server or Python ignore back to
+    their defaults (as Popen's ``restore_signals`` does: ``yes | head`` needs SIGPIPE), no
+    descriptor but 0-2 and ``process.log`` (held for the process's life)."""
+    for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    os.set_inheritable(log, True)
+    os.closerange(3, log)
+    os.closerange(log + 1, os.sysconf("SC_OPEN_MAX"))
+    try:
+        os.execve(argv[0], argv, os.environ)  # noqa: S606 - the job's own program
+    except OSError as e:
+        os.write(2, f"meow_async: could not start {argv[0]}: {e.strerror or e}\n".encode())
+        os._exit(127)
+
+
+class Containment:
+    """How this server contains its jobs: ``cgroup``, ``subreaper`` or ``none`` (see
+    containment.py), and the work that takes around each job."""
+
+    def __init__(self, cgroups: Any, mode: str, why: str) -> None:
+        self.cgroups = cgroups
+        self.mode = mode
+        self.why = why  # why not a cgroup (or not contained at all)
+        self.removing: dict[str, float] = {}  # cgroups killed, removed once empty: deadline
+
+    @classmethod
+    def choose(cls, want: str, runner_pid: int) -> Containment:
+        if want == "none" or not sys.platform.startswith("linux"):
+            return cls(None, "none", "" if want == "none" else "not Linux")
+        why = ""
+        if want in ("auto", "cgroup"):
+            try:
+                cgroups = _lib().Cgroups.make(runner_pid)
+            except OSError as e:
+                why = f"no cgroup: {e.strerror or e}"
+                if want == "cgroup":
+                    return cls(None, "none", why)
+            else:
+                # Also a subreaper: what the jobs orphan is reaped here, whatever init does.
+                _lib().become_subreaper()
+                return cls(cgroups, "cgroup", "")
+        if _lib().become_subreaper():
+            return cls(None, "subreaper", why)
+        return cls(None, "none", (why + "; " if why else "") + "prctl failed")
+
+    def cgroup_for(self, job_id: str, tag: object) -> str | None:
+        return self.cgroups.path(job_id, tag) if self.cgroups is not None else None
+
+    def enter(self, job_id: str, pid: int) -> tuple[str | None, str]:
+        """In the job's process: into its container. Its cgroup (if any), and what failed."""
+        if self.mode == "subreaper":
+            return None, "" if _lib().become_subreaper() else "prctl failed"
+        path = self.cgroup_for(job_id, pid)
+        if path is None:
+            return None, ""
+        try:
+            _lib().join(path)
+        except OSError as e:
+            return None, f"could not join the cgroup {path}: {e.strerror or e}"
+        return path, ""
+
+    def signal(self, pid: int, cgroup: str | None, sig: int) -> None:
+        """A stop of the job reaches all it started: its group has had the signal, and so
+        now do the processes that left the group (all of them at once for SIGKILL)."""
+        lib = _lib()
+        if cgroup is not None:
+            if sig == signal.SIGKILL:
+                lib.kill_cgroup(cgroup)
+            else:
+                lib.signal_outside(lib.procs(cgroup), pid, sig)
+        elif self.mode == "subreaper":
+            lib.signal_outside(lib.tree(pid), pid, sig)
+
+    def ended(self, cgroup: str | None) -> tuple[str, int]:
+        """A job's process was reaped: kill what it left in its cgroup. How it was contained,
+        and how many processes it left running (subreaper: see kill_orphans)."""
+        if cgroup is None:
+            return self.mode if self.mode == "subreaper" else "none", 0
+        lib = _lib()
+        if not os.path.isdir(cgroup):
+            return "none", 0  # its process never made it (it said why in its stderr)
+        try:
+            if lib.remove_cgroup(cgroup):
+                return "cgroup", 0
+        except OSError:
+            pass
+        left = lib.kill_cgroup(cgroup)
+        self.removing[cgroup] = time.monotonic() + _REMOVE_FOR
+        return "cgroup", left
+
+    def kill_orphans(self, jobs: dict[int, str | None]) -> int:
+        """Subreaper: our children that are not jobs were left behind by a job that ended
+        (a running job's orphans are its own children): killed with all below them."""
+        if self.mode != "subreaper":
+            return 0
+        lib = _lib()
+        orphans = [p for p in lib.children(os.getpid()) if p not in jobs]
+        return lib.kill_tree(orphans) if orphans else 0
+
+    def retry_removals(self) -> list[str]:
+        notes = []
+        now = time.monotonic()
+        for path, deadline in list(self.removing.items()):
+            try:
+                gone = _lib().remove_cgroup(path)
+            except OSError as e:
+                gone, why = True, f"could not remove the cgroup {path}: {e.strerror or e}"
+                notes.append(why)
+            if gone:
+                del self.removing[path]
+            elif now > deadline:
+                del self.removing[path]
+                notes.append(f"the cgroup {path} still holds processes after SIGKILL")
+        return notes
+
+    def finish(self, jobs: dict[int, str | None]) -> list[str]:
+        """At the server's end: what ended jobs left is gone before it exits."""
+        self.kill_orphans(jobs)
+        deadline = time.monotonic() + 2.0
+        notes: list[str] = []
+        while self.removing and time.monotonic() < deadline:
+            notes += self.retry_removals()
+            time.sleep(0.01)
+        if self.cgroups is not None:
+            self.cgroups.close()  # if no running job's cgroup is left in it
+        return notes
+
+
+_containment: ModuleType | None = None
+
+
+def _lib() -> ModuleType:
+    """containment.py: imported as part of meow_async in the runner; in the fork server (a
+    script), loaded by its path under a name no job's module can have."""
+    global _containment  # loaded once, on first use
+    if _containment is None:
+        if __package__:
+            from . import containment
+
+            _containment = containment
+        else:
+            import importlib.util
+
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "containment.py")
+            spec = importlib.util.spec_from_file_location("_meow_async_containment", path)
+            assert spec is not None  # noqa: S101 - our own file
+            assert spec.loader is not None  # noqa: S101
+            _containment = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(_containment)
+    return _containment
 
 
 def _set_environ(env: dict[str, str]) -> None:
@@ -321,11 +596,13 @@ def die_with(parent: int, code: int = 0) -> Callable[[], None]:
 
 def main() -> None:
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    want = sys.argv[3] if len(sys.argv) > 3 else "none"
     die_with(parent)()
     del sys.path[0]  # our own folder: its module names must not shadow the jobs'
+    os.set_inheritable(fd, False)  # passed to us; no job of ours may have it
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    Server(sock).serve()
+    Server(sock, Containment.choose(want, parent)).serve()
 
 
 if __name__ == "__main__":

@@ -19,10 +19,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..exceptions import ConfigError
 from ..model.jobs import Job, JobState
+from ..model.recipes import environment
 from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
-from .process_log import last_attempt, outcome
-from .spawn import NotStarted, Vanished, spawn
+from .output import OutputWatch
+from .process_log import PROCESS_LOG, last_attempt, outcome
+from .spawn import NotStarted, Vanished, program, spawn, spawn_argv
 from .zygote import ForkServer, ForkServerDied, StartRefused, fork_supported
 
 __all__ = ["LocalConductor"]
@@ -48,6 +51,8 @@ class _Process:
 
 
 class _Forked(_Process):
+    """Started by the fork server: forked (a warm Python job) or forked and exec'd."""
+
     def __init__(
         self, server: ForkServer, pid: int, started: float, exited: asyncio.Future[int]
     ) -> None:
@@ -56,6 +61,10 @@ class _Forked(_Process):
 
     def signal(self, sig: int) -> None:
         self.server.kill(self.pid, sig)
+
+    def end(self) -> dict[str, Any]:
+        """How the server saw its end: how it was contained, what it left running."""
+        return self.server.ends.pop(self.pid, {"contained": self.server.containment})
 
 
 class _Spawned(_Process):
@@ -94,12 +103,18 @@ class LocalConductor:
     A failing script is data: the job is recorded as failed and the runner goes on. A job
     over its recipe's ``timeout``, or whose task is cancelled (shutdown), gets SIGTERM on its
     process group, then SIGKILL after ``kill_timeout`` seconds, and is recorded with why.
-    ``warm=False`` spawns every job (no fork server).
+    ``warm=False`` starts Python jobs as new interpreters. ``containment`` (``auto``,
+    ``cgroup``, ``subreaper``, ``none``; see containment.py): what each job runs in, so that
+    what it starts ends with it; every job then starts from the fork server.
     """
 
-    def __init__(self, *, kill_timeout: float = 5.0, warm: bool = True) -> None:
+    def __init__(
+        self, *, kill_timeout: float = 5.0, warm: bool = True, containment: str = "auto"
+    ) -> None:
         self.kill_timeout = kill_timeout
         self.warm = warm and fork_supported()
+        self.containment = containment if fork_supported() else "none"
+        self._contain = self.containment != "none"
         self._server: ForkServer | None = None
         self._launching: asyncio.Task[ForkServer] | None = None
         self._deaths: list[float] = []
@@ -109,10 +124,21 @@ class LocalConductor:
     # -- the fork server ----------------------------------------------------------------------
 
     async def prepare(self, recipes: Iterable[Any]) -> None:
-        """Start the fork server before the first job, if any recipe starts warm."""
-        warm = [r for r in recipes if getattr(r, "warm", False)]
-        if self.warm and warm:
-            await self._fork_server(sorted({m for r in warm for m in r.preload}))
+        """Start the fork server before the first job, if any recipe starts warm or jobs are
+        contained; fail if the containment asked for cannot be had."""
+        warm = [r for r in recipes if getattr(r, "warm", False)] if self.warm else []
+        if not warm and not self._contain:
+            return
+        server = await self._fork_server(sorted({m for r in warm for m in r.preload}))
+        got = server.containment if server is not None else "none"
+        if self.containment in ("cgroup", "subreaper") and got != self.containment:
+            why = server.containment_why if server is not None else "no fork server"
+            raise ConfigError(
+                f"jobs cannot be contained by a {self.containment} here ({why}); use auto",
+                where="runner",
+                field="containment",
+                value=self.containment,
+            )
 
     async def close(self) -> None:
         """Stop the fork server (running jobs go on; the runner has stopped them by now)."""
@@ -135,7 +161,9 @@ class LocalConductor:
             if len(self._deaths) >= _MAX_DEATHS:
                 return None
             if self._launching is None:
-                self._launching = asyncio.ensure_future(ForkServer.launch(preload))
+                self._launching = asyncio.ensure_future(
+                    ForkServer.launch(preload, self.containment)
+                )
             launching = self._launching
             try:
                 server = await asyncio.shield(launching)
@@ -151,9 +179,10 @@ class LocalConductor:
                 self._launching = None
                 self._server = server
                 logger.info(
-                    "fork server %d started (preloaded: %s)",
+                    "fork server %d started (preloaded: %s); jobs contained by %s",
                     server.pid,
                     ", ".join(preload) or "nothing",
+                    _containment(server),
                 )
         if preload and not server.preloaded.issuperset(preload):
             try:
@@ -185,10 +214,14 @@ class LocalConductor:
     async def execute(self, job: Job) -> JobState:
         attempt = len(job.meta.get("attempts") or []) + 1
         server = None
-        if self.warm and job.meta.get("start") == "fork":
-            server = await self._fork_server(list(job.meta.get("preload") or ()))
+        keep = job.meta.get("env_keep")
+        fork = self.warm and job.meta.get("start") == "fork" and keep is None
+        if fork or self._contain:
+            server = await self._fork_server(list(job.meta.get("preload") or ()) if fork else [])
         starting = asyncio.ensure_future(
-            self._fork(job, server, attempt) if server is not None else self._spawned(job, attempt)
+            self._fork(job, server, attempt, fork)
+            if server is not None
+            else self._spawned(job, attempt)
         )
         try:
             proc = await asyncio.shield(starting)
@@ -215,6 +248,28 @@ class LocalConductor:
             raise
         # Running: in memory only; process.log says so on disk.
         job.meta.update(state=JobState.running.value, started=proc.started, pid=proc.pid)
+        job.meta["containment"] = server.containment if server is not None else "none"
+        # An earlier attempt's (a retry's, or a run before `meow-async jobs rerun`).
+        job.meta.pop("output_cut", None)
+        job.meta.pop("left_running", None)
+        max_output = job.meta.get("max_output")
+        watch = OutputWatch(job.dir, max_output) if isinstance(max_output, int) else None
+        try:
+            return await self._run(job, proc, attempt, server, watch)
+        finally:
+            if watch is not None:
+                watch.stop()
+
+    async def _run(
+        self,
+        job: Job,
+        proc: _Process,
+        attempt: int,
+        server: ForkServer | None,
+        watch: OutputWatch | None,
+    ) -> JobState:
+        """The started job, to its end (its output no longer watched once it has ended, so
+        that the end cuts it alone)."""
         limit = job.meta.get("timeout")
         try:
             async with asyncio.timeout(limit):
@@ -222,6 +277,8 @@ class LocalConductor:
         except TimeoutError:
             code = await self._stop(proc)
             job.process_ended()
+            _ended(job, proc)
+            await _unwatch(watch)
             why = f"timed out after {limit:g}s"
             return await self._records.finish(job, code, why, JobState.failed, True)
         except ForkServerDied:
@@ -231,19 +288,30 @@ class LocalConductor:
             assert settled is not None  # noqa: S101 - it had started
             return settled
         except asyncio.CancelledError:
-            self._records.finish_now(
-                job, await self._stop(proc), "stopped: the runner shut down first"
-            )
+            code = await self._stop(proc)
+            _ended(job, proc)
+            await _unwatch(watch)
+            self._records.finish_now(job, code, "stopped: the runner shut down first")
             raise
         job.process_ended()
+        _ended(job, proc)
+        await _unwatch(watch)
         return await self._records.finish(job, code, None)
 
-    async def _fork(self, job: Job, server: ForkServer, attempt: int) -> _Process:
+    async def _fork(self, job: Job, server: ForkServer, attempt: int, fork: bool) -> _Process:
         check = trigger_to_check(job)
         script = job.argv[1] if len(job.argv) > 1 else ""
+        argv, env = None, job.env
+        if not fork:  # a new program, exec'd by the fork server's child (after it is contained)
+            python = job.meta.get("recipe_kind") in PYTHON_KINDS
+            argv = spawn_argv([program(job.argv[0]), *job.argv[1:]], python=python)
+            env = {**job.env, "MEOW_PROCESS_LOG": str(job.dir / PROCESS_LOG)}
+        keep = job.meta.get("env_keep")
+        if keep is not None:  # only what the recipe's env: keeps of the runner's
+            env = environment(os.environ, env, keep)
         try:
             pid, started, exited = await server.start(
-                job.id, job.dir, script, job.env, attempt, check
+                job.id, job.dir, script, env, attempt, check, argv, whole=keep is not None
             )
         except StartRefused as e:
             raise (Vanished if e.vanished else NotStarted)(str(e)) from None
@@ -273,7 +341,8 @@ class LocalConductor:
     def _spawn(self, job: Job, attempt: int) -> tuple[subprocess.Popen[bytes], float]:
         python = job.meta.get("recipe_kind") in PYTHON_KINDS
         check = trigger_to_check(job)
-        return spawn(job.dir, job.argv, job.env, attempt, python=python, check=check)
+        keep = job.meta.get("env_keep")
+        return spawn(job.dir, job.argv, job.env, attempt, python=python, check=check, keep=keep)
 
     async def _stop(self, proc: _Process) -> int | None:
         """SIGTERM the job's process group, then SIGKILL if it is still there."""
@@ -289,3 +358,32 @@ class LocalConductor:
                     os.killpg(proc.pid, signal.SIGKILL)
                 return None
         return None
+
+
+async def _unwatch(watch: OutputWatch | None) -> None:
+    if watch is not None:
+        await watch.stopped()
+
+
+def _ended(job: Job, proc: _Process) -> None:
+    """What the job's end left behind, killed by its container, in its metadata and log."""
+    if not isinstance(proc, _Forked):
+        return
+    end = proc.end()
+    job.meta["containment"] = end.get("contained", "none")
+    left = end.get("left")
+    if left:
+        job.meta["left_running"] = left
+        logger.warning(
+            "job %s left %d process(es) running when its own ended: killed (containment: %s)",
+            job.id,
+            left,
+            job.meta["containment"],
+        )
+
+
+def _containment(server: ForkServer) -> str:
+    """How the fork server contains jobs, for a log line."""
+    how = {"cgroup": "a cgroup each", "subreaper": "a child subreaper", "none": "nothing"}
+    why = f" ({server.containment_why})" if server.containment_why else ""
+    return how.get(server.containment, server.containment) + why

@@ -98,6 +98,24 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_OUTPUT_SCHEME = "meow-output:"
+
+
+def _output_handler() -> Any:
+    from papermill.iorw import LocalHandler  # type: ignore[import-untyped]
+
+    class Output(LocalHandler):  # type: ignore[misc]
+        """Writes ``output.ipynb`` with any lone surrogate (a file name that is not UTF-8, in
+        the parameters papermill records) as JSON's own ``\\udcXX`` escape: valid UTF-8 that
+        reads back as the same string, where papermill's writer fails."""
+
+        def write(self, buf: str, path: str) -> None:
+            with open(path.removeprefix(_OUTPUT_SCHEME), "wb") as f:
+                f.write(buf.encode("utf-8", "backslashreplace"))
+
+    return Output()
+
+
 def main() -> int:
     args = sys.argv[1:]
     notebook = args[0]
@@ -107,7 +125,9 @@ def main() -> int:
     with open(os.environ.get("MEOW_PARAMS", "params.json"), encoding="utf-8") as f:
         parameters = json.load(f)
     import papermill  # type: ignore[import-untyped]
+    from papermill.iorw import papermill_io
 
+    papermill_io.register(_OUTPUT_SCHEME, _output_handler())
     sockets = tempfile.mkdtemp(prefix="meow-kernel-")
     _SOCKETS.append(sockets)
     manager = _ipc_manager(kernel, sockets)
@@ -115,7 +135,7 @@ def main() -> int:
     try:
         papermill.execute_notebook(
             notebook,
-            OUTPUT,
+            _OUTPUT_SCHEME + OUTPUT,
             parameters=parameters,
             kernel_name=kernel,
             language=language,

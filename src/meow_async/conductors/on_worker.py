@@ -21,6 +21,7 @@ from typing import Any
 
 from ..model.jobs import read_meta
 from .forkserver import start_time_of
+from .output import STREAMS, compact, punch
 from .process_log import last_attempt
 from .spawn import NotStarted, Vanished, spawn
 
@@ -86,27 +87,42 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             mode="dask",
             note=("worker", where["worker"] or "-", where["host"]),
             die_with_caller=True,
+            keep=spec.get("env_keep"),
         )
     except Vanished as e:
         return {**where, "skipped": str(e)}
     except NotStarted as e:
         return {**where, "error": f"{e} (on worker {where['worker']}, host {where['host']})"}
     out: dict[str, Any] = {**where, "started": started, "pid": popen.pid, "timed_out": False}
-    with _exit_watch(popen) as ended:
-        return _watch(popen, ended, out, spec, worker, key, job_dir, attempt)
+    try:
+        with _exit_watch(popen) as ended:
+            _watch(popen, ended, spec, job_dir, out, worker, key)
+    finally:
+        limit = spec.get("max_output")
+        if isinstance(limit, int) and limit > 0:  # ended: its output cut here, where it is
+            with contextlib.suppress(OSError):
+                cut = compact(job_dir, limit)
+                if cut:
+                    out["output_cut"] = cut
+    return out
 
 
 def _watch(
     popen: subprocess.Popen[bytes],
     ended: Callable[[float], int],
-    out: dict[str, Any],
     spec: dict[str, Any],
+    job_dir: Path,
+    out: dict[str, Any],
     worker: Any,
     key: Any,
-    job_dir: Path,
-    attempt: int,
-) -> dict[str, Any]:
-    """Wait for the job's process, looking at its worker and its runner meanwhile."""
+) -> None:
+    """Wait for the job's process (its exit code into ``out``), stopping it as its timeout,
+    its worker or a restarted runner says; meanwhile keep its output near ``max_output``."""
+    where = {"worker": out["worker"], "host": out["host"]}
+    attempt = int(spec["attempt"])
+    limit = spec.get("max_output")
+    limit = limit if isinstance(limit, int) and limit > 0 else 0
+    outputs = [str(job_dir / name) for name in STREAMS] if limit else []
     timeout = spec.get("timeout")
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     look = 0.0  # when to look at job.json next, while no runner waits for this attempt
@@ -117,16 +133,21 @@ def _watch(
         except subprocess.TimeoutExpired:
             pass
         else:
-            return out
+            return
+        for path in outputs:
+            with contextlib.suppress(OSError):
+                size = os.stat(path).st_size
+                if size > limit:
+                    punch(path, limit // 2, size - (limit - limit // 2))
         if _closing(worker):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(popen.pid, signal.SIGKILL)
             out["exit_code"] = popen.wait()
             out["interrupted"] = (
-                f"its worker {out['worker']} on {out['host']} closed while the job was "
+                f"its worker {where['worker']} on {where['host']} closed while the job was "
                 "running (it lost its scheduler, or was shut down)"
             )
-            return out
+            return
         if _unwanted(worker, key) and time.monotonic() >= look:
             look = time.monotonic() + _LOOK
             if _recorded(job_dir, attempt):
@@ -134,11 +155,11 @@ def _watch(
                     os.killpg(popen.pid, signal.SIGKILL)
                 out["exit_code"] = popen.wait()
                 out["interrupted"] = "a restarted runner recorded it as cut off"
-                return out
+                return
         if deadline is not None and time.monotonic() >= deadline:
             out["timed_out"] = True
             out["exit_code"] = _stop(popen, float(spec["kill_timeout"]))
-            return out
+            return
 
 
 @contextlib.contextmanager

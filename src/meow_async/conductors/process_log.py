@@ -4,7 +4,9 @@ One line per fact, appended (so no rename and no rewrite of ``job.json`` while a
 
     start ATTEMPT TIME MODE   the intent, written before any process exists (fork, spawn, dask)
     worker ADDRESS HOST       where it runs, for jobs run on a Dask worker
-    pid PID PID_START TIME    the process, written by it (fork) or right after spawning it
+    pid PID PID_START TIME [CGROUP]
+                              the process, written by it (fork server) or right after spawning
+                              it; CGROUP: the cgroup it joined first (see containment.py)
     exit CODE TIME            written by the job's process itself as it ends
     cancel TIME               written by ``meow-async jobs cancel`` before it signals the job
 
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..monitors.files.writing import being_written
+from .containment import kill_tree, stop_cgroup, tree
 from .forkserver import PROCESS_LOG, start_time_of
 
 logger = logging.getLogger("meow_async.recovery")
@@ -68,6 +71,7 @@ class Attempt:
     finished: float | None = None
     worker: str | None = None
     host: str | None = None
+    cgroup: str | None = None
     #: When ``meow-async jobs cancel`` asked this attempt to stop: its end is no failure to
     #: retry or rerun.
     cancelled: float | None = None
@@ -98,6 +102,8 @@ def last_attempt(job_dir: Path) -> Attempt | None:
             elif f[0] == "pid":
                 last.pid = int(f[1])
                 last.pid_start = int(f[2]) if f[2] != "None" else None
+                if len(f) > 4:
+                    last.cgroup = line.split(None, 4)[4]  # a path: it may hold spaces
             elif f[0] == "cancel":
                 last.cancelled = float(f[1])
             elif f[0] == "exit":
@@ -116,6 +122,18 @@ def stop_orphan(job_dir: Path, attempt: Attempt) -> bool | None:
     """
     if attempt.host is not None and attempt.host != socket.gethostname():
         return None  # on another machine: the Dask conductor stops it through its worker
+    killed = False
+    if attempt.cgroup is not None and os.path.isdir(attempt.cgroup):
+        # Everything the job started, wherever it went, and only that.
+        n = stop_cgroup(attempt.cgroup)
+        if n:
+            killed = True
+            logger.warning(
+                "killed %d process(es) of job %s in its cgroup, left behind when its runner "
+                "or fork server died",
+                n,
+                job_dir.name,
+            )
     log = str(job_dir / PROCESS_LOG)
     held = being_written(log)
     pids: set[int] = set()
@@ -123,7 +141,6 @@ def stop_orphan(job_dir: Path, attempt: Attempt) -> bool | None:
         pids.add(attempt.pid)
     if held:
         pids.update(_holders(log))  # e.g. spawned, then the runner died before the pid line
-    killed = False
     groups: set[int] = set()  # the job and a child holding process.log share one: kill it once
     for pid in sorted(pids):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -133,8 +150,13 @@ def stop_orphan(job_dir: Path, attempt: Attempt) -> bool | None:
             if group == os.getpgrp():  # never our own group (a fork server mid-start)
                 os.kill(pid, signal.SIGKILL)
             else:
+                # A job that is its own subreaper (containment: subreaper) still has all it
+                # started below it, whatever session they moved to: found first, killed after
+                # its group (so the job cannot see a child die and record an exit).
+                below = tree(pid)
                 os.killpg(group, signal.SIGKILL)
                 groups.add(group)
+                kill_tree(below)
             killed = True
             logger.warning(
                 "killed process group %d of job %s, left behind when its runner or fork "

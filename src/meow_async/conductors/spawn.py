@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..model.jobs import STDERR_FILE, STDOUT_FILE
+from ..model.recipes import environment
 from .forkserver import SPAWN_BOOT, die_with, log_line, start_time_of
 from .process_log import PROCESS_LOG
 
-__all__ = ["NotStarted", "Vanished", "spawn"]
+__all__ = ["NotStarted", "Vanished", "program", "spawn", "spawn_argv"]
 
 
 class Vanished(Exception):
@@ -43,8 +44,12 @@ def spawn(
     mode: str = "spawn",
     note: Sequence[object] = (),
     die_with_caller: bool = False,
+    keep: Sequence[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], float]:
     """The job's process, started, and its start in ``process.log``.
+
+    ``env``: the job's own variables, on top of this process's environment, all of it or
+    (``keep``) only the variables those names match (a recipe's ``env:``).
 
     ``python``: a script run by a Python interpreter, which then records its own exit;
     ``note``: one more line for ``process.log`` after the start line (e.g. the worker);
@@ -54,8 +59,7 @@ def spawn(
     if check is not None and not os.path.exists(check):
         raise Vanished(f"the triggering file {check} vanished before the job started")
     log_path = job_dir / PROCESS_LOG
-    if python and len(argv) >= 2 and not argv[1].startswith("-"):
-        argv = [argv[0], "-c", SPAWN_BOOT, *argv[1:]]  # records its own exit
+    argv = spawn_argv(argv, python=python)
     preexec = None
     if die_with_caller:
         # util-linux's setpriv asks for the signal and execs the job: a preexec function
@@ -78,7 +82,7 @@ def spawn(
                 popen = subprocess.Popen(
                     argv,
                     cwd=job_dir,
-                    env={**os.environ, **env, "MEOW_PROCESS_LOG": str(log_path)},
+                    env=environment(os.environ, {**env, "MEOW_PROCESS_LOG": str(log_path)}, keep),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
@@ -103,6 +107,30 @@ def spawn(
     finally:
         os.close(log)
     return popen, started
+
+
+def spawn_argv(argv: Sequence[str], *, python: bool) -> list[str]:
+    """The argv that runs a job's command as a new process: a Python script through the
+    bootstrap that records its own exit."""
+    if python and len(argv) >= 2 and not argv[1].startswith("-"):
+        return [argv[0], "-c", SPAWN_BOOT, *argv[1:]]
+    return list(argv)
+
+
+_found: dict[tuple[str, str | None], str] = {}
+
+
+def program(name: str) -> str:
+    """The absolute path of a job's program (an interpreter, a shell), found on the runner's
+    PATH as Popen would find it; NotStarted if there is none."""
+    key = (name, os.environ.get("PATH"))
+    found = _found.get(key)
+    if found is None:
+        found = shutil.which(name)
+        if found is None:
+            raise NotStarted(f"could not start {name}: No such file or directory")
+        _found[key] = found = os.path.abspath(found)
+    return found
 
 
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None

@@ -56,6 +56,11 @@ class ForkServer(asyncio.Protocol):
         self.ready: asyncio.Future[None] = loop.create_future()
         self.dead: str | None = None  # why it died
         self.preloaded: set[str] = set()
+        #: How its jobs are contained (``cgroup``, ``subreaper``, ``none``) and why not better.
+        self.containment = "none"
+        self.containment_why = ""
+        #: What the server said of each job's end: how it was contained, what it left.
+        self.ends: dict[int, dict[str, Any]] = {}
         self._preloads: deque[asyncio.Future[dict[str, str]]] = deque()
         self._starts: dict[str, asyncio.Future[tuple[int, float, asyncio.Future[int]]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
@@ -63,17 +68,19 @@ class ForkServer(asyncio.Protocol):
         self._environ_at_start = dict(getattr(os.environ, "_data", {}))
 
     @classmethod
-    async def launch(cls, preload: list[str]) -> ForkServer:
-        """Start a server and wait until it has imported ``preload``.
+    async def launch(cls, preload: list[str], containment: str = "none") -> ForkServer:
+        """Start a server and wait until it has imported ``preload``; ``containment``: what
+        it is asked to put each job in (see containment.py).
 
         Started from the loop's thread on purpose: the parent-death signal that ends the
         server with the runner is tied to the thread that started it.
         """
         self = cls()
         ours, theirs = socket.socketpair()
+        argv = [sys.executable, forkserver.__file__, str(theirs.fileno()), str(os.getpid())]
         try:
             self.popen = subprocess.Popen(  # noqa: ASYNC220 - once; the loop's thread on purpose
-                [sys.executable, forkserver.__file__, str(theirs.fileno()), str(os.getpid())],
+                [*argv, containment],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # jobs' buffering then matches a spawned script's
@@ -121,16 +128,28 @@ class ForkServer(asyncio.Protocol):
         job_env: dict[str, str],
         attempt: int,
         check: str | None,
+        argv: list[str] | None = None,
+        *,
+        whole: bool = False,
     ) -> tuple[int, float, asyncio.Future[int]]:
         """Fork the job's process: its pid, start time and a future for its exit code
-        (negative: killed by that signal, as Popen says). Raises StartRefused, ForkServerDied."""
+        (negative: killed by that signal, as Popen says). With ``argv``, the process execs
+        it (a new program) instead of running ``script`` in this warm interpreter. Raises
+        StartRefused, ForkServerDied. ``whole``: ``job_env`` is the job's whole environment,
+        not variables to add to the runner's."""
         fut: asyncio.Future[tuple[int, float, asyncio.Future[int]]] = self.loop.create_future()
         self._starts[job_id] = fut
-        msg: dict[str, Any] = {"op": "start", "id": job_id, "dir": str(job_dir), "script": script}
+        msg: dict[str, Any] = {"op": "start", "id": job_id, "dir": str(job_dir)}
+        if argv is None:
+            msg["script"] = script
+        else:
+            msg["argv"] = argv
         msg.update(attempt=attempt, check=check)
         # The server started with the runner's environment: while that is unchanged, only the
         # job's own variables travel (a whole environment is a few kB of JSON per job).
-        if self._environ_changed():
+        if whole:
+            msg["env"] = job_env
+        elif self._environ_changed():
             msg["env"] = {**os.environ, **job_env}
         else:
             msg["env_add"] = job_env
@@ -177,6 +196,9 @@ class ForkServer(asyncio.Protocol):
             if op == "exit":
                 fut = self._exits.pop(msg["pid"], None)
                 if fut is not None and not fut.done():
+                    self.ends[msg["pid"]] = {"contained": msg.get("contained", "none")}
+                    if msg.get("left"):
+                        self.ends[msg["pid"]]["left"] = msg["left"]
                     fut.set_result(os.waitstatus_to_exitcode(msg["status"]))
             elif op == "started":
                 exited = self._exits[msg["pid"]] = self.loop.create_future()
@@ -188,7 +210,11 @@ class ForkServer(asyncio.Protocol):
             elif op == "preloaded":
                 _resolve(self._preloads.popleft(), msg["failed"])
             elif op == "ready":
+                self.containment = str(msg.get("containment") or "none")
+                self.containment_why = str(msg.get("why") or "")
                 _resolve(self.ready, None)
+            elif op == "note":
+                logger.warning("fork server: %s", msg.get("text"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         code = self.popen.poll() if self.popen is not None else None

@@ -34,11 +34,13 @@ from .settings import (
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_DEBOUNCE_MS",
+    "DEFAULT_MAX_OUTPUT",
     "DEFAULT_STEP_MS",
     "JOBQUEUES",
     "JOBQUEUE_KEYS",
     "WATCHERS",
     "ConductorName",
+    "ContainmentName",
     "LoopName",
     "RunnerConfig",
     "WatcherName",
@@ -58,8 +60,12 @@ DEFAULT_STEP_MS = 5
 DEFAULT_DEBOUNCE_MS = 50
 #: Bytes read per call; see docs/performance.md#chunk-size for how it was chosen.
 DEFAULT_CHUNK_SIZE = 64 * 1024
+#: Bytes of each output stream (stdout, stderr) a job keeps: the first and the last 128 MiB.
+DEFAULT_MAX_OUTPUT = 256 * 1024 * 1024
 
 LoopName = Literal["auto", "asyncio", "uvloop"]
+ContainmentName = Literal["auto", "cgroup", "subreaper", "none"]
+CONTAINMENTS: tuple[str, ...] = ("auto", "cgroup", "subreaper", "none")
 ConductorName = Literal["local", "dask"]
 CONDUCTORS: tuple[ConductorName, ...] = ("local", "dask")
 #: Batch systems dask-jobqueue starts workers on (``runner.dask.jobqueue``): name -> its class.
@@ -489,6 +495,12 @@ class RunnerConfig:
         retention: how long finished jobs are kept, by state, e.g. ``{"done": "30d",
             "failed": "180d", "skipped": "7d"}`` (durations or seconds); older ones are removed
             (folder and index row) in the background. None (the default): keep everything.
+        max_output: bytes of each of a job's output streams (``stdout.txt``, ``stderr.txt``)
+            kept, its first and its last half, when its recipe sets no ``max_output``.
+        containment: what each local job runs in, so that whatever it starts ends with it
+            (daemons, nohup, double forks included): ``auto`` (a cgroup v2 per job where the
+            runner may make one, else a child subreaper), ``cgroup``, ``subreaper`` (fail if
+            not to be had), or ``none`` (its process group only); see docs/security.md.
     """
 
     base_dir: Path = field(default=Path(), metadata=_FOLDER)
@@ -518,6 +530,8 @@ class RunnerConfig:
         default=None, metadata=optional(block(DaskSettings, _dask))
     )
     retention: Mapping[str, Any] | None = field(default=None, metadata=optional(_RETENTION))
+    containment: ContainmentName = field(default="auto", metadata=choice(*CONTAINMENTS))
+    max_output: int = field(default=DEFAULT_MAX_OUTPUT, metadata=count())
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):

@@ -2,6 +2,10 @@
 
 ``fnmatch`` lets ``*`` cross ``/`` and ``PurePath.match`` has no ``**`` before Python 3.13, so a
 pattern like ``runs/*/raw/*.h5`` needs its own small translation to a regular expression.
+
+Hidden names (a leading ``.``) are matched only by a glob segment that starts with a dot, as in
+the shell and Python's ``glob``: ``*``, ``?``, ``[...]`` and ``**`` never match one, so a tool's
+hidden temporary file (rsync's ``.name.XXXXXX``) triggers nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +13,9 @@ from __future__ import annotations
 import re
 
 __all__ = ["compile_glob"]
+
+#: What a segment that does not itself start with a dot must not start with.
+_SHOWN = r"(?!\.)"
 
 
 def compile_glob(glob: str) -> re.Pattern[str]:
@@ -24,11 +31,11 @@ def compile_glob(glob: str) -> re.Pattern[str]:
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if part == "**":
-            out.append(".*" if last else "(?:[^/]+/)*")
+            out.append(f"{_SHOWN}[^/]*(?:/{_SHOWN}[^/]*)*" if last else f"(?:{_SHOWN}[^/]+/)*")
             continue
         if "**" in part:
             raise ValueError(f"'**' must be a whole path segment, found in {part!r}")
-        out.append(_segment(part))
+        out.append(("" if part.startswith(".") else _SHOWN) + _segment(part))
         if not last:
             out.append("/")
     return re.compile("".join(out))

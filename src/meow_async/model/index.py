@@ -45,6 +45,7 @@ __all__ = [
     "Opened",
     "Select",
     "row_of",
+    "storable",
     "sweep_of",
 ]
 
@@ -237,8 +238,26 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
+def storable(text: str) -> str:
+    """``text`` as SQLite can hold it (UTF-8). A file name that is not UTF-8 arrives as a str
+    with surrogate escapes (as ``os.listdir`` gives it, and ``job.json`` keeps it): each byte
+    that is not UTF-8 is then written ``\\xNN``, as a listing shows it and ``--input`` finds
+    it (its argument goes through here too). Without this, binding it raised, and the event's
+    jobs could never be made. The folder (``job.json``) keeps the exact name."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate no byte makes (JSON's own \\ud800)
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _text(v: Any) -> str | None:
-    return v if isinstance(v, str) and v else None
+    return storable(v) if isinstance(v, str) and v else None
 
 
 def _tick(v: Any) -> float | None:
@@ -270,14 +289,14 @@ def row_of(meta: Mapping[str, Any], folder: str) -> tuple[Any, ...]:
         _num(meta.get("started")),
         _num(meta.get("finished")),
         code if type(code) is int else None,
-        error[:_ERROR_CHARS] if isinstance(error, str) else None,
+        storable(error[:_ERROR_CHARS]) if isinstance(error, str) else None,
         _text(event.get("kind")),
         _text(event.get("path")),
         _text(event.get("message_id")),
         _text(event.get("request_path")),
         _tick(event.get("scheduled_time")),
-        trigger_of(event),
-        sweep_of(meta.get("sweep")),
+        storable(trigger_of(event)),
+        storable(sweep_of(meta.get("sweep"))),
         _text(meta.get("workflow_version")),
         _text(meta.get("recipe_hash")),
         caused if caused is None or isinstance(caused, str) else json.dumps(caused),
@@ -758,7 +777,7 @@ class JobIndex:
             where.append("created >= ?")
             args.append(q.since)
         if q.inputs:
-            ins = list(q.inputs)
+            ins = [storable(i) for i in q.inputs]
             marks = ", ".join("?" * len(ins))
             where.append(
                 f"(event_path IN ({marks}) OR trigger IN ({marks}) OR message_id IN ({marks}))"

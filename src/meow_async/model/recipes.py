@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib.util
 import json
 import os
+import re
 import shlex
 import sys
 import warnings
@@ -17,8 +19,10 @@ from typing import Any, ClassVar
 from ..exceptions import ConfigError
 from .checks import check_name
 from .settings import (
+    ENV_NAME,
     check_settings,
     choice,
+    count,
     custom,
     flag,
     optional,
@@ -28,7 +32,7 @@ from .settings import (
     text,
 )
 
-__all__ = ["BashRecipe", "NotebookRecipe", "PythonRecipe", "Recipe"]
+__all__ = ["BashRecipe", "JobEnv", "NotebookRecipe", "PythonRecipe", "Recipe"]
 
 _BEGIN = "# --- parameters set by meow_async for this job (also in $MEOW_PARAMS) ---"
 _END = "# --- end of parameters ---"
@@ -44,6 +48,145 @@ def _script(where: str, field: str, value: object) -> object:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError("the script is empty", where=where, field=field, value=value)
     return value
+
+
+#: A name ``env.keep`` gives: a variable's, or a pattern of them (``*``, ``?``: ``LC_*``).
+_ENV_PATTERN = re.compile(r"[A-Za-z_*?][A-Za-z0-9_*?]*")
+
+
+def _keep(where: str, field: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(
+            "expected a list of variable names, e.g. [PATH, HOME, LC_*]",
+            where=where,
+            field=field,
+            value=value,
+        )
+    for name in value:
+        if not isinstance(name, str) or not _ENV_PATTERN.fullmatch(name):
+            raise ConfigError(
+                "not a variable name (letters, digits, '_'; '*' and '?' match any)",
+                where=where,
+                field=field,
+                value=name,
+            )
+    return tuple(value)
+
+
+def _set(where: str, field: str, value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            "expected a mapping of variable names to values", where=where, field=field, value=value
+        )
+    out = {}
+    for name, v in value.items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise ConfigError("not a variable name", where=where, field=field, value=name)
+        if name.startswith("MEOW_"):
+            raise ConfigError(
+                "MEOW_* variables are the job's own: they cannot be set",
+                where=where,
+                field=field,
+                value=name,
+            )
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ConfigError(
+                "expected a string or a number", where=where, field=f"{field}.{name}", value=v
+            )
+        out[name] = str(v)
+    return out
+
+
+_KEEP_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "pattern": f"^{_ENV_PATTERN.pattern}$"},
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEnv:
+    """What of the runner's environment a job's process gets (``env:``): all of it
+    (``inherit``, the default), or only the variables ``keep`` names (``*`` and ``?`` match
+    any characters: ``LC_*``); ``set`` adds fixed values. The job's ``MEOW_*`` variables are
+    always there. ``env: [NAME, ...]`` is ``{inherit: false, keep: [NAME, ...]}``."""
+
+    #: Whether the job gets the runner's whole environment.
+    inherit: bool = field(default=True, metadata=flag())
+    #: With ``inherit: false``: the variables it gets (names, or patterns with ``*``, ``?``).
+    keep: Sequence[str] = field(default=(), metadata=custom(_KEEP_SCHEMA, _keep))
+    #: Variables set for the job, e.g. ``{OMP_NUM_THREADS: 1}`` (recorded in job.json).
+    set: Mapping[str, str | int | float] = field(
+        default_factory=dict,
+        metadata=custom(
+            {
+                "type": "object",
+                "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$", "not": {"pattern": "^MEOW_"}},
+                "additionalProperties": {"type": ["string", "number"]},
+            },
+            _set,
+        ),
+    )
+
+    #: ``keep`` needs ``inherit: false``.
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "if": {"required": ["keep"], "properties": {"keep": {"minItems": 1}}},
+        "then": {"required": ["inherit"], "properties": {"inherit": {"const": False}}},
+    }
+
+    def __post_init__(self) -> None:
+        check_settings(self, "env")
+        if self.keep and self.inherit:
+            raise ConfigError(
+                "keep names what a job gets without the rest: it needs inherit: false",
+                where="env",
+                field="keep",
+                value=list(self.keep),
+            )
+
+    def keeps(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, k) for k in self.keep)
+
+    @classmethod
+    def of(cls, value: object) -> JobEnv | None:
+        """``env:`` as given: None (inherit everything), a list of names, or a mapping."""
+        if value is None or isinstance(value, JobEnv):
+            return value
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            return cls(inherit=False, keep=value)
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"inherit", "keep", "set"}
+            if unknown:
+                raise ConfigError(
+                    f"unknown key {sorted(map(str, unknown))[0]!r}: env takes inherit, keep "
+                    "and set",
+                    where="env",
+                    value=dict(value),
+                )
+            return cls(**value)
+        raise ConfigError(
+            "expected a list of variable names, or {inherit: false, keep: [...], set: {...}}",
+            where="env",
+            value=value,
+        )
+
+
+def _env(where: str, field: str, value: object) -> JobEnv | None:
+    try:
+        return JobEnv.of(value)
+    except ConfigError as e:
+        sub = f"{field}.{e.field}" if e.field else field
+        raise ConfigError(e.message, where=where, field=sub, value=e.value) from None
+
+
+def environment(
+    base: Mapping[str, str], own: Mapping[str, str], keep: Sequence[str] | None
+) -> dict[str, str]:
+    """A job's environment: ``base`` (the runner's, or a worker's), all of it or the names
+    ``keep`` matches (None: all), then the job's own variables."""
+    if keep is None:
+        return {**base, **own}
+    kept = {k: v for k, v in base.items() if any(fnmatch.fnmatchcase(k, p) for p in keep)}
+    return {**kept, **own}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +213,17 @@ class _RecipeBase:
     conductor: str | None = field(default=None, metadata=optional(choice("local", "dask")))
     #: Dask worker resources each job needs, e.g. ``{"GPU": 1, "MEM": 4e9}`` (Dask only).
     resources: Mapping[str, float] = field(default_factory=dict, metadata=resources())
+    #: What of the runner's environment a job gets: all of it (the default), a list of the
+    #: names it gets (``[PATH, HOME, LC_*]``), or ``{inherit, keep, set}``; see JobEnv.
+    env: JobEnv | Sequence[str] | Mapping[str, Any] | None = field(
+        default=None,
+        metadata=optional(
+            custom({"anyOf": [{"$ref": "#/$defs/JobEnv"}, _KEEP_SCHEMA]}, _env, uses=(JobEnv,))
+        ),
+    )
+    #: Bytes of each output stream (stdout.txt, stderr.txt) a job keeps, its first and its
+    #: last half, with a line saying how much was cut; None: the runner's ``max_output``.
+    max_output: int | None = field(default=None, metadata=optional(count()))
     source: str = field(init=False, repr=False, compare=False)
 
     #: Exactly one of script and file.
@@ -187,10 +341,22 @@ class PythonRecipe(_RecipeBase):
 
     @property
     def warm(self) -> bool:
-        """Jobs start as forks of the fork server, not as new interpreters."""
-        return self.fork and self.interpreter is None
+        """Jobs start as forks of the fork server, not as new interpreters. Not with a
+        restricted ``env``: a fork carries the runner's whole environment in its memory."""
+        env = self.env
+        inherits = env is None or (isinstance(env, JobEnv) and env.inherit)
+        return self.fork and self.interpreter is None and inherits
 
     def _check_source(self, where: str) -> None:
+        env = JobEnv.of(self.env)
+        if self.preload and env is not None and not env.inherit:
+            raise ConfigError(
+                "preloading is for warm starts, and a job that does not inherit the runner's "
+                "environment starts as a new interpreter (a fork would carry it in memory)",
+                where=where,
+                field="preload",
+                value=list(self.preload),
+            )
         try:
             tree = ast.parse(self.source)
         except SyntaxError as e:
@@ -257,8 +423,9 @@ class BashRecipe(_RecipeBase):
 #: runner was not there to see it (a script that sets its own EXIT trap replaces this one).
 #: Killed by a signal, it records nothing, as a killed Python job does: Bash would run the EXIT
 #: trap with the last command's status (often 0), so each trap clears it and dies of its signal.
+#: Only the script's own shell writes: a subshell ($BASHPID differs from $$) is not the job.
 _EXIT_TRAP = (
-    'trap \'__meow=$?; [ -n "${MEOW_PROCESS_LOG:-}" ] && '
+    'trap \'__meow=$?; [ "${BASHPID:-$$}" = "$$" ] && [ -n "${MEOW_PROCESS_LOG:-}" ] && '
     'echo "exit $__meow ${EPOCHREALTIME:-}" >> "$MEOW_PROCESS_LOG"\' EXIT\n'
     + "".join(f"trap 'trap - EXIT {sig}; kill -{sig} $$' {sig}\n" for sig in ("TERM", "INT", "HUP"))
 )

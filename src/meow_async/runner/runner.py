@@ -21,7 +21,7 @@ from ..conductors import Conductor, JobInterrupted, LocalConductor
 from ..conductors.process_log import CANCELLED, current
 from ..conductors.recovery import clear_notify_mark, recover_jobs
 from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
-from ..handlers import Handler
+from ..handlers import Handler, Refused
 from ..model.config import RunnerConfig, http_limits, http_token
 from ..model.events import Event
 from ..model.index import JobIndex
@@ -77,7 +77,9 @@ class Runner:
         assert self.config.spool_dir is not None  # noqa: S101 - set by RunnerConfig
         self.spool_dir = self.config.spool_dir.absolute()
         self.conductor = conductor or _conductor(self.config, self.workflow.recipes.values())
-        self.handler = Handler(self.jobs_dir, durable=self.config.durable)
+        self.handler = Handler(
+            self.jobs_dir, durable=self.config.durable, max_output=self.config.max_output
+        )
         self.watermark = Watermark(self.jobs_dir, durable=self.config.durable)
         self._handling = 0  # events a handler has taken and not finished
         #: Each rule's ``when:`` filter, applied by every monitor (counts for /metrics).
@@ -498,6 +500,9 @@ class Runner:
             at_once = min(2 * at_once, _HANDLE_AT_ONCE) if not events.empty() else 1
             for event, result in zip(batch, made, strict=True):
                 try:
+                    if isinstance(result, Refused):
+                        self._refused(event, result)
+                        continue
                     if isinstance(result, Exception):
                         self._not_handled(event, result)
                         continue
@@ -542,6 +547,19 @@ class Runner:
             event.rule.name,
             error,
         )
+
+    def _refused(self, event: Event, error: Refused) -> None:
+        """An event its input keeps from ever becoming a job: said once, and not kept, so the
+        watermark moves past it and later inputs trigger as ever."""
+        self.stats.handler_errors += 1
+        logger.error(
+            "%s (rule %s): refused, its job cannot be made (not tried again): %s",
+            _what(event),
+            event.rule.name,
+            printable(str(error)),  # it may quote the input
+        )
+        if event.release is not None:
+            event.release()
 
     async def _conduct(self, jobs: asyncio.Queue[Job]) -> None:
         while True:
@@ -801,7 +819,7 @@ _HANDLE_AT_ONCE = 8
 
 def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
     """The conductor the settings ask for: local, or Dask with local jobs routed through it."""
-    local = LocalConductor(kill_timeout=config.kill_timeout)
+    local = LocalConductor(kill_timeout=config.kill_timeout, containment=config.containment)
     if config.dask is None:
         for r in recipes:
             if r.conductor == "dask":
