@@ -299,6 +299,32 @@ async def test_acks_come_at_once_past_the_queue_and_wait_only_past_the_backlog(
     assert sorted(outputs(ws)) == sorted([f"m{i}" for i in range(len(acked))] + ["late"])
 
 
+@pytest.mark.parametrize("no_backlog", [{"max_backlog": 0}, {"max_backlog_bytes": 0}])
+async def test_without_a_backlog_an_ack_waits_for_the_queue(
+    ws: Workspace, no_backlog: dict[str, int]
+) -> None:
+    """Either limit at 0: no backlog, as before it existed: past the full events queue the
+    sender waits for its ack, and gets it once a job slot frees."""
+    release = ws.root / "release"
+    block = 'while [ ! -e "$release" ]; do sleep 0.01; done\ncat "$message"'
+    pattern = net(ack=True, framing="length", parameters={"release": str(release)})
+    settings = {"queue_size": 1, "max_jobs": 1, "handlers": 1, **no_backlog}
+    async with ws.runner([pattern], [sh_recipe("r", block)], **settings) as r:
+        to = ("127.0.0.1", r.ports()["n"])
+        sends = [
+            asyncio.create_task(send(*to, f"m{i}".encode(), ack=True, framing="length"))
+            for i in range(12)  # more than a job slot, the job and events queues hold
+        ]
+        await poll_until(lambda: r.network._blocked >= 1)  # one waits for room in the queue
+        assert r.network.backlog() == (0, 0)
+        release.touch()
+        async with asyncio.timeout(WAIT):
+            acked = await asyncio.gather(*sends)
+        await until_finished(r, len(sends))
+    assert len(set(acked)) == len(sends)
+    assert sorted(outputs(ws)) == sorted(f"m{i}" for i in range(len(sends)))
+
+
 def test_parked_journal_entries_survive_a_rewrite_and_a_restart(tmp_path: Path) -> None:
     """Backlogged entries are dropped from memory (parked) and read back from accepted.log:
     through the journal's rewrite (most entries done) and after a restart, each comes back

@@ -456,7 +456,7 @@ class RunnerConfig:
         max_backlog / max_backlog_bytes: accepted network and HTTP messages (and their bytes)
             kept waiting in the spool journal on disk once the events queue is full; only past
             either is a TCP sender made to wait for its acknowledgement and an HTTP client
-            answered 503 (0: no backlog, the queue alone).
+            answered 503 (either 0: no backlog, the queue alone).
         shutdown_timeout: seconds running jobs get to finish on a graceful stop.
         kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
         file_watcher: ``auto`` (inotify on Linux, polling where ``base_dir`` is on a network

@@ -490,7 +490,7 @@ class NetworkMonitor:
         limits (a TCP sender waits for its acknowledgement, an HTTP client for its answer)."""
         self._blocked += 1
         try:
-            if not self.max_backlog:  # no backlog: wait for the queue itself
+            if not (self.max_backlog and self.max_backlog_bytes):  # no backlog: the queue
                 for event in events:
                     await self._queue.put(event)
                 return
