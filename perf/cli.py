@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    burst,
     chunks,
     files,
     http,
@@ -26,6 +27,7 @@ from . import (
     report_tests,
     scale_out,
     schedules,
+    startup,
     viewers,
 )
 from .limits import raise_nofile
@@ -52,6 +54,10 @@ SUITES = {
     "the index), and job end -> next job start through the job-end scan",
     "viewers": "the live view: a burst of 1000 file jobs with 10 open SSE viewers against none "
     "(taking turns), and the messages each viewer got",
+    "burst": "20,000 small POSTs, --concurrency in flight (200 is the issue's), against a real "
+    "runner with default settings: answers by status, requests/s, RSS",
+    "startup": "the wall clock of --version, send, validate, jobs and status (a new process "
+    "each), this tree against --baseline-src, beside python -c pass",
     "history": "restart, RSS, jobs --tail/--state and status over N finished jobs (100,000; "
     "--history-jobs 1000000), this tree against --history-base; disk per job",
 }
@@ -119,8 +125,9 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline-src",
         type=Path,
         metavar="DIR",
-        help="http suite: also run the meow_async found in DIR (another checkout's src/, e.g. "
-        "from `git archive`), taking turns with this one, each point in its own process",
+        help="http, startup suites: also run the meow_async found in DIR (another checkout's "
+        "src/, e.g. from `git archive`), taking turns with this one, each point in its own "
+        "process",
     )
     p.add_argument(
         "--history-jobs",
@@ -193,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
             baseline=args.baseline_src,
         ),
     }
+    steps["burst"] = lambda: burst.run(
+        2000 if sizes.name == "small" else 20_000, args.concurrency, scratch
+    )
+    steps["startup"] = lambda: startup.run(
+        args.repeats or (15 if sizes.name == "small" else 50), scratch, args.baseline_src
+    )
     steps["poll"] = lambda: poll.run(scratch, args.loop, sizes.name)
     steps["listing"] = lambda: listing.run(100_000, args.repeats or 5, scratch)
     steps["history"] = lambda: _history(args, scratch)

@@ -227,4 +227,8 @@ def render(results: dict[str, Any]) -> str:
         out += chunks_section(results["chunks"])
     if "listing" in results:
         out += listing_section(results["listing"])
+    if "startup" in results:
+        from .startup import table
+
+        out += ["## Start-up of the quick commands", "", *table(results["startup"]), ""]
     return "\n".join(out) + "\n"

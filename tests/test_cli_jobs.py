@@ -421,7 +421,7 @@ def test_status_of_a_running_runner_from_its_http_endpoint(
         assert re.search(r"^\s+ingest\s+tcp 127\.0\.0\.1:[1-9]\d* -> bash recipe ok$", out, re.M)
         assert "events    1  (wait 1)\n" in out
         assert "jobs      1 made: 1 running, 0 done, 0 failed, 0 skipped" in out
-        assert "queues    events 0, jobs 0\n" in out
+        assert "queues    events 0, jobs 0, backlog 0\n" in out
         assert "kept      1 in the jobs folder: 1 queued\n" in out  # the index: running is queued
         (job,) = [m for m in job_metas(jobs) if m["rule"] == "wait"]
         assert re.search(rf"^running   {job['id']}  wait  \d+\.\ds$", out, re.M), out
@@ -436,7 +436,7 @@ def test_status_of_a_running_runner_from_its_http_endpoint(
         assert st["running"][0]["id"] == job["id"]
         assert st["running"][0]["age"] >= 0
         assert {r["name"] for r in st["rules"]} == {"convert", "fit", "check", "wait", "ingest"}
-        assert st["queues"] == {"events": 0, "jobs": 0}
+        assert st["queues"] == {"events": 0, "jobs": 0, "backlog": 0}
         assert st["kept"] == {"queued": 1}  # the jobs folder, all runs, from the index
         # /status is read-only, as the runner's other endpoints are.
         post = urllib.request.Request(f"http://127.0.0.1:{port}/status", data=b"", method="POST")

@@ -30,6 +30,7 @@ import aiohttp
 import pytest
 
 from meow_async import HttpPattern, MonitorError, Runner
+from meow_async.monitors.spool import Journal
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, sh_recipe, wait_until_sync
 from .test_cli import MeowRun
@@ -220,18 +221,19 @@ async def test_malformed_request_is_answered_400_and_the_server_goes_on(ws: Work
     assert r.stats.events == 1
 
 
-async def test_full_queue_is_answered_503_and_a_retry_after_it_drains_succeeds(
+async def test_full_queue_and_backlog_are_answered_503_and_a_retry_after_it_drains_succeeds(
     ws: Workspace,
 ) -> None:
     release = ws.root / "release"
     pattern = http(parameters={"release": str(release)})
+    settings = {"queue_size": 1, "max_jobs": 1, "handlers": 1, "max_backlog": 3}
     async with (
-        ws.runner([pattern], [sh_recipe("r", BLOCK)], queue_size=1, max_jobs=1, handlers=1) as r,
+        ws.runner([pattern], [sh_recipe("r", BLOCK)], **settings) as r,
         client() as s,
     ):
         target = url(r, "h", "/in")
         accepted: list[str] = []
-        for i in range(50):  # each 202 takes a place, until the event queue is full
+        for i in range(50):  # each 202 takes a place, until the queue and the backlog are full
             status, body, headers = await post(s, target, f"body {i}".encode())
             if status == 503:
                 break
@@ -240,7 +242,8 @@ async def test_full_queue_is_answered_503_and_a_retry_after_it_drains_succeeds(
         else:
             pytest.fail("50 requests against queue_size=1 and a blocked job: never a 503")
         assert headers["Retry-After"] == "1"
-        assert "queue is full" in body["error"]
+        assert "backlog is full (3 accepted requests" in body["error"]
+        assert r.network.backlog()[0] == 3
         refused = f"body {len(accepted)}"
         release.touch()
         for _ in range(int(WAIT * 10)):  # a client honouring Retry-After, in quicker steps
@@ -254,6 +257,54 @@ async def test_full_queue_is_answered_503_and_a_retry_after_it_drains_succeeds(
     assert outputs == Counter([*accepted, refused])  # the 503 made no job, its retry one
     assert r.stats.events == len(accepted) + 1
     assert all(j["state"] == "done" for j in ws.jobs_list())
+
+
+async def test_a_burst_beyond_the_queue_is_taken_whole_and_kept_in_the_journal(
+    ws: Workspace,
+) -> None:
+    """1,000 POSTs, 200 at a time, while the only job slot is held: far past the events queue
+    (20), every one is answered 202 at once (issue 26; it was 503 once the queue filled). The
+    ones beyond the queue wait in the backlog, each in the spool journal on disk; stopped
+    there, every accepted request has exactly one job made or is in the journal for the next
+    start, never both, never neither."""
+    release = ws.root / "release"  # never made: the first job holds the only slot
+    pattern = http(parameters={"release": str(release)})
+    settings: dict[str, Any] = {"queue_size": 20, "max_jobs": 1, "handlers": 1}
+    settings.update(shutdown_timeout=0.2, http={"port": 0})  # runner.http shows the backlog
+    n, at_once = 1000, 200
+    async with ws.runner([pattern], [sh_recipe("r", BLOCK)], **settings) as r:
+        target = url(r, "h", "/in")
+        gate = asyncio.Semaphore(at_once)
+        connector = aiohttp.TCPConnector(limit=at_once)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=WAIT)
+        ) as s:
+
+            async def one(i: int) -> tuple[int, dict[str, Any], Any]:
+                async with gate:
+                    return await post(s, target, f"m{i}".encode())
+
+            answers = await asyncio.gather(*(one(i) for i in range(n)))
+        assert Counter(status for status, _, _ in answers) == {202: n}
+        accepted = {body["message_id"] for _, body, _ in answers}
+        assert len(accepted) == n
+        waiting, size = r.network.backlog()
+        assert waiting > n // 2, "the burst did not reach past the events queue"
+        assert waiting * 2 <= size <= waiting * 4  # each body is "m" and 1-3 digits
+        async with client() as s:
+            async with s.get(f"http://127.0.0.1:{r.http_port}/status") as resp:
+                shown = await resp.json()
+            async with s.get(f"http://127.0.0.1:{r.http_port}/metrics") as resp:
+                metrics = await resp.text()
+        assert shown["queues"]["backlog"] == waiting  # nothing drains while the slot is held
+        assert f'meow_queue_depth{{queue="backlog"}} {waiting}.0' in metrics
+        assert f"meow_backlog_bytes {size}.0" in metrics
+    made = [j["event"]["message_id"] for j in ws.jobs_list()]
+    assert len(made) == len(set(made))
+    journal = Journal(r.spool_dir, durable=False)
+    pending = {e["id"] for e in journal.recover()}
+    assert not pending & set(made)
+    assert pending | set(made) == accepted
 
 
 # -- 3. curl ------------------------------------------------------------------------------------
@@ -783,7 +834,7 @@ async def test_a_request_accepted_while_the_queue_is_full_survives_its_client(
     two before it). Accepted is accepted: it still makes its job, in this run."""
     release = ws.root / "release"
     pattern = http(parameters={"release": str(release)})
-    settings = {"queue_size": 1, "max_jobs": 1, "handlers": 1}
+    settings = {"queue_size": 1, "max_jobs": 1, "handlers": 1, "max_backlog": 1}
     async with ws.runner([pattern], [sh_recipe("r", BLOCK)], **settings) as r:
         port = r.ports()["h"]
         clients = []

@@ -31,6 +31,7 @@ from meow_async import (
     Workflow,
     send,
 )
+from meow_async.monitors.spool import Journal
 
 from .conftest import WAIT, Workspace, poll_until, py_recipe, sh_recipe
 
@@ -260,6 +261,98 @@ async def test_ack_comes_after_the_event_is_queued_and_raw_senders_still_work(
         await until_finished(r, 2)
     assert outputs(ws) == ["acked", "raw sender ignores the reply"]
     assert msg_id in {j["event"]["message_id"] for j in ws.jobs_list()}
+
+
+async def test_acks_come_at_once_past_the_queue_and_wait_only_past_the_backlog(
+    ws: Workspace,
+) -> None:
+    """The only job slot is held and the events queue holds 2: the next messages are
+    acknowledged at once all the same (they wait in the spool journal's backlog, issue 26),
+    up to max_backlog (5); the one after that waits for its ack (TCP back-pressure) until the
+    backlog drains, and then every acknowledged message runs once."""
+    release = ws.root / "release"
+    block = 'while [ ! -e "$release" ]; do sleep 0.01; done\ncat "$message"'
+    pattern = net(ack=True, framing="length", parameters={"release": str(release)})
+    settings = {"queue_size": 2, "max_jobs": 1, "handlers": 1, "max_backlog": 5}
+    async with ws.runner([pattern], [sh_recipe("r", block)], **settings) as r:
+        to = ("127.0.0.1", r.ports()["n"])
+        acked = []
+        for i in range(40):
+            try:
+                async with asyncio.timeout(1.0):
+                    acked.append(await send(*to, f"m{i}".encode(), ack=True, framing="length"))
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("40 acks while no job could end: the backlog has no limit")
+        assert r.network.backlog()[0] == 5
+        waiting = asyncio.create_task(send(*to, b"late", ack=True, framing="length"))
+        await poll_until(lambda: r.network._blocked >= 1)
+        assert not waiting.done()
+        release.touch()
+        async with asyncio.timeout(WAIT):
+            acked.append(await waiting)
+        await until_finished(r, len(acked) + 1)  # the one cut off by the timeout ran too
+    assert r.network.backlog() == (0, 0)
+    assert len(set(acked)) == len(acked)
+    assert set(acked) <= {j["event"]["message_id"] for j in ws.jobs_list()}
+    assert sorted(outputs(ws)) == sorted([f"m{i}" for i in range(len(acked))] + ["late"])
+
+
+@pytest.mark.parametrize("no_backlog", [{"max_backlog": 0}, {"max_backlog_bytes": 0}])
+async def test_without_a_backlog_an_ack_waits_for_the_queue(
+    ws: Workspace, no_backlog: dict[str, int]
+) -> None:
+    """Either limit at 0: no backlog, as before it existed: past the full events queue the
+    sender waits for its ack, and gets it once a job slot frees."""
+    release = ws.root / "release"
+    block = 'while [ ! -e "$release" ]; do sleep 0.01; done\ncat "$message"'
+    pattern = net(ack=True, framing="length", parameters={"release": str(release)})
+    settings = {"queue_size": 1, "max_jobs": 1, "handlers": 1, **no_backlog}
+    async with ws.runner([pattern], [sh_recipe("r", block)], **settings) as r:
+        to = ("127.0.0.1", r.ports()["n"])
+        sends = [
+            asyncio.create_task(send(*to, f"m{i}".encode(), ack=True, framing="length"))
+            for i in range(12)  # more than a job slot, the job and events queues hold
+        ]
+        await poll_until(lambda: r.network._blocked >= 1)  # one waits for room in the queue
+        assert r.network.backlog() == (0, 0)
+        release.touch()
+        async with asyncio.timeout(WAIT):
+            acked = await asyncio.gather(*sends)
+        await until_finished(r, len(sends))
+    assert len(set(acked)) == len(sends)
+    assert sorted(outputs(ws)) == sorted(f"m{i}" for i in range(len(sends)))
+
+
+def test_parked_journal_entries_survive_a_rewrite_and_a_restart(tmp_path: Path) -> None:
+    """Backlogged entries are dropped from memory (parked) and read back from accepted.log:
+    through the journal's rewrite (most entries done) and after a restart, each comes back
+    whole, and only the ones not done."""
+    journal = Journal(tmp_path, durable=False)
+    journal.open()
+    n = 2500
+    kept = list(range(1, n, 10))
+    for i in range(n):
+        journal.add({"id": f"m{i}", "time": i, "rules": ["r"], "extras": {"size": 1, "n": i}})
+        journal.park(f"m{i}")
+    assert all(e is None for e in journal.pending.values())
+    for i in set(range(n)) - set(kept):  # past 4096 lines, 4 a pending entry: rewritten
+        journal.done(f"m{i}")
+    for i in kept:
+        (tmp_path / f"m{i}.msg").write_text("x")  # still spooled
+    assert journal._lines < n  # rewritten short
+    assert journal.unpark("m1") == {
+        "id": "m1",
+        "time": 1,
+        "rules": ["r"],
+        "extras": {"size": 1, "n": 1},
+    }
+    assert journal.unpark("m0") is None  # done
+    assert sorted(e["extras"]["n"] for e in journal.entries()) == kept
+    journal.close()
+    again = Journal(tmp_path, durable=False)
+    assert sorted(e["extras"]["n"] for e in again.recover()) == kept
 
 
 async def test_send_streams_a_file(ws: Workspace, tmp_path: Path) -> None:

@@ -1,44 +1,32 @@
-"""The command line: run, validate, jobs, show. The only module that exits or sets up logging."""
+"""The command line: run, validate, jobs, show. The only module that exits or sets up logging.
+
+Each command imports what it uses when it runs (and the parser only the options of the command
+asked for): ``--version``, ``send`` and ``jobs`` must not wait for aiohttp and the runner to
+load (tests/test_cli_imports.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import os
-import re
-import signal
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..conductors.process_log import current
 from ..exceptions import MeowError, WorkflowFileError, WorkflowProblem
-from ..model.addresses import host_port
-from ..model.config import dask_option, http_token
-from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, ended_text, read_meta
-from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
-from ..model.schedule import tick_name
-from ..model.schema import schema_text
-from ..model.workflow_file import WorkflowSpec, load_workflow
-from ..runner.endpoints import trigger_text
-from ..runner.loops import loop_factory
-from ..runner.runner import Runner
-from . import folders, history, job_actions, listing, status
-from .docs import docs_command
-from .graph import FORMATS, graph_command
-from .init import init_command
-from .lineage import lineage_command
-from .listening import target
-from .logs import setup_logging
-from .reload import reload_command
-from .send import client_tls_context, send
 from .urls import DOCS_URL
+
+if TYPE_CHECKING:
+    import signal
+
+    from ..model.patterns import HttpPattern
+    from ..model.workflow_file import WorkflowSpec
+    from ..runner.runner import Runner
 
 __all__ = ["main"]
 
@@ -85,7 +73,20 @@ _PAGES = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+#: The commands whose options are defined by another module (imported only when asked for).
+_ELSEWHERE = ("jobs", "show", "status", "prune", "graph")
+
+
+def _command(argv: Sequence[str]) -> str:
+    """The command ``argv`` asks for ("" if none: ``--version``, ``--help``)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return ""
+
+
+def _parser(commands: Collection[str] = _ELSEWHERE) -> argparse.ArgumentParser:
+    """The whole command line; only ``commands`` get the options other modules define."""
     p = argparse.ArgumentParser(
         prog="meow-async",
         description="Event-triggered workflows: files that land in a watched folder become "
@@ -190,7 +191,10 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(".meow/jobs"),
         help="a jobs folder, or a workflow file to take it from (default: ./.meow/jobs)",
     )
-    listing.add_arguments(jobs)
+    if "jobs" in commands:
+        from . import listing
+
+        listing.add_arguments(jobs)
 
     show = sub.add_parser(
         "show",
@@ -204,7 +208,10 @@ def _parser() -> argparse.ArgumentParser:
         help="job id (or a unique start of one), a job folder, or the input file (a path from "
         "here or from the watched folder) or message id that triggered it",
     )
-    job_actions.add_jobs_option(show)
+    if "show" in commands:
+        from . import job_actions
+
+        job_actions.add_jobs_option(show)
     show.add_argument("--json", action="store_true", help="print the metadata as JSON")
     show.add_argument(
         "--lines",
@@ -219,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Show what the runner of a workflow is doing now, without stopping it: "
         "uptime, rules, events, jobs by state, running jobs and their age, queue depths (from "
         "its runner.http, if the workflow sets one; else jobs by state from the job folders). "
-        f"Exits 0 if it runs, {status.NOT_RUNNING} if not.",
+        f"Exits 0 if it runs, {NOT_RUNNING} if not.",
     )
     st.add_argument(
         "where",
@@ -227,7 +234,10 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
     )
-    status.add_arguments(st)
+    if "status" in commands:
+        from . import status
+
+        status.add_arguments(st)
     gr = sub.add_parser(
         "graph",
         help="draw the workflow's rules and how files flow between them",
@@ -238,7 +248,10 @@ def _parser() -> argparse.ArgumentParser:
         "`meow-async graph workflow.yaml | dot -Tsvg > workflow.svg` draws it.",
     )
     gr.add_argument("workflow", type=Path, help="workflow file (YAML)")
-    gr.add_argument("--format", choices=FORMATS, default="dot", help="dot (default) or mermaid")
+    if "graph" in commands:
+        from .graph import FORMATS
+
+        gr.add_argument("--format", choices=FORMATS, default="dot", help="dot (default) or mermaid")
     rl = sub.add_parser(
         "reload",
         help="make a running runner read its workflow file again",
@@ -279,7 +292,10 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(".meow/jobs"),
         help="a workflow file, or its jobs folder (default: ./.meow/jobs)",
     )
-    history.add_prune_arguments(pr)
+    if "prune" in commands:
+        from . import history
+
+        history.add_prune_arguments(pr)
     snd = sub.add_parser(
         "send",
         help="send data to a network trigger (one message)",
@@ -346,45 +362,25 @@ def _verbosity(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
 
 
+#: ``meow-async status``'s exit status when no runner runs (as cli/status.py returns it).
+NOT_RUNNING = 3
+
+#: ``jobs ACTION ID`` (cli/job_actions.py's ACTIONS).
+_JOB_ACTIONS = ("rerun", "cancel", "logs")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["jobs"] and argv[1:2] and argv[1] in job_actions.ACTIONS:
+    if argv[:1] == ["jobs"] and argv[1:2] and argv[1] in _JOB_ACTIONS:
         # `jobs ACTION ID`: a folder named like an action is given as ./rerun
+        from . import job_actions
+
         args = job_actions.parser().parse_args(argv[1:])
         args.command = "jobs " + args.action
     else:
-        args = _parser().parse_args(argv)
+        args = _parser([_command(argv)]).parse_args(argv)
     try:
-        if args.command.startswith("jobs "):
-            root, spec = _root_and_spec(args.jobs)
-            token = http_token(spec.config.http) if spec is not None else None
-            return job_actions.job_action(args, root, token)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "init":
-            return init_command(args.folder)
-        if args.command == "docs":
-            return docs_command(args.page, path=args.path)
-        if args.command == "validate":
-            return _validate(args.workflow, as_json=args.json)
-        if args.command == "schema":
-            sys.stdout.write(schema_text())
-            return 0
-        if args.command == "jobs":
-            return _jobs(args)
-        if args.command == "send":
-            return _send(args)
-        if args.command == "status":
-            return status.status_command(_root_and_spec, args.where, args.watch, args.json)
-        if args.command == "graph":
-            return graph_command(load_workflow(args.workflow), args.format)
-        if args.command == "reload":
-            return reload_command(args.workflow)
-        if args.command == "reindex":
-            return history.reindex_command(_jobs_root(args.where))
-        if args.command == "prune":
-            return history.prune_command(_jobs_root(args.where), args)
-        return _show(args)
+        return _dispatch(args)
     except MeowError as e:
         print(f"meow-async: error: {e}", file=sys.stderr)
         return 1
@@ -393,10 +389,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command.startswith("jobs "):
+        from ..model.config import http_token
+        from . import job_actions
+
+        root, spec = _root_and_spec(args.jobs)
+        token = http_token(spec.config.http) if spec is not None else None
+        return job_actions.job_action(args, root, token)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "init":
+        from .init import init_command
+
+        return init_command(args.folder)
+    if args.command == "docs":
+        from .docs import docs_command
+
+        return docs_command(args.page, path=args.path)
+    if args.command == "validate":
+        return _validate(args.workflow, as_json=args.json)
+    if args.command == "schema":
+        from ..model.schema import schema_text
+
+        sys.stdout.write(schema_text())
+        return 0
+    if args.command == "jobs":
+        return _jobs(args)
+    if args.command == "send":
+        return _send(args)
+    if args.command == "status":
+        from . import status
+
+        return status.status_command(_root_and_spec, args.where, args.watch, args.json)
+    if args.command == "graph":
+        from ..model.workflow_file import load_workflow
+        from .graph import graph_command
+
+        return graph_command(load_workflow(args.workflow), args.format)
+    if args.command == "reload":
+        from .reload import reload_command
+
+        return reload_command(args.workflow)
+    if args.command in ("reindex", "prune"):
+        from . import history
+
+        if args.command == "reindex":
+            return history.reindex_command(_jobs_root(args.where))
+        return history.prune_command(_jobs_root(args.where), args)
+    return _show(args)
+
+
 # -- run ----------------------------------------------------------------------------------------
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ..model.config import dask_option
+    from ..model.workflow_file import load_workflow
+    from ..runner.loops import loop_factory
+    from ..runner.runner import Runner
+    from . import folders
+    from .logs import setup_logging
+
     setup_logging(
         logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         json_lines=args.log_format == "json",
@@ -433,6 +489,9 @@ def _leaves(group: BaseExceptionGroup[MeowError]) -> list[BaseException]:
 async def _serve(
     runner: Runner, spec: WorkflowSpec, loop_name: str, *, json_lines: bool = False
 ) -> None:
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -471,6 +530,9 @@ async def _serve(
 
 
 def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
+    from ..model.schedule import tick_name
+    from ..model.triggers import trigger_text
+
     cfg = runner.config
     out = [
         f"meow_async {__version__}: running {spec.path} (loop: {loop})",
@@ -479,7 +541,7 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
     ]
     view = runner.view_url()
     if view is not None:
-        token = runner.endpoints is not None and runner.endpoints.view.needs_token
+        token = runner.endpoints is not None and runner.endpoints.needs_token
         out.append(f"  live view {view}" + ("  (open it once with ?token=...)" if token else ""))
     rules = runner.rules
     ports = runner.ports()
@@ -499,6 +561,10 @@ def _banner(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
 
 def _banner_record(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
     """What the banner says, as one log record (``--log-format json``)."""
+    from ..model.addresses import host_port
+    from ..model.schedule import tick_name
+    from ..model.triggers import trigger_text
+
     ports = runner.ports()
     ticks = runner.time.next_ticks()
     http, port = runner.config.http, runner.http_port
@@ -530,6 +596,10 @@ def _banner_record(spec: WorkflowSpec, runner: Runner, loop: str) -> None:
 
 def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
     """Commands that make the first file rule and the first network rule fire."""
+
+    from ..model.addresses import host_port
+    from ..model.patterns import FilePattern, HttpPattern, NetworkPattern
+
     out: list[str] = []
     for rule in runner.rules.values():
         p = rule.pattern
@@ -563,6 +633,8 @@ def _hints(runner: Runner, ports: dict[str, int]) -> list[str]:
 def _curl_hint(p: HttpPattern, where: str) -> str:
     """A curl line that works when pasted: the token in the header the pattern reads, HTTPS
     with the CA to trust (and the client certificate it asks for)."""
+    import re
+
     opts = ""
     if p.token() is not None:
         bearer = p.token_header.lower() == "authorization"
@@ -602,10 +674,17 @@ def _rel(path: Path) -> str:
 
 
 def _send(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .send import client_tls_context, send
+
     framing: str = args.framing or "connection"
     delimiter = (args.delimiter or "\\n").encode().decode("unicode_escape").encode("latin-1")
     if _is_workflow(args.address):
         # The port its runner listens on (port: 0 too), and the pattern's own framing.
+        from ..model.workflow_file import load_workflow
+        from .listening import target
+
         to = target(load_workflow(Path(args.address)), args.rule)
         host, port_text = to.host, str(to.port)
         framing = args.framing or to.pattern.framing
@@ -672,6 +751,10 @@ def _is_workflow(address: str) -> bool:
 def _validate(path: Path, *, as_json: bool = False) -> int:
     if as_json:
         return _validate_json(path)
+    from ..model.workflow_file import load_workflow
+    from ..runner.runner import Runner
+    from . import folders
+
     spec = load_workflow(path)
     _warn(spec.warnings)
     runner = Runner.from_spec(spec)  # rules are checked as they are made
@@ -687,6 +770,11 @@ def _validate(path: Path, *, as_json: bool = False) -> int:
 
 def _validate_json(path: Path) -> int:
     """The same checks, as one JSON document on stdout: every problem, located, for tools."""
+    import json
+
+    from ..model.workflow_file import load_workflow
+    from ..runner.runner import Runner
+
     warnings: list[WorkflowProblem] = []
     try:
         spec = load_workflow(path)
@@ -718,6 +806,8 @@ def _warn(warnings: list[WorkflowProblem]) -> None:
 
 def _jobs_root(where: Path) -> Path:
     if where.is_file():
+        from ..model.workflow_file import load_workflow
+
         return load_workflow(where).config.jobs_dir
     if (where / ".meow" / "jobs").is_dir() and not any(where.glob("*/job.json")):
         return where / ".meow" / "jobs"  # a project folder: its runner's jobs
@@ -729,6 +819,8 @@ def _jobs_root(where: Path) -> Path:
 def _root_and_spec(where: Path) -> tuple[Path, WorkflowSpec | None]:
     """The jobs folder, and the workflow if ``where`` is its file (``status`` shows its rules)."""
     if where.is_file():
+        from ..model.workflow_file import load_workflow
+
         spec = load_workflow(where)
         return spec.config.jobs_dir, spec
     return _jobs_root(where), None
@@ -736,13 +828,23 @@ def _root_and_spec(where: Path) -> tuple[Path, WorkflowSpec | None]:
 
 def _jobs(args: argparse.Namespace) -> int:
     if args.lineage is not None:
+        from .lineage import lineage_command
+
         root, spec = _root_and_spec(args.where)
         base = spec.config.base_dir if spec is not None else None
         return lineage_command(root, args.lineage, base, as_json=args.json)
+    from . import listing
+
     return listing.jobs_command(_jobs_root(args.where), args)
 
 
 def _show(args: argparse.Namespace) -> int:
+    import json
+
+    from ..conductors.process_log import current
+    from ..model.jobs import META_FILE, STDERR_FILE, STDOUT_FILE, read_meta
+    from . import listing
+
     job_dir = Path(args.job)
     if not (job_dir / META_FILE).is_file():
         job_dir = listing.find_one(_jobs_root(args.jobs), args.job)
@@ -778,6 +880,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _ended(code: Any) -> str:
+    from ..model.jobs import ended_text
+
     return ended_text(code) if isinstance(code, int) else f"exit code {code}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..exceptions import MeowError
 from ..model.addresses import host_port
-from ..model.patterns import FRAMINGS
+from ..model.framing import FRAMINGS
 
 __all__ = ["SendError", "client_tls_context", "send"]
 

@@ -27,8 +27,8 @@ from ..model.index import JobIndex
 from ..model.jobs import JobState
 from ..model.patterns import Pattern, TimePattern
 from ..model.schedule import tick_name
+from ..model.triggers import trigger_text
 from ..model.workflow_file import WorkflowSpec
-from ..runner.endpoints import trigger_text
 from ..runner.live import LIVE_FILE, Live, read_live
 from .listing import Query, scan, scan_open
 

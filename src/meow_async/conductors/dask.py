@@ -371,6 +371,8 @@ class DaskConductor:
     async def _stop_earlier(self, client: Client, job: Job, attempt: int) -> None:
         """An earlier attempt cut off (scheduler lost, runner restarted) may still run on a
         worker: kill it before this one starts, so the job never runs twice at once."""
+        if attempt == 1:
+            return  # no earlier one: attempts count from 1 (no thread hop per job for this)
         last = await asyncio.to_thread(last_attempt, job.dir)
         if last is None or last.mode != "dask" or last.number >= attempt:
             return

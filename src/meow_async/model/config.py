@@ -453,6 +453,10 @@ class RunnerConfig:
             ``spool`` beside ``jobs_dir``. Each runner needs its own.
         max_jobs: jobs running at once (default: the CPUs this process may use).
         queue_size: events waiting for a handler before monitors are made to wait.
+        max_backlog / max_backlog_bytes: accepted network and HTTP messages (and their bytes)
+            kept waiting in the spool journal on disk once the events queue is full; only past
+            either is a TCP sender made to wait for its acknowledgement and an HTTP client
+            answered 503 (either 0: no backlog, the queue alone).
         shutdown_timeout: seconds running jobs get to finish on a graceful stop.
         kill_timeout: seconds between SIGTERM and SIGKILL for a job being stopped.
         file_watcher: ``auto`` (inotify on Linux, polling where ``base_dir`` is on a network
@@ -504,6 +508,8 @@ class RunnerConfig:
     spool_dir: Path | None = field(default=None, metadata=optional(_FOLDER))
     max_jobs: int = field(default_factory=_cpus, metadata=count())
     queue_size: int = field(default=1000, metadata=count())
+    max_backlog: int = field(default=100_000, metadata=count(low=0))
+    max_backlog_bytes: int = field(default=1 << 30, metadata=count(low=0))
     handlers: int = field(default=2, metadata=count())
     shutdown_timeout: float = field(default=10.0, metadata=seconds())
     kill_timeout: float = field(default=5.0, metadata=seconds())

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from ..exceptions import ConfigError
 from .checks import check_name, check_variable
 from .filters import Filter, compile_filter
+from .framing import FRAMINGS
 from .globs import compile_glob
 from .http_limits import HTTP_LIMIT_FIELDS, HttpLimits, limit, limits_of
 from .notify import Notify, make_notify
@@ -342,7 +343,6 @@ class FilePattern(_PatternBase):
 
 
 Framing = Literal["connection", "delimiter", "length"]
-FRAMINGS: tuple[str, ...] = ("connection", "delimiter", "length")
 
 #: Settings that belong to the listener; patterns sharing a port must agree on them.
 LISTENER_FIELDS = (

@@ -9,15 +9,18 @@ one entry in :data:`KINDS`.
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..model.events import Event
-from .files.monitor import FileMonitor
-from .http import HttpMonitor
-from .network import NetworkMonitor
-from .time import STATE_FILE, TimeMonitor
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..model.events import Event
+    from .files.monitor import FileMonitor
+    from .http import HttpMonitor
+    from .network import NetworkMonitor
+    from .time import TimeMonitor
 
 __all__ = ["KINDS", "FileMonitor", "HttpMonitor", "Monitor", "NetworkMonitor", "TimeMonitor"]
 
@@ -40,6 +43,8 @@ class Monitor(Protocol):
 
 
 def _files(runner: Any) -> Monitor:
+    from .files.monitor import FileMonitor
+
     cfg = runner.config
     return FileMonitor(
         cfg.base_dir,
@@ -59,6 +64,8 @@ def _files(runner: Any) -> Monitor:
 
 
 def _network(runner: Any) -> Monitor:
+    from .network import NetworkMonitor
+
     cfg = runner.config
     return NetworkMonitor(
         runner.workflow,
@@ -68,14 +75,20 @@ def _network(runner: Any) -> Monitor:
         durable=cfg.durable,
         filtering=runner.filtering,
         filter_max_body=cfg.filter_max_body,
+        max_backlog=cfg.max_backlog,
+        max_backlog_bytes=cfg.max_backlog_bytes,
     )
 
 
 def _http(runner: Any) -> Monitor:
+    from .http import HttpMonitor
+
     return HttpMonitor(runner.workflow, runner.monitor("network"))
 
 
 def _time(runner: Any) -> Monitor:
+    from .time import STATE_FILE, TimeMonitor
+
     cfg = runner.config
     return TimeMonitor(
         runner.workflow,
@@ -93,3 +106,20 @@ KINDS: dict[str, Callable[[Any], Monitor]] = {
     "http": _http,
     "time": _time,
 }
+
+#: Each monitor's module is imported on first use (PEP 562): a module under monitors/ (the
+#: CLI's, a conductor's) does not load aiohttp and the others.
+_WHERE = {
+    "FileMonitor": ".files.monitor",
+    "HttpMonitor": ".http",
+    "NetworkMonitor": ".network",
+    "TimeMonitor": ".time",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value

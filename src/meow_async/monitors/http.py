@@ -49,7 +49,7 @@ logger = logging.getLogger("meow_async.monitors.http")
 Key = tuple[str, int, str]  # host, port, and the pattern's name when it asked for port 0
 _CHUNK = 64 * 1024
 _ANY4, _ANY6 = "0.0.0.0", "::"  # noqa: S104 - the wildcard addresses, matched, not bound
-#: Seconds a client is told to wait when the event queue is full.
+#: Seconds a client is told to wait when the events queue and the backlog are full.
 RETRY_AFTER = 1
 #: Seconds a client is told to wait when the disk is full.
 RETRY_AFTER_FULL = 60
@@ -394,12 +394,15 @@ class HttpMonitor:
                 # The first one was refused or cut off: this one is a request of its own.
         if request.content_length is not None and request.content_length > pattern.max_size:
             return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
-        queue = self._queue
-        if queue is None or not self._accepting:
+        if self._queue is None or not self._accepting:
             return _error(503, "the runner is stopping", {"Retry-After": str(RETRY_AFTER)})
-        if queue.maxsize and queue.qsize() >= queue.maxsize:
+        if self.network.full():
+            waiting, size = self.network.backlog()
             return _error(
-                503, "the event queue is full; try again", {"Retry-After": str(RETRY_AFTER)}
+                503,
+                f"the runner's backlog is full ({waiting} accepted requests, {size} bytes, wait "
+                "for their jobs); try again",
+                {"Retry-After": str(RETRY_AFTER)},
             )
         if (
             request.version >= (1, 1)

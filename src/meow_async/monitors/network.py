@@ -17,6 +17,7 @@ import socket
 import ssl
 import time
 import warnings
+from collections import deque
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ class NetworkMonitor:
         durable: bool = False,
         filtering: Filtering | None = None,
         filter_max_body: int = 1024 * 1024,
+        max_backlog: int = 100_000,
+        max_backlog_bytes: int = 1 << 30,
     ) -> None:
         self.workflow = workflow
         #: Each rule's ``when:``, and how much of a message it may read (HTTP's too).
@@ -82,6 +85,17 @@ class NetworkMonitor:
         self._listeners: dict[Key, Listener] = {}
         self._accepting = False  # True while run() serves; the queue stays while stopping
         self._blocked = 0  # connections waiting for room in the queue
+        #: Accepted messages whose events wait for room in the events queue, oldest first: each
+        #: is in the journal on disk already (a restart finishes it), so a burst is taken whole
+        #: and answered at once, up to these limits (back-pressure thresholds as NiFi's). Only
+        #: its id and size stay in memory; its entry is read back from the journal when its
+        #: turn comes. Past the limits senders wait, or get 503.
+        self._backlog: deque[tuple[str, int]] = deque()
+        self._backlog_bytes = 0
+        self.max_backlog = max_backlog
+        self.max_backlog_bytes = max_backlog_bytes
+        self._fill = asyncio.Event()  # the backlog has something to feed
+        self._room = asyncio.Event()  # the backlog is under its limits again
         self._later: set[asyncio.Task[None]] = set()
         self._rules_of: dict[str, Rule] | None = None  # the workflow rules _by_key is from
         self._by_key: dict[Key, list[Rule]] = {}
@@ -163,12 +177,23 @@ class NetworkMonitor:
         self.bind()
         self._queue, self._accepting = events, True
         unsubscribe = self.workflow.subscribe(self._sync_needed.set)
+        feeder = self.loop.create_task(self._feed(events), name="network:backlog")
         try:
             await follow_changes(self._sync, self._sync_needed, self.ready, stop)
         finally:
             unsubscribe()
             self._accepting = False
+            self._room.set()  # a sender waiting for room: its message joins the backlog now
             await self._close_all()
+            feeder.cancel()
+            await asyncio.wait([feeder])
+            if self._backlog:
+                logger.info(
+                    "%d accepted message(s) left in the spool journal (%s): the next start "
+                    "makes their jobs",
+                    len(self._backlog),
+                    self._journal.path,
+                )
 
     def close_journal(self) -> None:
         """After the last event is handled: the journal goes if nothing is pending."""
@@ -450,28 +475,98 @@ class NetworkMonitor:
 
     def pending_entries(self) -> list[dict[str, Any]]:
         """The journal's entries whose jobs are not all made yet (after ``recover``)."""
-        return list(self._journal.pending.values())
+        return self._journal.entries()
 
     def offer(self, events: list[Event]) -> bool:
-        """Queue the events now if there is room and nobody is waiting before them."""
-        queue = self._queue
+        """Queue the events now if there is room, else hold them in the backlog (their message
+        is journaled): False only past the backlog's limits, or while others wait before
+        them."""
         if self._blocked:
             return False
-        if queue.maxsize > 0 and queue.qsize() + len(events) > queue.maxsize:
+        if not self._backlog and self._fits(events):
+            for event in events:
+                self._queue.put_nowait(event)
+            return True
+        if self._over():
             return False
-        for event in events:
-            queue.put_nowait(event)
+        self._hold(events)
         return True
 
     async def put(self, events: list[Event]) -> None:
-        """Queue the events, waiting for room: the back-pressure of a full queue."""
-        queue = self._queue
+        """Queue the events, waiting for room in the backlog: the back-pressure past its
+        limits (a TCP sender waits for its acknowledgement, an HTTP client for its answer)."""
         self._blocked += 1
         try:
-            for event in events:
-                await queue.put(event)
+            if not (self.max_backlog and self.max_backlog_bytes):  # no backlog: the queue
+                for event in events:
+                    await self._queue.put(event)
+                return
+            while self._over() and self._accepting:
+                self._room.clear()
+                await self._room.wait()
+            self._hold(events)
         finally:
             self._blocked -= 1
+
+    def full(self) -> bool:
+        """No room for another message: the events queue and the backlog are both full (an
+        HTTP request is refused with 503 before its body is read)."""
+        queue = self._queue
+        return bool(queue.maxsize) and queue.qsize() >= queue.maxsize and self._over()
+
+    def backlog(self) -> tuple[int, int]:
+        """Accepted messages waiting for room in the events queue, and their bytes."""
+        return len(self._backlog), self._backlog_bytes
+
+    def _fits(self, events: list[Event]) -> bool:
+        queue = self._queue
+        return queue.maxsize <= 0 or queue.qsize() + len(events) <= queue.maxsize
+
+    def _over(self) -> bool:
+        return (
+            len(self._backlog) >= self.max_backlog or self._backlog_bytes >= self.max_backlog_bytes
+        )
+
+    def _hold(self, events: list[Event]) -> None:
+        """Into the backlog: the message's events are made again from its journal entry."""
+        first = events[0]
+        msg_id = first.key.removeprefix("net:")
+        size = int(first.extras.get("size") or 0)
+        self._backlog.append((msg_id, size))
+        self._backlog_bytes += size
+        self._journal.park(msg_id)
+        self._fill.set()
+
+    async def _feed(self, queue: asyncio.Queue[Event]) -> None:
+        """Move the backlog's events onto the queue as it drains, in the order accepted."""
+        while True:
+            if not self._backlog:
+                self._fill.clear()
+                await self._fill.wait()
+                continue
+            msg_id, size = self._backlog[0]
+            for event in self._unparked(msg_id):
+                await queue.put(event)  # cancelled here: the journal has it for the next start
+            self._backlog.popleft()
+            self._backlog_bytes -= size
+            if not self._over():
+                self._room.set()
+
+    def _unparked(self, msg_id: str) -> list[Event]:
+        """A backlogged message's events, from its journal entry and its rules as they are now
+        (as a restart makes them)."""
+        entry = self._journal.unpark(msg_id)
+        if entry is None:
+            return []
+        path = f"{self._spool_str}/{msg_id}.msg"
+        names = entry["rules"]
+        rules = [self.workflow.rules[n] for n in names if n in self.workflow.rules]
+        if not rules:
+            logger.warning("message %s: its rules %s are gone; dropped", msg_id, names)
+            unlink(path)
+            self._journal.done(msg_id)
+            return []
+        return self._events_for(entry, path, rules)
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(work)

@@ -107,13 +107,21 @@ def unlink(path: str) -> None:
 class Journal:
     """``accepted.log`` beside the spool files: one line per accepted message, written before
     its events are queued and before any acknowledgement, so a restart finishes what a killed
-    runner had accepted. Rewritten short once most of its entries are done."""
+    runner had accepted. Rewritten short once most of its entries are done.
+
+    An entry waiting in the network monitor's backlog is *parked*: only where its line starts
+    is kept in memory, and it is read back from the file when its turn comes, so a burst of
+    accepted messages costs disk, not memory."""
 
     def __init__(self, folder: Path, *, durable: bool) -> None:
         self.path = folder / "accepted.log"
         self.durable = durable
-        self.pending: dict[str, dict[str, Any]] = {}
+        #: Each accepted message not done yet: its entry, or None while it is parked.
+        self.pending: dict[str, dict[str, Any] | None] = {}
+        self._at: dict[str, int] = {}  # where each pending entry's line starts in the file
         self._file: IO[str] | None = None
+        self._reader: IO[bytes] | None = None  # parked entries are read back through it
+        self._size = 0  # the file's length: where the next line starts
         self._lines = 0
 
     def recover(self) -> list[dict[str, Any]]:
@@ -131,22 +139,44 @@ class Journal:
                 spooled.suffix == ".msg" and spooled.stem not in entries
             ):
                 spooled.unlink(missing_ok=True)  # never complete, or never accepted: not acked
-        self.pending = {i: e for i, e in entries.items() if (folder / f"{i}.msg").exists()}
+        pending = {i: e for i, e in entries.items() if (folder / f"{i}.msg").exists()}
+        self.pending = dict(pending)
         self._rewrite()
-        return list(self.pending.values())
+        return list(pending.values())
 
     def add(self, entry: dict[str, Any]) -> None:
         """Accept a message; an OSError (a full disk) means it was not accepted."""
         self.pending[entry["id"]] = entry
         try:
-            self._write(entry, flush=True)
+            self._at[entry["id"]] = self._write(entry, flush=True)
         except OSError:
             del self.pending[entry["id"]]
             raise
 
+    def park(self, msg_id: str) -> None:
+        """Drop a pending entry from memory: ``unpark`` reads it back from the file."""
+        if self.pending.get(msg_id) is not None and msg_id in self._at:
+            self.pending[msg_id] = None
+
+    def unpark(self, msg_id: str) -> dict[str, Any] | None:
+        """A pending entry, read back from the file if it was parked (None: not pending)."""
+        if msg_id not in self.pending:
+            return None
+        entry = self.pending[msg_id]
+        if entry is None:
+            entry = self.pending[msg_id] = self._read([msg_id])[0]
+        return entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every pending entry (parked ones read from the file, and left parked)."""
+        parked = self._read([i for i, e in self.pending.items() if e is None])
+        return [e for e in self.pending.values() if e is not None] + parked
+
     def done(self, msg_id: str) -> None:
-        if self.pending.pop(msg_id, None) is None:
+        if msg_id not in self.pending:
             return
+        del self.pending[msg_id]
+        self._at.pop(msg_id, None)
         # A lost "done" line costs nothing, as recovery skips messages whose spool file is
         # gone: so it is not flushed on its own (the next entry or close() does), and a full
         # disk is no error here (the next entry will say so).
@@ -157,6 +187,7 @@ class Journal:
                 self._write({"done": msg_id}, flush=False)
 
     def close(self) -> None:
+        self._close_reader()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -167,24 +198,62 @@ class Journal:
         """Open (or make) the journal file, ready for the first message."""
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            self._size = os.fstat(self._file.fileno()).st_size
             if self.durable:
                 fsync_dir(self.path.parent)  # the journal's own entry
 
-    def _write(self, entry: dict[str, Any], *, flush: bool) -> None:
+    def _write(self, entry: dict[str, Any], *, flush: bool) -> int:
+        """Append one line; where it starts (JSON is ASCII here: a byte per character)."""
         if self._file is None:
             self.open()
         assert self._file is not None  # noqa: S101 - opened just now
-        self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        at = self._size
+        self._file.write(line)
+        self._size += len(line)
         if flush:
             self._file.flush()
             if self.durable:
                 os.fsync(self._file.fileno())
         self._lines += 1
+        return at
+
+    def _read(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Parked entries, from their lines in the file, in the order asked."""
+        if not ids:
+            return []
+        # Entries are flushed as they are added: what is read is on the file.
+        if self._reader is None:
+            self._reader = open(self.path, "rb")  # noqa: SIM115 - kept open, as _file
+        out = []
+        for msg_id in ids:
+            self._reader.seek(self._at[msg_id])
+            out.append(json.loads(self._reader.readline()))
+        return out
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _rewrite(self) -> None:
+        parked = iter(self._read([i for i, e in self.pending.items() if e is None]))
+        self._close_reader()  # the file is replaced: read the new one from now on
         if self._file is not None:
             self._file.close()
             self._file = None
-        lines = (json.dumps(e, separators=(",", ":")) + "\n" for e in self.pending.values())
-        replace_lines(self.path, lines, durable=self.durable)
+        at, offsets = 0, {}
+
+        def lines() -> Iterator[str]:
+            nonlocal at
+            for msg_id, entry in self.pending.items():
+                line = json.dumps(
+                    entry if entry is not None else next(parked), separators=(",", ":")
+                )
+                offsets[msg_id] = at
+                at += len(line) + 1
+                yield line + "\n"
+
+        replace_lines(self.path, lines(), durable=self.durable)
+        self._at = offsets
         self._lines = len(self.pending)

@@ -9,6 +9,25 @@ destination turns a burst of failures into a few messages and one digest.
 
 from __future__ import annotations
 
-from .outbox import GRACE, Notifier, NotifyStats
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .outbox import GRACE, Notifier, NotifyStats
 
 __all__ = ["GRACE", "Notifier", "NotifyStats"]
+
+#: Imported on first use (PEP 562): a module of this package does not load the others.
+_WHERE = {
+    "GRACE": ".outbox",
+    "Notifier": ".outbox",
+    "NotifyStats": ".outbox",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -37,13 +37,12 @@ from prometheus_client.core import (
 
 from ..conductors.process_log import current
 from ..exceptions import MeowError
-from ..model.addresses import host_port
 from ..model.config import RunnerConfig
 from ..model.index import JobIndex, Select
 from ..model.jobs import Job, JobState, iter_jobs, read_meta
-from ..model.patterns import FilePattern, HttpPattern, Pattern, TimePattern
 from ..model.rules import Rule
 from ..model.schedule import tick_name
+from ..model.triggers import trigger_text
 from ..model.workflow import Workflow
 from ..monitors import HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
 from ..monitors.connection import peer_log
@@ -53,7 +52,9 @@ from .bookkeeping import RunnerStats
 from .feed import Feed
 from .live import LiveFile
 from .reload import Outcome, Reloads
-from .view import LiveView
+
+if TYPE_CHECKING:
+    from .view import LiveView
 
 __all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
 
@@ -169,7 +170,14 @@ class _Collector:
         depth = GaugeMetricFamily("meow_queue_depth", "Items waiting, by queue", labels=["queue"])
         for name, queue in r.queues().items():
             depth.add_metric([name], queue.qsize())
+        waiting, size = r.network.backlog()
+        depth.add_metric(["backlog"], waiting)  # accepted messages waiting in the journal
         yield depth
+        yield GaugeMetricFamily(
+            "meow_backlog_bytes",
+            "Bytes of the accepted messages waiting in the spool journal for the events queue",
+            value=size,
+        )
         buckets, total = [], 0
         for bound, n in zip([*map(str, BUCKETS), "+Inf"], r.durations.counts, strict=True):
             total += n
@@ -229,7 +237,22 @@ class Endpoints:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(runner))
         self._token = None if token is None else token.encode()
-        self.view = LiveView(runner, self._token, trigger_text)
+        self._view: LiveView | None = None
+
+    @property
+    def needs_token(self) -> bool:
+        """Whether a request needs runner.http's token (the live view's pages too)."""
+        return self._token is not None
+
+    @property
+    def view(self) -> LiveView:
+        """The live view, made at its first page: its modules (and Jinja2, at its first
+        render) are not imported by a runner nobody looks at, nor by ``validate``."""
+        if self._view is None:
+            from .view import LiveView
+
+            self._view = LiveView(self.runner, self._token, trigger_text)
+        return self._view
 
     async def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The answer to an operator's request; None for a path that is not one of ours."""
@@ -420,7 +443,10 @@ class Endpoints:
                 "handler_errors": s.handler_errors,
             },
             "running": running,
-            "queues": {name: q.qsize() for name, q in r.queues().items()},
+            "queues": {
+                **{name: q.qsize() for name, q in r.queues().items()},
+                "backlog": r.network.backlog()[0],
+            },
             "kept": self._kept(),
         }
 
@@ -530,25 +556,3 @@ def _listed(
         if state is None or meta.get("state") == state:
             out.append(meta)
     return out[-limit:] if limit else out
-
-
-def trigger_text(p: Pattern, port: int | None) -> str:
-    """A rule's trigger as the banner of ``meow-async run`` shows it."""
-    return _trigger(p, port) + (f" when {_short(p.when)}" if p.when is not None else "")
-
-
-def _trigger(p: Pattern, port: int | None) -> str:
-    if isinstance(p, FilePattern):
-        return p.glob
-    if isinstance(p, TimePattern):
-        zone = f" ({p.timezone})" if p.cron is not None and p.timezone != "UTC" else ""
-        return p.schedule.describe() + zone
-    where = host_port(p.host, port if port is not None else p.port)
-    if isinstance(p, HttpPattern):
-        return f"http {'|'.join(p.methods)} http://{where}{p.route}"
-    return f"tcp {where}" + (" tls" if p.tls else "")
-
-
-def _short(text: str, width: int = 60) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= width else one[: width - 1] + "…"
