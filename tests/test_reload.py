@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from meow_async import Runner
+from meow_async import Runner, send
 
 from .conftest import WAIT, poll_until
 from .test_network import pki
@@ -244,3 +244,60 @@ async def test_an_http_listener_is_started_again_when_its_tls_settings_change(
             assert r.status == 202, await r.text()
         async with asyncio.timeout(WAIT):
             await runner.wait_for(lambda s: s.done >= 2)
+
+
+def _backlogged(release: Path, network: bool) -> str:
+    """One job slot, an events queue of one: acknowledged messages past them wait in the
+    backlog (issue 26). Without ``network`` the file drops the network rule."""
+    rule = (
+        "  n: {port: 0, recipe: r, variable: message, ack: true, framing: length,\n"
+        f"      parameters: {{release: '{release}'}}}}\n"
+    )
+    return (
+        "runner: {base_dir: data, jobs_dir: jobs, kill_timeout: 1, queue_size: 1, max_jobs: 1,\n"
+        "         handlers: 1, max_backlog: 50}\n"
+        "recipes:\n"
+        "  r:\n"
+        "    kind: bash\n"
+        "    script: |\n"
+        '      while [ ! -e "$release" ]; do sleep 0.01; done\n'
+        '      cat "$message"\n'
+        "patterns:\n"
+        "  p: {glob: '*.txt', recipe: r, parameters: {release: '/'}}\n" + (rule if network else "")
+    )
+
+
+async def test_a_backlogged_message_keeps_its_rules_through_a_reload(tmp_path: Path) -> None:
+    """Messages acknowledged while the events queue was full wait in the backlog; a reload
+    that removes their rule meanwhile does not drop them (they were accepted: each makes its
+    job under the version it came in under, as an event queued before the reload does)."""
+    (tmp_path / "data").mkdir()
+    release = tmp_path / "release"
+    wf = tmp_path / "workflow.yaml"
+    wf.write_text(_backlogged(release, network=True))
+    async with Runner.from_file(wf) as runner:
+        assert runner.reloads is not None
+        first = runner.reloads.version
+        to = ("127.0.0.1", runner.ports()["n"])
+        acked: list[str] = []
+        for i in range(20):
+            msg_id = await send(*to, f"m{i}".encode(), ack=True, framing="length")
+            assert msg_id is not None
+            acked.append(msg_id)
+            if runner.network.backlog()[0] >= 3:
+                break
+        assert runner.network.backlog()[0] >= 3, "nothing waits in the backlog"
+        _write(wf, _backlogged(release, network=False))
+        await poll_until(lambda: runner.reloads is not None and runner.reloads.version != first)
+        assert "n" not in runner.rules
+        release.touch()
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.done + s.failed >= len(acked))
+        assert runner.network.backlog() == (0, 0)
+    metas = _metas(tmp_path / "jobs")
+    by_message = {m["event"]["message_id"]: m for m in metas}  # type: ignore[index]
+    assert sorted(by_message) == sorted(acked)
+    for m in by_message.values():
+        assert m["state"] == "done", m
+        assert m["rule"] == "n"
+        assert m["workflow_version"] == first

@@ -89,8 +89,9 @@ class NetworkMonitor:
         #: is in the journal on disk already (a restart finishes it), so a burst is taken whole
         #: and answered at once, up to these limits (back-pressure thresholds as NiFi's). Only
         #: its id and size stay in memory; its entry is read back from the journal when its
-        #: turn comes. Past the limits senders wait, or get 503.
-        self._backlog: deque[tuple[str, int]] = deque()
+        #: turn comes. Past the limits senders wait, or get 503. Each keeps the rules it was
+        #: accepted for (a reload meanwhile changes them for later messages, not for it).
+        self._backlog: deque[tuple[str, int, tuple[Rule, ...]]] = deque()
         self._backlog_bytes = 0
         self.max_backlog = max_backlog
         self.max_backlog_bytes = max_backlog_bytes
@@ -528,11 +529,16 @@ class NetworkMonitor:
         )
 
     def _hold(self, events: list[Event]) -> None:
-        """Into the backlog: the message's events are made again from its journal entry."""
+        """Into the backlog: the message's events are made again from its journal entry, for
+        the rules they were made for (the workflow's version when it was accepted)."""
         first = events[0]
         msg_id = first.key.removeprefix("net:")
         size = int(first.extras.get("size") or 0)
-        self._backlog.append((msg_id, size))
+        rules = tuple(e.rule for e in events)
+        last = self._backlog[-1][2] if self._backlog else ()
+        if len(last) == len(rules) and all(a is b for a, b in zip(last, rules, strict=True)):
+            rules = last  # a burst for the same rules shares one tuple
+        self._backlog.append((msg_id, size, rules))
         self._backlog_bytes += size
         self._journal.park(msg_id)
         self._fill.set()
@@ -544,29 +550,23 @@ class NetworkMonitor:
                 self._fill.clear()
                 await self._fill.wait()
                 continue
-            msg_id, size = self._backlog[0]
-            for event in self._unparked(msg_id):
+            msg_id, size, rules = self._backlog[0]
+            for event in self._unparked(msg_id, rules):
                 await queue.put(event)  # cancelled here: the journal has it for the next start
             self._backlog.popleft()
             self._backlog_bytes -= size
             if not self._over():
                 self._room.set()
 
-    def _unparked(self, msg_id: str) -> list[Event]:
-        """A backlogged message's events, from its journal entry and its rules as they are now
-        (as a restart makes them)."""
+    def _unparked(self, msg_id: str, rules: tuple[Rule, ...]) -> list[Event]:
+        """A backlogged message's events, from its journal entry, for the rules it was
+        accepted for: as an event queued before a reload, it is handled under the version it
+        came in under, even if a reload since changed or removed its rules (acknowledged, it
+        must not be dropped). A restart makes them under the rules of its day."""
         entry = self._journal.unpark(msg_id)
         if entry is None:
             return []
-        path = f"{self._spool_str}/{msg_id}.msg"
-        names = entry["rules"]
-        rules = [self.workflow.rules[n] for n in names if n in self.workflow.rules]
-        if not rules:
-            logger.warning("message %s: its rules %s are gone; dropped", msg_id, names)
-            unlink(path)
-            self._journal.done(msg_id)
-            return []
-        return self._events_for(entry, path, rules)
+        return self._events_for(entry, f"{self._spool_str}/{msg_id}.msg", list(rules))
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(work)
