@@ -86,6 +86,16 @@ async def metrics(r: Runner) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         return samples(await resp.text())
 
 
+def listener_of(r: Runner, port: int) -> Any:
+    """The server's own count of a port's open and idle connections."""
+    (listener,) = [
+        server.listener
+        for server, _ in r.http._servers.values()
+        if server.listener.name.endswith(f":{port}")
+    ]
+    return listener
+
+
 def closed(got: dict[Any, float], reason: str) -> float:
     return got["meow_connections_closed_total", (("reason", reason),)]
 
@@ -204,9 +214,12 @@ async def test_over_max_connections_the_oldest_idle_goes_else_503(
     monkeypatch.setattr("meow_async.monitors.http_server.GRACE", 0.1)
     async with running(ws, http(max_connections=2)) as r:
         port = r.ports()["h"]
+        listener = listener_of(r, port)
         before = await metrics(r)
+        await poll_until(lambda: listener.open == 0)  # /metrics' connection is gone
         first = await asyncio.open_connection("127.0.0.1", port)
         second = await asyncio.open_connection("127.0.0.1", port)
+        await poll_until(lambda: listener.open == 2)
         await asyncio.sleep(0.1)  # GRACE: from then on the first may be closed for another
         async with (
             aiohttp.ClientSession() as s,
@@ -217,12 +230,15 @@ async def test_over_max_connections_the_oldest_idle_goes_else_503(
             assert await first[0].read() == b""  # closed to make room
         for _, w in (first, second):
             w.close()
+        # The server has seen both go (else the second, idle, is closed for the cap below).
+        await poll_until(lambda: listener.open == 0)
         busy = []
         for _ in range(2):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"POST /in HTTP/1.1\r\nHost: x\r\n")  # headers begun: not idle
             busy.append((reader, writer))
-        await asyncio.sleep(0.1)
+        await poll_until(lambda: listener.open == 2 and not listener.idle)
+        await asyncio.sleep(0.1)  # GRACE again: the busy ones are past it, and still not idle
         async with (
             aiohttp.ClientSession() as s,
             s.post(f"http://127.0.0.1:{port}/in", data=b"two") as resp,
@@ -244,11 +260,7 @@ async def test_closed_connections_are_forgotten(ws: Workspace) -> None:
     nothing (a cancelled handler once put its closed connection back among the idle ones)."""
     async with running(ws, http()) as r:
         port = r.ports()["h"]
-        (listener,) = [
-            server.listener
-            for server, _ in r.http._servers.values()
-            if server.listener.name.endswith(f":{port}")
-        ]
+        listener = listener_of(r, port)
         for _ in range(10):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf")
