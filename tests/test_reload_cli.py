@@ -164,9 +164,9 @@ def test_a_port_0_pattern_added_by_a_reload_is_found_by_status_and_send(tmp_path
             check=False,
         )
         assert sent.returncode == 0, sent.stderr
+        metas = lambda: job_metas(root / "jobs")  # noqa: E731
         wait_until_sync(
-            lambda: any(m["rule"] == "t" and m["state"] == "done" for m in job_metas(root / "jobs")),
-            SHORT,
+            lambda: any(m["rule"] == "t" and m["state"] == "done" for m in metas()), SHORT
         )
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()

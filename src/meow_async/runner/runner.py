@@ -223,9 +223,7 @@ class Runner:
         is found there by ``status`` and ``send WORKFLOW``, as one the start opened."""
         if self.reloads is None:
             return
-        await asyncio.to_thread(
-            self.live.update, workflow=self.reloads.state(), ports=self.ports()
-        )
+        await asyncio.to_thread(self.live.update, workflow=self.reloads.state(), ports=self.ports())
         if self.started.is_set():  # a listener whose settings changed is bound again by _sync
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RELOAD_PORTS_WAIT):
