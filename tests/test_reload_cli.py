@@ -101,6 +101,17 @@ def test_reload_follows_editors_sed_and_sighup_and_refuses_broken_edits(tmp_path
         tmp.write_text(good.replace("glob: 'in/*.a'", "globb: 'in/*.a'"))
         os.replace(tmp, wf)
         wait_until_sync(lambda: "did you mean 'glob'" in run.stderr, SHORT)
+        # Given the broken file, commands that only read show its runner's jobs folder (the
+        # file's runner.jobs_dir, read leniently) rather than stop at the problems.
+        status = meow("status", "workflow.yaml", cwd=root)
+        assert "reload refused: 2 problem(s)" in status.stdout, (status.stdout, status.stderr)
+        assert "did you mean 'glob'" in status.stdout
+        assert "2 problem(s)" in status.stderr
+        assert "showing the jobs folder jobs" in status.stderr
+        listed = meow("jobs", "workflow.yaml", "--rule", "a", cwd=root)
+        assert listed.returncode == 0, listed.stderr
+        assert first["id"] in listed.stdout
+        assert meow("validate", "workflow.yaml", cwd=root).returncode == 1
         tmp.write_text(good.replace("base_dir: data", "base_dir: elsewhere"))
         os.replace(tmp, wf)
         wait_until_sync(lambda: "restart to change runner.base_dir" in run.stderr, SHORT)
