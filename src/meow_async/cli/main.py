@@ -47,6 +47,9 @@ examples:
   meow-async jobs cancel ID --jobs workflow.yaml      stop a running job (SIGTERM, SIGKILL)
   meow-async jobs rerun ID --jobs workflow.yaml       run a finished job again
   meow-async status workflow.yaml --watch             what the runner is doing, every 2 s
+  meow-async reload workflow.yaml                     the runner reads its file again
+  meow-async jobs workflow.yaml --lineage data/r.txt  from a raw file or result, every job
+  meow-async graph workflow.yaml | dot -Tsvg > g.svg  draw the rules and recorded edges
   meow-async prune --older-than 30d workflow.yaml     remove finished jobs older than 30 days
   printf 'hi' | meow-async send --ack workflow.yaml -  send data to its network trigger
 
