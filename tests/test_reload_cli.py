@@ -11,8 +11,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from .conftest import wait_until_sync
-from .test_cli import PYTHON, SHORT, MeowRun, job_metas, meow
+from .conftest import PYTHON, wait_until_sync
+from .test_cli import SHORT, MeowRun, job_metas, meow
 
 #: The runner's loop: each of CI's two runs of the suite reloads on its own loop.
 LOOP = "uvloop" if os.environ.get("MEOW_TEST_LOOP") == "uvloop" else "asyncio"
@@ -110,7 +110,7 @@ def test_reload_follows_editors_sed_and_sighup_and_refuses_broken_edits(tmp_path
         assert "showing the jobs folder jobs" in status.stderr
         listed = meow("jobs", "workflow.yaml", "--rule", "a", cwd=root)
         assert listed.returncode == 0, listed.stderr
-        assert first["id"] in listed.stdout
+        assert str(first["id"]) in listed.stdout
         assert meow("validate", "workflow.yaml", cwd=root).returncode == 1
         tmp.write_text(good.replace("base_dir: data", "base_dir: elsewhere"))
         os.replace(tmp, wf)
@@ -175,9 +175,10 @@ def test_a_port_0_pattern_added_by_a_reload_is_found_by_status_and_send(tmp_path
             check=False,
         )
         assert sent.returncode == 0, sent.stderr
-        metas = lambda: job_metas(root / "jobs")  # noqa: E731
-        wait_until_sync(
-            lambda: any(m["rule"] == "t" and m["state"] == "done" for m in metas()), SHORT
-        )
+
+        def made() -> bool:
+            return any(m["rule"] == "t" and m["state"] == "done" for m in job_metas(root / "jobs"))
+
+        wait_until_sync(made, SHORT)
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()
