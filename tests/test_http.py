@@ -221,12 +221,16 @@ async def test_malformed_request_is_answered_400_and_the_server_goes_on(ws: Work
     assert r.stats.events == 1
 
 
+@pytest.mark.parametrize("backlog", [3, 0])
 async def test_full_queue_and_backlog_are_answered_503_and_a_retry_after_it_drains_succeeds(
-    ws: Workspace,
+    ws: Workspace, backlog: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The 503 says what is full and the setting that sizes it (the backlog, or with the
+    backlog off the events queue), in its body and in one log line."""
+    caplog.set_level(logging.WARNING, logger="meow_async")
     release = ws.root / "release"
     pattern = http(parameters={"release": str(release)})
-    settings = {"queue_size": 1, "max_jobs": 1, "handlers": 1, "max_backlog": 3}
+    settings = {"queue_size": 1, "max_jobs": 1, "handlers": 1, "max_backlog": backlog}
     async with (
         ws.runner([pattern], [sh_recipe("r", BLOCK)], **settings) as r,
         client() as s,
@@ -242,8 +246,17 @@ async def test_full_queue_and_backlog_are_answered_503_and_a_retry_after_it_drai
         else:
             pytest.fail("50 requests against queue_size=1 and a blocked job: never a 503")
         assert headers["Retry-After"] == "1"
-        assert "backlog is full (3 accepted requests" in body["error"]
-        assert r.network.backlog()[0] == 3
+        if backlog:
+            why = "backlog is full (3 accepted requests"
+            assert why in body["error"], body
+            assert "runner.max_backlog 3" in body["error"], body
+        else:
+            why = "events queue is full (runner.queue_size; the backlog is off"
+            assert why in body["error"], body
+        assert r.network.backlog()[0] == backlog
+        refusals = [m for m in caplog.messages if "refused (503)" in m]
+        assert len(refusals) == 1, caplog.messages
+        assert why in refusals[0]
         refused = f"body {len(accepted)}"
         release.touch()
         for _ in range(int(WAIT * 10)):  # a client honouring Retry-After, in quicker steps

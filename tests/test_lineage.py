@@ -230,3 +230,36 @@ async def test_lineage_through_a_name_that_is_not_utf8(tmp_path: Path) -> None:
     assert lines[0] == "raw/bad\\xff name.dat  (the root event)"
     assert f"{by_rule['clean']['id']}  clean  done  -> clean/bad\\xff name.txt" in lines[1]
     assert by_rule["fit"]["id"] in lines[2]
+
+
+async def test_lineage_of_a_raw_file_that_started_a_sweep_shows_every_branch(
+    tmp_path: Path,
+) -> None:
+    """A raw file whose rule sweeps makes three root jobs from one event: `--lineage RAWFILE`
+    shows all three, each with the job its output caused (it showed the newest branch only)."""
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    wf = tmp_path / "workflow.yaml"
+    head, _, rest = CHAIN.partition("  clean:\n")
+    fit_and_plot = rest[rest.index("  fit:\n") :].replace("glob: clean/*.txt", "glob: raw/*.dat")
+    wf.write_text(head + fit_and_plot)
+    async with Runner.from_file(wf) as runner:
+        (tmp_path / "data" / "raw" / "a.dat").write_text("a")
+        async with asyncio.timeout(WAIT):
+            await runner.wait_for(lambda s: s.done + s.failed >= 6)
+    metas = _metas(tmp_path / "jobs")
+    fits = sorted(i for i, m in metas.items() if m["rule"] == "fit")
+    plots = sorted(i for i, m in metas.items() if m["rule"] == "plot")
+    assert (len(fits), len(plots)) == (3, 3)
+    code, shown = cli("jobs", "workflow.yaml", "--lineage", "raw/a.dat", cwd=tmp_path)
+    assert code == 0, shown
+    lines = shown.splitlines()
+    assert lines[0] == "raw/a.dat  (the root event)"
+    assert len(lines) == 7, shown  # the event, three fits, each with its plot
+    for i in fits + plots:
+        assert sum(i in line for line in lines) == 1, (i, shown)
+    assert sum("<- asked" in line for line in lines) == 1
+    code, doc = cli("jobs", "workflow.yaml", "--lineage", "raw/a.dat", "--json", cwd=tmp_path)
+    tree = json.loads(doc)
+    assert sorted(r["id"] for r in tree["roots"]) == fits
+    assert tree["root"]["id"] == tree["job"]
+    assert tree["more_roots"] == 0

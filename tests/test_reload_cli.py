@@ -6,11 +6,12 @@ here: each `meow-async` command is a new interpreter)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
 
-from .conftest import wait_until_sync
+from .conftest import PYTHON, wait_until_sync
 from .test_cli import SHORT, MeowRun, job_metas, meow
 
 #: The runner's loop: each of CI's two runs of the suite reloads on its own loop.
@@ -100,6 +101,17 @@ def test_reload_follows_editors_sed_and_sighup_and_refuses_broken_edits(tmp_path
         tmp.write_text(good.replace("glob: 'in/*.a'", "globb: 'in/*.a'"))
         os.replace(tmp, wf)
         wait_until_sync(lambda: "did you mean 'glob'" in run.stderr, SHORT)
+        # Given the broken file, commands that only read show its runner's jobs folder (the
+        # file's runner.jobs_dir, read leniently) rather than stop at the problems.
+        status = meow("status", "workflow.yaml", cwd=root)
+        assert "reload refused: 2 problem(s)" in status.stdout, (status.stdout, status.stderr)
+        assert "did you mean 'glob'" in status.stdout
+        assert "2 problem(s)" in status.stderr
+        assert "showing the jobs folder jobs" in status.stderr
+        listed = meow("jobs", "workflow.yaml", "--rule", "a", cwd=root)
+        assert listed.returncode == 0, listed.stderr
+        assert str(first["id"]) in listed.stdout
+        assert meow("validate", "workflow.yaml", cwd=root).returncode == 1
         tmp.write_text(good.replace("base_dir: data", "base_dir: elsewhere"))
         os.replace(tmp, wf)
         wait_until_sync(lambda: "restart to change runner.base_dir" in run.stderr, SHORT)
@@ -130,5 +142,43 @@ def test_reload_follows_editors_sed_and_sighup_and_refuses_broken_edits(tmp_path
         assert asked.returncode == 0, asked.stderr
         assert "reload: unchanged" in asked.stdout
 
+        run.signal(signal.SIGINT)
+        assert run.wait_exit() == 0, run.report()
+
+
+def test_a_port_0_pattern_added_by_a_reload_is_found_by_status_and_send(tmp_path: Path) -> None:
+    """The port the OS gave a listener a reload opened reaches `.meow-live.json`: `status`
+    and `send --ack WORKFLOW` find it as they find one opened at the start."""
+    root = tmp_path
+    (root / "data" / "in").mkdir(parents=True)
+    wf = root / "workflow.yaml"
+    wf.write_text(HEAD.replace("VERSION", "v1"))
+    with MeowRun("--loop", LOOP, "workflow.yaml", cwd=root) as run:
+        run.wait_ready()
+        tmp = root / ".workflow.yaml.swp"
+        tmp.write_text(wf.read_text() + "  t: {port: 0, ack: true, recipe: r}\n")
+        os.replace(tmp, wf)
+        run.wait_for("+1 pattern, +1 rule", stream="stderr")
+        listening = re.compile(r"t +tcp 127\.0\.0\.1:([1-9][0-9]*)")
+
+        def shown() -> bool:
+            return bool(listening.search(meow("status", "workflow.yaml", cwd=root).stdout))
+
+        wait_until_sync(shown, SHORT)
+        sent = subprocess.run(
+            [PYTHON, "-m", "meow_async", "send", "--ack", "workflow.yaml", "-"],
+            cwd=root,
+            input="hello\n",
+            capture_output=True,
+            text=True,
+            timeout=SHORT,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stderr
+
+        def made() -> bool:
+            return any(m["rule"] == "t" and m["state"] == "done" for m in job_metas(root / "jobs"))
+
+        wait_until_sync(made, SHORT)
         run.signal(signal.SIGINT)
         assert run.wait_exit() == 0, run.report()

@@ -27,42 +27,56 @@ def lineage_command(root: Path, what: str, base: Path | None, *, as_json: bool =
     if index is None:
         raise MeowError(f"no job index in {root}: lineage is recorded there (run a runner first)")
     try:
-        job = _resolve(index, what, base)
+        job, triggered = _resolve(index, what, base)
         top = job
         seen = {job}
         while (up := index.cause_of(top)) is not None and up not in seen:
             seen.add(up)
             top = up
-        tree = _tree(index, top, set(), base)
+        # A raw file that triggered several jobs (a sweep, or one per event): all of them.
+        tops, more = [top], 0
+        if triggered is not None and top == job:
+            tops, total = index.roots_triggered(triggered, what, _FAN)
+            tops = tops if job in tops else [*tops[: _FAN - 1], job]
+            more = max(0, total - len(tops))
+        done: set[str] = set()
+        trees = [_tree(index, t, done, base) for t in tops]
     finally:
         index.close()
+    tree = next(t for t in trees if t["id"] == top)  # the asked job's
     if as_json:
-        sys.stdout.write(json.dumps({"job": job, "root": tree}) + "\n")
+        doc = {"job": job, "root": tree, "roots": trees, "more_roots": more}
+        sys.stdout.write(json.dumps(doc) + "\n")
         return 0
     lines = [f"{tree['trigger']}  (the root event)"]
-    _render(tree, job, "", lines)
+    for t in trees:
+        _render(t, job, "", lines)
+    if more:
+        lines.append(f"... and {more} more jobs this file triggered")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
-def _resolve(index: JobIndex, what: str, base: Path | None) -> str:
-    """A job id (or a unique start of one); else a file: the newest job it triggered, or
-    failing that the job that declared it among its outputs (a result)."""
+def _resolve(index: JobIndex, what: str, base: Path | None) -> tuple[str, list[str] | None]:
+    """A job id (or a unique start of one); else a file: the newest job it triggered (and
+    the paths it was looked up by), or failing that the job that declared it among its
+    outputs (a result)."""
     found = index.find(what)
     exact = [i for i, _ in found if i == what]
     if exact or len(found) == 1:
-        return exact[0] if exact else found[0][0]
+        return (exact[0] if exact else found[0][0]), None
     if len(found) > 1:
         raise MeowError(f"{what!r} is the start of {len(found)} job ids: give more of it")
     paths = {os.path.abspath(what), os.path.realpath(what)}
     if base is not None and not os.path.isabs(what):
         paths.add(os.path.normpath(os.path.join(base.absolute(), what)))
     job = index.newest_triggered(sorted(paths), what)
-    if job is None:
-        job = index.newest_declaring(sorted(paths))
+    if job is not None:
+        return job, sorted(paths)
+    job = index.newest_declaring(sorted(paths))
     if job is None:
         raise MeowError(f"no job with id {what!r}, and no job was triggered by or made {what!r}")
-    return job
+    return job, None
 
 
 def _tree(index: JobIndex, job: str, seen: set[str], base: Path | None) -> dict[str, Any]:

@@ -47,6 +47,9 @@ examples:
   meow-async jobs cancel ID --jobs workflow.yaml      stop a running job (SIGTERM, SIGKILL)
   meow-async jobs rerun ID --jobs workflow.yaml       run a finished job again
   meow-async status workflow.yaml --watch             what the runner is doing, every 2 s
+  meow-async reload workflow.yaml                     the runner reads its file again
+  meow-async jobs workflow.yaml --lineage data/r.txt  from a raw file or result, every job
+  meow-async graph workflow.yaml | dot -Tsvg > g.svg  draw the rules and recorded edges
   meow-async prune --older-than 30d workflow.yaml     remove finished jobs older than 30 days
   printf 'hi' | meow-async send --ack workflow.yaml -  send data to its network trigger
 
@@ -421,7 +424,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from . import status
 
-        return status.status_command(_root_and_spec, args.where, args.watch, args.json)
+        return status.status_command(_read_only_root_and_spec, args.where, args.watch, args.json)
     if args.command == "graph":
         from ..model.workflow_file import load_workflow
         from .graph import graph_command
@@ -804,11 +807,20 @@ def _warn(warnings: list[WorkflowProblem]) -> None:
 # -- jobs and show ------------------------------------------------------------------------------
 
 
-def _jobs_root(where: Path) -> Path:
+def _jobs_root(where: Path, *, lenient: bool = False) -> Path:
+    """The jobs folder ``where`` names; ``lenient``: a workflow file with problems names its
+    runner's (a command that only reads it)."""
     if where.is_file():
         from ..model.workflow_file import load_workflow
 
-        return load_workflow(where).config.jobs_dir
+        try:
+            return load_workflow(where).config.jobs_dir
+        except WorkflowFileError as e:
+            if not lenient:
+                raise
+            from .broken_file import or_jobs_dir
+
+            return or_jobs_dir(where, e)
     if (where / ".meow" / "jobs").is_dir() and not any(where.glob("*/job.json")):
         return where / ".meow" / "jobs"  # a project folder: its runner's jobs
     if not where.exists():
@@ -816,26 +828,38 @@ def _jobs_root(where: Path) -> Path:
     return where
 
 
-def _root_and_spec(where: Path) -> tuple[Path, WorkflowSpec | None]:
-    """The jobs folder, and the workflow if ``where`` is its file (``status`` shows its rules)."""
+def _root_and_spec(where: Path, *, lenient: bool = False) -> tuple[Path, WorkflowSpec | None]:
+    """The jobs folder, and the workflow if ``where`` is its file (``status`` shows its rules);
+    ``lenient`` as for ``_jobs_root`` (then no workflow)."""
     if where.is_file():
         from ..model.workflow_file import load_workflow
 
-        spec = load_workflow(where)
+        try:
+            spec = load_workflow(where)
+        except WorkflowFileError as e:
+            if not lenient:
+                raise
+            from .broken_file import or_jobs_dir
+
+            return or_jobs_dir(where, e), None
         return spec.config.jobs_dir, spec
     return _jobs_root(where), None
+
+
+def _read_only_root_and_spec(where: Path) -> tuple[Path, WorkflowSpec | None]:
+    return _root_and_spec(where, lenient=True)
 
 
 def _jobs(args: argparse.Namespace) -> int:
     if args.lineage is not None:
         from .lineage import lineage_command
 
-        root, spec = _root_and_spec(args.where)
+        root, spec = _root_and_spec(args.where, lenient=True)
         base = spec.config.base_dir if spec is not None else None
         return lineage_command(root, args.lineage, base, as_json=args.json)
     from . import listing
 
-    return listing.jobs_command(_jobs_root(args.where), args)
+    return listing.jobs_command(_jobs_root(args.where, lenient=True), args)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -847,7 +871,7 @@ def _show(args: argparse.Namespace) -> int:
 
     job_dir = Path(args.job)
     if not (job_dir / META_FILE).is_file():
-        job_dir = listing.find_one(_jobs_root(args.jobs), args.job)
+        job_dir = listing.find_one(_jobs_root(args.jobs, lenient=True), args.job)
     meta = current({**read_meta(job_dir), "dir": str(job_dir)})
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True))

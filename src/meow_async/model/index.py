@@ -852,6 +852,20 @@ class JobIndex:
             ).fetchone()
         return None if row is None else str(row[0])
 
+    def roots_triggered(self, paths: Sequence[str], rel: str, limit: int) -> tuple[list[str], int]:
+        """The jobs a file triggered that no earlier job caused (a sweep's, each event's), the
+        first ``limit`` oldest first, and how many there are: ``jobs --lineage RAWFILE``."""
+        marks = ", ".join("?" * len(paths))
+        where = f"(event_path IN ({marks}) OR trigger = ?) AND caused_by IS NULL"
+        args = (*map(storable, paths), storable(rel))
+        with self._lock:
+            (n,) = self.conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", args).fetchone()  # noqa: S608
+            rows = self.conn.execute(
+                f"SELECT id FROM jobs WHERE {where} ORDER BY created, id LIMIT ?",  # noqa: S608
+                (*args, limit),
+            ).fetchall()
+        return [str(r[0]) for r in rows], int(n)
+
     def newest_declaring(self, paths: Sequence[str]) -> str | None:
         """The newest job that declared one of ``paths`` among its outputs."""
         marks = ", ".join("?" * len(paths))

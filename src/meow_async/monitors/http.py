@@ -241,6 +241,21 @@ class HttpMonitor:
         self._ports[key] = sock.getsockname()[1]  # kept: a closed socket has no name
         self._by_port = None
 
+    def _full_why(self) -> str:
+        """What is full, and the setting that sizes it (the 503's body and log line)."""
+        net = self.network
+        if not (net.max_backlog and net.max_backlog_bytes):
+            return (
+                "the runner's events queue is full (runner.queue_size; the backlog is off: "
+                "runner.max_backlog or max_backlog_bytes is 0)"
+            )
+        waiting, size = net.backlog()
+        return (
+            f"the runner's backlog is full ({waiting} accepted requests, {size} bytes, waiting "
+            f"for their jobs; runner.max_backlog {net.max_backlog}, max_backlog_bytes "
+            f"{net.max_backlog_bytes})"
+        )
+
     def _port(self, key: Key) -> int:
         port = self._ports.get(key)
         if port is not None:
@@ -397,13 +412,17 @@ class HttpMonitor:
         if self._queue is None or not self._accepting:
             return _error(503, "the runner is stopping", {"Retry-After": str(RETRY_AFTER)})
         if self.network.full():
-            waiting, size = self.network.backlog()
-            return _error(
-                503,
-                f"the runner's backlog is full ({waiting} accepted requests, {size} bytes, wait "
-                "for their jobs); try again",
-                {"Retry-After": str(RETRY_AFTER)},
+            why = self._full_why()
+            http_log.log(
+                logging.WARNING,
+                f"full:{self._port(key)}{pattern.route}" if key else "full",
+                "%s %s from %s: refused (503), %s",
+                request.method,
+                request.path,
+                request.remote,
+                why,
             )
+            return _error(503, f"{why}; try again", {"Retry-After": str(RETRY_AFTER)})
         if (
             request.version >= (1, 1)
             and request.headers.get("Expect", "").lower() == "100-continue"

@@ -80,6 +80,10 @@ class LiveFile:
             return
         self._mine = content
 
+    def ports(self) -> dict[str, int]:
+        """The rules' ports as last written."""
+        return dict((self._mine or {}).get("ports") or {})
+
     def update(self, **changes: Any) -> None:
         """Say something new (a reload's outcome): the file is written again whole."""
         if self._mine is None:

@@ -43,7 +43,8 @@ class Outcome:
     ``problems``, each as ``validate`` prints it)."""
 
     result: str
-    version: str
+    #: The file's version: applied, unchanged, or refused (None: a file too broken to have one).
+    version: str | None
     changes: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -155,7 +156,7 @@ class Reloads:
             try:
                 spec = await asyncio.to_thread(load_workflow, self.path)
             except WorkflowFileError as e:
-                outcome = self._refuse("?", e.problems, why)
+                outcome = self._refuse(None, e.problems, why)
             else:
                 outcome = self.apply(spec, why)
             self.answers += 1
@@ -201,7 +202,7 @@ class Reloads:
             logger.warning("%s", w)
         return Outcome("applied", spec.version, changes=changes)
 
-    def _refuse(self, version: str, problems: list[str], why: str) -> Outcome:
+    def _refuse(self, version: str | None, problems: list[str], why: str) -> Outcome:
         self.refused = Outcome("refused", version, problems=problems)
         logger.error(
             "reload refused (%s): %d problem(s); still running workflow %s",

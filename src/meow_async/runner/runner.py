@@ -49,6 +49,9 @@ __all__ = ["Runner", "RunnerStats"]
 
 logger = logging.getLogger("meow_async.runner")
 
+#: Seconds a reload's outcome waits for listeners bound again to be written with their ports.
+RELOAD_PORTS_WAIT = 5.0
+
 
 class Runner:
     """Runs a workflow until stopped.
@@ -216,8 +219,18 @@ class Runner:
         return await self.reloads.reload(why)
 
     async def _reloaded(self) -> None:
-        if self.reloads is not None:
-            await asyncio.to_thread(self.live.update, workflow=self.reloads.state())
+        """Say the outcome in the live file, with the ports: a rule a reload added with port 0
+        is found there by ``status`` and ``send WORKFLOW``, as one the start opened."""
+        if self.reloads is None:
+            return
+        await asyncio.to_thread(self.live.update, workflow=self.reloads.state(), ports=self.ports())
+        if self.started.is_set():  # a listener whose settings changed is bound again by _sync
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RELOAD_PORTS_WAIT):
+                    await self.wait_ready()
+            ports = self.ports()
+            if ports != self.live.ports():
+                await asyncio.to_thread(self.live.update, ports=ports)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
