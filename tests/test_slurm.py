@@ -163,9 +163,14 @@ async def test_a_chain_whose_middle_stage_runs_as_slurm_jobs(ws: Workspace, slur
         assert jobs["one", f"s{i}"].get("worker") is None  # stage one ran here
         # Stage three began right after stage two's end, not at a poll five minutes away.
         assert jobs["three", f"s{i}"]["created"] - two["finished"] < 5
+    # Accounting lags: slurmctld sends a job's record to slurmdbd on its own time, and until
+    # then sacct names the job "allocation".
+    await poll_until(
+        lambda: [name for name, _ in sacct(sorted(batch)).values()] == ["dask-worker"] * len(batch),
+        timeout=30,
+    )
     accounted = sacct(sorted(batch))
     assert set(accounted) == batch
-    assert all(name == "dask-worker" for name, _ in accounted.values())
     assert {state for _, state in accounted.values()} <= {"RUNNING", "COMPLETED", "CANCELLED"}
 
 
