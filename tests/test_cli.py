@@ -392,6 +392,19 @@ def test_validate_suggests_the_recipe_meant(tmp_path: Path) -> None:
     )
 
 
+def test_validate_suggests_a_misspelt_trigger_key(tmp_path: Path) -> None:
+    # With no trigger key the pattern's kind is unknown: the suggestion comes from every kind's
+    # keys, not only a file pattern's.
+    write_workflow(
+        tmp_path,
+        RUNNER + "recipes:\n  r: {kind: bash, script: 'true'}\n"
+        "patterns:\n  tick: {everyy: 1s, recipe: r}\n",
+    )
+    res = meow("validate", "workflow.yaml", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "patterns.tick.everyy: unknown setting (did you mean 'every'?)" in res.stderr
+
+
 def test_validate_a_missing_workflow_file(tmp_path: Path) -> None:
     res = meow("validate", "nowhere.yaml", cwd=tmp_path)
     assert res.returncode == 1

@@ -71,6 +71,7 @@ _PATTERN_KINDS: tuple[tuple[str, type[Pattern], set[str]], ...] = (
     ("every", TimePattern, _TIME_PATTERN_KEYS),
     ("glob", FilePattern, _FILE_PATTERN_KEYS),
 )
+_ANY_PATTERN_KEYS = set().union(*(keys for _, _, keys in _PATTERN_KINDS))
 _TRIGGERS = {
     "glob": "files",
     "port": "data received over TCP",
@@ -587,7 +588,8 @@ def _pattern(
     problems: _Problems,
 ) -> Pattern | None:
     where = f"patterns.{name}"
-    marker, cls, keys = next((k for k in _PATTERN_KINDS if k[0] in raw), _PATTERN_KINDS[-1])
+    kind = next((k for k in _PATTERN_KINDS if k[0] in raw), None)
+    marker, cls, keys = kind or _PATTERN_KINDS[-1]
     for other, _, _ in _PATTERN_KINDS:
         if other in raw and other not in keys:
             problems.setting(
@@ -599,7 +601,9 @@ def _pattern(
                 f"({_TRIGGERS[marker]}), not both",
             )
             return None
-    _unknown(raw, keys, where, problems)
+    # With no trigger key the kind is a guess, so a misspelt one (``everyy``) is suggested
+    # from every kind's keys.
+    _unknown(raw, keys, where, problems, suggest=None if kind else _ANY_PATTERN_KEYS)
     kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k in keys}
     _relative(cls, kwargs, folder)
     if isinstance(kwargs.get("anchor"), datetime.datetime | datetime.date):
@@ -700,13 +704,17 @@ def _unknown(
     where: str,
     problems: _Problems,
     aliases: Mapping[str, str] | None = None,
+    suggest: set[str] | None = None,
 ) -> None:
     """Keys the entry does not take; ``aliases``: names the model uses for a key (``sender``
-    is spelt ``from``), suggested as that key."""
+    is spelt ``from``), suggested as that key; ``suggest``: the keys to suggest from, when not
+    only ``allowed``."""
     for key in raw:
         if key not in allowed:
             alias = (aliases or {}).get(str(key))
-            hint = f" (did you mean {alias!r}?)" if alias else _suggest(str(key), allowed)
+            hint = (
+                f" (did you mean {alias!r}?)" if alias else _suggest(str(key), suggest or allowed)
+            )
             problems.add(
                 raw.keys_at[key],
                 f"{where}.{key}",
