@@ -91,6 +91,17 @@ def test_a_script_over_the_size_or_not_compiling_is_not_precompiled(tmp_path: Pa
     assert precompile(b"x = 1\0\n", str(tmp_path / "script.py")) is None
 
 
+def test_a_script_that_warns_as_it_compiles_warns_in_its_job(tmp_path: Path) -> None:
+    """A SyntaxWarning is the job's (its stderr), not the runner's: such a script is left to
+    the job to compile."""
+    script = tmp_path / "script.py"
+    script.write_text("x = 1\nif x is 1:\n    print('one')\n")
+    assert precompile(script.read_bytes(), str(script)) is None
+    res = boot(script, {})
+    assert res.stdout == "one\n"
+    assert "SyntaxWarning" in res.stderr
+
+
 SEES = "import os, sys\nprint(__file__, os.environ.get('MEOW_BOOT_CODE'), sys.argv[0])\n"
 FAILS = "x = 1\nraise ValueError('on line 2')\n"
 

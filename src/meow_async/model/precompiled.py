@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import marshal
+import warnings
 
 __all__ = ["ENV", "MAX_BYTES", "precompile"]
 
@@ -25,12 +26,20 @@ MAX_BYTES = 16384
 
 def precompile(source: bytes, path: str) -> bytes | None:
     """The payload for ``source`` (the script's bytes as written to ``path``): magic number,
-    source hash, marshalled code; None if it does not compile (the job reports that itself)
-    or is over :data:`MAX_BYTES`. The job decodes it from the hex of :data:`ENV`."""
-    try:
-        code = compile(source, path, "exec", dont_inherit=True, optimize=0)
-    except Exception:  # SyntaxError, null bytes, too deeply nested: the job says which
-        return None
+    source hash, marshalled code; None if it does not compile or warns as it compiles (the job
+    then says so itself, in its stderr) or is over :data:`MAX_BYTES`. The job decodes it from
+    the hex of :data:`ENV`."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            code = compile(source, path, "exec", dont_inherit=True, optimize=0)
+        except Exception:  # SyntaxError, null bytes, too deeply nested: the job says which
+            code = None
+    for w in said:  # another thread's, caught while we listened: shown as it would have been
+        if w.filename != path:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+    if code is None or any(w.filename == path for w in said):
+        return None  # a SyntaxWarning belongs in the job's stderr: it compiles the script
     data = marshal.dumps(code)
     if len(data) > MAX_BYTES:
         return None
