@@ -35,12 +35,15 @@ def precompile(source: bytes, path: str) -> bytes | None:
             code = compile(source, path, "exec", dont_inherit=True, optimize=0)
         except Exception:  # SyntaxError, null bytes, too deeply nested: the job says which
             code = None
-    for w in said:  # another thread's, caught while we listened: shown as it would have been
+    for w in said:  # another thread's, caught while we listened: through the filters again
         if w.filename != path:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if code is None or any(w.filename == path for w in said):
         return None  # a SyntaxWarning belongs in the job's stderr: it compiles the script
-    data = marshal.dumps(code)
+    try:
+        data = marshal.dumps(code)
+    except ValueError:  # never for compiled code; a job is made whatever this says
+        return None
     if len(data) > MAX_BYTES:
         return None
     return importlib.util.MAGIC_NUMBER + importlib.util.source_hash(source) + data
