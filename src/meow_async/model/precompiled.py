@@ -15,6 +15,8 @@ import importlib.util
 import marshal
 import warnings
 
+from .caught import CATCHING
+
 __all__ = ["ENV", "MAX_BYTES", "precompile"]
 
 #: The variable the job's bootstrap reads (and removes, so the job's children never see it).
@@ -29,7 +31,7 @@ def precompile(source: bytes, path: str) -> bytes | None:
     source hash, marshalled code; None if it does not compile or warns as it compiles (the job
     then says so itself, in its stderr) or is over :data:`MAX_BYTES`. The job decodes it from
     the hex of :data:`ENV`."""
-    with warnings.catch_warnings(record=True) as said:
+    with CATCHING, warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         try:
             code = compile(source, path, "exec", dont_inherit=True, optimize=0)
