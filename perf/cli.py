@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    boot,
     burst,
     chunks,
     files,
@@ -56,6 +57,8 @@ SUITES = {
     "(taking turns), and the messages each viewer got",
     "burst": "20,000 small POSTs, --concurrency in flight (200 is the issue's), against a real "
     "runner with default settings: answers by status, requests/s, RSS",
+    "boot": "a spawned Python job's own start: python script.py against the bootstrap "
+    "compiling the script and given the runner's compiled code",
     "startup": "the wall clock of --version, send, validate, jobs and status (a new process "
     "each), this tree against --baseline-src, beside python -c pass",
     "history": "restart, RSS, jobs --tail/--state and status over N finished jobs (100,000; "
@@ -125,9 +128,16 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline-src",
         type=Path,
         metavar="DIR",
-        help="http, startup suites: also run the meow_async found in DIR (another checkout's "
+        help="http, startup, jobs suites: also run the meow_async found in DIR (another "
+        "checkout's "
         "src/, e.g. from `git archive`), taking turns with this one, each point in its own "
         "process",
+    )
+    p.add_argument(
+        "--jobs-kinds",
+        metavar="KINDS",
+        help=f"jobs suite: which recipe kinds, comma-separated, of {', '.join(jobs.RECIPES)} "
+        "(default: all)",
     )
     p.add_argument(
         "--history-jobs",
@@ -186,7 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "files": lambda: files.run(sizes, scratch, args.loop, args.max_jobs),
         "jobs": lambda: jobs.run(
-            sizes.jobs_n, sizes.jobs_repeats, args.max_jobs, args.loop, scratch
+            sizes.jobs_n,
+            sizes.jobs_repeats,
+            args.max_jobs,
+            args.loop,
+            scratch,
+            baseline=args.baseline_src,
+            kinds=args.jobs_kinds.split(",") if args.jobs_kinds else None,
         ),
         "memory": lambda: memory.run(sizes, scratch, args.loop, loads=loads),
         "chunks": lambda: chunks.run(min(sizes.repeats, 5), scratch, args.loop),
@@ -203,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     steps["burst"] = lambda: burst.run(
         2000 if sizes.name == "small" else 20_000, args.concurrency, scratch
     )
+    steps["boot"] = lambda: boot.run(args.repeats or 100, scratch)
     steps["startup"] = lambda: startup.run(
         args.repeats or (15 if sizes.name == "small" else 50), scratch, args.baseline_src
     )

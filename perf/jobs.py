@@ -7,14 +7,22 @@ alternating with it: the same interpreter on the same one-line script, N times, 
 same concurrency (``max_jobs``), launched straight from asyncio. Overhead per job = (runner -
 floor) / N. The runner's own CPU time per job (this process, threads included, children
 excluded) is reported too: it is much less noisy than wall time on a shared machine.
+
+With ``baseline`` (another checkout's ``src``, ``--baseline-src``), each round runs this tree
+and the baseline each in a process of its own (``python -m perf.jobs``, the tree first on
+``PYTHONPATH``), taking turns with the floor, so that old and new code meet the same machine
+in the same minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -109,18 +117,31 @@ async def direct(root: Path, kind: str, n: int, max_jobs: int) -> dict[str, Any]
 
 
 def run(
-    n: int, repeats: int, max_jobs: int, loop: str, scratch: Path, log: Any = print
+    n: int,
+    repeats: int,
+    max_jobs: int,
+    loop: str,
+    scratch: Path,
+    log: Any = print,
+    baseline: Path | None = None,
+    kinds: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     out = []
-    for kind in RECIPES:
+    for kind in kinds or list(RECIPES):
         runs: list[dict[str, Any]] = []
+        base_runs: list[dict[str, Any]] = []
         floors: list[dict[str, Any]] = []
         for i in range(repeats):
             folder = scratch / f"jobs-{kind}-{i}"
             folder.mkdir(parents=True)
             try:
-                with asyncio.Runner(loop_factory=loop_factory(loop)) as r:
-                    runs.append(r.run(through_runner(folder / "runner", kind, n, max_jobs)))
+                if baseline is None:
+                    with asyncio.Runner(loop_factory=loop_factory(loop)) as r:
+                        runs.append(r.run(through_runner(folder / "runner", kind, n, max_jobs)))
+                else:
+                    trees = [(_here(), runs, "runner"), (baseline, base_runs, "baseline")]
+                    for src, into, name in trees if i % 2 == 0 else trees[::-1]:
+                        into.append(_elsewhere(src, folder / name, kind, n, max_jobs, loop))
                 # The baseline always spawns from asyncio's own loop: uvloop spawns slower,
                 # and moving the baseline with --loop would flatter the runner's overhead.
                 with asyncio.Runner() as r:
@@ -128,6 +149,9 @@ def run(
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
         res = summarize(kind, n, max_jobs, loop, runs, floors)
+        if base_runs:
+            res["baseline"] = summarize(kind, n, max_jobs, loop, base_runs, floors)
+            res["baseline_src"] = str(baseline)
         out.append(res)
         log(
             f"jobs {kind:<11} {n} events -> {res['done']} done: runner {res['runner_s']:.2f} s, "
@@ -135,7 +159,45 @@ def run(
             f"{res['overhead_ms_per_job']:.2f} ms/job wall, runner CPU "
             f"{res['runner_cpu_ms_per_job']:.2f} ms/job vs {res['floor_cpu_ms_per_job']:.2f}"
         )
+        if base_runs:
+            b = res["baseline"]
+            log(
+                f"jobs {kind:<11} baseline {b['runner_s']:.2f} s: overhead "
+                f"{b['overhead_ms_per_job']:.2f} ms/job wall, runner CPU "
+                f"{b['runner_cpu_ms_per_job']:.2f} ms/job; this / baseline: time "
+                f"{res['runner_s'] / b['runner_s']:.2f}x, overhead "
+                f"{_ratio(res['overhead_ms_per_job'], b['overhead_ms_per_job'])}, runner CPU "
+                f"{res['runner_cpu_ms_per_job'] / b['runner_cpu_ms_per_job']:.2f}x"
+            )
     return out
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "-"
+
+
+def _here() -> Path:
+    return Path(__file__).resolve().parent.parent / "src"
+
+
+def _elsewhere(
+    src: Path, folder: Path, kind: str, n: int, max_jobs: int, loop: str
+) -> dict[str, Any]:
+    """One runner round in a process of its own, with ``src``'s meow_async."""
+    perf_root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join([str(src), perf_root, os.environ.get("PYTHONPATH", "")])
+    res = subprocess.run(
+        [sys.executable, "-m", "perf.jobs", kind, str(folder), str(n), str(max_jobs), loop],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"perf.jobs with {src}: exit {res.returncode}: {res.stderr[-2000:]}")
+    found: dict[str, Any] = json.loads(res.stdout.splitlines()[-1])
+    return found
 
 
 def summarize(
@@ -166,3 +228,9 @@ def summarize(
         "runs": runs,
         "floors": floors,
     }
+
+
+if __name__ == "__main__":  # one runner round, for run(baseline=...): KIND DIR N MAX_JOBS LOOP
+    kind_, folder_, n_, max_jobs_, loop_ = sys.argv[1:6]
+    with asyncio.Runner(loop_factory=loop_factory(loop_)) as r_:
+        print(json.dumps(r_.run(through_runner(Path(folder_), kind_, int(n_), int(max_jobs_)))))

@@ -107,6 +107,9 @@ async def test_a_job_gets_the_runner_s_environment_or_what_its_recipe_keeps(
             wanted |= {"PWD", "SHLVL", "_"}
         if name == "kept_spawned":
             wanted.add("OMP_NUM_THREADS")
+        if name != "sh_kept":  # a spawned Python job's code, compiled by the runner: its
+            wanted.add("MEOW_BOOT_CODE")  # bootstrap takes it out before the script runs
+            assert "MEOW_BOOT_CODE" not in seen(job)["env"], name
         assert set(env) == wanted, (name, sorted(set(env) ^ wanted))
         assert env["TEST_KEPT"] == "kept"
         assert job["env_keep"] == RESTRICTED

@@ -31,6 +31,7 @@ from .model.jobs import (
     read_meta,
     write_meta,
 )
+from .model.precompiled import precompile
 from .model.recipes import JobEnv
 from .model.templates import expand, keyword_values
 
@@ -300,9 +301,11 @@ class Handler:
             if event.kind in ("network", "http"):
                 _adopt(Path(event.path), job_dir)
             # Rendered here, not when planned: a sweep of 100,000 points holds no 100,000
-            # scripts.
-            _write(plan.script, event.rule.recipe.render(plan.params), self.durable)
-            _write(job_dir / PARAMS_FILE, json.dumps(plan.params) + "\n", self.durable)
+            # scripts. A file name that is not UTF-8 is a str with surrogate escapes (as
+            # os.listdir gives it): in a Bash script's literal it goes back to its own bytes.
+            script = event.rule.recipe.render(plan.params).encode("utf-8", "surrogateescape")
+            _write(plan.script, script, self.durable)
+            _write(job_dir / PARAMS_FILE, (json.dumps(plan.params) + "\n").encode(), self.durable)
             write_meta(job_dir, plan.meta, durable=self.durable)  # last: its presence: "made"
         except OSError:
             raise  # the disk: the event is kept and tried again at the next start
@@ -320,6 +323,7 @@ class Handler:
             meta=meta,
             durable=self.durable,
             index=self.index,
+            precompiled=precompile(script, str(plan.script)) if _spawned_here(meta) else None,
         )
 
     def _forget(self, plans: list[_Plan]) -> None:
@@ -358,12 +362,20 @@ def _adopt(payload: Path, job_dir: Path) -> Path:
     return local
 
 
-def _write(path: Path, text: str, durable: bool) -> None:
+def _spawned_here(meta: dict[str, Any]) -> bool:
+    """A Python job that starts as a new interpreter, this runner's own (a warm one is forked
+    from an interpreter that has compiled before; another Python has other bytecode)."""
+    return (
+        meta["recipe_kind"] == "python"
+        and (meta["start"] == "spawn" or meta["env_keep"] is not None)
+        and meta["conductor"] in (None, "local")
+        and meta["argv"][0] == sys.executable
+    )
+
+
+def _write(path: Path, data: bytes, durable: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        # A file name that is not UTF-8 is a str with surrogate escapes (as os.listdir gives
-        # it): in a Bash script's literal it goes back to the name's own bytes.
-        data = text.encode("utf-8", "surrogateescape")
         while data:
             data = data[os.write(fd, data) :]
         if durable:

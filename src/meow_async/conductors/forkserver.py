@@ -45,15 +45,16 @@ _REMOVE_FOR = 10.0
 #: exiting. One source, used by the fork server's children and, through ``python -c``, by
 #: spawned Python jobs (whose interpreter may not have meow_async installed).
 RUN_SCRIPT = r"""
-def _meow_run_script(path):
+def _meow_run_script(path, code=None):
     import sys
     main = type(sys)("__main__")  # a fresh __main__, as the interpreter makes for a script
     main.__file__ = path
     main.__builtins__ = __builtins__
     sys.modules["__main__"] = main
     try:
-        with open(path, "rb") as f:
-            code = compile(f.read(), path, "exec")
+        if code is None:
+            with open(path, "rb") as f:
+                code = compile(f.read(), path, "exec")
         exec(code, main.__dict__)
     except SystemExit as e:
         code = e.code
@@ -87,18 +88,43 @@ def _meow_finish():
             pass
 """
 
+#: The script's code object as the runner compiled it (model/precompiled.py: hex of magic
+#: number, source hash, marshalled code, in $MEOW_BOOT_CODE), if it is this interpreter's
+#: bytecode of the file as it is now: a fresh interpreter's first compile() costs 1-5 ms.
+PRECOMPILED = r"""
+def _meow_precompiled(path):
+    import os, sys, marshal, _imp
+    payload = os.environ.pop("MEOW_BOOT_CODE", None)  # not for the job's own children
+    if not payload or sys.flags.optimize:
+        return None
+    try:
+        data = bytes.fromhex(payload)
+        ext = sys.modules["_frozen_importlib_external"]
+        if data[:4] != ext.MAGIC_NUMBER:
+            return None
+        with open(path, "rb") as f:
+            if data[4:12] != _imp.source_hash(ext._RAW_MAGIC_NUMBER, f.read()):
+                return None  # changed since the runner compiled it
+        code = marshal.loads(data[12:])
+        _imp._fix_co_filename(code, path)  # as run from here (a link, a moved folder)
+        return code
+    except Exception:
+        return None
+"""
+
 #: ``python -c SPAWN_BOOT script.py``: a spawned Python job that records its own exit (in
 #: the file named by $MEOW_PROCESS_LOG, set by the conductor) once it has ended as the
 #: interpreter would end it.
 SPAWN_BOOT = (
     RUN_SCRIPT
+    + PRECOMPILED
     + r"""
 import os as _os, sys as _sys, time as _time
 _path = _os.path.abspath(_sys.argv[1])
 _sys.argv = _sys.argv[1:]
 _sys.path[0] = _os.path.dirname(_path)
 _me = _os.getpid()
-_code = _meow_run_script(_path)
+_code = _meow_run_script(_path, _meow_precompiled(_path))
 _meow_finish()
 if _os.getpid() == _me:  # a fork of the job's (os.fork() in the script) ends here too
     try:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..exceptions import ConfigError
 from ..model.jobs import Job, JobState
+from ..model.precompiled import ENV as PRECOMPILED_ENV
 from ..model.recipes import environment
 from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
 from .output import OutputWatch
@@ -305,7 +306,7 @@ class LocalConductor:
         if not fork:  # a new program, exec'd by the fork server's child (after it is contained)
             python = job.meta.get("recipe_kind") in PYTHON_KINDS
             argv = spawn_argv([program(job.argv[0]), *job.argv[1:]], python=python)
-            env = {**job.env, "MEOW_PROCESS_LOG": str(job.dir / PROCESS_LOG)}
+            env = {**job.env, **_precompiled(job), "MEOW_PROCESS_LOG": str(job.dir / PROCESS_LOG)}
         keep = job.meta.get("env_keep")
         if keep is not None:  # only what the recipe's env: keeps of the runner's
             env = environment(os.environ, env, keep)
@@ -342,7 +343,8 @@ class LocalConductor:
         python = job.meta.get("recipe_kind") in PYTHON_KINDS
         check = trigger_to_check(job)
         keep = job.meta.get("env_keep")
-        return spawn(job.dir, job.argv, job.env, attempt, python=python, check=check, keep=keep)
+        env = {**job.env, **_precompiled(job)}
+        return spawn(job.dir, job.argv, env, attempt, python=python, check=check, keep=keep)
 
     async def _stop(self, proc: _Process) -> int | None:
         """SIGTERM the job's process group, then SIGKILL if it is still there."""
@@ -358,6 +360,11 @@ class LocalConductor:
                     os.killpg(proc.pid, signal.SIGKILL)
                 return None
         return None
+
+
+def _precompiled(job: Job) -> dict[str, str]:
+    """The spawned Python job's code, compiled by the runner when it wrote the script."""
+    return {PRECOMPILED_ENV: job.precompiled.hex()} if job.precompiled is not None else {}
 
 
 async def _unwatch(watch: OutputWatch | None) -> None:

@@ -44,11 +44,9 @@ NAMES: dict[str, dict[str, str]] = {
 }
 
 _INSTALL = "pip install 'meow-async[filters]'"
-_orjson: Any
-try:
-    import orjson as _orjson
-except ImportError:  # the filters extra brings it; json does the same, slower
-    _orjson = None
+#: orjson's module, looked for at the first body parsed (``...`` until then; ``None``: not
+#: installed): a command that only makes patterns does not load it.
+_orjson: Any = ...
 _ERROR_AT = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
 _envs: dict[str, Any] = {}
 
@@ -160,8 +158,14 @@ def parse_json(data: bytes | bytearray | None) -> tuple[bool, Any]:
     """(True, value) if ``data`` is JSON, else (False, None): a body or payload that is not
     JSON leaves its name absent. orjson parses a 2 kB body in a fifth of json's time; what
     it refuses (an integer past 64 bits, NaN) is read by json."""
+    global _orjson  # looked for once
     if not data:
         return False, None
+    if _orjson is ...:
+        try:
+            import orjson as _orjson
+        except ImportError:  # the filters extra brings it; json does the same, slower
+            _orjson = None
     if _orjson is not None:
         try:
             return True, _orjson.loads(data)

@@ -122,6 +122,9 @@ class Job:
     on_end: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     #: The index its row is kept in (set by the runner's handler and recovery).
     index: Indexed | None = field(default=None, repr=False, compare=False)
+    #: A spawned Python job's script compiled by the handler that wrote it (precompiled.py);
+    #: in memory only: a job read back from its folder compiles its script itself.
+    precompiled: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def rule(self) -> str:

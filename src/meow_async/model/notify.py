@@ -8,7 +8,6 @@ import os
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 from urllib.parse import SplitResult, urlsplit
@@ -245,6 +244,8 @@ def _netloc(p: SplitResult) -> str:
 
 def _address(field: str, value: object) -> None:
     """One address, bare or with a name (``Lab <lab@example.org>``), on one line."""
+    from email.utils import getaddresses  # only for a file with email: (socket, calendar...)
+
     text = _no_newlines(field, value)
     found = getaddresses([text])
     if len(found) != 1 or not _ADDRESS.fullmatch(found[0][1]):

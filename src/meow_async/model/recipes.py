@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..exceptions import ConfigError
+from .caught import CATCHING
 from .checks import check_name
 from .settings import (
     ENV_NAME,
@@ -507,7 +508,7 @@ class NotebookRecipe(_RecipeBase):
         import nbformat  # papermill's own reader: what it rejects would fail every job
 
         try:
-            with warnings.catch_warnings():
+            with CATCHING, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. cell ids missing: papermill adds them
                 nbformat.reads(self.source, as_version=4)  # type: ignore[no-untyped-call]
         except nbformat.ValidationError as e:

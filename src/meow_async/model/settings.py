@@ -18,7 +18,6 @@ What no kind says (two settings that must agree, a file that must exist) stays i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import keyword
 import os
 import re
@@ -144,6 +143,8 @@ def from_mapping(cls: type[T], raw: Mapping[str, Any]) -> T:
     fields = keys_of(cls)
     for key in raw:
         if key not in fields:
+            import difflib  # only for a misspelt name
+
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -66,6 +65,8 @@ def unknown_keywords(value: Any) -> list[tuple[str, str | None]]:
     if isinstance(value, str):
         for word in _WORD.findall(value):
             if word not in KEYWORDS:
+                import difflib  # only for a misspelt name
+
                 close = difflib.get_close_matches(word, KEYWORDS, n=1)
                 out.append((word, close[0] if close else None))
     elif isinstance(value, list):

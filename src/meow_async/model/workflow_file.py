@@ -8,7 +8,6 @@ each one that fails, the failing setting is set aside and the entry is built aga
 from __future__ import annotations
 
 import datetime
-import difflib
 import hashlib
 import os
 import re
@@ -724,5 +723,7 @@ def _unknown(
 
 
 def _suggest(word: str, choices: Mapping[str, Any] | set[str]) -> str:
+    import difflib  # only for a misspelt name
+
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -20,10 +20,7 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError, MonitorError
 from ..model.addresses import host_port
@@ -38,9 +35,18 @@ from ..model.workflow import Workflow
 from .filtering import Filtering
 from .follow import follow_changes
 from .http_records import IdempotencyKeys, SeenSignatures
-from .http_server import Connection, Listener, Server, http_log
+from .log_limit import http_log
 from .network import NetworkMonitor, bind_tcp, tls_context
 from .spool import MessageTooLarge
+
+if TYPE_CHECKING:  # aiohttp's server is imported when one starts: `validate` never loads it
+    from collections.abc import Awaitable, Callable
+
+    from aiohttp import web
+
+    from .http_server import Server
+
+    Operator = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
 
 __all__ = ["HttpMonitor"]
 
@@ -212,6 +218,8 @@ class HttpMonitor:
                 logger.error("%s; its rules receive nothing until it is changed", e)
                 continue
             port = sock.getsockname()[1]
+            from .http_server import Listener, Server
+
             listener = Listener(f"http {host_port(key[0], port)}", served[0].limits())
             server = Server(
                 self._handle, listener=listener, handler_cancellation=True, access_log=None
@@ -282,6 +290,8 @@ class HttpMonitor:
     # -- one request --------------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        from .http_server import Connection
+
         conn = request.protocol
         if not isinstance(conn, Connection):  # served by some other aiohttp server
             return await self._serve(request)
@@ -486,6 +496,8 @@ class HttpMonitor:
                             kept = None
             except MessageTooLarge:
                 return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
+            from .http_server import Connection
+
             if isinstance(conn, Connection):
                 conn.handling()
             signed = None
@@ -506,7 +518,7 @@ class HttpMonitor:
                     logger.debug("%s %s: no rule's filter wants it", request.method, request.path)
                     if signed is not None:
                         self._used(signed)
-                    return web.json_response({"message_id": spool.id, "jobs": []}, status=202)
+                    return _json({"message_id": spool.id, "jobs": []}, status=202)
             path = spool.finish(durable=self.network.durable)
             peername = request.transport.get_extra_info("peername") if request.transport else None
             peer = host_port(peername[0], peername[1]) if peername else request.remote or "?"
@@ -567,7 +579,7 @@ class HttpMonitor:
             for point in e.rule.pattern.sweep_points()
         ]
         logger.debug("%s %s from %s: message %s", request.method, request.path, peer, spool.id)
-        return web.json_response({"message_id": spool.id, "jobs": jobs}, status=202)
+        return _json({"message_id": spool.id, "jobs": jobs}, status=202)
 
     def _used(self, signed: tuple[str, float]) -> None:
         """Record an accepted request's signature: refused as a replay until ``signed[1]``."""
@@ -628,9 +640,6 @@ class HttpMonitor:
         ip, port = sockname[0], sockname[1]
         by = self._by_port
         return by.get((ip, port)) or by.get((_ANY4, port)) or by.get((_ANY6, port))
-
-
-Operator = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
 
 
 def _tls_files(served: list[Any]) -> tuple[Any, ...] | None:
@@ -721,9 +730,17 @@ def _names(
     }
 
 
+def _json(
+    answer: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> web.Response:
+    from aiohttp import web
+
+    return web.json_response(answer, status=status, headers=headers)
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return _json({"error": message}, status=status, headers=headers)
 
 
 def _replayed(answer: dict[str, Any]) -> web.Response:
-    return web.json_response(answer, status=202, headers={"Idempotent-Replayed": "true"})
+    return _json(answer, status=202, headers={"Idempotent-Replayed": "true"})

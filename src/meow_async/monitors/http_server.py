@@ -24,14 +24,11 @@ from aiohttp.web_protocol import RequestHandler
 
 from ..model.addresses import host_port
 from ..model.http_limits import HttpLimits
-from .log_limit import LogLimit
+from .log_limit import http_log
 
 __all__ = ["Connection", "Listener", "Server", "http_log", "raw_response"]
 
 logger = logging.getLogger("meow_async.monitors.http")
-#: Lines a client can cause (timeouts, caps, malformed requests, a full disk), counted by
-#: kind: ``meow_connections_closed_total`` reads ``counts`` (idle, header, body, cap).
-http_log = LogLimit(logger)
 
 IDLE, HEADERS, BODY, HANDLING = range(4)
 #: Seconds a connection must have been idle before a new one past the cap may close it.

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import Counter
 
-__all__ = ["LogLimit"]
+__all__ = ["LogLimit", "http_log"]
 
 
 class LogLimit:
@@ -47,3 +47,10 @@ class LogLimit:
     def _summary(self, level: int, kind: str, msg: str, args: tuple[object, ...]) -> None:
         if self._held.get(kind):
             self.log(level, kind, msg, *args)  # one of them, with the count
+
+
+#: The HTTP servers' lines a client can cause (timeouts, caps, malformed requests, a full disk),
+#: counted by kind: ``meow_connections_closed_total`` reads ``counts`` (idle, header, body,
+#: cap). Here rather than in ``http_server`` (aiohttp's) so that a runner only made, as
+#: ``validate`` makes one, loads no aiohttp.
+http_log = LogLimit(logging.getLogger("meow_async.monitors.http"))

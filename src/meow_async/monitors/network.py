@@ -24,6 +24,7 @@ from typing import Any
 
 from ..exceptions import MonitorError
 from ..model.addresses import bracket
+from ..model.caught import CATCHING
 from ..model.config import DEFAULT_CHUNK_SIZE
 from ..model.events import Event
 from ..model.filters import ABSENT, Later, parse_json
@@ -299,7 +300,7 @@ class NetworkMonitor:
             return
         self._closed_some = False
         await asyncio.sleep(0)
-        with warnings.catch_warnings():
+        with CATCHING, warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
 

@@ -11,15 +11,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote
-
-import aiohttp
 
 from ..model.jobs import NOTIFY_PENDING, Job, JobState
 from ..model.notify import Email, Notify, Webhook
 from .message import Message, summary
-from .senders import EmailSender, Permanent, RateLimited, Sender, WebhookSender, describe
+
+if TYPE_CHECKING:  # imported at the first notification: no command but `run` loads them
+    import aiohttp
+
+    from .senders import Sender
 
 __all__ = [
     "DIGEST_MAX",
@@ -164,6 +166,8 @@ class Outbox:
                 self.queue.task_done()
 
     async def deliver(self, message: Message) -> None:
+        from .senders import Permanent, RateLimited, describe
+
         closing = self.notifier.closing
         attempt = waits = 0
         while True:
@@ -322,6 +326,8 @@ class Notifier:
         key = (spec.key(), notify.limit, notify.window, notify.retries, notify.retry_backoff)
         box = self._outboxes.get(key)
         if box is None:
+            from .senders import EmailSender, WebhookSender
+
             sender: Sender = WebhookSender(spec) if isinstance(spec, Webhook) else EmailSender(spec)
             box = self._outboxes[key] = Outbox(self, sender, notify)
         return box
@@ -335,6 +341,8 @@ class Notifier:
     def session(self) -> aiohttp.ClientSession:
         """One HTTP client for every webhook, made at the first one, closed by ``close``."""
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession()
         return self._session
 

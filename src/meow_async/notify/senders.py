@@ -10,16 +10,17 @@ import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from ..exceptions import ConfigError
 from ..model.jobs import stderr_lines
 from ..model.notify import Email, Webhook
 from . import chat
 from .message import Message
+
+if TYPE_CHECKING:  # imported where a webhook is sent: no command but `run` loads aiohttp
+    import aiohttp
 
 __all__ = [
     "Client",
@@ -73,6 +74,8 @@ class WebhookSender:
         self.timeout = spec.timeout
 
     async def send(self, message: Message, notifier: Client) -> None:
+        import aiohttp
+
         try:
             url = self.spec.target()
             headers = self.spec.request_headers()
@@ -143,6 +146,8 @@ def _tail(message: Message) -> list[str]:
 async def _said(resp: aiohttp.ClientResponse) -> str:
     """The start of an error answer's body, on one line: services say there what was wrong
     (Slack's ``invalid_payload``, Discord's ``{"code": 50035, ...}``)."""
+    import aiohttp
+
     try:
         data = await resp.content.read(_SAID_BYTES)
     except (aiohttp.ClientError, TimeoutError):

@@ -5,6 +5,7 @@ jobs (the watermark the next start's catch-up scan looks from)."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from ..conductors.recovery import RunnerState
 from ..model.jobs import Job, JobState
 from ..model.rules import Rule
 
-__all__ = ["Retries", "RunnerStats", "Watermark"]
+__all__ = ["BUCKETS", "Durations", "Retries", "RunnerStats", "Watermark"]
 
 logger = logging.getLogger("meow_async.runner")
 
@@ -23,6 +24,21 @@ logger = logging.getLogger("meow_async.runner")
 MARGIN = 2.0
 #: The watermark is written at most this often (seconds) while running.
 CHECKPOINT_EVERY = 5.0
+#: Upper bounds (seconds) of the job duration histogram's buckets.
+BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
+
+
+class Durations:
+    """How long jobs took: counts per bucket and the sum, as a Prometheus histogram wants
+    (here, not beside /metrics, so that a runner without runner.http loads no Prometheus)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
 
 
 @dataclass(slots=True)

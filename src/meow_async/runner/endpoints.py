@@ -13,7 +13,6 @@ machine only (a loopback address).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import hmac
 import os
@@ -48,7 +47,7 @@ from ..monitors import HttpMonitor, Monitor, NetworkMonitor, TimeMonitor
 from ..monitors.connection import peer_log
 from ..monitors.filtering import Filtering
 from ..monitors.http_server import http_log
-from .bookkeeping import RunnerStats
+from .bookkeeping import BUCKETS, Durations, RunnerStats
 from .feed import Feed
 from .live import LiveFile
 from .reload import Outcome, Reloads
@@ -60,20 +59,6 @@ __all__ = ["Durations", "Endpoints", "Observed", "trigger_text"]
 
 #: Why the runner closes connections (``meow_connections_closed_total``'s ``reason``).
 CLOSE_REASONS = ("cap", "tls", "hello", "idle", "header", "body")
-#: Upper bounds (seconds) of the job duration histogram's buckets.
-BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
-
-
-class Durations:
-    """How long jobs took: counts per bucket and the sum, as a Prometheus histogram wants."""
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
 
 
 class Observed(Protocol):

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ..conductors import Conductor, JobInterrupted, LocalConductor
 from ..conductors.process_log import CANCELLED, current
@@ -39,11 +39,13 @@ from ..monitors import KINDS, FileMonitor, HttpMonitor, Monitor, NetworkMonitor,
 from ..monitors.filtering import Filtering
 from ..notify import GRACE as NOTIFY_GRACE
 from ..notify import Notifier
-from .bookkeeping import Retries, RunnerStats, Watermark
-from .endpoints import Durations, Endpoints
+from .bookkeeping import Durations, Retries, RunnerStats, Watermark
 from .feed import Feed
 from .live import LiveFile, read_live
 from .reload import Outcome, Reloads
+
+if TYPE_CHECKING:  # aiohttp and Prometheus: loaded only for runner.http
+    from .endpoints import Endpoints
 
 __all__ = ["Runner", "RunnerStats"]
 
@@ -122,8 +124,11 @@ class Runner:
         self.index: JobIndex | None = None
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         http = self.config.http
-        self.endpoints = Endpoints(self, http_token(http)) if http else None
-        if http and self.endpoints is not None:
+        self.endpoints: Endpoints | None = None
+        if http:
+            from .endpoints import Endpoints
+
+            self.endpoints = Endpoints(self, http_token(http))
             self.http.serve_operator(
                 http["host"], http["port"], self.endpoints.answer, http_limits(http)
             )

@@ -8,8 +8,6 @@ import re
 import tempfile
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-import watchfiles
-
 from ...model.patterns import Change
 
 if TYPE_CHECKING:
@@ -59,8 +57,10 @@ class PathFilter:
     def __init__(self, base: str, ignore: list[str]) -> None:
         self.base = base
         self.ignore = ignore
-        self.dirs = set(watchfiles.DefaultFilter.ignore_dirs)
-        self.names = [re.compile(p) for p in watchfiles.DefaultFilter.ignore_entity_patterns]
+        #: watchfiles' junk, read at the first path judged (a runner only made, as
+        #: ``validate`` makes one, does not load watchfiles).
+        self.dirs: set[str] | None = None
+        self.names: list[re.Pattern[str]] = []
 
     def __call__(self, path: str) -> bool:
         for top in self.ignore:
@@ -68,6 +68,11 @@ class PathFilter:
                 return False
         rel = path[len(self.base) + 1 :] if path.startswith(self.base + os.sep) else path
         parts = rel.split(os.sep)
+        if self.dirs is None:
+            import watchfiles
+
+            self.names = [re.compile(p) for p in watchfiles.DefaultFilter.ignore_entity_patterns]
+            self.dirs = set(watchfiles.DefaultFilter.ignore_dirs)
         if any(p in self.dirs for p in parts):
             return False
         return not any(r.search(parts[-1]) for r in self.names)

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...exceptions import MonitorError
 from ...model.config import DEFAULT_DEBOUNCE_MS, DEFAULT_STEP_MS, WATCHERS, WatcherName
@@ -30,8 +30,10 @@ from .inotify_watch import InotifyWatch
 from .job_outputs import OutputScan, output_targets
 from .mounts import remote_mounts
 from .poll_watch import PollWatch
-from .portable_watch import PortableWatch
 from .writing import being_written
+
+if TYPE_CHECKING:
+    from .portable_watch import PortableWatch
 
 __all__ = ["FileMonitor"]
 
@@ -288,6 +290,8 @@ class FileMonitor:
                 self.poll_full_interval,
             )
         else:
+            from .portable_watch import PortableWatch  # watchfiles: only where it is asked for
+
             watch = PortableWatch(self, self.step_ms, self.debounce_ms, self.rescan_after)
         await watch.start()
         self._watch_now = watch
