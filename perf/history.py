@@ -22,6 +22,7 @@ Disk: bytes (``du``) and files (``find | wc -l``) per job for both layouts' fold
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -31,7 +32,9 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,30 +205,41 @@ def checkout(commit: str, into: Path) -> Path:
     return into / "src"
 
 
+@contextlib.contextmanager
+def _runner(root: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``meow-async run`` in ``root`` (this code or the base's, by ``env``), from its
+    banner's last line (printed once the runner has started) until SIGTERM at the end."""
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: no one reads it meanwhile
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meow_async", "run", "-q", "workflow.yaml"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("Then:"):
+                    break
+            else:
+                proc.wait()
+                err.seek(0)
+                raise RuntimeError(f"the runner did not start: {err.read()}")
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=120)
+
+
 def start(root: Path, env: dict[str, str]) -> tuple[float, int]:
     """``meow-async run`` until its banner's last line: (seconds, RSS in kB then)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meow_async", "run", "-q", "workflow.yaml"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("Then:"):
-                break
-        else:
-            raise RuntimeError(f"the runner did not start: {proc.communicate()[1]}")
+    with _runner(root, env) as proc:
         took = time.perf_counter() - t0
         with open(f"/proc/{proc.pid}/status") as f:
             rss = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)
     return took, rss
 
 
@@ -267,19 +281,7 @@ def real_disk(root: Path, env: dict[str, str], n: int) -> dict[str, float]:
     (root / "data" / "in").mkdir(parents=True)
     (root / "data" / "bad").mkdir(parents=True)
     (root / "workflow.yaml").write_text(_WORKFLOW)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meow_async", "run", "-q", "workflow.yaml"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("Then:"):
-                break
+    with _runner(root, env):
         for i in range(n):
             (root / "data" / "in" / f"{i}.txt").write_text(f"{i}\n")
         deadline = time.monotonic() + 300
@@ -287,9 +289,6 @@ def real_disk(root: Path, env: dict[str, str], n: int) -> dict[str, float]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the jobs did not finish")
             time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)
     for f in ("spool",):
         shutil.rmtree(root / f, ignore_errors=True)
     return disk(root / "jobs", n)

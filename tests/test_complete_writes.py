@@ -9,6 +9,7 @@ read everything before it, so exact counts can be asserted without guessing at d
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -632,3 +633,57 @@ async def test_a_file_closed_between_stat_and_probe_triggers_once_as_closed(
     assert sorted(jobs) == ["a.dat", "sentinel.dat"]
     assert stdout_of(jobs["a.dat"]) == f"{len('partial-and-the-rest')}\n"
     assert r.stats.events == 2
+
+
+# -- a writer the probe still counts after its close ---------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _held_files_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A failure here shows which files the monitor held as still being written, and why."""
+    caplog.set_level(logging.DEBUG, logger="meow_async.monitors.files")
+
+
+@pytest.mark.parametrize("then", ["closed", "closed, freed, renamed in", "closed, renamed, freed"])
+async def test_a_file_still_counted_open_after_its_close_is_handed_on_once_free(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, then: str
+) -> None:
+    """The kernel queues a writer's IN_CLOSE_WRITE before it stops counting it as a writer, so
+    the probe just after a close can find the file open for writing, and no record comes again
+    (a plausible cause of a run of the rename-within case above that waited for ever). Here a
+    second writer holds the file through another name, outside the watched folder, so its
+    close makes no record here: once it is gone, the file is handed on once, without a record,
+    as it was made (created) or, freed before its rename into place, as moved from there."""
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    for d in (base / "stage", base / "mid", outside):
+        d.mkdir(parents=True)
+    final = base / "mid" / "a.dat"
+    first = final if then == "closed" else base / "stage" / "a.dat"
+    async with watching(base, pat("mid", "mid/*"), pat("s", "s*.txt")) as w:
+        with open(first, "w") as writer:
+            (base / "s0.txt").write_text("")  # the creation read while it had one name
+            assert [e.path for e in await w.until(base / "s0.txt")] == [str(base / "s0.txt")]
+            writer.write("data")
+            os.link(first, outside / "a.dat")
+            other = open(outside / "a.dat", "a")  # noqa: SIM115 - closed below
+        try:
+            (base / "s1.txt").write_text("")  # read after the close (and its probe)
+            assert [e.path for e in await w.until(base / "s1.txt")] == [str(base / "s1.txt")]
+            if then == "closed, renamed, freed":
+                os.rename(first, final)
+                (base / "s3.txt").write_text("")  # the rename read while it was held
+                assert [e.path for e in await w.until(base / "s3.txt")] == [str(base / "s3.txt")]
+        finally:
+            other.close()
+        if then == "closed, freed, renamed in":
+            os.rename(first, final)  # before the monitor runs again: no probe between
+        ev = await w.next()
+        (base / "s2.txt").write_text("")
+        rest = await w.until(base / "s2.txt")
+    assert ev.path == str(final)
+    if then == "closed, freed, renamed in":
+        assert (ev.change, ev.extras.get("src_path")) == (Change.moved, str(first))
+    else:  # renamed while a writer had it (as far as anyone could tell): as made
+        assert (ev.change, ev.extras.get("src_path")) == (Change.created, None)
+    assert [e.path for e in rest] == [str(base / "s2.txt")]
+    assert f"holding {first} (created): open for writing when closed" in caplog.text

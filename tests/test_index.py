@@ -390,3 +390,89 @@ async def test_a_finished_job_whose_notification_is_owed_is_found_by_the_index(
     finally:
         index.close()
     assert other in _rows(ws.jobs)
+
+
+def _edges_by_hand(jobs: Path) -> dict[tuple[str, str], int]:
+    """(upstream rule, downstream rule) -> jobs, counted over every row in Python."""
+    with sqlite3.connect(f"file:{jobs / INDEX_FILE}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT id, rule, caused_by FROM jobs").fetchall()
+    rule_of = {i: r for i, r, _ in rows}
+    out: dict[tuple[str, str], int] = {}
+    for _, rule, cause in rows:
+        if cause in rule_of:
+            out[rule_of[cause], rule] = out.get((rule_of[cause], rule), 0) + 1
+    return out
+
+
+def _edges_table(jobs: Path) -> dict[tuple[str, str], int]:
+    with sqlite3.connect(f"file:{jobs / INDEX_FILE}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT up, down, n FROM edges WHERE n != 0").fetchall()
+    return {(u, d): n for u, d, n in rows}
+
+
+def test_the_rule_edges_table_follows_inserts_ends_deletes_and_a_rebuild(tmp_path: Path) -> None:
+    """The graph's edges are kept by triggers as rows come and go: after each change they are
+    what a count over every row says, including a job written before the job that caused it
+    (a rebuild's order), one whose cause was pruned, and a row written again with another
+    cause."""
+    jobs = tmp_path / "jobs"
+    day = jobs / "2026-12-07"
+
+    def job(job_id: str, rule: str, cause: str | None = None, state: str = "queued") -> Any:
+        meta = {"id": job_id, "rule": rule, "state": state, "created": time.time()}
+        if cause is not None:
+            meta["caused_by"] = {"job": cause}
+        (day / job_id).mkdir(parents=True, exist_ok=True)
+        (day / job_id / "job.json").write_text(json.dumps(meta))
+        return (meta, day / job_id)
+
+    def check(index: JobIndex, expected: dict[tuple[str, str], int]) -> None:
+        assert _edges_by_hand(jobs) == expected
+        assert _edges_table(jobs) == expected  # no row left below zero either
+        assert index.rule_edges() == expected
+
+    index, _ = JobIndex.open(jobs)
+    # Written in this order: z-c2 before its cause z-b1 (made again from folders in name order,
+    # a downstream job can come first), z-x names a job the index never had.
+    index.put_metas([job("a1", "A"), job("z-c2", "C", cause="z-b1")], new=True)
+    check(index, {})
+    index.put_metas([job("z-b1", "B", cause="a1"), job("b2", "B", cause="a1")], new=True)
+    check(index, {("A", "B"): 2, ("B", "C"): 1})
+    index.put_metas([job("c3", "C", cause="b2"), job("z-x", "C", cause="gone")], new=True)
+    check(index, {("A", "B"): 2, ("B", "C"): 2})
+
+    # Ends: the state changes, the edges do not.
+    index.put_metas([job("a1", "A", state="done"), job("z-b1", "B", cause="a1", state="failed")])
+    check(index, {("A", "B"): 2, ("B", "C"): 2})
+
+    # A row written again with another cause and rule (a folder rewritten by hand).
+    index.put_metas([job("c3", "D", cause="a1", state="done")])
+    check(index, {("A", "B"): 2, ("B", "C"): 1, ("A", "D"): 1})
+
+    # Retention: an upstream job pruned before its downstream ones takes their edges away.
+    assert index.remove(["a1"]) == 1
+    shutil.rmtree(day / "a1")
+    check(index, {("B", "C"): 1})
+    assert index.remove(["z-c2", "b2"]) == 2
+    shutil.rmtree(day / "z-c2")
+    shutil.rmtree(day / "b2")
+    check(index, {})
+    index.put_metas([job("e1", "E", cause="z-b1"), job("e2", "E", cause="z-b1")], new=True)
+    check(index, {("B", "E"): 2})
+    # Both ends of an edge (and a job caused by itself) removed in one statement.
+    index.put_metas([job("f1", "F"), job("f2", "G", cause="f1"), job("f3", "F", cause="f3")])
+    check(index, {("B", "E"): 2, ("F", "G"): 1, ("F", "F"): 1})
+    assert index.remove(["f2", "f3", "f1"]) == 3
+    for gone in ("f1", "f2", "f3"):
+        shutil.rmtree(day / gone)
+    check(index, {("B", "E"): 2})
+    index.close()
+
+    # Made again from the folders (an index of the schema before the edges table): the same.
+    with sqlite3.connect(jobs / INDEX_FILE) as conn:
+        conn.execute("UPDATE meta SET value = 3 WHERE key = 'schema'")
+    index, opened = JobIndex.open(jobs)
+    assert opened.rebuilt is not None
+    assert f"this version uses {SCHEMA_VERSION}" in opened.rebuilt
+    check(index, {("B", "E"): 2})
+    index.close()

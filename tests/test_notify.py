@@ -570,6 +570,7 @@ async def test_a_digest_lists_at_most_1000_jobs_and_counts_the_rest(tmp_path: Pa
         ({"webhok": "http://x"}, "notify.webhok", "did you mean 'webhook'?"),
         ({"webhook": "ftp://x/y"}, "notify.webhook.url", "http:// or https:// URL"),
         ({"webhook": "http://"}, "notify.webhook.url", "http:// or https:// URL"),
+        ({"webhook": "http://[::1/x"}, "notify.webhook.url", "http:// or https:// URL"),
         ({"webhook": {"url": "http://x", "tokn_env": "T"}}, "notify.webhook.tokn_env", "token_env"),
         (
             {"webhook": {"url": "http://x", "token_env": "MEOW_TEST_UNSET"}},

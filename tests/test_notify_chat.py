@@ -368,6 +368,7 @@ def test_url_env_mistakes_are_load_errors_naming_the_variable(
     ("http", "words"),
     [
         ({"port": 0, "public_url": "ftp://lab/"}, "http:// or https:// URL"),
+        ({"port": 0, "public_url": "https://[::1/meow"}, "http:// or https:// URL"),
         ({"port": 0, "public_url": "https://lab/x?token=1"}, "no query"),
         ({"port": 0, "pubic_url": "https://lab/"}, "did you mean 'public_url'"),
     ],

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
 import sqlite3
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +44,7 @@ from ..model.jobs import (
 )
 from ..runner.live import Live, read_live
 from .listing import find_one
+from .runner_http import post_json
 from .urls import DOCS_URL
 
 __all__ = ["ACTIONS", "FOLLOW_EVERY", "add_jobs_option", "job_action", "parser"]
@@ -159,25 +157,13 @@ def _live(root: Path) -> Live | None:
 def _post(live: Live, path: str, token: str | None) -> dict[str, Any]:
     """POST to the runner's runner.http (with its bearer token, if given); its JSON answer
     (raises MeowError with its error)."""
-    url = str(live.url(path))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310 - our runner
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with opener.open(request, timeout=HTTP_TIMEOUT) as resp:
-            answer: dict[str, Any] = json.loads(resp.read())
-            return answer
-    except urllib.error.HTTPError as e:
-        try:
-            why = json.loads(e.read()).get("error") or e.reason
-        except ValueError:
-            why = e.reason
-        if e.code == 401 and token is None:
-            why = f"{why} (give the workflow file with --jobs: its runner.http names the token)"
-        raise MeowError(f"the runner (pid {live.pid}) refused: {why}") from None
-    except (OSError, ValueError) as e:
-        raise MeowError(f"the runner's runner.http at {live.url()} did not answer: {e}") from None
+    return post_json(
+        live,
+        path,
+        token,
+        HTTP_TIMEOUT,
+        unauthorized="give the workflow file with --jobs: its runner.http names the token",
+    )
 
 
 def _indexed(root: Path, meta: dict[str, Any], folder: Path) -> None:

@@ -8,13 +8,10 @@ changes nothing if anything is wrong.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from ..exceptions import MeowError, WorkflowFileError
 from ..model.config import http_token
 from ..model.workflow_file import load_workflow
 from ..runner.live import Live, read_live
+from .runner_http import post_json
 
 __all__ = ["reload_command"]
 
@@ -62,27 +60,14 @@ def _report(answer: dict[str, Any]) -> int:
 
 
 def _post(live: Live, token: str | None) -> dict[str, Any]:
-    url = str(live.url("/reload"))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310 - our runner
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with opener.open(request, timeout=TIMEOUT) as resp:
-            answer: dict[str, Any] = json.loads(resp.read())
-            return answer
-    except urllib.error.HTTPError as e:
-        try:
-            body = json.loads(e.read())
-        except ValueError:
-            body = {}
-        if e.code == 409 and body.get("result") == "refused":
-            return dict(body)
-        raise MeowError(
-            f"the runner (pid {live.pid}) refused: {body.get('error') or e.reason}"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise MeowError(f"the runner's runner.http at {live.url()} did not answer: {e}") from None
+    """The runner's answer; a refused file (409 with its problems) is an answer too."""
+    return post_json(
+        live,
+        "/reload",
+        token,
+        TIMEOUT,
+        keep=lambda code, body: code == 409 and body.get("result") == "refused",
+    )
 
 
 def _hangup(live: Live) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..model.triggers import trigger_text
 from ..model.workflow_file import WorkflowSpec
 from ..runner.live import LIVE_FILE, Live, read_live
 from .listing import Query, scan, scan_open
+from .runner_http import get_json
 
 __all__ = ["NOT_RUNNING", "add_arguments", "gather", "render", "status_command"]
 
@@ -78,7 +78,7 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
     if running and live is not None and live.http is not None:
         token = http_token(spec.config.http) if spec is not None else None
         try:
-            out["status"] = _get_json(str(live.url("/status")), token)
+            out["status"] = get_json(str(live.url("/status")), token, HTTP_TIMEOUT)
         except urllib.error.HTTPError as e:
             out["note"] = (
                 f"runner.http at {live.url()} asks for its token: give the workflow file, "
@@ -182,19 +182,6 @@ def _folders(root: Path, now: float) -> dict[str, Any]:
             if r.state == "running"
         ],
     }
-
-
-def _get_json(url: str, token: str | None = None) -> dict[str, Any]:
-    # No proxy: the runner is asked directly, whatever HTTP_PROXY says.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url)  # noqa: S310 - http:// built from the live file
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    with opener.open(request, timeout=HTTP_TIMEOUT) as resp:
-        answer = json.loads(resp.read())
-    if not isinstance(answer, dict):
-        raise ValueError("not a JSON object")  # noqa: TRY004 - a bad answer, as bad JSON is
-    return answer
 
 
 def _why(e: BaseException) -> str:

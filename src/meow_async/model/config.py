@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
-from urllib.parse import urlsplit
 
 from ..exceptions import ConfigError
+from .addresses import http_url_parts
 from .http_limits import DEFAULT_LIMITS, HTTP_LIMIT_FIELDS, HttpLimits, limit, limits_of
 from .retention import retention_settings
 from .secrets import read_secret
@@ -108,20 +108,8 @@ def _cpus() -> int:
 
 
 def _public_url(where: str, field: str, value: object) -> str:
-    parts = urlsplit(value) if isinstance(value, str) else None
-    try:
-        port_ok = parts is not None and (parts.port is None or parts.port > 0)
-    except ValueError:
-        port_ok = False
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or not port_ok
-        or parts.query
-        or parts.fragment
-        or any(c.isspace() for c in cast("str", value))
-    ):
+    parts = http_url_parts(value)
+    if parts is None or parts.query or parts.fragment:
         raise ConfigError(
             "expected the http:// or https:// URL people open to reach runner.http, "
             "e.g. https://lab.example.org/meow (no query)",

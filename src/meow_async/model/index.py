@@ -58,7 +58,7 @@ STALE_FILE = ".meow-index.stale"
 
 #: Raised whenever the table's columns change: an index of another version is made again
 #: from the folders at the next start (``meow-async reindex`` does it by hand).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: One row per job. ``folder`` is the job folder relative to the jobs folder (``DAY/ID``, or
 #: ``ID`` for folders of the flat layout before 0.x). Time triggers fill ``scheduled`` (the
@@ -67,7 +67,8 @@ SCHEMA_VERSION = 3
 #: finished (schema 2). ``workflow_version`` and ``recipe_hash`` say what a job was made
 #: under (a reload changes neither), ``caused_by`` the id of the job that declared the file
 #: that triggered it; ``outputs`` holds every job's declared outputs by path, so that a new
-#: event's cause is one lookup (schema 3).
+#: event's cause is one lookup (schema 3); ``edges`` counts the jobs caused by rule pairs,
+#: so that the graph's cost follows the rules, not the jobs kept (schema 4).
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE jobs (
@@ -146,8 +147,38 @@ WHEN old.rule IS NOT new.rule OR old.state IS NOT new.state BEGIN
     INSERT INTO counts VALUES (new.rule, new.state, 1)
     ON CONFLICT (rule, state) DO UPDATE SET n = n + 1;
 END;
+-- (upstream rule, downstream rule) -> jobs whose caused_by names a row there is, kept by
+-- triggers (_edges): the graph reads a row per edge, whatever the history behind it. An
+-- update of rule or caused_by takes the row's pairs away before and adds them again after.
+CREATE TABLE edges (up TEXT, down TEXT, n INTEGER NOT NULL, PRIMARY KEY (up, down))
+    WITHOUT ROWID;
+CREATE TRIGGER edges_added AFTER INSERT ON jobs BEGIN EDGES_ADD(new) END;
+CREATE TRIGGER edges_removed BEFORE DELETE ON jobs BEGIN EDGES_REMOVE(old) END;
+CREATE TRIGGER edges_moved_from BEFORE UPDATE OF rule, caused_by ON jobs
+WHEN old.rule IS NOT new.rule OR old.caused_by IS NOT new.caused_by BEGIN EDGES_REMOVE(old) END;
+CREATE TRIGGER edges_moved_to AFTER UPDATE OF rule, caused_by ON jobs
+WHEN old.rule IS NOT new.rule OR old.caused_by IS NOT new.caused_by BEGIN EDGES_ADD(new) END;
 INSERT INTO meta VALUES ('schema', SCHEMA_VERSION);
 """.replace("SCHEMA_VERSION", str(SCHEMA_VERSION))
+
+
+def _edges(row: str, sign: str) -> str:
+    """Add (``+``) or take away (``-``) the pairs ``row`` is in: as caused by its
+    ``caused_by``'s row (itself too, if it names itself), and as the cause of the rows whose
+    ``caused_by`` names it (not itself again). AFTER an insert, BEFORE a delete: the row is
+    in the table either way, so a pair of two rows is counted once whichever comes first."""
+    return f"""
+    INSERT INTO edges SELECT u.rule, {row}.rule, {sign}1 FROM jobs u WHERE u.id = {row}.caused_by
+    ON CONFLICT (up, down) DO UPDATE SET n = n + excluded.n;
+    INSERT INTO edges SELECT {row}.rule, d.rule, {sign}count(*) FROM jobs d
+    WHERE d.caused_by = {row}.id AND d.id IS NOT {row}.id GROUP BY d.rule
+    ON CONFLICT (up, down) DO UPDATE SET n = n + excluded.n;
+"""  # noqa: S608 - row and sign are this module's words, not input
+
+
+_SCHEMA = _SCHEMA.replace("EDGES_ADD(new)", _edges("new", "+")).replace(
+    "EDGES_REMOVE(old)", _edges("old", "-")
+)
 _SCHEMA = re.sub(
     r"DAY_OF\((\w+\.folder)\)",
     r"(CASE WHEN \1 GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/*' "
@@ -881,10 +912,7 @@ class JobIndex:
         """(upstream rule, downstream rule) -> jobs caused that way: the emergent workflow's
         recorded edges (``meow-async graph``)."""
         with self._lock:
-            rows = self.conn.execute(
-                "SELECT u.rule, d.rule, count(*) FROM jobs d JOIN jobs u ON u.id = d.caused_by "
-                "WHERE d.caused_by IS NOT NULL GROUP BY u.rule, d.rule"
-            ).fetchall()
+            rows = self.conn.execute("SELECT up, down, n FROM edges WHERE n > 0").fetchall()
         return {(str(a), str(b)): int(n) for a, b, n in rows}
 
     # -- reading ------------------------------------------------------------------------------

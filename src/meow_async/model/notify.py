@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal, cast
 from urllib.parse import SplitResult, urlsplit
 
 from ..exceptions import ConfigError
+from .addresses import bracket, http_url_parts
 from .settings import (
     ENV_NAME,
     block,
@@ -70,18 +71,7 @@ def _no_newlines(field: str, value: object) -> str:
 def _http_url(field: str, url: object, value: object, *, shown: str | None = None) -> str:
     """``url`` if it is an http(s) URL; the error shows ``value`` (a variable's name, not the
     secret URL it holds)."""
-    parts = urlsplit(url) if isinstance(url, str) else None
-    try:
-        port_ok = parts is not None and (parts.port is None or parts.port > 0)
-    except ValueError:
-        port_ok = False
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or not port_ok
-        or any(c.isspace() for c in cast("str", url))
-    ):
+    if http_url_parts(url) is None:
         where = f" in {shown}" if shown else ""
         raise _fail(field, f"expected an http:// or https:// URL{where}", value)
     return cast("str", url)
@@ -234,9 +224,7 @@ class Webhook:
 
 
 def _netloc(p: SplitResult) -> str:
-    netloc = p.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
+    netloc = bracket(p.hostname or "")
     if p.port is not None:
         netloc += f":{p.port}"
     return netloc

@@ -55,15 +55,30 @@ _CLOCK_SLACK = 1.0
 _BUFFERED = 65536
 #: Seconds between two warnings about overflows (each says how many there were).
 _WARN_EVERY = 60.0
+#: A file held because the probe found it open for writing is probed again this long after,
+#: then after twice as long each time, until it has been held ``_REPROBE_FOR`` seconds (12
+#: probes); after that only its writer's close hands it on. The kernel queues a writer's
+#: ``IN_CLOSE_WRITE`` before it stops counting that writer (``__fput`` notifies before the
+#: filesystem's release and ``put_write_access``), so a probe right after the close can still
+#: see it, and no record would come again; a writer through another name (a hard link
+#: outside the watched folder) closes with no record here at all.
+_REPROBE_FIRST = 0.01
+_REPROBE_FOR = 60.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Open:
     """A file someone is writing: what its close will be reported as."""
 
     change: Change | None  # None: decided at the close (created or modified)
     src: str | None
     ctime: float
+    path: str = ""  # where it is now (kept up to date by moves)
+    #: Held because a probe said so: when (monotonic), when it is probed next (None: no more,
+    #: its close decides), and the wait after that.
+    held: float | None = None
+    due: float | None = None
+    wait: float = _REPROBE_FIRST
 
 
 class InotifyWatch:
@@ -75,6 +90,7 @@ class InotifyWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._folders: dict[int, str] = {}  # watch descriptor -> folder path
         self._open: dict[str, _Open] = {}  # made or changed, waiting for the writer's close
+        self._probing: set[_Open] = set()  # held by a probe, to be probed again (due set)
         self._moves: dict[int, tuple[str, bool, float]] = {}  # cookie -> (src, is_dir, deadline)
         self._records: deque[Record] = deque()  # read, not yet translated
         self._dropping = False  # past _BUFFERED: dropped until the rescan marker is taken
@@ -119,7 +135,8 @@ class InotifyWatch:
         """Files a scan found open for writing: wait for their close (asked again here, on the
         loop, so a close between the scan and now is not missed)."""
         found_now = (
-            self._complete(path, Change.created, None, ctime=ctime) for path, ctime in found
+            self._complete(path, Change.created, None, ctime=ctime, why="found by a scan")
+            for path, ctime in found
         )
         return [c for c in found_now if c is not None]
 
@@ -132,14 +149,18 @@ class InotifyWatch:
             if self._records:
                 records, self._records = self._records, deque()
                 out = await self._translate(records)
-            out.extend(self._moved_out(time.monotonic()))
+            now = time.monotonic()
+            out.extend(self._moved_out(now))
+            out.extend(self._probed_again(now))
             if out:
                 return out
             if self._records or self._stopped:  # either may have come while translating
                 continue
             timeout = None
-            if self._moves:
-                timeout = max(0.0, min(d for _, _, d in self._moves.values()) - time.monotonic())
+            deadlines = [d for _, _, d in self._moves.values()]
+            deadlines += [o.due for o in self._probing if o.due is not None]
+            if deadlines:
+                timeout = max(0.0, min(deadlines) - time.monotonic())
             self._readable.clear()
             try:
                 async with asyncio.timeout(timeout):
@@ -235,24 +256,27 @@ class InotifyWatch:
             # A link to a file is made in one step; its writer, if any, is elsewhere.
             return self._complete(path, Change.created, None, probe=False)
         if stat.S_ISREG(st.st_mode):
-            self._open[path] = _Open(Change.created, None, st.st_ctime)
+            self._open[path] = _Open(Change.created, None, st.st_ctime, path)
         return None
 
     def _closed(self, path: str) -> FileChange | None:
         was = self._open.pop(path, None)
         if was is None:
-            return self._complete(path, None, None)
-        return self._complete(path, was.change, was.src, ctime=was.ctime)
+            return self._complete(path, None, None, why="closed")
+        return self._complete(path, was.change, was.src, ctime=was.ctime, why="closed")
 
     def _moved_in(self, path: str, src: str | None) -> FileChange | None:
-        if src is None:
-            return self._complete(path, Change.created, None)  # from outside the folder
+        if src is None:  # from outside the folder
+            return self._complete(path, Change.created, None, why="moved in")
         self._m.forget(src)
         was = self._open.pop(src, None)
-        if was is not None:  # renamed before its writer closed it: the close decides
+        # Renamed before its writer closed it: the close decides. Unless it was held only
+        # by a probe and no one writes it now: it was complete before the rename.
+        if was is not None and (was.held is None or being_written(path)):
+            was.path = path
             self._open[path] = was
             return None
-        return self._complete(path, Change.moved, src)
+        return self._complete(path, Change.moved, src, why="moved here")
 
     def _deleted(self, path: str) -> FileChange | None:
         was = self._open.pop(path, None)
@@ -269,9 +293,10 @@ class InotifyWatch:
         *,
         probe: bool = True,
         ctime: float | None = None,
+        why: str = "",
     ) -> FileChange | None:
         """The file at ``path`` as one change, if no one is still writing it and it is not
-        exactly as it was when it last triggered."""
+        exactly as it was when it last triggered (``why``: what made us look, for the log)."""
         try:
             st = os.stat(path)
         except OSError:
@@ -282,7 +307,21 @@ class InotifyWatch:
             if being_written(path):
                 # Another writer still has it open (or the one that renamed it here): its
                 # close is the moment. Keep the earliest ctime: the watermark must not pass it.
-                self._open[path] = _Open(change, src, min(st.st_ctime, ctime or st.st_ctime))
+                # Probed again meanwhile, in case that writer was already gone (see
+                # _REPROBE_FIRST).
+                now = time.monotonic()
+                held = _Open(change, src, min(st.st_ctime, ctime or st.st_ctime), path, now)
+                held.due = now + held.wait
+                self._open[path] = held
+                self._probing.add(held)
+                logger.debug(
+                    "holding %s (%s): open for writing when %s; probed again in %.2f s, "
+                    "or handed on at its writer's close",
+                    path,
+                    (change or "created or modified") if src is None else f"{change} from {src}",
+                    why,
+                    held.wait,
+                )
                 return None
             try:  # its writer may have closed it between the stat and the probe
                 st = os.stat(path)
@@ -297,6 +336,41 @@ class InotifyWatch:
             change = Change.created if replaced else Change.modified
         self._m.remember(path, state)
         return FileChange(change, path, src, state, st.st_ctime)
+
+    def _probed_again(self, now: float) -> list[FileChange]:
+        """Files held by a probe whose next probe is due: handed on if no one writes them now.
+        Costs follow the files held, never the files seen."""
+        out: list[FileChange] = []
+        for held in [o for o in self._probing if o.due is not None and o.due <= now]:
+            if self._open.get(held.path) is not held:  # closed, deleted or moved out since
+                self._probing.discard(held)
+                continue
+            if being_written(held.path):
+                held.wait *= 2
+                if held.held is not None and now + held.wait - held.held <= _REPROBE_FOR:
+                    held.due = now + held.wait
+                else:
+                    held.due = None
+                    self._probing.discard(held)
+                    logger.debug(
+                        "%s: still open for writing after %.0f s held; handed on at its "
+                        "writer's close only",
+                        held.path,
+                        now - (held.held or now),
+                    )
+                continue
+            self._probing.discard(held)
+            del self._open[held.path]
+            logger.debug(
+                "%s: no writer any more %.3f s after it was held: handed on",
+                held.path,
+                now - (held.held or now),
+            )
+            # Not probed again: no one wrote it just now, and its state is read after that.
+            c = self._complete(held.path, held.change, held.src, probe=False)
+            if c is not None:
+                out.append(c)
+        return out
 
     def _moved_out(self, now: float) -> list[FileChange]:
         """Renames whose second half never came: the source left the watched folder."""
@@ -334,7 +408,8 @@ class InotifyWatch:
             if folder == src or folder.startswith(src + os.sep):
                 self._folders[wd] = dst + folder[len(src) :]
         for p in [p for p in self._open if p.startswith(src + os.sep)]:
-            self._open[dst + p[len(src) :]] = self._open.pop(p)
+            held = self._open[dst + p[len(src) :]] = self._open.pop(p)
+            held.path = dst + p[len(src) :]
         moved = await asyncio.to_thread(self._m.forget_below, src)
         added, found, still = await asyncio.to_thread(self._watch_and_scan, dst, None)
         self._adopt(added)
