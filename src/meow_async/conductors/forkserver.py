@@ -11,14 +11,22 @@ Each job writes its own ``process.log`` (see :data:`RUN_SCRIPT` and the ``log_*`
 so its start and its exit are on disk whether or not the runner lives to see them.
 
 Protocol, one JSON object per line each way:
-  runner -> server  {"op": "preload", "modules": [...]}
+  runner -> server  {"op": "preload", "modules": [...], "probe", "exclude"}
                     {"op": "start", "id", "dir", "script" | "argv", "env" | "env_add",
-                     "attempt", "check"}
+                     "attempt", "check", "learn"}
                     {"op": "kill", "pid", "sig"}
   server -> runner  {"op": "ready", "pid", "containment", "why"}
-                    {"op": "preloaded", "failed": {module: why}}
+                    {"op": "preloaded", "failed": {module: why}, "tainted"}
                     {"op": "started", "id", "pid", "t"} | {"op": "refused", "id", "why", "vanished"}
-                    {"op": "exit", "pid", "status", "contained", "left"}
+                    {"op": "exit", "pid", "status", "contained", "left", "imports"}
+
+A job started with ``learn`` says, as it ends, which top-level modules of the standard library
+and of site-packages it imported that the server had not (one line on a pipe to the server,
+``PID NAME...``); the server adds them to the job's ``exit`` message. ``preload`` with
+``probe`` imports each module on its own and checks that the server is still fit to fork:
+a module that fails, lives outside the import path's folders (or in an ``exclude`` one),
+or leaves a thread or a new descriptor behind is refused with why; the last two taint the
+server (``tainted``: that module), which the runner then replaces.
                     {"op": "note", "text"}
 """
 
@@ -38,6 +46,8 @@ from types import ModuleType
 from typing import Any
 
 PROCESS_LOG = "process.log"
+#: Bytes of a job's report of its imports at most: one atomic write to a pipe (PIPE_BUF).
+_REPORT_MAX = 4096
 #: Seconds the server keeps trying to remove a job's cgroup whose leftovers it killed.
 _REMOVE_FOR = 10.0
 
@@ -150,6 +160,12 @@ class Server:
         self.selector.register(sock, selectors.EVENT_READ, "runner")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "child")
         self.buf = b""
+        # Jobs' reports of what they imported (see report_imports); read before each reap.
+        self.report_r, self.report_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.report_buf = b""
+        self.reports: dict[int, list[str]] = {}
+        self.known: frozenset[str] = frozenset()
+        self.roots: tuple[str, ...] = ()
 
     def send(self, msg: dict[str, Any]) -> None:
         self.sock.sendall((json.dumps(msg) + "\n").encode())
@@ -158,6 +174,8 @@ class Server:
         # Objects that exist now are never collected in a child: a collection there would
         # touch (and so copy) every page they live on. About 1 ms less CPU per job.
         gc.freeze()
+        self.known = frozenset(sys.modules)
+        self.roots = _roots()
         c = self.contain
         self.send({"op": "ready", "pid": os.getpid(), "containment": c.mode, "why": c.why})
         try:
@@ -194,12 +212,26 @@ class Server:
             getattr(self, "op_" + msg["op"])(msg)
         return True
 
+    def read_reports(self) -> None:
+        """What ended jobs said they imported: each wrote before it exited, so before the
+        reap that finds it gone."""
+        data = b""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while chunk := os.read(self.report_r, 1 << 16):
+                data += chunk
+        *lines, self.report_buf = (self.report_buf + data).split(b"\n")
+        for line in lines:
+            pid, _, names = line.decode(errors="replace").partition(" ")
+            if pid.isdigit() and int(pid) in self.children:
+                self.reports[int(pid)] = [n for n in names.split() if n.isidentifier()]
+
     def reap(self) -> None:
         try:
             while os.read(self.wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
+        self.read_reports()
         ended: list[dict[str, Any]] = []
         while True:
             try:
@@ -212,7 +244,12 @@ class Server:
                 continue  # a process a job left behind, re-parented to us and killed
             contained, left = self.contain.ended(self.children.pop(pid))
             msg = {"op": "exit", "pid": pid, "status": status, "contained": contained}
-            ended.append({**msg, "left": left} if left else msg)
+            if left:
+                msg["left"] = left
+            imports = self.reports.pop(pid, None)
+            if imports:
+                msg["imports"] = imports
+            ended.append(msg)
         if self.contain.mode == "subreaper":
             # What the jobs that ended left is ours now (a running job's orphans are its
             # own children): killed, and counted for the job if only one ended.
@@ -225,14 +262,24 @@ class Server:
             self.send(msg)
 
     def op_preload(self, msg: dict[str, Any]) -> None:
-        failed = {}
+        failed: dict[str, str] = {}
+        tainted = None
+        exclude = tuple(os.path.join(os.path.abspath(d), "") for d in msg.get("exclude", ()))
         for name in msg["modules"]:
+            if msg.get("probe"):
+                why, tainted = _probe(name, self.roots, exclude)
+                if why:
+                    failed[name] = why
+                if tainted:
+                    break  # this server is unfit to fork: the runner starts another
+                continue
             try:
                 __import__(name)
             except BaseException as e:
                 failed[name] = f"{type(e).__name__}: {e}"
         gc.freeze()  # see serve()
-        self.send({"op": "preloaded", "failed": failed})
+        self.known = frozenset(sys.modules)
+        self.send({"op": "preloaded", "failed": failed, "tainted": tainted})
 
     def op_kill(self, msg: dict[str, Any]) -> None:
         pid, sig = msg["pid"], msg["sig"]
@@ -318,6 +365,9 @@ class Server:
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        os.close(self.report_r)
+        if not msg.get("learn") or "argv" in msg:
+            os.close(self.report_w)
         os.chdir(msg["dir"])
         null = os.open(os.devnull, os.O_RDONLY)
         out = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -337,9 +387,36 @@ class Server:
         sys.argv = [script]
         sys.path.insert(0, msg["dir"])  # as `python script.py` puts its folder first
         _reseed()
+        me = os.getpid()
         code: int = _namespace["_meow_run_script"](script)
         _namespace["_meow_finish"]()
+        if msg.get("learn") and os.getpid() == me:
+            self.report_imports(me, msg["dir"])
         return code
+
+    def report_imports(self, pid: int, job_dir: str) -> None:
+        """In the job's process, as it ends: the top-level modules it imported that the
+        server had not, from the import path's folders but not the job's own, to the server."""
+        with contextlib.suppress(Exception):
+            mine = os.path.join(os.path.abspath(job_dir), "")
+            names = []
+            for name, module in list(sys.modules.items()):
+                # Private modules (_decimal) come with the public ones that import them.
+                if "." in name or name.startswith("_") or name in self.known:
+                    continue
+                path = getattr(module, "__file__", None)
+                if not isinstance(path, str) or path.startswith(mine):
+                    continue
+                if _under(path, self.roots):
+                    names.append(name)
+            line = str(pid).encode()
+            for name in sorted(names):
+                more = b" " + name.encode()
+                if len(line) + len(more) >= _REPORT_MAX:
+                    break  # one write, so that reports of jobs ending together never mix
+                line += more
+            if names:
+                os.write(self.report_w, line + b"\n")
 
 
 #: ``sh -c JOIN sh CGROUP PWD ARGV...``: joins the cgroup (before the program runs anything),
@@ -390,6 +467,60 @@ def _spawn_into(cgroup: str, msg: dict[str, Any], log: int) -> int:
         os.close(held)
     log_line(log, "pid", pid, start_time_of(pid), f"{time.time():.6f}", cgroup)
     return pid
+
+
+def _roots() -> tuple[str, ...]:
+    """The import path's folders (standard library, site-packages, PYTHONPATH) as prefixes:
+    only modules under them are learned."""
+    roots = {os.path.join(os.path.abspath(p), "") for p in sys.path if p and os.path.isdir(p)}
+    return tuple(sorted(roots))
+
+
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path.startswith(r) for r in roots)
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _fds() -> set[str]:
+    try:
+        return set(os.listdir("/proc/self/fd"))
+    except OSError:
+        return set()
+
+
+def _probe(name: str, roots: tuple[str, ...], exclude: tuple[str, ...]) -> tuple[str, str | None]:
+    """Import the learned module ``name`` if it is fit to be held by a server that forks:
+    why not (empty: imported), and ``name`` again if importing it left this process unfit."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)  # where it is, without running it
+    except BaseException as e:
+        return f"cannot be found: {type(e).__name__}: {e}", None
+    origin = spec.origin if spec is not None else None
+    if origin in ("frozen", "built-in"):
+        pass  # the standard library's, in the interpreter itself
+    elif spec is None or not isinstance(origin, str) or not os.path.isabs(origin):
+        return "not a module of the standard library or site-packages", None
+    elif not _under(origin, roots) or _under(origin, exclude):
+        return f"lives in {os.path.dirname(origin)}, not on the import path's folders", None
+    threads, fds = _threads(), _fds()
+    try:
+        __import__(name)
+    except BaseException as e:
+        return f"failed to import: {type(e).__name__}: {e}", None
+    if _threads() > threads:
+        return "started a thread at import", name
+    opened = _fds() - fds
+    if opened:
+        return f"opened {len(opened)} file descriptor(s) at import", name
+    return "", None
 
 
 def _inheritable() -> list[int]:
