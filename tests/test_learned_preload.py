@@ -80,7 +80,9 @@ async def test_jobs_learn_what_they_import_and_a_restart_starts_warm(
     record = learned(ws)
     assert record["refused"] == {}
     lines = [m for m in caplog.messages if "learned from jobs" in m]
-    assert lines and "pathlib" in lines[-1] and "decimal" in lines[-1], caplog.messages
+    assert lines, caplog.messages
+    assert "pathlib" in lines[-1]
+    assert "decimal" in lines[-1]
 
     async with ws.runner([pattern], [recipe()]) as r:  # a restart: warm from its first job
         ws.write("restart.in")
@@ -97,6 +99,15 @@ SITE = {
     "if sys.argv[0].endswith('forkserver.py'):\n"
     "    raise RuntimeError('not in a fork server')\n",
     "plain": "VALUE = 1\n",
+    # Stops its thread before each fork, as OpenBLAS (numpy) does: as safe as none.
+    "forkaware": "import os, threading\n"
+    "stop = threading.Event()\n"
+    "t = threading.Thread(target=stop.wait, daemon=True)\n"
+    "t.start()\n"
+    "def before():\n"
+    "    stop.set()\n"
+    "    t.join()\n"
+    "os.register_at_fork(before=before)\n",
 }
 
 
@@ -119,7 +130,7 @@ async def test_a_module_that_starts_a_thread_or_opens_a_file_is_refused(
     names = [f"{i}.in" for i in range(SEEN_IN)]
     async with ws.runner([pattern], [recipe(modules=mods, body=body)]) as r:
         await run_jobs(r, ws, names, 0)
-        await poll_until(lambda: "plain" in learned(ws).get("learned", []))
+        await poll_until(lambda: {"plain", "forkaware"} <= set(learned(ws).get("learned", [])))
         ws.write("after.in")
         await until(r, SEEN_IN + 1)
     record = learned(ws)
@@ -131,7 +142,7 @@ async def test_a_module_that_starts_a_thread_or_opens_a_file_is_refused(
     assert refused["fdopener"] == "opened 1 file descriptor(s) at import"
     assert "not in a fork server" in refused["notinserver"]
     # The jobs still ran, importing the refused ones themselves.
-    assert warm_at_start(ws, "after.in") == ["plain"]
+    assert warm_at_start(ws, "after.in") == ["forkaware", "plain"]
 
 
 async def test_learning_is_off_with_learn_preload_false_or_preload_given(
@@ -195,8 +206,7 @@ async def test_jobs_on_the_old_generation_end_and_stop_as_before(ws: Workspace) 
         assert new not in old
         (old_pid,) = old
         assert os.path.exists(f"/proc/{old_pid}")  # retired: it serves its running jobs
-        # One of the old generation's jobs ends as usual...
-        (blocked_a,) = [j for j in ws.jobs_list() if j["event"]["path"].endswith("a.block")]
+        # The old generation's jobs end as usual...
         release.write_text("")
         await until(r, SEEN_IN + 3)
         release.unlink()

@@ -19,15 +19,16 @@ Protocol, one JSON object per line each way:
                     {"op": "preloaded", "failed": {module: why}, "tainted"}
                     {"op": "started", "id", "pid", "t"} | {"op": "refused", "id", "why", "vanished"}
                     {"op": "exit", "pid", "status", "contained", "left", "imports"}
+                    {"op": "note", "text"}
 
 A job started with ``learn`` says, as it ends, which top-level modules of the standard library
 and of site-packages it imported that the server had not (one line on a pipe to the server,
 ``PID NAME...``); the server adds them to the job's ``exit`` message. ``preload`` with
 ``probe`` imports each module on its own and checks that the server is still fit to fork:
 a module that fails, lives outside the import path's folders (or in an ``exclude`` one),
-or leaves a thread or a new descriptor behind is refused with why; the last two taint the
-server (``tainted``: that module), which the runner then replaces.
-                    {"op": "note", "text"}
+or leaves a new descriptor or a thread behind (one its own fork handlers do not stop, as
+OpenBLAS's do) is refused with why; the last two taint the server (``tainted``: that module),
+which the runner then replaces.
 """
 
 from __future__ import annotations
@@ -494,6 +495,17 @@ def _fds() -> set[str]:
         return set()
 
 
+def _stopped_at_fork(threads: int) -> bool:
+    """Whether the threads an import started are stopped by its own fork handlers, as
+    OpenBLAS's (numpy's) are: one test fork, then count again. Such a module is as safe to
+    fork as one that started none (its threads start again when it next needs them)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return _threads() <= threads
+
+
 def _probe(name: str, roots: tuple[str, ...], exclude: tuple[str, ...]) -> tuple[str, str | None]:
     """Import the learned module ``name`` if it is fit to be held by a server that forks:
     why not (empty: imported), and ``name`` again if importing it left this process unfit."""
@@ -515,7 +527,7 @@ def _probe(name: str, roots: tuple[str, ...], exclude: tuple[str, ...]) -> tuple
         __import__(name)
     except BaseException as e:
         return f"failed to import: {type(e).__name__}: {e}", None
-    if _threads() > threads:
+    if _threads() > threads and not _stopped_at_fork(threads):
         return "started a thread at import", name
     opened = _fds() - fds
     if opened:
@@ -733,7 +745,9 @@ def main() -> None:
     os.set_inheritable(fd, False)  # passed to us; no job of ours may have it
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    Server(sock, Containment.choose(want, parent)).serve()
+    # Broken: the runner closed its end while we started (it stopped meanwhile).
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        Server(sock, Containment.choose(want, parent)).serve()
 
 
 if __name__ == "__main__":
