@@ -29,6 +29,7 @@ from . import (
     schedules,
     startup,
     viewers,
+    warm,
 )
 from .limits import raise_nofile
 from .loops import LOOPS
@@ -40,6 +41,9 @@ SUITES = {
     "floor and meow_base",
     "files": "file change -> event / job start latency; a burst of files -> events -> jobs",
     "jobs": "network events -> finished jobs (Bash, Python) against the same subprocesses",
+    "warm": "a burst of files -> warm Python jobs (pass, import numpy, a pathlib recipe) while "
+    "the fork server learns their imports, after it learned them (a restart), and with "
+    "learn_preload: false, against spawning the same script directly",
     "memory": "peak RSS under 10,000 idle connections, under a flood, and under TLS (idle "
     "connections, stalled handshakes)",
     "chunks": "network intake time by chunk size",
@@ -187,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         "files": lambda: files.run(sizes, scratch, args.loop, args.max_jobs),
         "jobs": lambda: jobs.run(
             sizes.jobs_n, sizes.jobs_repeats, args.max_jobs, args.loop, scratch
+        ),
+        "warm": lambda: warm.run(
+            sizes.burst_n, sizes.jobs_repeats, args.max_jobs, args.loop, scratch
         ),
         "memory": lambda: memory.run(sizes, scratch, args.loop, loads=loads),
         "chunks": lambda: chunks.run(min(sizes.repeats, 5), scratch, args.loop),
