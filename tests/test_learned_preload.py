@@ -7,6 +7,8 @@ Real runners, a real fork server, real jobs; each job writes which modules were 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from meow_async import FilePattern, Runner
+from meow_async.cli.main import main
 from meow_async.conductors.learned_preload import LEARNED_FILE, SEEN_IN
 from meow_async.conductors.zygote import fork_supported
 
@@ -88,6 +91,12 @@ async def test_jobs_learn_what_they_import_and_a_restart_starts_warm(
         ws.write("restart.in")
         await until(r, 1)
     assert warm_at_start(ws, "restart.in") == STD
+    # `meow-async status` shows what was learned.
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["status", str(ws.jobs)])
+    shown = f"preload   {len(record['learned'])} module(s) learned from jobs: decimal, "
+    assert shown in out.getvalue()
 
 
 #: Modules on PYTHONPATH (a folder of the import path, like site-packages).
@@ -239,3 +248,22 @@ async def test_a_job_of_the_old_generation_is_stopped_through_it(ws: Workspace) 
     assert jobs["a.block"]["state"] == "failed"
     assert "stopped" in jobs["a.block"]["error"]
     await poll_until(lambda: not os.path.exists(f"/proc/{old_pid}"))
+
+
+def test_only_the_standard_library_site_packages_and_pythonpath_are_learned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder on sys.path otherwise (a .pth file's, as an editable install adds its sources)
+    is not: its owner edits those while the runner runs."""
+    from meow_async.conductors.forkserver import _roots, _under
+
+    editable = tmp_path / "src"
+    editable.mkdir()
+    monkeypatch.syspath_prepend(str(editable))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    roots = _roots()
+    assert _under(json.__file__, roots)
+    assert _under(pytest.__file__, roots)  # site-packages
+    assert not _under(str(editable / "mine.py"), roots)
+    monkeypatch.setenv("PYTHONPATH", str(editable))
+    assert _under(str(editable / "mine.py"), _roots())

@@ -25,10 +25,10 @@ A job started with ``learn`` says, as it ends, which top-level modules of the st
 and of site-packages it imported that the server had not (one line on a pipe to the server,
 ``PID NAME...``); the server adds them to the job's ``exit`` message. ``preload`` with
 ``probe`` imports each module on its own and checks that the server is still fit to fork:
-a module that fails, lives outside the import path's folders (or in an ``exclude`` one),
-or leaves a new descriptor or a thread behind (one its own fork handlers do not stop, as
-OpenBLAS's do) is refused with why; the last two taint the server (``tainted``: that module),
-which the runner then replaces.
+a module that fails, lives outside the standard library, site-packages and PYTHONPATH (or in
+an ``exclude`` folder), or leaves a new descriptor or a thread behind (one its own fork
+handlers do not stop, as OpenBLAS's do) is refused with why; the last two taint the server
+(``tainted``: that module), which the runner then replaces.
 """
 
 from __future__ import annotations
@@ -397,7 +397,8 @@ class Server:
 
     def report_imports(self, pid: int, job_dir: str) -> None:
         """In the job's process, as it ends: the top-level modules it imported that the
-        server had not, from the import path's folders but not the job's own, to the server."""
+        server had not, from the standard library, site-packages or PYTHONPATH (see _roots)
+        but not from the job's folder, to the server."""
         with contextlib.suppress(Exception):
             mine = os.path.join(os.path.abspath(job_dir), "")
             names = []
@@ -471,9 +472,16 @@ def _spawn_into(cgroup: str, msg: dict[str, Any], log: int) -> int:
 
 
 def _roots() -> tuple[str, ...]:
-    """The import path's folders (standard library, site-packages, PYTHONPATH) as prefixes:
-    only modules under them are learned."""
-    roots = {os.path.join(os.path.abspath(p), "") for p in sys.path if p and os.path.isdir(p)}
+    """Where learned modules may come from, as prefixes: the standard library, site-packages
+    and PYTHONPATH's folders. Not a folder a ``.pth`` file put on the import path (an editable
+    install: sources that their owner edits while the runner runs)."""
+    import site
+
+    found = [os.path.dirname(os.__file__), *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        found.append(site.getusersitepackages())
+    found += os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    roots = {os.path.join(os.path.abspath(p), "") for p in found if p and os.path.isdir(p)}
     return tuple(sorted(roots))
 
 
@@ -521,7 +529,8 @@ def _probe(name: str, roots: tuple[str, ...], exclude: tuple[str, ...]) -> tuple
     elif spec is None or not isinstance(origin, str) or not os.path.isabs(origin):
         return "not a module of the standard library or site-packages", None
     elif not _under(origin, roots) or _under(origin, exclude):
-        return f"lives in {os.path.dirname(origin)}, not on the import path's folders", None
+        where = os.path.dirname(origin)
+        return f"lives in {where}, not the standard library, site-packages or PYTHONPATH", None
     threads, fds = _threads(), _fds()
     try:
         __import__(name)
