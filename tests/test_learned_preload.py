@@ -108,6 +108,7 @@ SITE = {
     "if sys.argv[0].endswith('forkserver.py'):\n"
     "    raise RuntimeError('not in a fork server')\n",
     "plain": "VALUE = 1\n",
+    "envsetter": "import os\nos.environ['MEOW_TEST_SET_AT_IMPORT'] = '1'\n",
     # Stops its thread before each fork, as OpenBLAS (numpy) does: as safe as none.
     "forkaware": "import os, threading\n"
     "stop = threading.Event()\n"
@@ -146,7 +147,9 @@ async def test_a_module_that_starts_a_thread_or_opens_a_file_is_refused(
     assert "plain" in record["learned"]  # with threading, which threader imports
     refused = record["refused"]
     assert not set(refused) & set(record["learned"])
-    assert set(refused) == {"threader", "fdopener", "notinserver"}
+    assert set(refused) == {"threader", "fdopener", "notinserver", "envsetter"}
+    why = "changed the environment at import (MEOW_TEST_SET_AT_IMPORT)"
+    assert refused["envsetter"] == why
     assert refused["threader"] == "started a thread at import"
     assert refused["fdopener"] == "opened 1 file descriptor(s) at import"
     assert "not in a fork server" in refused["notinserver"]

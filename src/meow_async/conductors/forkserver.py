@@ -27,8 +27,8 @@ and of site-packages it imported that the server had not (one line on a pipe to 
 ``probe`` imports each module on its own and checks that the server is still fit to fork:
 a module that fails, lives outside the standard library, site-packages and PYTHONPATH (or in
 an ``exclude`` folder), or leaves a new descriptor or a thread behind (one its own fork
-handlers do not stop, as OpenBLAS's do) is refused with why; the last two taint the server
-(``tainted``: that module), which the runner then replaces.
+handlers do not stop, as OpenBLAS's do), or changes the environment, is refused with why;
+the last three taint the server (``tainted``: that module), which the runner then replaces.
 """
 
 from __future__ import annotations
@@ -531,17 +531,23 @@ def _probe(name: str, roots: tuple[str, ...], exclude: tuple[str, ...]) -> tuple
     elif not _under(origin, roots) or _under(origin, exclude):
         where = os.path.dirname(origin)
         return f"lives in {where}, not the standard library, site-packages or PYTHONPATH", None
-    threads, fds = _threads(), _fds()
+    threads, fds, env = _threads(), _fds(), dict(os.environ)
+    failed = ""
     try:
         __import__(name)
     except BaseException as e:
-        return f"failed to import: {type(e).__name__}: {e}", None
+        failed = f"failed to import: {type(e).__name__}: {e}"
+    # Even one that failed may have left what makes this server unfit to fork.
     if _threads() > threads and not _stopped_at_fork(threads):
         return "started a thread at import", name
     opened = _fds() - fds
     if opened:
         return f"opened {len(opened)} file descriptor(s) at import", name
-    return "", None
+    # Jobs take the server's environment plus their own variables: it must stay the runner's.
+    changed = sorted(k for k in env.keys() | os.environ.keys() if env.get(k) != os.environ.get(k))
+    if changed:
+        return f"changed the environment at import ({', '.join(changed[:5])})", name
+    return failed, None
 
 
 def _inheritable() -> list[int]:

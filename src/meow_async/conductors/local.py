@@ -165,10 +165,11 @@ class LocalConductor:
 
     async def close(self) -> None:
         """Stop the fork server (running jobs go on; the runner has stopped them by now)."""
-        if self._launching is not None:
-            self._launching.cancel()
-        if self._generation is not None:
-            self._generation.cancel()
+        starting = [t for t in (self._launching, self._generation) if t is not None]
+        for task in starting:
+            task.cancel()
+        # A server they were starting is closed and reaped as they end.
+        await asyncio.gather(*starting, return_exceptions=True)
         server, self._server = self._server, None
         servers = [*([server] if server is not None else []), *self._retiring]
         for s in servers:
@@ -233,10 +234,13 @@ class LocalConductor:
             for name in self.learning.settle(tried, server.learned, server.refused):
                 logger.warning("fork server: never preloading %s: %s", name, server.refused[name])
             if server.tainted is not None:
-                server.close()
-                self._reap(server)
+                await server.abandon()
                 continue
-            await asyncio.to_thread(self.learning.save)
+            try:
+                await asyncio.to_thread(self.learning.save)
+            except BaseException:  # the runner stops: this server is nobody's
+                await server.abandon()
+                raise
             shown = ", ".join(server.learned[:8]) + (", ..." if len(server.learned) > 8 else "")
             logger.info(
                 "fork server: now preloading %d modules learned from jobs (%s)",
@@ -274,8 +278,7 @@ class LocalConductor:
                     logger.warning("could not start a new fork server: %s", str(e) or repr(e))
                     return
                 if self._server is not old or old.dead is not None:
-                    new.close()
-                    self._reap(new)
+                    await new.abandon()
                     return
                 self._server = new
                 self._retire(old)

@@ -28,6 +28,8 @@ logger = logging.getLogger("meow_async.zygote")
 
 #: Seconds the server may take to start and import what the recipes preload.
 READY_TIMEOUT = 120.0
+#: Seconds a server given up on has to exit (after the import it is in) before it is killed.
+ABANDON_TIMEOUT = 5.0
 
 
 def fork_supported() -> bool:
@@ -114,7 +116,7 @@ class ForkServer(asyncio.Protocol):
                 if learned:
                     await self._probe(learned, exclude or [])
         except BaseException:
-            self.close()
+            await self.abandon()
             raise
         for name, why in failed.items():
             logger.warning(
@@ -219,6 +221,21 @@ class ForkServer(asyncio.Protocol):
     def _close_if_idle(self) -> None:
         if self.retiring and self.running == 0:
             self.close()
+
+    async def abandon(self) -> None:
+        """Close a server given up on (it failed to start, or the runner stops while it
+        starts) and reap it: it exits when it sees its socket closed, after the import it may
+        be in, or is killed after :data:`ABANDON_TIMEOUT`."""
+        self.close()
+        if self.popen is None:
+            return
+        try:
+            async with asyncio.timeout(ABANDON_TIMEOUT):
+                await self.wait_closed()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+            await self.wait_closed()
 
     async def wait_closed(self) -> None:
         if self.popen is not None:
