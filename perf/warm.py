@@ -12,7 +12,10 @@ write a result file). None names ``preload``. Each goes through a ``Runner`` thr
 
 then the floor: the same script (a real input, a result file) spawned directly with the same
 concurrency on asyncio's loop. Times run from the writer's first file to the last job
-recorded; "first job" is how long after its file the first job started. Every variant's
+recorded; "first job" is how long after its file the first job started. CPU is that of this
+process's children once they have ended (the fork servers, and so the jobs they reaped; the
+writer; the directly spawned scripts): much less noisy than wall time on a shared machine, and
+it includes each runner's fixed costs (its fork servers' imports, the writer). Every variant's
 folders stay until the suite ends (on ext4, thousands of files just deleted slow the next
 variant's file creations for minutes: see perf/files.py).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -68,6 +72,7 @@ async def burst(
         base_dir=base, jobs_dir=jobs, max_jobs=max_jobs, queue_size=max(n, 1), learn_preload=learn
     )
     recipe = PythonRecipe(name="r", script=script)
+    cpu0 = _children_cpu()
     async with Runner([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg) as r:
         writer = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
@@ -79,19 +84,26 @@ async def burst(
             await r.wait_for(lambda s: s.finished >= n)
         took = time.time() - report["start"]
         done = r.stats.done
+    cpu = _children_cpu() - cpu0  # the fork servers have been reaped: their jobs count
     metas = [m for m in iter_jobs(jobs) if m["event"]["path"] in written]
     first = min(metas, key=lambda m: m["started"])
     record = jobs / LEARNED_FILE
     learned = json.loads(record.read_text()).get("learned", []) if record.exists() else []
     return {
         "jobs_s": took,
+        "cpu_ms_per_job": cpu / n * 1000,
         "done": done,
         "first_job_start_ms": (first["started"] - written[first["event"]["path"]]) * 1000,
         "learned": learned,
     }
 
 
-async def direct(root: Path, n: int, max_jobs: int, script: str) -> float:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+async def direct(root: Path, n: int, max_jobs: int, script: str) -> tuple[float, float]:
     """The floor: the same script spawned N times, ``max_jobs`` at once, on a real input."""
     root.mkdir(parents=True)
     data = root / "input.txt"
@@ -105,9 +117,9 @@ async def direct(root: Path, n: int, max_jobs: int, script: str) -> float:
             if await p.wait():
                 raise RuntimeError(f"the floor's script failed in {root}")
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     await asyncio.gather(*(one() for _ in range(n)))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, (_children_cpu() - cpu0) / n * 1000
 
 
 def point(
@@ -130,9 +142,12 @@ def point(
     for step in (learning, not_learning) if learning_first else (not_learning, learning):
         step()
     with asyncio.Runner() as floor_loop:
-        res["floor_s"] = floor_loop.run(direct(d / "floor", n, max_jobs, script))
+        res["floor_s"], res["floor_cpu_ms_per_job"] = floor_loop.run(
+            direct(d / "floor", n, max_jobs, script)
+        )
     for v in VARIANTS:
         res[v]["ratio"] = res[v]["jobs_s"] / res["floor_s"]
+        res[v]["cpu_ratio"] = res[v]["cpu_ms_per_job"] / res["floor_cpu_ms_per_job"]
     res["learning_first"] = learning_first
     return res
 
@@ -149,10 +164,11 @@ def run(
                 out.append(st)
                 log(
                     f"warm {kind:<7} {n} files -> jobs (max_jobs={max_jobs}), direct "
-                    f"{st['floor_s']:.2f} s; "
+                    f"{st['floor_s']:.2f} s, CPU {st['floor_cpu_ms_per_job']:.1f} ms/job; "
                     + "; ".join(
-                        f"{v} {st[v]['jobs_s']:.2f} s = {st[v]['ratio']:.3f}x, first job "
-                        f"{st[v]['first_job_start_ms']:.1f} ms"
+                        f"{v} {st[v]['jobs_s']:.2f} s = {st[v]['ratio']:.3f}x, CPU "
+                        f"{st[v]['cpu_ms_per_job']:.1f} ms/job = {st[v]['cpu_ratio']:.3f}x, "
+                        f"first job {st[v]['first_job_start_ms']:.1f} ms"
                         for v in VARIANTS
                     )
                     + f"; learned: {', '.join(st['learned']['learned']) or 'nothing'}"
@@ -168,10 +184,15 @@ def section(points: list[dict[str, Any]]) -> list[str]:
         if not mine:
             continue
         row = [kind, str(mine[0]["n"]), _range([p["floor_s"] for p in mine], " s", 2)]
-        row += [_range([p[v]["ratio"] for p in mine], "x", 3) for v in VARIANTS]
+        row += [
+            _range([p[v]["ratio"] for p in mine], "x", 3)
+            + " (CPU "
+            + _range([p[v]["cpu_ratio"] for p in mine], "x)", 3)
+            for v in VARIANTS
+        ]
         row.append(_range([p["learned"]["first_job_start_ms"] for p in mine], " ms", 1))
         rows.append(row)
-    head = ["recipe", "jobs", "direct spawn", *(f"{v} / direct" for v in VARIANTS)]
+    head = ["recipe", "jobs", "direct spawn", *(f"{v} / direct (CPU)" for v in VARIANTS)]
     return ["## Warm jobs and learned imports", "", *table([*head, "first job (learned)"], rows)]
 
 
