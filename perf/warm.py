@@ -33,6 +33,7 @@ from typing import Any
 from meow_async import FilePattern, PythonRecipe, Runner, RunnerConfig, iter_jobs
 from meow_async.conductors.learned_preload import LEARNED_FILE
 
+from .files import WRITER
 from .loops import loop_factory
 from .tables import table
 
@@ -49,19 +50,6 @@ SCRIPTS = {
 }
 VARIANTS = ("learning", "learned", "not learning")
 
-#: Writes N files, each closed before the next, and prints when each close returned.
-_WRITER = """
-import json, sys, time
-base, n, written = sys.argv[1], int(sys.argv[2]), {}
-start = time.time()
-for i in range(n):
-    path = f"{base}/{i}.txt"
-    with open(path, "w") as f:
-        f.write("x")
-    written[path] = time.time()
-print(json.dumps({"start": start, "written": written}))
-"""
-
 
 async def burst(
     base: Path, jobs: Path, n: int, max_jobs: int, script: str, *, learn: bool
@@ -75,7 +63,7 @@ async def burst(
     cpu0 = _children_cpu()
     async with Runner([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg) as r:
         writer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
+            sys.executable, "-c", WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
         )
         out, _ = await writer.communicate()
         report = json.loads(out)

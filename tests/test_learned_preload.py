@@ -194,57 +194,71 @@ while not Path(release).exists():
 """
 
 
-async def test_jobs_on_the_old_generation_end_and_stop_as_before(ws: Workspace) -> None:
-    release = ws.root / "release"
-    blocked = FilePattern(name="b", glob="*.block", recipe="blocked")
-    quick = FilePattern(name="p", glob="*.in", recipe="r")
-    recipes = [
-        py_recipe("blocked", BLOCKED, parameters={"release": str(release)}, preload=[]),
-        recipe(body=READS + "import os\nPath('server.txt').write_text(str(os.getppid()))\n"),
+def blocking(release: Path, quick: Any) -> tuple[list[FilePattern], list[Any]]:
+    """Rules: ``*.block`` files make jobs that wait for ``release``, ``*.in`` ones ``quick``'s."""
+    blocked = py_recipe("blocked", BLOCKED, parameters={"release": str(release)}, preload=[])
+    patterns = [
+        FilePattern(name="b", glob="*.block", recipe="blocked"),
+        FilePattern(name="p", glob="*.in", recipe="r"),
     ]
-    async with ws.runner([blocked, quick], recipes, max_jobs=4) as r:
+    return patterns, [blocked, quick]
+
+
+async def swap(runner: Runner, ws: Workspace, done: int) -> None:
+    """Jobs that teach the server, until a new generation starts ``after.in``'s job."""
+    await run_jobs(runner, ws, [f"{i}.in" for i in range(SEEN_IN)], done)
+    await poll_until(lambda: set(STD) <= set(learned(ws).get("learned", [])))
+    ws.write("after.in")
+    await until(runner, done + SEEN_IN + 1)
+    assert warm_at_start(ws, "after.in") == STD
+
+
+async def test_jobs_on_the_old_generation_end_and_are_cancelled_as_before(ws: Workspace) -> None:
+    release = ws.root / "release"
+    quick = recipe(body=READS + "import os\nPath('server.txt').write_text(str(os.getppid()))\n")
+    patterns, recipes = blocking(release, quick)
+    async with ws.runner(patterns, recipes, max_jobs=4) as r:
         ws.write("a.block")
         ws.write("b.block")
         await poll_until(lambda: len(servers(ws)) == 2)
         old = set(servers(ws))
         assert len(old) == 1
-        await run_jobs(r, ws, [f"{i}.in" for i in range(SEEN_IN)], 0)
-        await poll_until(lambda: set(STD) <= set(learned(ws).get("learned", [])))
-        ws.write("after.in")
-        await until(r, SEEN_IN + 1)
-        assert warm_at_start(ws, "after.in") == STD
+        await swap(r, ws, 0)
         (after,) = [j for j in ws.jobs_list() if j["event"]["path"].endswith("after.in")]
         new = int((Path(after["dir"]) / "server.txt").read_text())
         assert new not in old
         (old_pid,) = old
         assert os.path.exists(f"/proc/{old_pid}")  # retired: it serves its running jobs
-        # The old generation's jobs end as usual...
+        # One of the old generation's jobs is cancelled (`meow-async jobs cancel`)...
+        (b,) = [j for j in ws.jobs_list() if j["event"]["path"].endswith("b.block")]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = await asyncio.to_thread(
+                main, ["jobs", "cancel", b["id"], "--jobs", str(ws.jobs)]
+            )
+        assert code == 0, out.getvalue()
+        await until(r, SEEN_IN + 2)
+        # ... the other ends as usual.
         release.write_text("")
         await until(r, SEEN_IN + 3)
         release.unlink()
-    # ... and both were recorded ended; then the old server was gone.
+    # Both were recorded as they ended; then the old server was gone.
     jobs = {Path(j["event"]["path"]).name: j for j in ws.jobs_list()}
-    assert jobs["a.block"]["state"] == jobs["b.block"]["state"] == "done"
+    assert jobs["a.block"]["state"] == "done"
+    assert jobs["b.block"]["state"] == "failed"
+    assert jobs["b.block"]["cancelled"] is True
+    assert jobs["b.block"]["exit_code"] == -15
     await poll_until(lambda: not os.path.exists(f"/proc/{old_pid}"))
 
 
 async def test_a_job_of_the_old_generation_is_stopped_through_it(ws: Workspace) -> None:
     release = ws.root / "release"
-    blocked = FilePattern(name="b", glob="*.block", recipe="blocked")
-    quick = FilePattern(name="p", glob="*.in", recipe="r")
-    recipes = [
-        py_recipe("blocked", BLOCKED, parameters={"release": str(release)}, preload=[]),
-        recipe(),
-    ]
-    async with ws.runner([blocked, quick], recipes, max_jobs=4) as r:
+    patterns, recipes = blocking(release, recipe())
+    async with ws.runner(patterns, recipes, max_jobs=4) as r:
         ws.write("a.block")
         await poll_until(lambda: len(servers(ws)) == 1)
         (old_pid,) = servers(ws)
-        await run_jobs(r, ws, [f"{i}.in" for i in range(SEEN_IN)], 0)
-        await poll_until(lambda: set(STD) <= set(learned(ws).get("learned", [])))
-        ws.write("after.in")
-        await until(r, SEEN_IN + 1)
-        assert warm_at_start(ws, "after.in") == STD
+        await swap(r, ws, 0)
         assert os.path.exists(f"/proc/{old_pid}")
     # The runner's stop reached the job through the retired server.
     jobs = {Path(j["event"]["path"]).name: j for j in ws.jobs_list()}
