@@ -30,6 +30,7 @@ from . import (
     schedules,
     startup,
     viewers,
+    warm,
 )
 from .limits import raise_nofile
 from .loops import LOOPS
@@ -41,6 +42,9 @@ SUITES = {
     "floor and meow_base",
     "files": "file change -> event / job start latency; a burst of files -> events -> jobs",
     "jobs": "network events -> finished jobs (Bash, Python) against the same subprocesses",
+    "warm": "a burst of files -> warm Python jobs (pass, import numpy, a pathlib recipe) while "
+    "the fork server learns their imports, after it learned them (a restart), and with "
+    "learn_preload: false, against spawning the same script directly",
     "memory": "peak RSS under 10,000 idle connections, under a flood, and under TLS (idle "
     "connections, stalled handshakes)",
     "chunks": "network intake time by chunk size",
@@ -203,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             scratch,
             baseline=args.baseline_src,
             kinds=args.jobs_kinds.split(",") if args.jobs_kinds else None,
+        ),
+        "warm": lambda: warm.run(
+            sizes.burst_n, sizes.jobs_repeats, args.max_jobs, args.loop, scratch
         ),
         "memory": lambda: memory.run(sizes, scratch, args.loop, loads=loads),
         "chunks": lambda: chunks.run(min(sizes.repeats, 5), scratch, args.loop),

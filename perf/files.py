@@ -122,7 +122,7 @@ STARTUP_SCRIPTS = {"python": ("pass\n", ()), "numpy": ("import numpy\n", ("numpy
 
 
 #: Writes N files, each closed before the next, and prints when each close returned.
-_WRITER = """
+WRITER = """
 import json, sys, time
 base, n, written = sys.argv[1], int(sys.argv[2]), {}
 start = time.time()
@@ -148,7 +148,7 @@ async def startup(
     async with Runner([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg) as r:
         # Another process writes, as an instrument or a user would: the loop stays free.
         writer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
+            sys.executable, "-c", WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
         )
         out, _ = await writer.communicate()
         report = json.loads(out)

@@ -221,6 +221,10 @@ def render(results: dict[str, Any]) -> str:
         out += files_section(results["files"])
     if "jobs" in results:
         out += jobs_section(results["jobs"])
+    if "warm" in results:
+        from .warm import section
+
+        out += section(results["warm"])
     if "memory" in results:
         out += memory_section(results["memory"])
     if "chunks" in results:

@@ -259,7 +259,9 @@ class Handler:
             "env_keep": None if policy is None or policy.inherit else list(policy.keep),
             # How its process starts: a fork of the warm interpreter, or a new one.
             "start": "fork" if getattr(recipe, "warm", False) else "spawn",
-            "preload": list(getattr(recipe, "preload", ())),
+            "preload": list(getattr(recipe, "preload", None) or ()),
+            # Whether its process reports what it imported, for the fork server to learn.
+            "learn_imports": bool(getattr(recipe, "learns", False)),
             "conductor": recipe.conductor,
             "resources": dict(recipe.resources),
             # The earlier job that declared this job's trigger among its outputs (lineage).

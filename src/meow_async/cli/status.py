@@ -74,6 +74,8 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
         "note": None,
         # The workflow file's version it runs, and the last refused reload (its live file).
         "loaded": live.raw.get("workflow") if running and live is not None else None,
+        # What the fork server learned to preload (its record in the jobs folder).
+        "preload": _learned(root),
     }
     if running and live is not None and live.http is not None:
         token = http_token(spec.config.http) if spec is not None else None
@@ -117,6 +119,17 @@ def gather(root: Path, spec: WorkflowSpec | None = None) -> dict[str, Any]:
             for p in spec.patterns
         ]
     return out
+
+
+def _learned(root: Path) -> dict[str, Any] | None:
+    """The fork server's record of the modules it learned from jobs, and refused."""
+    from ..conductors.learned_preload import LEARNED_FILE
+
+    try:
+        data = json.loads((root / LEARNED_FILE).read_text(encoding="utf-8"))
+        return {"learned": list(data["learned"]), "refused": dict(data["refused"])}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _next_tick(p: Pattern, now: float) -> dict[str, Any]:
@@ -216,7 +229,24 @@ def render(s: dict[str, Any]) -> str:
                 f"workflow  {wf['file']}: {len(wf['rules'])} rule(s) ({names}), none running"
             )
         lines += _folder_lines(s["jobs_dir"], s["folders"])
+    lines += _learned_lines(s.get("preload"))
     return "\n".join(lines)
+
+
+def _learned_lines(rec: dict[str, Any] | None) -> list[str]:
+    """One line for what warm jobs start with beyond ``preload:``, one for what never."""
+    if not rec:
+        return []
+    learned, refused = rec["learned"], rec["refused"]
+    shown = ", ".join(learned[:8]) + (", ..." if len(learned) > 8 else "")
+    lines = [
+        f"preload   {len(learned)} module(s) learned from jobs" + (f": {shown}" if shown else "")
+    ]
+    if refused:
+        why = "; ".join(f"{m}: {w}" for m, w in sorted(refused.items())[:3])
+        more = ", ..." if len(refused) > 3 else ""
+        lines.append(f"          {len(refused)} never preloaded ({why}{more})")
+    return lines
 
 
 def _loaded_lines(wf: dict[str, Any] | None) -> list[str]:

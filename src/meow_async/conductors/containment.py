@@ -137,8 +137,14 @@ def _unescape(text: str) -> str:
 
 
 def make_cgroup(path: str) -> None:
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        # The runner's folder, removed by a fork server that ended while its successor had
+        # no job running (a new generation swapped in): made again.
+        os.makedirs(path, exist_ok=True)
 
 
 def join(path: str) -> None:

@@ -11,15 +11,24 @@ Each job writes its own ``process.log`` (see :data:`RUN_SCRIPT` and the ``log_*`
 so its start and its exit are on disk whether or not the runner lives to see them.
 
 Protocol, one JSON object per line each way:
-  runner -> server  {"op": "preload", "modules": [...]}
+  runner -> server  {"op": "preload", "modules": [...], "probe", "exclude"}
                     {"op": "start", "id", "dir", "script" | "argv", "env" | "env_add",
-                     "attempt", "check"}
+                     "attempt", "check", "learn"}
                     {"op": "kill", "pid", "sig"}
   server -> runner  {"op": "ready", "pid", "containment", "why"}
-                    {"op": "preloaded", "failed": {module: why}}
+                    {"op": "preloaded", "failed": {module: why}, "tainted"}
                     {"op": "started", "id", "pid", "t"} | {"op": "refused", "id", "why", "vanished"}
-                    {"op": "exit", "pid", "status", "contained", "left"}
+                    {"op": "exit", "pid", "status", "contained", "left", "imports"}
                     {"op": "note", "text"}
+
+A job started with ``learn`` says, as it ends, which top-level modules of the standard library
+and of site-packages it imported that the server had not (one line on a pipe to the server,
+``PID NAME...``); the server adds them to the job's ``exit`` message. ``preload`` with
+``probe`` imports each module on its own and checks that the server is still fit to fork:
+a module that fails, lives outside the standard library, site-packages and PYTHONPATH (or in
+an ``exclude`` folder), or leaves a new descriptor or a thread behind (one its own fork
+handlers do not stop, as OpenBLAS's do), or changes the environment, is refused with why;
+the last three taint the server (``tainted``: that module), which the runner then replaces.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ from types import ModuleType
 from typing import Any
 
 PROCESS_LOG = "process.log"
+#: Bytes of a job's report of its imports at most: one atomic write to a pipe (PIPE_BUF).
+_REPORT_MAX = 4096
 #: Seconds the server keeps trying to remove a job's cgroup whose leftovers it killed.
 _REMOVE_FOR = 10.0
 
@@ -176,6 +187,12 @@ class Server:
         self.selector.register(sock, selectors.EVENT_READ, "runner")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "child")
         self.buf = b""
+        # Jobs' reports of what they imported (see report_imports); read before each reap.
+        self.report_r, self.report_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.report_buf = b""
+        self.reports: dict[int, list[str]] = {}
+        self.known: frozenset[str] = frozenset()
+        self.roots: tuple[str, ...] = ()
 
     def send(self, msg: dict[str, Any]) -> None:
         self.sock.sendall((json.dumps(msg) + "\n").encode())
@@ -184,6 +201,8 @@ class Server:
         # Objects that exist now are never collected in a child: a collection there would
         # touch (and so copy) every page they live on. About 1 ms less CPU per job.
         gc.freeze()
+        self.known = frozenset(sys.modules)
+        self.roots = _roots()
         c = self.contain
         self.send({"op": "ready", "pid": os.getpid(), "containment": c.mode, "why": c.why})
         try:
@@ -220,12 +239,26 @@ class Server:
             getattr(self, "op_" + msg["op"])(msg)
         return True
 
+    def read_reports(self) -> None:
+        """What ended jobs said they imported: each wrote before it exited, so before the
+        reap that finds it gone."""
+        data = b""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while chunk := os.read(self.report_r, 1 << 16):
+                data += chunk
+        *lines, self.report_buf = (self.report_buf + data).split(b"\n")
+        for line in lines:
+            pid, _, names = line.decode(errors="replace").partition(" ")
+            if pid.isdigit() and int(pid) in self.children:
+                self.reports[int(pid)] = [n for n in names.split() if n.isidentifier()]
+
     def reap(self) -> None:
         try:
             while os.read(self.wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
+        self.read_reports()
         ended: list[dict[str, Any]] = []
         while True:
             try:
@@ -238,7 +271,12 @@ class Server:
                 continue  # a process a job left behind, re-parented to us and killed
             contained, left = self.contain.ended(self.children.pop(pid))
             msg = {"op": "exit", "pid": pid, "status": status, "contained": contained}
-            ended.append({**msg, "left": left} if left else msg)
+            if left:
+                msg["left"] = left
+            imports = self.reports.pop(pid, None)
+            if imports:
+                msg["imports"] = imports
+            ended.append(msg)
         if self.contain.mode == "subreaper":
             # What the jobs that ended left is ours now (a running job's orphans are its
             # own children): killed, and counted for the job if only one ended.
@@ -251,14 +289,24 @@ class Server:
             self.send(msg)
 
     def op_preload(self, msg: dict[str, Any]) -> None:
-        failed = {}
+        failed: dict[str, str] = {}
+        tainted = None
+        exclude = tuple(os.path.join(os.path.abspath(d), "") for d in msg.get("exclude", ()))
         for name in msg["modules"]:
+            if msg.get("probe"):
+                why, tainted = _probe(name, self.roots, exclude)
+                if why:
+                    failed[name] = why
+                if tainted:
+                    break  # this server is unfit to fork: the runner starts another
+                continue
             try:
                 __import__(name)
             except BaseException as e:
                 failed[name] = f"{type(e).__name__}: {e}"
         gc.freeze()  # see serve()
-        self.send({"op": "preloaded", "failed": failed})
+        self.known = frozenset(sys.modules)
+        self.send({"op": "preloaded", "failed": failed, "tainted": tainted})
 
     def op_kill(self, msg: dict[str, Any]) -> None:
         pid, sig = msg["pid"], msg["sig"]
@@ -344,6 +392,9 @@ class Server:
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        os.close(self.report_r)
+        if not msg.get("learn") or "argv" in msg:
+            os.close(self.report_w)
         os.chdir(msg["dir"])
         null = os.open(os.devnull, os.O_RDONLY)
         out = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -363,9 +414,37 @@ class Server:
         sys.argv = [script]
         sys.path.insert(0, msg["dir"])  # as `python script.py` puts its folder first
         _reseed()
+        me = os.getpid()
         code: int = _namespace["_meow_run_script"](script)
         _namespace["_meow_finish"]()
+        if msg.get("learn") and os.getpid() == me:
+            self.report_imports(me, msg["dir"])
         return code
+
+    def report_imports(self, pid: int, job_dir: str) -> None:
+        """In the job's process, as it ends: the top-level modules it imported that the
+        server had not, from the standard library, site-packages or PYTHONPATH (see _roots)
+        but not from the job's folder, to the server."""
+        with contextlib.suppress(Exception):
+            mine = os.path.join(os.path.abspath(job_dir), "")
+            names = []
+            for name, module in list(sys.modules.items()):
+                # Private modules (_decimal) come with the public ones that import them.
+                if "." in name or name.startswith("_") or name in self.known:
+                    continue
+                path = getattr(module, "__file__", None)
+                if not isinstance(path, str) or path.startswith(mine):
+                    continue
+                if _under(path, self.roots):
+                    names.append(name)
+            line = str(pid).encode()
+            for name in sorted(names):
+                more = b" " + name.encode()
+                if len(line) + len(more) >= _REPORT_MAX:
+                    break  # one write, so that reports of jobs ending together never mix
+                line += more
+            if names:
+                os.write(self.report_w, line + b"\n")
 
 
 #: ``sh -c JOIN sh CGROUP PWD ARGV...``: joins the cgroup (before the program runs anything),
@@ -416,6 +495,85 @@ def _spawn_into(cgroup: str, msg: dict[str, Any], log: int) -> int:
         os.close(held)
     log_line(log, "pid", pid, start_time_of(pid), f"{time.time():.6f}", cgroup)
     return pid
+
+
+def _roots() -> tuple[str, ...]:
+    """Where learned modules may come from, as prefixes: the standard library, site-packages
+    and PYTHONPATH's folders. Not a folder a ``.pth`` file put on the import path (an editable
+    install: sources that their owner edits while the runner runs)."""
+    import site
+
+    found = [os.path.dirname(os.__file__), *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        found.append(site.getusersitepackages())
+    found += os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    roots = {os.path.join(os.path.abspath(p), "") for p in found if p and os.path.isdir(p)}
+    return tuple(sorted(roots))
+
+
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path.startswith(r) for r in roots)
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _fds() -> set[str]:
+    try:
+        return set(os.listdir("/proc/self/fd"))
+    except OSError:
+        return set()
+
+
+def _stopped_at_fork(threads: int) -> bool:
+    """Whether the threads an import started are stopped by its own fork handlers, as
+    OpenBLAS's (numpy's) are: one test fork, then count again. Such a module is as safe to
+    fork as one that started none (its threads start again when it next needs them)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return _threads() <= threads
+
+
+def _probe(name: str, roots: tuple[str, ...], exclude: tuple[str, ...]) -> tuple[str, str | None]:
+    """Import the learned module ``name`` if it is fit to be held by a server that forks:
+    why not (empty: imported), and ``name`` again if importing it left this process unfit."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)  # where it is, without running it
+    except BaseException as e:
+        return f"cannot be found: {type(e).__name__}: {e}", None
+    origin = spec.origin if spec is not None else None
+    if origin in ("frozen", "built-in"):
+        pass  # the standard library's, in the interpreter itself
+    elif spec is None or not isinstance(origin, str) or not os.path.isabs(origin):
+        return "not a module of the standard library or site-packages", None
+    elif not _under(origin, roots) or _under(origin, exclude):
+        where = os.path.dirname(origin)
+        return f"lives in {where}, not the standard library, site-packages or PYTHONPATH", None
+    threads, fds, env = _threads(), _fds(), dict(os.environ)
+    failed = ""
+    try:
+        __import__(name)
+    except BaseException as e:
+        failed = f"failed to import: {type(e).__name__}: {e}"
+    # Even one that failed may have left what makes this server unfit to fork.
+    if _threads() > threads and not _stopped_at_fork(threads):
+        return "started a thread at import", name
+    opened = _fds() - fds
+    if opened:
+        return f"opened {len(opened)} file descriptor(s) at import", name
+    # Jobs take the server's environment plus their own variables: it must stay the runner's.
+    changed = sorted(k for k in env.keys() | os.environ.keys() if env.get(k) != os.environ.get(k))
+    if changed:
+        return f"changed the environment at import ({', '.join(changed[:5])})", name
+    return failed, None
 
 
 def _inheritable() -> list[int]:
@@ -628,7 +786,9 @@ def main() -> None:
     os.set_inheritable(fd, False)  # passed to us; no job of ours may have it
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    Server(sock, Containment.choose(want, parent)).serve()
+    # Broken: the runner closed its end while we started (it stopped meanwhile).
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        Server(sock, Containment.choose(want, parent)).serve()
 
 
 if __name__ == "__main__":

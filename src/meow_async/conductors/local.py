@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from ..exceptions import ConfigError
@@ -24,6 +25,7 @@ from ..model.jobs import Job, JobState
 from ..model.precompiled import ENV as PRECOMPILED_ENV
 from ..model.recipes import environment
 from .base import PYTHON_KINDS, JobInterrupted, Records, trigger_to_check
+from .learned_preload import LearnedPreload
 from .output import OutputWatch
 from .process_log import PROCESS_LOG, last_attempt, outcome
 from .spawn import NotStarted, Vanished, program, spawn, spawn_argv
@@ -107,10 +109,18 @@ class LocalConductor:
     ``warm=False`` starts Python jobs as new interpreters. ``containment`` (``auto``,
     ``cgroup``, ``subreaper``, ``none``; see containment.py): what each job runs in, so that
     what it starts ends with it; every job then starts from the fork server.
+    ``learn``: the fork server learns what warm jobs import and preloads it (see
+    learned_preload.py), recorded in the file ``learned`` (None: not kept across runs).
     """
 
     def __init__(
-        self, *, kill_timeout: float = 5.0, warm: bool = True, containment: str = "auto"
+        self,
+        *,
+        kill_timeout: float = 5.0,
+        warm: bool = True,
+        containment: str = "auto",
+        learn: bool = True,
+        learned: Path | None = None,
     ) -> None:
         self.kill_timeout = kill_timeout
         self.warm = warm and fork_supported()
@@ -121,6 +131,15 @@ class LocalConductor:
         self._deaths: list[float] = []
         self._reaping: set[asyncio.Future[None]] = set()
         self._records = Records()
+        self.learning = LearnedPreload(learned) if learn and self.warm else None
+        self._loaded = False
+        #: What recipes name in ``preload:`` (every server generation imports it).
+        self._explicit: set[str] = set()
+        #: Recipe folders: their modules may change, so none is ever preloaded from there.
+        self._exclude: set[str] = set()
+        self._generation: asyncio.Task[None] | None = None
+        self._again = False
+        self._retiring: set[ForkServer] = set()
 
     # -- the fork server ----------------------------------------------------------------------
 
@@ -128,9 +147,13 @@ class LocalConductor:
         """Start the fork server before the first job, if any recipe starts warm or jobs are
         contained; fail if the containment asked for cannot be had."""
         warm = [r for r in recipes if getattr(r, "warm", False)] if self.warm else []
+        self._exclude.update(_folders(warm))
         if not warm and not self._contain:
             return
-        server = await self._fork_server(sorted({m for r in warm for m in r.preload}))
+        if self.learning is not None and not self._loaded:
+            self._loaded = True
+            await asyncio.to_thread(self.learning.load)
+        server = await self._fork_server(sorted({m for r in warm for m in r.preload or ()}))
         got = server.containment if server is not None else "none"
         if self.containment in ("cgroup", "subreaper") and got != self.containment:
             why = server.containment_why if server is not None else "no fork server"
@@ -143,12 +166,17 @@ class LocalConductor:
 
     async def close(self) -> None:
         """Stop the fork server (running jobs go on; the runner has stopped them by now)."""
-        if self._launching is not None:
-            self._launching.cancel()
+        starting = [t for t in (self._launching, self._generation) if t is not None]
+        for task in starting:
+            task.cancel()
+        # A server they were starting is closed and reaped as they end.
+        await asyncio.gather(*starting, return_exceptions=True)
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
+        servers = [*([server] if server is not None else []), *self._retiring]
+        for s in servers:
+            s.close()
+        for s in servers:
+            await s.wait_closed()
 
     async def _fork_server(self, preload: list[str]) -> ForkServer | None:
         """The live fork server, started (again) if need be; None: spawn instead."""
@@ -162,9 +190,7 @@ class LocalConductor:
             if len(self._deaths) >= _MAX_DEATHS:
                 return None
             if self._launching is None:
-                self._launching = asyncio.ensure_future(
-                    ForkServer.launch(preload, self.containment)
-                )
+                self._launching = asyncio.ensure_future(self._launch(preload))
             launching = self._launching
             try:
                 server = await asyncio.shield(launching)
@@ -185,6 +211,7 @@ class LocalConductor:
                     ", ".join(preload) or "nothing",
                     _containment(server),
                 )
+        self._explicit.update(preload)
         if preload and not server.preloaded.issuperset(preload):
             try:
                 failed = await server.preload(preload)
@@ -193,6 +220,86 @@ class LocalConductor:
             for name, why in failed.items():
                 logger.warning("fork server: preloading %s failed (%s)", name, why)
         return server
+
+    async def _launch(self, preload: list[str]) -> ForkServer:
+        """A new server generation: ``preload``, then what was learned (probed). One that a
+        learned module left unfit to fork is closed, and another started without it."""
+        while True:
+            learned = self.learning.wanted() if self.learning is not None else []
+            server = await ForkServer.launch(
+                preload, self.containment, learned, sorted(self._exclude)
+            )
+            if self.learning is None or not learned:
+                return server
+            tried = [m for m in learned if m in server.preloaded]
+            for name in self.learning.settle(tried, server.learned, server.refused):
+                logger.warning("fork server: never preloading %s: %s", name, server.refused[name])
+            if server.tainted is not None:
+                await server.abandon()
+                continue
+            try:
+                await asyncio.to_thread(self.learning.save)
+            except BaseException:  # the runner stops: this server is nobody's
+                await server.abandon()
+                raise
+            shown = ", ".join(server.learned[:8]) + (", ..." if len(server.learned) > 8 else "")
+            logger.info(
+                "fork server: now preloading %d modules learned from jobs (%s)",
+                len(server.learned),
+                shown or "none",
+            )
+            return server
+
+    def _learn_from(self, job: Job, end: dict[str, Any]) -> None:
+        """Count what the job imported; start a new server generation once a module has
+        been seen often enough."""
+        imports = end.get("imports")
+        if not imports or self.learning is None:
+            return
+        recipe = f"{job.meta.get('recipe')}@{job.meta.get('recipe_hash')}"
+        if not self.learning.seen(recipe, list(imports)):
+            return
+        if self._generation is None:
+            self._generation = asyncio.ensure_future(self._new_generation())
+        else:
+            self._again = True
+
+    async def _new_generation(self) -> None:
+        """Start a server that preloads what was learned; once it is ready it starts every
+        new job, and the one it replaces is retired (it closes after its last job)."""
+        try:
+            while True:
+                self._again = False
+                old = self._server
+                if old is None or old.dead is not None or self._launching is not None:
+                    return  # the next start launches one, with what was learned
+                try:
+                    new = await self._launch(sorted(self._explicit))
+                except (OSError, ForkServerDied, TimeoutError) as e:
+                    logger.warning("could not start a new fork server: %s", str(e) or repr(e))
+                    return
+                if self._server is not old or old.dead is not None:
+                    await new.abandon()
+                    return
+                self._server = new
+                self._retire(old)
+                if not self._again:
+                    return
+        finally:
+            self._generation = None
+
+    def _retire(self, server: ForkServer) -> None:
+        self._retiring.add(server)
+        server.retire()
+
+        async def reaped() -> None:
+            await server.closed
+            await server.wait_closed()
+            self._retiring.discard(server)
+
+        task = asyncio.ensure_future(reaped())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
 
     def _died(self, server: ForkServer) -> None:
         if self._server is server:
@@ -219,8 +326,9 @@ class LocalConductor:
         fork = self.warm and job.meta.get("start") == "fork" and keep is None
         if fork or self._contain:
             server = await self._fork_server(list(job.meta.get("preload") or ()) if fork else [])
+        learn = fork and self.learning is not None and job.meta.get("learn_imports", True)
         starting = asyncio.ensure_future(
-            self._fork(job, server, attempt, fork)
+            self._fork(job, server, attempt, fork, bool(learn))
             if server is not None
             else self._spawned(job, attempt)
         )
@@ -295,11 +403,13 @@ class LocalConductor:
             self._records.finish_now(job, code, "stopped: the runner shut down first")
             raise
         job.process_ended()
-        _ended(job, proc)
+        self._learn_from(job, _ended(job, proc))
         await _unwatch(watch)
         return await self._records.finish(job, code, None)
 
-    async def _fork(self, job: Job, server: ForkServer, attempt: int, fork: bool) -> _Process:
+    async def _fork(
+        self, job: Job, server: ForkServer, attempt: int, fork: bool, learn: bool = False
+    ) -> _Process:
         check = trigger_to_check(job)
         script = job.argv[1] if len(job.argv) > 1 else ""
         argv, env = None, job.env
@@ -312,7 +422,15 @@ class LocalConductor:
             env = environment(os.environ, env, keep)
         try:
             pid, started, exited = await server.start(
-                job.id, job.dir, script, env, attempt, check, argv, whole=keep is not None
+                job.id,
+                job.dir,
+                script,
+                env,
+                attempt,
+                check,
+                argv,
+                whole=keep is not None,
+                learn=learn,
             )
         except StartRefused as e:
             raise (Vanished if e.vanished else NotStarted)(str(e)) from None
@@ -372,10 +490,11 @@ async def _unwatch(watch: OutputWatch | None) -> None:
         await watch.stopped()
 
 
-def _ended(job: Job, proc: _Process) -> None:
-    """What the job's end left behind, killed by its container, in its metadata and log."""
+def _ended(job: Job, proc: _Process) -> dict[str, Any]:
+    """What the job's end left behind, killed by its container, in its metadata and log;
+    how the fork server saw its end."""
     if not isinstance(proc, _Forked):
-        return
+        return {}
     end = proc.end()
     job.meta["containment"] = end.get("contained", "none")
     left = end.get("left")
@@ -387,6 +506,13 @@ def _ended(job: Job, proc: _Process) -> None:
             left,
             job.meta["containment"],
         )
+    return end
+
+
+def _folders(recipes: Iterable[Any]) -> set[str]:
+    """The folders of recipes' ``file:``s."""
+    files = [r.file for r in recipes if getattr(r, "file", None) is not None]
+    return {os.path.dirname(os.path.abspath(f)) for f in files}
 
 
 def _containment(server: ForkServer) -> str:

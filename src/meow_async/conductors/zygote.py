@@ -28,6 +28,8 @@ logger = logging.getLogger("meow_async.zygote")
 
 #: Seconds the server may take to start and import what the recipes preload.
 READY_TIMEOUT = 120.0
+#: Seconds a server given up on has to exit (after the import it is in) before it is killed.
+ABANDON_TIMEOUT = 5.0
 
 
 def fork_supported() -> bool:
@@ -56,21 +58,36 @@ class ForkServer(asyncio.Protocol):
         self.ready: asyncio.Future[None] = loop.create_future()
         self.dead: str | None = None  # why it died
         self.preloaded: set[str] = set()
+        #: Learned modules this server imported, and those it refused (with why).
+        self.learned: list[str] = []
+        self.refused: dict[str, str] = {}
+        #: A learned module that left it unfit to fork (a thread, a descriptor): replace it.
+        self.tainted: str | None = None
+        #: Set once it has been replaced: it closes when its last job has ended.
+        self.retiring = False
+        self.closed: asyncio.Future[None] = loop.create_future()
         #: How its jobs are contained (``cgroup``, ``subreaper``, ``none``) and why not better.
         self.containment = "none"
         self.containment_why = ""
         #: What the server said of each job's end: how it was contained, what it left.
         self.ends: dict[int, dict[str, Any]] = {}
-        self._preloads: deque[asyncio.Future[dict[str, str]]] = deque()
+        self._preloads: deque[asyncio.Future[tuple[dict[str, str], str | None]]] = deque()
         self._starts: dict[str, asyncio.Future[tuple[int, float, asyncio.Future[int]]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._buf = b""
         self._environ_at_start = dict(getattr(os.environ, "_data", {}))
 
     @classmethod
-    async def launch(cls, preload: list[str], containment: str = "none") -> ForkServer:
-        """Start a server and wait until it has imported ``preload``; ``containment``: what
-        it is asked to put each job in (see containment.py).
+    async def launch(
+        cls,
+        preload: list[str],
+        containment: str = "none",
+        learned: list[str] | None = None,
+        exclude: list[str] | None = None,
+    ) -> ForkServer:
+        """Start a server and wait until it has imported ``preload``, then probed ``learned``
+        (see :attr:`learned`, :attr:`refused`, :attr:`tainted`; modules under ``exclude``
+        are refused); ``containment``: what it is asked to put each job in (containment.py).
 
         Started from the loop's thread on purpose: the parent-death signal that ends the
         server with the runner is tied to the thread that started it.
@@ -96,8 +113,10 @@ class ForkServer(asyncio.Protocol):
             async with asyncio.timeout(READY_TIMEOUT):
                 await asyncio.shield(self.ready)
                 failed = await self.preload(preload)
+                if learned:
+                    await self._probe(learned, exclude or [])
         except BaseException:
-            self.close()
+            await self.abandon()
             raise
         for name, why in failed.items():
             logger.warning(
@@ -115,10 +134,20 @@ class ForkServer(asyncio.Protocol):
         if not todo:
             return {}
         self.preloaded.update(todo)
-        fut: asyncio.Future[dict[str, str]] = self.loop.create_future()
+        fut: asyncio.Future[tuple[dict[str, str], str | None]] = self.loop.create_future()
         self._preloads.append(fut)
         self._send({"op": "preload", "modules": todo})
-        return await fut
+        return (await fut)[0]
+
+    async def _probe(self, modules: list[str], exclude: list[str]) -> None:
+        todo = [m for m in modules if m not in self.preloaded]
+        fut: asyncio.Future[tuple[dict[str, str], str | None]] = self.loop.create_future()
+        self._preloads.append(fut)
+        self._send({"op": "preload", "modules": todo, "probe": True, "exclude": exclude})
+        self.refused, self.tainted = await fut
+        tried = todo if self.tainted is None else todo[: todo.index(self.tainted) + 1]
+        self.learned = [m for m in tried if m not in self.refused]
+        self.preloaded.update(tried)
 
     async def start(
         self,
@@ -131,12 +160,14 @@ class ForkServer(asyncio.Protocol):
         argv: list[str] | None = None,
         *,
         whole: bool = False,
+        learn: bool = False,
     ) -> tuple[int, float, asyncio.Future[int]]:
         """Fork the job's process: its pid, start time and a future for its exit code
         (negative: killed by that signal, as Popen says). With ``argv``, the process execs
         it (a new program) instead of running ``script`` in this warm interpreter. Raises
         StartRefused, ForkServerDied. ``whole``: ``job_env`` is the job's whole environment,
-        not variables to add to the runner's."""
+        not variables to add to the runner's. ``learn``: the job reports what it imported
+        (in :attr:`ends`, ``imports``)."""
         fut: asyncio.Future[tuple[int, float, asyncio.Future[int]]] = self.loop.create_future()
         self._starts[job_id] = fut
         msg: dict[str, Any] = {"op": "start", "id": job_id, "dir": str(job_dir)}
@@ -145,6 +176,8 @@ class ForkServer(asyncio.Protocol):
         else:
             msg["argv"] = argv
         msg.update(attempt=attempt, check=check)
+        if learn:
+            msg["learn"] = True
         # The server started with the runner's environment: while that is unchanged, only the
         # job's own variables travel (a whole environment is a few kB of JSON per job).
         if whole:
@@ -174,6 +207,36 @@ class ForkServer(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def retire(self) -> None:
+        """Replaced by a new generation: it starts no more jobs, and its running ones are
+        reaped and signalled through it as before; it closes once the last has ended."""
+        self.retiring = True
+        self._close_if_idle()
+
+    @property
+    def running(self) -> int:
+        """Jobs it has started (or is starting) whose exit it has not reported yet."""
+        return len(self._exits) + len(self._starts)
+
+    def _close_if_idle(self) -> None:
+        if self.retiring and self.running == 0:
+            self.close()
+
+    async def abandon(self) -> None:
+        """Close a server given up on (it failed to start, or the runner stops while it
+        starts) and reap it: it exits when it sees its socket closed, after the import it may
+        be in, or is killed after :data:`ABANDON_TIMEOUT`."""
+        self.close()
+        if self.popen is None:
+            return
+        try:
+            async with asyncio.timeout(ABANDON_TIMEOUT):
+                await self.wait_closed()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+            await self.wait_closed()
+
     async def wait_closed(self) -> None:
         if self.popen is not None:
             await asyncio.to_thread(self.popen.wait)
@@ -199,7 +262,10 @@ class ForkServer(asyncio.Protocol):
                     self.ends[msg["pid"]] = {"contained": msg.get("contained", "none")}
                     if msg.get("left"):
                         self.ends[msg["pid"]]["left"] = msg["left"]
+                    if msg.get("imports"):
+                        self.ends[msg["pid"]]["imports"] = msg["imports"]
                     fut.set_result(os.waitstatus_to_exitcode(msg["status"]))
+                    self._close_if_idle()
             elif op == "started":
                 exited = self._exits[msg["pid"]] = self.loop.create_future()
                 _resolve(self._starts.pop(msg["id"], None), (msg["pid"], msg["t"], exited))
@@ -207,8 +273,9 @@ class ForkServer(asyncio.Protocol):
                 start = self._starts.pop(msg["id"], None)
                 if start is not None and not start.done():
                     start.set_exception(StartRefused(msg["why"], vanished=msg.get("vanished")))
+                self._close_if_idle()
             elif op == "preloaded":
-                _resolve(self._preloads.popleft(), msg["failed"])
+                _resolve(self._preloads.popleft(), (msg["failed"], msg.get("tainted")))
             elif op == "ready":
                 self.containment = str(msg.get("containment") or "none")
                 self.containment_why = str(msg.get("why") or "")
@@ -235,6 +302,7 @@ class ForkServer(asyncio.Protocol):
         self._preloads.clear()
         self._starts.clear()
         self._exits.clear()
+        _resolve(self.closed, None)
 
 
 def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:

@@ -489,6 +489,10 @@ class RunnerConfig:
             (daemons, nohup, double forks included): ``auto`` (a cgroup v2 per job where the
             runner may make one, else a child subreaper), ``cgroup``, ``subreaper`` (fail if
             not to be had), or ``none`` (its process group only); see docs/security.md.
+        learn_preload: the fork server learns which standard-library and site-packages
+            modules warm jobs import and preloads them (false: only what recipes name in
+            ``preload``); see
+            https://meow-async.github.io/meow_async/concepts/#warm-starts.
     """
 
     base_dir: Path = field(default=Path(), metadata=_FOLDER)
@@ -520,6 +524,7 @@ class RunnerConfig:
     retention: Mapping[str, Any] | None = field(default=None, metadata=optional(_RETENTION))
     containment: ContainmentName = field(default="auto", metadata=choice(*CONTAINMENTS))
     max_output: int = field(default=DEFAULT_MAX_OUTPUT, metadata=count())
+    learn_preload: bool = field(default=True, metadata=flag())
 
     def __post_init__(self) -> None:
         if self.spool_dir is None and isinstance(self.jobs_dir, str | os.PathLike):

@@ -341,12 +341,16 @@ class PythonRecipe(_RecipeBase):
         default=None,
         metadata=optional(text("give the interpreter as a program name or path")),
     )
-    #: Modules the warm interpreter imports before forking jobs (e.g. ``numpy``).
-    preload: Sequence[str] = field(
-        default=(),
-        metadata=custom(
-            {"type": "array", "items": {"type": "string", "pattern": r"^\w+(\.\w+)*$"}},
-            _preload,
+    #: Modules the warm interpreter imports before forking jobs (e.g. ``numpy``). Unset
+    #: (None), it also learns what the jobs import; ``[]``: it preloads nothing for this
+    #: recipe and learns nothing from its jobs.
+    preload: Sequence[str] | None = field(
+        default=None,
+        metadata=optional(
+            custom(
+                {"type": "array", "items": {"type": "string", "pattern": r"^\w+(\.\w+)*$"}},
+                _preload,
+            )
         ),
     )
     #: false: spawn each job as a new interpreter instead of forking the warm one.
@@ -359,6 +363,12 @@ class PythonRecipe(_RecipeBase):
         env = self.env
         inherits = env is None or (isinstance(env, JobEnv) and env.inherit)
         return self.fork and self.interpreter is None and inherits
+
+    @property
+    def learns(self) -> bool:
+        """Its jobs report what they import, for the fork server to preload (see
+        conductors/learned_preload.py): unless ``preload`` is given, even as ``[]``."""
+        return self.preload is None and self.warm
 
     def _check_source(self, where: str) -> None:
         env = JobEnv.of(self.env)

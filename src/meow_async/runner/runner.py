@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from ..conductors import Conductor, JobInterrupted, LocalConductor
+from ..conductors.learned_preload import LEARNED_FILE
 from ..conductors.process_log import CANCELLED, current
 from ..conductors.recovery import clear_notify_mark, recover_jobs
 from ..exceptions import ConfigError, MeowError, MonitorError, RunnerStopped
@@ -895,7 +896,12 @@ def _check_recipes(config: RunnerConfig, recipes: Iterable[Recipe]) -> None:
 
 def _conductor(config: RunnerConfig, recipes: Iterable[Recipe]) -> Conductor:
     """The conductor the settings ask for: local, or Dask with local jobs routed through it."""
-    local = LocalConductor(kill_timeout=config.kill_timeout, containment=config.containment)
+    local = LocalConductor(
+        kill_timeout=config.kill_timeout,
+        containment=config.containment,
+        learn=config.learn_preload,
+        learned=config.jobs_dir.absolute() / LEARNED_FILE,
+    )
     if config.dask is None:
         _check_recipes(config, recipes)
         return local
