@@ -135,6 +135,20 @@ print(json.dumps({"start": start, "written": written}))
 """
 
 
+async def written_burst(runner: Runner, base: Path, n: int) -> tuple[dict[str, float], float]:
+    """Another process writes ``n`` files into ``base``, as an instrument or a user would (the
+    loop stays free): when each was written, and the seconds from its first write until
+    ``n`` jobs finished."""
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await writer.communicate()
+    report = json.loads(out)
+    async with asyncio.timeout(600):
+        await runner.wait_for(_finished_at_least(n))
+    return report["written"], time.time() - report["start"]
+
+
 async def startup(
     root: Path, n: int, max_jobs: int, script_text: str, *, warm: bool, preload: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -146,16 +160,7 @@ async def startup(
     cfg = RunnerConfig(base_dir=base, jobs_dir=jobs, max_jobs=max_jobs, queue_size=max(n, 1))
     recipe = PythonRecipe(name="r", script=script_text, fork=warm, preload=preload if warm else ())
     async with Runner([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg) as r:
-        # Another process writes, as an instrument or a user would: the loop stays free.
-        writer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await writer.communicate()
-        report = json.loads(out)
-        written: dict[str, float] = report["written"]
-        async with asyncio.timeout(600):
-            await r.wait_for(_finished_at_least(n))
-        took = time.time() - report["start"]  # from its first write
+        written, took = await written_burst(r, base, n)
         done = r.stats.done
     metas = list(iter_jobs(jobs))
     first = min(metas, key=lambda m: m["started"])

@@ -33,7 +33,7 @@ from typing import Any
 from meow_async import FilePattern, PythonRecipe, Runner, RunnerConfig, iter_jobs
 from meow_async.conductors.learned_preload import LEARNED_FILE
 
-from .files import WRITER
+from .files import written_burst
 from .loops import loop_factory
 from .tables import table
 
@@ -62,15 +62,7 @@ async def burst(
     recipe = PythonRecipe(name="r", script=script)
     cpu0 = _children_cpu()
     async with Runner([FilePattern(name="p", glob="*.txt", recipe="r")], [recipe], config=cfg) as r:
-        writer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WRITER, str(base), str(n), stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await writer.communicate()
-        report = json.loads(out)
-        written: dict[str, float] = report["written"]
-        async with asyncio.timeout(600):
-            await r.wait_for(lambda s: s.finished >= n)
-        took = time.time() - report["start"]
+        written, took = await written_burst(r, base, n)
         done = r.stats.done
     cpu = _children_cpu() - cpu0  # the fork servers have been reaped: their jobs count
     metas = [m for m in iter_jobs(jobs) if m["event"]["path"] in written]
