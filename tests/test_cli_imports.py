@@ -71,6 +71,27 @@ def test_version_loads_no_asyncio_nor_yaml(tmp_path: Path) -> None:
     mods = imported("--version", cwd=tmp_path)
     assert not creeping(mods, SERVING | EXTRAS | VIEW | {"asyncio", "yaml", "sqlite3", "ssl"})
     assert not [m for m in mods if m.startswith("meow_async.model.")], "no workflow model either"
+    # answered before the parser: argparse, pathlib and the error types are half its start-up
+    assert not creeping(mods, {"argparse", "pathlib", "meow_async.cli.main"})
+
+
+def test_version_says_what_the_parser_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The quick answer and argparse's (``--version`` among other arguments) are the same line."""
+    quick = subprocess.run(
+        [sys.executable, "-m", "meow_async", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    with pytest.raises(SystemExit) as exit_:
+        cli_main.main(["--version", "-v"])
+    assert exit_.value.code == 0
+    assert quick == capsys.readouterr().out
+    assert quick.startswith("meow_async ")
 
 
 def test_send_loads_no_server_and_no_workflow_model(tmp_path: Path) -> None:
