@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # aiohttp's server is imported when one starts: `validate` ne
 
     from aiohttp import web
 
-    from .http_server import Server
+    from .http_server import Connection, Server
 
     Operator = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
 
@@ -77,6 +77,9 @@ class HttpMonitor:
         self.ready = asyncio.Event()
         self._socks: dict[Key, socket.socket] = {}
         self._servers: dict[Key, tuple[Server, asyncio.AbstractServer]] = {}
+        #: Our servers' connection class once one has started (a request seen before comes
+        #: from some other aiohttp server); kept here, not imported per request (2-3 us each).
+        self._ours: tuple[type[Connection], ...] = ()
         #: The TLS files each server was started with: a change (a reload) starts it again.
         self._tls_of: dict[Key, tuple[Any, ...] | None] = {}
         self._queue: asyncio.Queue[Event] | None = None
@@ -218,7 +221,9 @@ class HttpMonitor:
                 logger.error("%s; its rules receive nothing until it is changed", e)
                 continue
             port = sock.getsockname()[1]
-            from .http_server import Listener, Server
+            from .http_server import Connection, Listener, Server
+
+            self._ours = (Connection,)
 
             listener = Listener(f"http {host_port(key[0], port)}", served[0].limits())
             server = Server(
@@ -290,10 +295,8 @@ class HttpMonitor:
     # -- one request --------------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        from .http_server import Connection
-
         conn = request.protocol
-        if not isinstance(conn, Connection):  # served by some other aiohttp server
+        if not isinstance(conn, self._ours):  # served by some other aiohttp server
             return await self._serve(request)
         if conn.over_cap:
             http_log.log(
@@ -496,9 +499,7 @@ class HttpMonitor:
                             kept = None
             except MessageTooLarge:
                 return _error(413, f"the body is over this route's max_size ({pattern.max_size})")
-            from .http_server import Connection
-
-            if isinstance(conn, Connection):
+            if isinstance(conn, self._ours):
                 conn.handling()
             signed = None
             if signer is not None:
