@@ -140,6 +140,28 @@ async def test_watches_only_while_a_rule_needs_it(tmp_path: Path) -> None:
         await task
 
 
+def junk_dirs(monitor: FileMonitor) -> set[str] | None:
+    return monitor.filter.dirs
+
+
+async def test_the_junk_patterns_are_read_as_the_watch_starts(tmp_path: Path) -> None:
+    """Reading watchfiles' junk patterns imports watchfiles (10-15 ms): done on the loop at
+    the first file seen, it was the latency of a runner's first event. A monitor with no file
+    rule never reads them (nor does a runner only made, as ``validate`` makes one)."""
+    wf = Workflow([], [py_recipe("r")])
+    monitor = FileMonitor(tmp_path, wf)
+    stop = asyncio.Event()
+    task = asyncio.create_task(monitor.run(asyncio.Queue(), stop))
+    async with asyncio.timeout(WAIT):
+        await monitor.ready.wait()
+        assert junk_dirs(monitor) is None
+        wf.add_pattern(pat("p", "*.txt"))
+        await monitor.ready.wait()
+        assert ".git" in (junk_dirs(monitor) or ())
+        stop.set()
+        await task
+
+
 async def test_missing_folder_is_an_error(tmp_path: Path) -> None:
     monitor = FileMonitor(tmp_path / "nope", Workflow([pat("p", "*")], [py_recipe("r")]))
     with pytest.raises(MonitorError, match="does not exist") as info:

@@ -57,10 +57,20 @@ class PathFilter:
     def __init__(self, base: str, ignore: list[str]) -> None:
         self.base = base
         self.ignore = ignore
-        #: watchfiles' junk, read at the first path judged (a runner only made, as
-        #: ``validate`` makes one, does not load watchfiles).
+        #: watchfiles' junk, read by load() (a runner only made, as ``validate`` makes one,
+        #: does not load watchfiles).
         self.dirs: set[str] | None = None
         self.names: list[re.Pattern[str]] = []
+
+    def load(self) -> None:
+        """Read watchfiles' junk patterns. Importing watchfiles takes 10-15 ms: the monitor
+        calls this in a thread as its watch starts, so that the first file a runner sees does
+        not wait for it."""
+        if self.dirs is None:
+            import watchfiles
+
+            self.names = [re.compile(p) for p in watchfiles.DefaultFilter.ignore_entity_patterns]
+            self.dirs = set(watchfiles.DefaultFilter.ignore_dirs)
 
     def __call__(self, path: str) -> bool:
         for top in self.ignore:
@@ -69,10 +79,8 @@ class PathFilter:
         rel = path[len(self.base) + 1 :] if path.startswith(self.base + os.sep) else path
         parts = rel.split(os.sep)
         if self.dirs is None:
-            import watchfiles
-
-            self.names = [re.compile(p) for p in watchfiles.DefaultFilter.ignore_entity_patterns]
-            self.dirs = set(watchfiles.DefaultFilter.ignore_dirs)
+            self.load()
+        assert self.dirs is not None  # noqa: S101 - loaded just now
         if any(p in self.dirs for p in parts):
             return False
         return not any(r.search(parts[-1]) for r in self.names)

@@ -293,6 +293,7 @@ class FileMonitor:
             from .portable_watch import PortableWatch  # watchfiles: only where it is asked for
 
             watch = PortableWatch(self, self.step_ms, self.debounce_ms, self.rescan_after)
+        await asyncio.to_thread(self.filter.load)  # not at the first file's event (10-15 ms)
         await watch.start()
         self._watch_now = watch
         stopping = asyncio.create_task(stop.wait())
