@@ -21,6 +21,9 @@ def files_section(files: dict[str, Any]) -> list[str]:
             _watcher(r),
             f"{ms(r['change_to_event']['p50_ms'])} / {ms(r['change_to_event']['p99_ms'])}",
             f"{ms(r['change_to_job_start']['p50_ms'])} / {ms(r['change_to_job_start']['p99_ms'])}",
+            f"{ms(r['change_to_job_code']['p50_ms'])} / {ms(r['change_to_job_code']['p99_ms'])}"
+            if "change_to_job_code" in r
+            else "-",
         ]
         for r in files["latency"]
     ]
@@ -29,6 +32,7 @@ def files_section(files: dict[str, Any]) -> list[str]:
             "watcher (step / debounce ms)",
             "closed -> event p50 / p99",
             "closed -> job start p50 / p99",
+            "closed -> its code p50 / p99",
         ],
         rows,
     )

@@ -12,12 +12,13 @@ write a result file). None names ``preload``. Each goes through a ``Runner`` thr
 
 then the floor: the same script (a real input, a result file) spawned directly with the same
 concurrency on asyncio's loop. Times run from the writer's first file to the last job
-recorded; "first job" is how long after its file the first job started. CPU is that of this
-process's children once they have ended (the fork servers, and so the jobs they reaped; the
-writer; the directly spawned scripts): much less noisy than wall time on a shared machine, and
-it includes each runner's fixed costs (its fork servers' imports, the writer). Every variant's
-folders stay until the suite ends (on ext4, thousands of files just deleted slow the next
-variant's file creations for minutes: see perf/files.py).
+recorded; "first job" is how long after its file the first job started, and its code (see
+``files.own_start``). CPU is that of this process's children once they have ended (the fork
+servers, and so the jobs they reaped; the writer; the directly spawned scripts): much less
+noisy than wall time on a shared machine, and it includes each runner's fixed costs (its fork
+servers' imports, the writer). Every variant's folders stay until the suite ends (on ext4,
+thousands of files just deleted slow the next variant's file creations for minutes: see
+perf/files.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 from meow_async import FilePattern, PythonRecipe, Runner, RunnerConfig, iter_jobs
 from meow_async.conductors.learned_preload import LEARNED_FILE
 
-from .files import written_burst
+from .files import own_start, written_burst
 from .loops import loop_factory
 from .tables import table
 
@@ -74,6 +75,7 @@ async def burst(
         "cpu_ms_per_job": cpu / n * 1000,
         "done": done,
         "first_job_start_ms": (first["started"] - written[first["event"]["path"]]) * 1000,
+        "first_job_code_ms": (own_start(first) - written[first["event"]["path"]]) * 1000,
         "learned": learned,
     }
 
@@ -148,7 +150,8 @@ def run(
                     + "; ".join(
                         f"{v} {st[v]['jobs_s']:.2f} s = {st[v]['ratio']:.3f}x, CPU "
                         f"{st[v]['cpu_ms_per_job']:.1f} ms/job = {st[v]['cpu_ratio']:.3f}x, "
-                        f"first job {st[v]['first_job_start_ms']:.1f} ms"
+                        f"first job {st[v]['first_job_start_ms']:.1f} ms (its code "
+                        f"{st[v]['first_job_code_ms']:.1f} ms)"
                         for v in VARIANTS
                     )
                     + f"; learned: {', '.join(st['learned']['learned']) or 'nothing'}"
@@ -170,7 +173,11 @@ def section(points: list[dict[str, Any]]) -> list[str]:
             + _range([p[v]["cpu_ratio"] for p in mine], "x)", 3)
             for v in VARIANTS
         ]
-        row.append(_range([p["learned"]["first_job_start_ms"] for p in mine], " ms", 1))
+        row.append(
+            _range([p["learned"]["first_job_start_ms"] for p in mine], " ms", 1)
+            + " (its code "
+            + _range([p["learned"]["first_job_code_ms"] for p in mine], " ms)", 1)
+        )
         rows.append(row)
     head = ["recipe", "jobs", "direct spawn", *(f"{v} / direct (CPU)" for v in VARIANTS)]
     return ["## Warm jobs and learned imports", "", *table([*head, "first job (learned)"], rows)]
