@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from meow_async import FilePattern, PythonRecipe, Runner, RunnerConfig, Workflow, iter_jobs
+from meow_async.conductors.process_log import last_attempt
 from meow_async.monitors.files.monitor import FileMonitor
 
 from .loops import loop_factory
@@ -42,11 +43,10 @@ def own_start(meta: dict[str, Any]) -> float:
     """When the job's own process was there to run its code: the time on the ``pid`` line of
     its process.log, which a warm job writes once it is in its cgroup. The job's ``started``
     is the fork server's ``start`` line, before the fork and the cgroup's join."""
-    for entry in reversed(Path(meta["dir"], "process.log").read_text().splitlines()):
-        f = entry.split()
-        if f[:1] == ["pid"] and len(f) > 3:
-            return float(f[3])
-    return float(meta["started"])
+    attempt = last_attempt(Path(meta["dir"]))
+    if attempt is None or attempt.pid_time is None:
+        return float(meta["started"])
+    return attempt.pid_time
 
 
 #: Seconds between one file's job ending and the next file: an instrument's files come with

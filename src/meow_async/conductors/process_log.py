@@ -67,6 +67,8 @@ class Attempt:
     mode: str = ""
     pid: int | None = None
     pid_start: int | None = None
+    #: When its process was there, about to run the job (a warm job: once in its cgroup).
+    pid_time: float | None = None
     exit_code: int | None = None
     finished: float | None = None
     worker: str | None = None
@@ -102,6 +104,8 @@ def last_attempt(job_dir: Path) -> Attempt | None:
             elif f[0] == "pid":
                 last.pid = int(f[1])
                 last.pid_start = int(f[2]) if f[2] != "None" else None
+                if len(f) > 3:
+                    last.pid_time = float(f[3])
                 if len(f) > 4:
                     last.cgroup = line.split(None, 4)[4]  # a path: it may hold spaces
             elif f[0] == "cancel":
